@@ -1,0 +1,63 @@
+"""The feed catalogue (feeds/sources.toml): read and check source definitions."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from ceptoar.model import tlp_name
+
+KIND_NAMES = ("jvn", "rss", "kev", "csaf", "stix")
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+def check_source(src: dict, where: str = "") -> dict:
+    """A normalized source definition, or a CatalogueError naming what is wrong."""
+    at = f"{where}: " if where else ""
+    sid = str(src.get("id", "")).strip()
+    if not ID_RE.match(sid):
+        raise CatalogueError(f"{at}source id {sid!r} must be lowercase letters, digits, '.', '_' or '-'")
+    kind = src.get("kind")
+    if kind not in KIND_NAMES:
+        raise CatalogueError(f"{at}source {sid}: kind {kind!r} is not one of {', '.join(KIND_NAMES)}")
+    url = str(src.get("url", "")).strip()
+    if not re.match(r"^https?://\S+$", url):
+        raise CatalogueError(f"{at}source {sid}: url {url!r} must be an http(s) URL")
+    try:
+        tlp = tlp_name(str(src.get("tlp", "CLEAR")))
+    except ValueError as e:
+        raise CatalogueError(f"{at}source {sid}: {e}") from None
+    options = src.get("options") or {}
+    if not isinstance(options, dict):
+        raise CatalogueError(f"{at}source {sid}: options must be a table")
+    return {
+        "id": sid,
+        "name": str(src.get("name") or sid),
+        "kind": kind,
+        "url": url,
+        "enabled": bool(src.get("enabled", True)),
+        "tlp": tlp,
+        "lang": str(src.get("lang") or "ja"),
+        "interval": int(src.get("interval") or 3600),
+        "options": options,
+    }
+
+
+def load(path: Path) -> list[dict]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CatalogueError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogueError(f"{path}: {e}") from None
+    sources = [check_source(s, f"{path} [[source]] #{i}") for i, s in enumerate(data.get("source", []), 1)]
+    ids = [s["id"] for s in sources]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise CatalogueError(f"{path}: duplicate source ids {', '.join(sorted(dup))}")
+    return sources

@@ -1,0 +1,215 @@
+"""The shared vocabulary: TLP markings, deterministic ids, timestamps, identifiers.
+
+Every normalizer builds its STIX objects through these helpers, so dates, ids and markings
+are decided once, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+# Namespace of every UUIDv5 the hub derives; changing it would re-key the whole store.
+NAMESPACE = uuid.UUID("6b1c0b5e-3f0e-5a7e-9d3c-ce9704a2c0de")
+
+TLP_ORDER = ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
+TLP_IDS = {
+    "CLEAR": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
+    "GREEN": "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+    "AMBER": "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+    "AMBER+STRICT": "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
+    "RED": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+}
+# TLP 1.0 ids (stix2's TLP_WHITE etc.); OpenCTI labels TLP:CLEAR with the WHITE id.
+TLP1_IDS = {
+    "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9": "CLEAR",
+    "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da": "GREEN",
+    "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82": "AMBER",
+    "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed": "RED",
+}
+TLP_BY_ID = {v: k for k, v in TLP_IDS.items()} | TLP1_IDS
+TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-4be2-a5b4-4b4a0e6a6fd2"
+
+
+def tlp_name(value: str) -> str:
+    """Canonical TLP name from user or feed spelling: 'tlp:white' → 'CLEAR', 'amber+strict' → …"""
+    v = value.strip().upper().removeprefix("TLP:").removeprefix("TLP ").replace(" ", "")
+    v = {"WHITE": "CLEAR", "AMBERSTRICT": "AMBER+STRICT"}.get(v, v)
+    if v not in TLP_ORDER:
+        raise ValueError(f"unknown TLP {value!r} (use one of {', '.join(TLP_ORDER)})")
+    return v
+
+
+def tlp_max(*names: str | None) -> str | None:
+    present = [n for n in names if n]
+    return max(present, key=TLP_ORDER.index) if present else None
+
+
+def marking_definition(tlp: str) -> dict:
+    """The OASIS TLP 2.0 marking-definition object for `tlp`."""
+    return {
+        "type": "marking-definition",
+        "spec_version": "2.1",
+        "id": TLP_IDS[tlp],
+        "created": "2022-10-01T00:00:00.000Z",
+        "name": f"TLP:{tlp}",
+        "extensions": {TLP2_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": tlp.lower()}},
+        "created_by_ref": "identity--b3bca3c2-1f3d-4b54-b44f-dac42c3a8f01",
+    }
+
+
+def stable_id(stix_type: str, *parts: str) -> str:
+    return f"{stix_type}--{uuid.uuid5(NAMESPACE, '|'.join(parts))}"
+
+
+def vulnerability_id(cve: str) -> str:
+    """Derived from the CVE id alone, so JVN, KEV and CSAF name the same object."""
+    return stable_id("vulnerability", "cve", cve.upper())
+
+
+def identity_id(source_id: str) -> str:
+    return stable_id("identity", "source", source_id)
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+def parse_date(text: str | None) -> datetime | date | None:
+    """ISO 8601 (seconds optional, as JVN writes them) or RFC 2822; the original offset is kept."""
+    if not text or not text.strip():
+        return None
+    s = text.strip()
+    try:
+        if len(s) == 10:
+            return date.fromisoformat(s)
+        return datetime.fromisoformat(s.replace("z", "Z"))
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(s)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def iso_original(d: datetime | date | None) -> str | None:
+    """ISO form with the source's own offset (dates stay dates)."""
+    if d is None:
+        return None
+    if isinstance(d, datetime) and d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.isoformat()
+
+
+def to_utc(d: datetime | date | None) -> datetime | None:
+    if d is None:
+        return None
+    if not isinstance(d, datetime):
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.astimezone(UTC)
+
+
+def stix_time(d: datetime | date | None) -> str | None:
+    """STIX timestamp: UTC, millisecond precision, 'Z'."""
+    u = to_utc(d)
+    return None if u is None else u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+
+
+def parse_stix_time(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def later_than(candidate: str | None, previous: str) -> str:
+    """A `modified` for a new version: the candidate if it is later, else previous + 1 ms."""
+    if candidate and candidate > previous:
+        return candidate
+    return stix_time(parse_stix_time(previous) + timedelta(milliseconds=1))
+
+
+def now_stix() -> str:
+    return stix_time(datetime.now(UTC))
+
+
+# --- identifiers ------------------------------------------------------------------------------
+
+CVE_RE = re.compile(r"\bCVE-\d{4}-\d{4,7}\b", re.IGNORECASE)
+IDENTIFIER_RE = re.compile(
+    r"(JVNDB-\d{4}-\d{6}|JVN#\d{8}|JVNVU#\d{5,8}|JVNTA#?\d{5,8}|ICSMA-\d{2}-\d{3}-\d{2}[A-Z]?"
+    r"|ICSA-\d{2}-\d{3}-\d{2}[A-Z]?|CVE-\d{4}-\d{4,7}|CWE-\d+|VU#\d+)",
+    re.IGNORECASE,
+)
+_SCHEMES = [
+    ("JVNDB-", "jvndb", "https://jvndb.jvn.jp/ja/contents/{year}/{id}.html"),
+    ("JVN#", "jvn", "https://jvn.jp/jp/JVN{num}/"),
+    ("JVNVU#", "jvn", "https://jvn.jp/vu/JVNVU{num}/"),
+    ("JVNTA", "jvn", None),
+    ("ICSMA-", "cisa", "https://www.cisa.gov/news-events/ics-medical-advisories/{lower}"),
+    ("ICSA-", "cisa", "https://www.cisa.gov/news-events/ics-advisories/{lower}"),
+    ("CVE-", "cve", "https://www.cve.org/CVERecord?id={id}"),
+    ("CWE-", "cwe", "https://cwe.mitre.org/data/definitions/{num}.html"),
+    ("VU#", "cert-vn", "https://www.kb.cert.org/vuls/id/{num}"),
+]
+
+
+def canonical_identifier(ident: str) -> str:
+    """Known schemes upper-cased (cve-2024-1 → CVE-2024-1); anything else kept as written."""
+    ident = ident.strip()
+    return ident.upper() if IDENTIFIER_RE.fullmatch(ident) else ident
+
+
+def find_cves(*texts: str | None) -> list[str]:
+    seen: dict[str, None] = {}
+    for t in texts:
+        for m in CVE_RE.findall(t or ""):
+            seen[m.upper()] = None
+    return list(seen)
+
+
+def find_identifiers(*texts: str | None) -> list[str]:
+    seen: dict[str, None] = {}
+    for t in texts:
+        for m in IDENTIFIER_RE.findall(t or ""):
+            seen[canonical_identifier(m)] = None
+    return list(seen)
+
+
+def identifier_reference(ident: str, url: str | None = None) -> dict:
+    """An external reference for a known identifier, with the canonical URL when none is given."""
+    ident = canonical_identifier(ident)
+    known = IDENTIFIER_RE.fullmatch(ident) is not None
+    for prefix, source_name, template in _SCHEMES:
+        if ident.upper().startswith(prefix):
+            ref = {"source_name": source_name, "external_id": ident}
+            if url is None and template and known:
+                num = re.sub(r"\D", "", ident.split("-", 1)[-1] if prefix.endswith("-") else ident)
+                year = ident.split("-")[1] if prefix == "JVNDB-" else ""
+                url = template.format(id=ident, num=num, year=year, lower=ident.lower())
+            if url:
+                ref["url"] = url
+            return ref
+    ref = {"source_name": "other", "external_id": ident}
+    if url:
+        ref["url"] = url
+    return ref
+
+
+def content_hash(obj: dict) -> str:
+    """Hash of an object's content, ignoring its version timestamps."""
+    body = {k: v for k, v in obj.items() if k not in ("created", "modified")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class Source:
+    id: str
+    kind: str
+    url: str = ""
+    name: str = ""
+    tlp: str = "CLEAR"
+    lang: str = "ja"
+    options: dict = field(default_factory=dict)

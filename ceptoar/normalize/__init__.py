@@ -1,0 +1,187 @@
+"""Normalizers: one pure module per feed format, bytes → STIX 2.1 dicts, no I/O.
+
+Each format module exposes `parse(raw: bytes, source: Source, charset: str | None = None)`
+returning a list of `Entry`. This module holds what they share: the `Entry` record and
+`advisory()`, which turns the facts of one advisory into its report, vulnerabilities,
+source identity and TLP marking.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timezone
+
+from ceptoar.model import (
+    TLP_IDS,
+    Source,
+    canonical_identifier,
+    identifier_reference,
+    identity_id,
+    iso_original,
+    marking_definition,
+    stable_id,
+    stix_time,
+    vulnerability_id,
+)
+
+
+class FeedError(ValueError):
+    """The body is not a usable feed of the expected kind; the message is one line for the user."""
+
+
+@dataclass
+class Entry:
+    key: str  # identity of the entry within its source (never a GUID alone: ids add the source)
+    objects: list[dict]  # the report first, then what it references
+    raw: str  # the entry as received, for provenance and re-normalization
+    tags: list[str] = field(default_factory=list)
+    tlp: str | None = None  # of the advisory as a whole; None: read it from the report's marking
+
+    @property
+    def report(self) -> dict:
+        return self.objects[0]
+
+
+def source_identity(source: Source) -> dict:
+    return {
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": identity_id(source.id),
+        "created": "2020-01-01T00:00:00.000Z",
+        "modified": "2020-01-01T00:00:00.000Z",
+        "name": source.name or source.id,
+        "identity_class": "organization",
+        "x_ceptoar_source": source.id,
+    }
+
+
+def _dedupe(items: list, key=lambda x: x) -> list:
+    seen, out = set(), []
+    for it in items:
+        k = key(it)
+        if k not in seen:
+            seen.add(k)
+            out.append(it)
+    return out
+
+
+def cvss_key(c: dict) -> tuple:
+    return (c.get("source"), c.get("cve"), c.get("version"), c.get("vector"))
+
+
+def advisory(
+    source: Source,
+    key: str,
+    *,
+    title: str,
+    raw: str,
+    description: str = "",
+    published: datetime | date | None = None,
+    modified: datetime | date | None = None,
+    url: str | None = None,
+    own_id: str | None = None,
+    identifiers: list[tuple[str, str | None]] = (),
+    references: list[dict] = (),
+    cves: list[str] = (),
+    cvss: list[dict] = (),
+    cpes: list[str] = (),
+    cwes: list[str] = (),
+    lang: str | None = None,
+    tlp: str | None = None,
+    extra: dict | None = None,
+    per_cve: dict[str, dict] | None = None,
+    medical_signals: list[str] = (),
+    tags: list[str] = (),
+    object_refs: list[str] = (),
+    included: list[dict] = (),
+) -> Entry:
+    """Build the STIX objects of one advisory.
+
+    `cvss` and `cpes` are advisory-level facts; `per_cve` maps a CVE to facts known for that CVE
+    alone (CSAF scores, KEV listing), which also land on the shared vulnerability object.
+    """
+    fetched = datetime.now(UTC)
+    published = published or modified or fetched
+    modified = modified or published
+    tlp = tlp or source.tlp
+    cves = _dedupe([c.upper() for c in cves])
+    ident = identity_id(source.id)
+
+    refs: list[dict] = []
+    if url or own_id:
+        top = {"source_name": source.id}
+        if own_id:
+            top["external_id"] = canonical_identifier(own_id)
+        if url:
+            top["url"] = url
+        refs.append(top)
+    for ident_str, ident_url in [*identifiers, *[(c, None) for c in cves], *[(w, None) for w in cwes]]:
+        refs.append(identifier_reference(ident_str, ident_url))
+    refs.extend(references)
+    # The first reference of an identifier wins: feeds give better URLs than our templates.
+    refs = _dedupe(refs, key=lambda r: (r["source_name"], r.get("external_id") or r.get("url")))
+
+    report = {
+        "type": "report",
+        "spec_version": "2.1",
+        "id": stable_id("report", source.id, key),
+        "created": stix_time(published),
+        "modified": stix_time(modified),
+        "name": (title or "").strip() or f"{source.id} {key}",
+        "published": stix_time(published),
+        "report_types": ["vulnerability"] if cves else ["threat-report"],
+        "created_by_ref": ident,
+        "object_refs": _dedupe([vulnerability_id(c) for c in cves] + list(object_refs) + [ident]),
+        "object_marking_refs": [TLP_IDS[tlp]],
+        "lang": lang or source.lang,
+        "x_ceptoar_source": source.id,
+        "x_ceptoar_entry": key,
+        "x_ceptoar_dates": {"published": iso_original(published), "modified": iso_original(modified)},
+    }
+    if description and description.strip():
+        report["description"] = description.strip()
+    if refs:
+        report["external_references"] = refs
+    if cvss:
+        report["x_ceptoar_cvss"] = _dedupe(list(cvss), cvss_key)
+    if cpes:
+        report["x_ceptoar_cpes"] = _dedupe(list(cpes))
+    if cwes:
+        report["x_ceptoar_cwes"] = _dedupe([canonical_identifier(w) for w in cwes])
+    if medical_signals:
+        report["x_ceptoar_medical_signals"] = _dedupe(list(medical_signals))
+    for k, v in (extra or {}).items():
+        if v not in (None, "", [], {}):
+            report[k] = v
+
+    vulns = []
+    for cve in cves:
+        v = {
+            "type": "vulnerability",
+            "spec_version": "2.1",
+            "id": vulnerability_id(cve),
+            "created": report["published"],
+            "modified": report["published"],
+            "name": cve,
+            "external_references": [identifier_reference(cve)],
+            "object_marking_refs": [TLP_IDS["CLEAR"]],
+        }
+        # Facts from a restricted source stay on its (restricted) report: the vulnerability
+        # object is shared by every reader of any advisory naming the CVE.
+        if tlp == "CLEAR":
+            facts = dict((per_cve or {}).get(cve, {}))
+            if cvss and "x_ceptoar_cvss" not in facts and len(cves) == 1:
+                facts["x_ceptoar_cvss"] = list(cvss)
+            if cpes and "x_ceptoar_cpes" not in facts:
+                facts["x_ceptoar_cpes"] = list(cpes)
+            v.update({k: val for k, val in facts.items() if val not in (None, [], {})})
+        vulns.append(v)
+
+    markings = [marking_definition(tlp)] + ([marking_definition("CLEAR")] if cves and tlp != "CLEAR" else [])
+    objects = [report, *vulns, *included, source_identity(source), *markings]
+    return Entry(key=key, objects=objects, raw=raw, tags=list(tags), tlp=tlp)
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,147 @@
+"""JVN iPedia / MyJVN RSS 1.0 with mod_sec (and MyJVN's Atom alert list).
+
+feedparser keeps only the last `sec:references`, `sec:cvss` and `sec:cpe` of an item and drops
+their text, so the whole item is read here with defusedxml, under both mod_sec namespace URIs.
+"""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element, tostring
+
+from ceptoar.model import Source, find_cves, parse_date, tlp_max, tlp_name
+from ceptoar.normalize import Entry, FeedError, advisory, xmlsafe
+
+RSS = "{http://purl.org/rss/1.0/}"
+RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+DC = "{http://purl.org/dc/elements/1.1/}"
+DCTERMS = "{http://purl.org/dc/terms/}"
+ATOM = "{http://www.w3.org/2005/Atom}"
+SEC_NAMESPACES = ("{http://jvn.jp/rss/mod_sec/}", "{http://jvn.jp/rss/mod_sec/3.0/}")
+
+
+def _sec(el: Element, name: str) -> list[Element]:
+    return [c for ns in SEC_NAMESPACES for c in el.iter(ns + name)]
+
+
+def _feed_tlp(root: Element) -> str | None:
+    for handling in _sec(root, "handling"):
+        for ms in handling.iter():
+            color = ms.get("color")
+            if color:
+                try:
+                    return tlp_name(color)
+                except ValueError:
+                    return None
+    return None
+
+
+def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]:
+    root = xmlsafe.parse(raw, charset)
+    tlp = tlp_max(source.tlp, _feed_tlp(root))
+    if root.tag == RDF + "RDF":
+        return [_rss_item(item, source, tlp) for item in root.iter(RSS + "item")]
+    if root.tag == ATOM + "feed":
+        return [_atom_entry(e, source, tlp) for e in root.iter(ATOM + "entry")]
+    raise FeedError(f"not a JVN RDF/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
+
+
+def _rss_item(item: Element, source: Source, tlp: str) -> Entry:
+    def child(path: str) -> str:
+        return xmlsafe.text(item.find(path))
+
+    link = child(RSS + "link") or item.get(RDF + "about", "")
+    jvndb = "".join(xmlsafe.text(e) for e in _sec(item, "identifier")[:1])
+    title, description = child(RSS + "title"), child(RSS + "description").replace("\r", "")
+
+    identifiers, references, cves, cwes = [], [], [], []
+    for ref in _sec(item, "references"):
+        rid, url = (ref.get("id") or "").strip(), xmlsafe.text(ref) or None
+        src = (ref.get("source") or "").strip()
+        if rid.upper().startswith("CWE-"):
+            cwes.append(rid)
+            identifiers.append((rid, url))
+        elif src in ("CVE", "NVD") or rid.upper().startswith("CVE-"):
+            cves.append(rid)
+            if src == "CVE":
+                identifiers.append((rid, url))
+            else:
+                references.append({"source_name": src or "cve", "external_id": rid, **({"url": url} if url else {})})
+        elif src == "JVN" or rid.upper().startswith(("JVN#", "JVNVU#", "JVNTA")):
+            identifiers.append((rid, url))
+        else:
+            ref_dict = {"source_name": src or ref.get("title") or "reference"}
+            if rid:
+                ref_dict["external_id"] = rid
+            if url:
+                ref_dict["url"] = url
+            if len(ref_dict) > 1:
+                references.append(ref_dict)
+    cvss = [
+        {
+            "version": c.get("version"),
+            "score": float(c.get("score")) if c.get("score") else None,
+            "severity": c.get("severity"),
+            "vector": c.get("vector"),
+            "type": c.get("type") or "Base",
+            "source": "JVN",
+        }
+        for c in _sec(item, "cvss")
+    ]
+    cpes = [xmlsafe.text(c) for c in _sec(item, "cpe") if xmlsafe.text(c)]
+    cpe_products = [
+        {"cpe": xmlsafe.text(c), "vendor": c.get("vendor"), "product": c.get("product")}
+        for c in _sec(item, "cpe")
+        if xmlsafe.text(c)
+    ]
+    issued = child(DCTERMS + "issued") or child(DC + "date")
+    modified = child(DCTERMS + "modified") or child(DC + "date")
+    return advisory(
+        source,
+        jvndb or link,
+        title=title,
+        description=description,
+        published=parse_date(issued),
+        modified=parse_date(modified),
+        url=link or None,
+        own_id=jvndb or None,
+        identifiers=identifiers,
+        references=references,
+        cves=cves or find_cves(title, description),
+        cvss=cvss,
+        cpes=cpes,
+        cwes=cwes,
+        tlp=tlp,
+        lang=item.get("{http://www.w3.org/XML/1998/namespace}lang"),
+        extra={"x_ceptoar_products": cpe_products},
+        raw=tostring(item, encoding="unicode"),
+    )
+
+
+def _atom_entry(entry: Element, source: Source, tlp: str) -> Entry:
+    def child(name: str) -> str:
+        return xmlsafe.text(entry.find(ATOM + name))
+
+    link_el = entry.find(ATOM + "link")
+    link = link_el.get("href") if link_el is not None else None
+    eid, title, summary = child("id"), child("title"), child("summary")
+    items = [
+        {"title": xmlsafe.text(i.find(ns + "title")), "identifier": xmlsafe.text(i.find(ns + "identifier")),
+         "link": (i.find(ns + "link").get("href") if i.find(ns + "link") is not None else None)}
+        for ns in SEC_NAMESPACES for i in entry.iter(ns + "item")
+    ]
+    text_all = " ".join([title, summary, *[i["title"] for i in items]])
+    return advisory(
+        source,
+        eid or link or title,
+        title=title,
+        description=summary,
+        published=parse_date(child("published")),
+        modified=parse_date(child("updated")),
+        url=link,
+        own_id=eid or None,
+        cves=find_cves(text_all),
+        cpes=[xmlsafe.text(c) for c in _sec(entry, "cpe") if xmlsafe.text(c)],
+        tlp=tlp,
+        extra={"x_ceptoar_items": items},
+        raw=tostring(entry, encoding="unicode"),
+    )

@@ -1,0 +1,304 @@
+"""The store: one SQLite file (WAL) through sqlite-utils. The only module that speaks SQL.
+
+Tables: sources (catalogue and fetch state), raw_entries (provenance), objects (every version
+of every STIX object), advisories (the analyst's view of each report) and advisory_cves.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sources (
+    id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL, url TEXT NOT NULL DEFAULT '',
+    enabled INTEGER NOT NULL DEFAULT 1, tlp TEXT NOT NULL DEFAULT 'CLEAR', lang TEXT,
+    interval INTEGER, options TEXT NOT NULL DEFAULT '{}', origin TEXT,
+    etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS raw_entries (
+    source TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, received TEXT NOT NULL,
+    version TEXT, raw TEXT NOT NULL, PRIMARY KEY (source, key)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, modified TEXT NOT NULL, type TEXT NOT NULL,
+    hash TEXT NOT NULL, added TEXT NOT NULL, json TEXT NOT NULL, UNIQUE (id, modified)
+);
+CREATE TABLE IF NOT EXISTS advisories (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, entry_key TEXT NOT NULL, title TEXT, description TEXT,
+    published TEXT, published_utc TEXT, modified TEXT, stix_modified TEXT, url TEXT,
+    identifiers TEXT NOT NULL DEFAULT '[]', cves TEXT NOT NULL DEFAULT '[]', cvss TEXT NOT NULL DEFAULT '[]',
+    cpes TEXT NOT NULL DEFAULT '[]', max_cvss REAL, tlp TEXT NOT NULL, lang TEXT,
+    tags TEXT NOT NULL DEFAULT '[]', auto_tags TEXT NOT NULL DEFAULT '[]',
+    medical_signals TEXT NOT NULL DEFAULT '[]', status TEXT NOT NULL DEFAULT 'new', severity TEXT,
+    medical INTEGER, notes TEXT NOT NULL DEFAULT '[]', first_seen TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS advisories_source ON advisories (source, published_utc);
+CREATE INDEX IF NOT EXISTS advisories_published ON advisories (published_utc);
+CREATE TABLE IF NOT EXISTS followed (
+    source TEXT NOT NULL, id TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (source, id)
+);
+CREATE TABLE IF NOT EXISTS advisory_cves (
+    cve TEXT NOT NULL, advisory TEXT NOT NULL, PRIMARY KEY (cve, advisory)
+) WITHOUT ROWID;
+"""
+
+SOURCE_FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "origin")
+ADVISORY_JSON = ("identifiers", "cves", "cvss", "cpes", "tags", "auto_tags", "medical_signals", "notes")
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class StoreError(Exception):
+    """A store problem to report to the user in one line."""
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None):
+        try:
+            if path is None or str(path) == ":memory:":
+                self.db = sqlite_utils.Database(memory=True)
+            else:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite_utils.Database(str(path))
+                self.db.enable_wal()
+            self.conn: sqlite3.Connection = self.db.conn
+            self.conn.execute("PRAGMA busy_timeout = 10000")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open database {path}: {e}") from None
+
+    # --- schema ---------------------------------------------------------------------------
+    def migrate(self) -> int:
+        with self.transaction():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return SCHEMA_VERSION
+
+    def is_initialized(self) -> bool:
+        return "meta" in self.db.table_names()
+
+    def require_initialized(self) -> None:
+        if not self.is_initialized():
+            raise StoreError("database not initialized: run `ceptoar init` first")
+
+    @contextmanager
+    def transaction(self):
+        """One atomic unit: everything inside commits together or not at all."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- sources --------------------------------------------------------------------------
+    def upsert_source(self, src: dict, *, keep_enabled: bool = True) -> bool:
+        """Insert or update a source definition; fetch state, and the enabled flag the operator
+        set, survive a reload of the catalogue. Returns True when the source is new."""
+        row = {k: src.get(k) for k in SOURCE_FIELDS if k in src}
+        row["options"] = json.dumps(src.get("options") or {}, ensure_ascii=False, sort_keys=True)
+        existing = self.get_source(row["id"])
+        with self.transaction():
+            if existing is None:
+                cols = ", ".join(row)
+                self.conn.execute(f"INSERT INTO sources ({cols}) VALUES ({', '.join('?' * len(row))})",
+                                  list(row.values()))
+                return True
+            if keep_enabled:
+                row.pop("enabled", None)
+            sets = ", ".join(f"{k} = ?" for k in row if k != "id")
+            self.conn.execute(f"UPDATE sources SET {sets} WHERE id = ?",
+                              [v for k, v in row.items() if k != "id"] + [row["id"]])
+            return False
+
+    def _source_row(self, row) -> dict:
+        d = dict(row)
+        d["options"] = json.loads(d.get("options") or "{}")
+        d["enabled"] = bool(d["enabled"])
+        return d
+
+    def get_source(self, source_id: str) -> dict | None:
+        cur = self.conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,))
+        row = cur.fetchone()
+        return self._source_row(dict(zip([c[0] for c in cur.description], row))) if row else None
+
+    def list_sources(self) -> list[dict]:
+        cur = self.conn.execute("SELECT * FROM sources ORDER BY id")
+        cols = [c[0] for c in cur.description]
+        return [self._source_row(dict(zip(cols, r))) for r in cur.fetchall()]
+
+    def set_source_enabled(self, source_id: str, enabled: bool) -> bool:
+        with self.transaction():
+            cur = self.conn.execute("UPDATE sources SET enabled = ? WHERE id = ?", (int(enabled), source_id))
+        return cur.rowcount == 1
+
+    def record_fetch(self, source_id: str, status: str, error: str | None = None,
+                     etag: str | None = None, last_modified: str | None = None) -> None:
+        """Fetch outcome; ETag/Last-Modified only move forward on success."""
+        with self.transaction():
+            if status == "not-modified":
+                self.conn.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL "
+                                  "WHERE id = ?", (utcnow(), status, source_id))
+            elif status == "ok":
+                self.conn.execute(
+                    "UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, etag = ?, "
+                    "last_modified = ? WHERE id = ?", (utcnow(), status, etag, last_modified, source_id))
+            else:
+                self.conn.execute(
+                    "UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ? WHERE id = ?",
+                    (utcnow(), status, error, source_id))
+
+    # --- raw entries and objects ------------------------------------------------------------
+    def raw_versions(self, source_id: str, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """key → (hash, version) of the raw entries already held for a source."""
+        out = {}
+        for chunk in _chunks(keys, 500):
+            q = f"SELECT key, hash, version FROM raw_entries WHERE source = ? AND key IN ({','.join('?' * len(chunk))})"
+            for k, h, v in self.conn.execute(q, [source_id, *chunk]):
+                out[k] = (h, v)
+        return out
+
+    def followed(self, source_id: str) -> dict[str, str]:
+        """id → `updated` of the index entries (ROLIE) already followed for a source."""
+        return dict(self.conn.execute("SELECT id, updated FROM followed WHERE source = ?", (source_id,)))
+
+    def mark_followed(self, source_id: str, items: list[tuple[str, str]]) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO followed (source, id, updated) VALUES (?, ?, ?)",
+                              [(source_id, i, u) for i, u in items])
+
+    def latest_objects(self, ids: list[str]) -> dict[str, dict]:
+        """id → {json, hash, modified, created} of the newest stored version."""
+        out: dict[str, dict] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            q = (f"SELECT id, modified, hash, json FROM objects WHERE id IN ({','.join('?' * len(chunk))}) "
+                 "ORDER BY id, modified")
+            for oid, modified, h, js in self.conn.execute(q, chunk):
+                out[oid] = {"modified": modified, "hash": h, "json": js}
+        return out
+
+    def write_batch(self, *, objects: list[tuple], advisories: list[dict], advisory_cves: list[tuple],
+                    raw_entries: list[tuple]) -> None:
+        """Write one source's changes; the caller holds the transaction."""
+        now = utcnow()
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO objects (id, modified, type, hash, added, json) VALUES (?, ?, ?, ?, ?, ?)",
+            [(oid, mod, typ, h, now, js) for oid, mod, typ, h, js in objects])
+        if advisories:
+            cols = list(advisories[0])
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("id", "first_seen", "status"))
+            self.conn.executemany(
+                f"INSERT INTO advisories ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                [[_dump(a[c]) if c in ADVISORY_JSON else a[c] for c in cols] for a in advisories])
+            ids = [a["id"] for a in advisories]
+            for chunk in _chunks(ids, 500):
+                self.conn.execute(f"DELETE FROM advisory_cves WHERE advisory IN ({','.join('?' * len(chunk))})", chunk)
+            self.conn.executemany("INSERT OR IGNORE INTO advisory_cves (cve, advisory) VALUES (?, ?)", advisory_cves)
+        self.conn.executemany(
+            "INSERT INTO raw_entries (source, key, hash, received, version, raw) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, key) DO UPDATE SET hash = excluded.hash, received = excluded.received, "
+            "version = excluded.version, raw = excluded.raw",
+            [(s, k, h, now, v, raw) for s, k, h, v, raw in raw_entries])
+
+    def advisory_states(self, ids: list[str]) -> dict[str, dict]:
+        out = {}
+        for chunk in _chunks(ids, 500):
+            q = f"SELECT id, tags, auto_tags, first_seen FROM advisories WHERE id IN ({','.join('?' * len(chunk))})"
+            for aid, tags, auto, first in self.conn.execute(q, chunk):
+                out[aid] = {"tags": json.loads(tags), "auto_tags": json.loads(auto), "first_seen": first}
+        return out
+
+    # --- reading advisories ----------------------------------------------------------------
+    def list_advisories(self, *, source: str | None = None, cve: str | None = None, since: str | None = None,
+                        tag: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict]:
+        where, args = [], []
+        if source:
+            where.append("a.source = ?")
+            args.append(source)
+        if cve:
+            where.append("a.id IN (SELECT advisory FROM advisory_cves WHERE cve = ?)")
+            args.append(cve.upper())
+        if since:
+            where.append("a.published_utc >= ?")
+            args.append(since)
+        if tag:
+            where.append("EXISTS (SELECT 1 FROM json_each(a.tags) WHERE value = ?)")
+            args.append(tag)
+        if status and status != "all":
+            where.append("a.status = ?")
+            args.append(status)
+        q = "SELECT * FROM advisories a"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += " ORDER BY a.published_utc DESC, a.id"
+        if limit:
+            q += " LIMIT ?"
+            args.append(limit)
+        return self._advisory_rows(self.conn.execute(q, args))
+
+    def _advisory_rows(self, cur) -> list[dict]:
+        cols = [c[0] for c in cur.description]
+        rows = []
+        for r in cur.fetchall():
+            d = dict(zip(cols, r))
+            for c in ADVISORY_JSON:
+                d[c] = json.loads(d[c]) if d.get(c) is not None else []
+            d["medical"] = None if d["medical"] is None else bool(d["medical"])
+            rows.append(d)
+        return rows
+
+    def find_advisory(self, ref: str) -> dict:
+        """By full STIX id or a unique prefix (6+ characters) of its UUID."""
+        ref = ref.strip()
+        uuid_part = ref.split("--", 1)[1] if "--" in ref else ref
+        if len(uuid_part) < 6:
+            raise StoreError(f"advisory id {ref!r} is too short: give 6 or more characters of its UUID")
+        if "--" in ref and len(uuid_part) == 36:
+            rows = self._advisory_rows(self.conn.execute("SELECT * FROM advisories WHERE id = ?", (ref,)))
+        else:
+            rows = self._advisory_rows(self.conn.execute(
+                "SELECT * FROM advisories WHERE id >= 'report--' || ? AND id < 'report--' || ? || x'ff' LIMIT 2",
+                (uuid_part.lower(), uuid_part.lower())))
+        if not rows:
+            raise StoreError(f"no advisory {ref!r}")
+        if len(rows) > 1:
+            raise StoreError(f"advisory id {ref!r} is ambiguous: give more characters")
+        return rows[0]
+
+    def object_versions(self, oid: str) -> list[dict]:
+        return [json.loads(js) for (js,) in self.conn.execute(
+            "SELECT json FROM objects WHERE id = ? ORDER BY modified", (oid,))]
+
+    def latest_object(self, oid: str) -> dict | None:
+        row = self.conn.execute("SELECT json FROM objects WHERE id = ? ORDER BY modified DESC LIMIT 1",
+                                (oid,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+
+def _dump(v) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
