@@ -7,6 +7,7 @@ HTML pages, undecodable bytes) is refused before feedparser, which is lenient, s
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import feedparser
 
@@ -21,9 +22,11 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]
     if xmlsafe.local(root.tag) not in _FEED_ROOTS:
         raise FeedError(f"not an RSS/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
     text = xmlsafe.decode(raw, charset)
-    parsed = feedparser.parse(text, sanitize_html=True, resolve_relative_uris=False)
-    lang = (parsed.feed.get("language") or source.lang or "ja")[:2]
-    return [_entry(e, source, lang) for e in parsed.entries]
+    with warnings.catch_warnings():  # feedparser's notice about its updated→published fallback
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parsed = feedparser.parse(text, sanitize_html=True, resolve_relative_uris=False)
+        lang = (parsed.feed.get("language") or source.lang or "ja")[:2]
+        return [_entry(e, source, lang) for e in parsed.entries]
 
 
 def _entry(e: dict, source: Source, lang: str) -> Entry:

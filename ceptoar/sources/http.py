@@ -47,6 +47,22 @@ def session() -> requests.Session:
     return _session
 
 
+def _root_cause(e: BaseException) -> str:
+    """The innermost reason of a connection error, without urllib3's pool wrapping."""
+    seen = e
+    while True:
+        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen or not isinstance(nxt, BaseException):
+            break
+        seen = nxt
+    text = str(seen)
+    if "Name or service not known" in text or "Failed to resolve" in text or "NameResolution" in type(seen).__name__:
+        return "cannot resolve host name"
+    if isinstance(seen, ConnectionRefusedError) or "Connection refused" in text:
+        return "connection refused"
+    return " ".join(text.split())[:200]
+
+
 def get(url: str, *, etag: str | None = None, last_modified: str | None = None,
         timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
         accept: str = "*/*") -> Response:
@@ -84,7 +100,6 @@ def get(url: str, *, etag: str | None = None, last_modified: str | None = None,
     except requests.TooManyRedirects:
         raise FetchError("too many redirects") from None
     except requests.ConnectionError as e:
-        reason = str(e.args[0] if e.args else e)
-        raise FetchError(f"connection failed: {reason.splitlines()[0][:200]}") from None
+        raise FetchError(f"connection failed: {_root_cause(e)}") from None
     except requests.RequestException as e:
         raise FetchError(f"request failed: {type(e).__name__}: {str(e)[:200]}") from None

@@ -1,0 +1,123 @@
+"""Shared fixtures: the real feed files of ../shared/data, a loopback HTTP server that can also
+misbehave on purpose, and a CLI runner on a fresh database."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ceptoar.cli import main
+from ceptoar.devserver import serve_directory
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0  # before the response
+    drip: float = 0.0  # between 1-byte chunks of the body
+    etag: str | None = None
+
+
+class FaultHandler(BaseHTTPRequestHandler):
+    routes: dict[str, Route] = {}
+    hits: list[tuple[str, dict]] = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.hits.append((self.path, dict(self.headers)))
+        route = self.routes.get(self.path)
+        if route is None:
+            path = DATA / self.path.lstrip("/")
+            route = Route(body=path.read_bytes()) if path.is_file() and DATA in path.resolve().parents else Route(
+                b"not found", 404)
+        time.sleep(route.delay)
+        if route.etag and self.headers.get("If-None-Match") == route.etag:
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(route.status)
+        headers = {"Content-Length": str(len(route.body))} | route.headers
+        if route.etag:
+            headers["ETag"] = route.etag
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            if route.drip:
+                for i in range(len(route.body)):
+                    self.wfile.write(route.body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(route.drip)
+            else:
+                self.wfile.write(route.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class FeedServer:
+    def __init__(self):
+        self.routes: dict[str, Route] = {}
+        self.hits: list[tuple[str, dict]] = []
+        handler = type("Handler", (FaultHandler,), {"routes": self.routes, "hits": self.hits})
+        self.server, self.base = serve_directory(DATA, 0, handler=lambda *a, directory=None: handler(*a))
+
+    def route(self, path: str, body: bytes | str = b"", **kw) -> str:
+        self.routes[path] = Route(body.encode() if isinstance(body, str) else body, **kw)
+        return self.base + path
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    assert DATA.is_dir(), f"../shared/data not found at {DATA}"
+    return DATA
+
+
+@pytest.fixture
+def feed_server():
+    s = FeedServer()
+    yield s
+    s.server.shutdown()
+
+
+class Hub:
+    """Runs `ceptoar` commands on one database, the way a user would."""
+
+    def __init__(self, db: Path):
+        self.db = db
+        self.runner = CliRunner()
+
+    def run(self, *args: str, ok: bool | None = True):
+        result = self.runner.invoke(main, ["--db", str(self.db), *args], catch_exceptions=False)
+        if ok is True:
+            assert result.exit_code == 0, f"ceptoar {' '.join(args)} → {result.exit_code}\n{result.output}"
+        return result
+
+    def json(self, *args: str, ok: bool | None = True):
+        result = self.run(*args, "--format", "json", ok=ok)
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def hub(tmp_path) -> Hub:
+    """A hub whose catalogue is empty: tests add loopback sources and never reach the internet."""
+    empty = tmp_path / "sources.toml"
+    empty.write_text("# no sources\n")
+    h = Hub(tmp_path / "hub.db")
+    h.run("init", "--sources", str(empty))
+    return h
