@@ -11,7 +11,7 @@ def report_bundle(store: Store, report_id: str) -> dict:
     """A bundle of the report's newest version and every object it references (and their markings)."""
     report = store.latest_object(report_id)
     objects, seen = [report], {report_id}
-    refs = list(report.get("object_refs", [])) + [report.get("created_by_ref")] + list(report.get("object_marking_refs", []))
+    refs = [*report.get("object_refs", []), report.get("created_by_ref"), *report.get("object_marking_refs", [])]
     while refs:
         ref = refs.pop(0)
         if not ref or ref in seen:

@@ -14,6 +14,7 @@ from ceptoar.model import (
     TLP_BY_ID,
     content_hash,
     later_than,
+    serialize,
     tlp_max,
     vulnerability_id,
 )
@@ -60,16 +61,18 @@ def advisory_row(entry: Entry, objects_by_id: dict[str, dict], source_id: str) -
     """The analyst's view of one advisory, derived from its STIX report and what it references."""
     r = entry.report
     refs = r.get("external_references") or []
-    vulns = [objects_by_id[i] for i in r.get("object_refs", []) if i.startswith("vulnerability--") and i in objects_by_id]
+    vulns = [objects_by_id[i] for i in r.get("object_refs", [])
+             if i.startswith("vulnerability--") and i in objects_by_id]
     cves = list(dict.fromkeys(
         [x["external_id"].upper() for v in vulns for x in v.get("external_references", [])
          if x.get("source_name") == "cve" and x.get("external_id")]
         + [x["external_id"].upper() for x in refs if str(x.get("external_id", "")).upper().startswith("CVE-")]))
     identifiers = list(dict.fromkeys(
-        x["external_id"] for x in refs if x.get("external_id") and IDENTIFIER_RE.fullmatch(x["external_id"])))
+        x["external_id"] for x in refs
+        if x.get("external_id") and IDENTIFIER_RE.fullmatch(x["external_id"])))
     url = next((x["url"] for x in refs if x.get("url")), None)
-    cvss = [{k: c.get(k) for k in ("version", "score", "severity", "vector")} | ({"cve": c["cve"]} if c.get("cve") else {})
-            for c in r.get("x_ceptoar_cvss") or []]
+    cvss = [{k: c.get(k) for k in ("version", "score", "severity", "vector")}
+            | ({"cve": c["cve"]} if c.get("cve") else {}) for c in r.get("x_ceptoar_cvss") or []]
     scores = [c["score"] for c in cvss if isinstance(c.get("score"), (int, float))]
     dates = r.get("x_ceptoar_dates") or {}
     tlp = entry.tlp or tlp_max(*(TLP_BY_ID.get(m) for m in r.get("object_marking_refs") or [])) or "CLEAR"
@@ -101,39 +104,50 @@ def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
     # The same entry twice in one feed: the last one stands (feeds list newest last rarely, but
     # a duplicate must not become two versions).
     entries = list({e.key: e for e in entries}.values())
-    all_ids = [o["id"] for e in entries for o in e.objects]
-    latest = store.latest_objects(all_ids)
     states = store.advisory_states([e.report["id"] for e in entries])
     raw_known = store.raw_versions(source_id, [e.key for e in entries])
-    pending: dict[str, dict] = {}  # id → newest object written in this batch
+    raw_hashes = {e.key: _raw_hash(e.raw) for e in entries}
+    # Same bytes through the same normalizer give the same objects: nothing to compare.
+    same = {e.key for e in entries
+            if e.report["id"] in states and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
+    counts.unchanged += len(same)
+    entries = [e for e in entries if e.key not in same]
+    latest = store.latest_objects([o["id"] for e in entries for o in e.objects])
+    pending: dict[str, dict] = {}  # id → newest version, once loaded or written in this batch
+    hashes = {oid: v["hash"] for oid, v in latest.items()}  # id → content hash of the newest version
+    shared_done: set[str] = set()  # identities and markings repeat in every entry of a source
     obj_rows, adv_rows, cve_rows, raw_rows = [], [], [], []
     now = utcnow()
 
-    def current(oid: str) -> dict | None:
-        if oid in pending:
-            return pending[oid]
-        if oid in latest:
-            obj = json.loads(latest[oid]["json"])
-            pending[oid] = obj
-            return obj
-        return None
+    def current(oid: str) -> dict:
+        if oid not in pending:
+            pending[oid] = json.loads(latest[oid]["json"])
+        return pending[oid]
 
     def put(obj: dict) -> None:
+        text, h = serialize(obj)
         pending[obj["id"]] = obj
-        obj_rows.append((obj["id"], obj.get("modified") or obj.get("created") or "", obj["type"],
-                         content_hash(obj), json.dumps(obj, ensure_ascii=False, sort_keys=True)))
+        hashes[obj["id"]] = h
+        obj_rows.append((obj["id"], obj.get("modified") or obj.get("created") or "", obj["type"], h, text))
 
     for entry in entries:
         report_changed = False
         for obj in entry.objects:
-            old = current(obj["id"])
-            if old is None:
+            oid = obj["id"]
+            if obj["type"] in ("identity", "marking-definition"):
+                if oid in shared_done:
+                    continue
+                shared_done.add(oid)
+            if oid not in hashes:
                 put(obj)
                 report_changed |= obj is entry.report
                 continue
-            candidate = merge_vulnerability(old, obj) if obj["type"] == "vulnerability" and _is_own(obj) else obj
-            if content_hash(candidate) == content_hash(old):
+            own_vuln = obj["type"] == "vulnerability" and _is_own(obj)
+            candidate = merge_vulnerability(current(oid), obj) if own_vuln else obj
+            h = content_hash(candidate)
+            if h == hashes[oid]:
                 continue
+            old = current(oid)
             if _is_own(candidate):
                 candidate = dict(candidate, created=old.get("created", candidate.get("created")),
                                  modified=later_than(obj.get("modified"), old.get("modified", "")))
@@ -151,10 +165,10 @@ def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
             counts.updated += 1
         else:
             counts.unchanged += 1
-            if raw_known.get(entry.key, (None,))[0] == _raw_hash(entry.raw):
-                continue
-        by_id = {**{o["id"]: o for o in entry.objects}, **{k: v for k, v in pending.items() if k in report.get("object_refs", [])}}
-        row = advisory_row(Entry(entry.key, [report, *entry.objects[1:]], entry.raw, entry.tags, entry.tlp), by_id, source_id)
+        by_id = {o["id"]: o for o in entry.objects} | {
+            ref: pending[ref] for ref in report.get("object_refs", []) if ref in pending}
+        current_entry = Entry(entry.key, [report, *entry.objects[1:]], entry.raw, entry.tags, entry.tlp)
+        row = advisory_row(current_entry, by_id, source_id)
         signals = medical.signals(report)
         auto = list(dict.fromkeys(entry.tags + ([medical.TAG] if signals else [])))
         if state is None:
@@ -162,14 +176,18 @@ def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
         else:  # keep the analyst's choices; only newly arising suggestions are added
             tags = state["tags"] + [t for t in auto if t not in state["auto_tags"] and t not in state["tags"]]
         row.update(tags=tags, auto_tags=auto, medical_signals=signals, updated_at=now,
-                   first_seen=state["first_seen"] if state else now, status="new")
+                   first_seen=state["first_seen"] if state else now, status="new", _existing=state is not None)
         adv_rows.append(row)
         cve_rows.extend((c, rid) for c in row["cves"])
-        raw_rows.append((source_id, entry.key, _raw_hash(entry.raw), report.get("modified"), entry.raw))
+        raw_rows.append((source_id, entry.key, raw_hashes[entry.key], report.get("modified"), entry.raw))
     store.write_batch(objects=obj_rows, advisories=adv_rows, advisory_cves=cve_rows, raw_entries=raw_rows)
     return counts
 
 
+# Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
+NORMALIZER_VERSION = "1"
+
+
 def _raw_hash(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256((NORMALIZER_VERSION + raw).encode("utf-8", "surrogatepass")).hexdigest()
 

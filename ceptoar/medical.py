@@ -16,21 +16,26 @@ TAG = "medical-suggested"
 
 
 @lru_cache(maxsize=4)
-def _patterns(path: str) -> tuple[list[str], re.Pattern | None]:
+def _patterns(path: str) -> tuple[list[str], list[tuple[str, re.Pattern]]]:
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     ja = [w for w in data.get("ja", {}).get("keywords", []) if w]
-    en = [w for w in data.get("en", {}).get("keywords", []) if w]
-    # English terms on word boundaries: "PACS" must not match "impacts".
-    en_re = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(re.escape(w) for w in en) + r")(?![A-Za-z0-9])", re.IGNORECASE) if en else None
-    return ja, en_re
+    # English terms must stand on word boundaries ("PACS" is not in "impacts"); a cheap substring
+    # test of the lower-cased text comes first, the boundary check only on a hit.
+    en = [(w.lower(), re.compile(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])"))
+          for w in data.get("en", {}).get("keywords", []) if w]
+    return ja, en
+
+
+@lru_cache(maxsize=1)
+def _default_path() -> str:
+    return str(project_file("feeds/medical_keywords.toml"))
 
 
 def keyword_signals(texts: list[str], path: Path | None = None) -> list[str]:
-    ja, en_re = _patterns(str(path or project_file("feeds/medical_keywords.toml")))
+    ja, en = _patterns(str(path) if path else _default_path())
     blob = "\n".join(t for t in texts if t)
-    hits = [w for w in ja if w in blob]
-    if en_re:
-        hits += sorted({m.group(1).lower() for m in en_re.finditer(blob)})
+    lower = blob.lower()
+    hits = [w for w in ja if w in blob] + [w for w, rx in en if w in lower and rx.search(lower)]
     return [f"keyword:{h}" for h in dict.fromkeys(hits)]
 
 

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 # Namespace of every UUIDv5 the hub derives; changing it would re-key the whole store.
 NAMESPACE = uuid.UUID("6b1c0b5e-3f0e-5a7e-9d3c-ce9704a2c0de")
@@ -50,6 +51,7 @@ def tlp_max(*names: str | None) -> str | None:
     return max(present, key=TLP_ORDER.index) if present else None
 
 
+@lru_cache(maxsize=8)
 def marking_definition(tlp: str) -> dict:
     """The OASIS TLP 2.0 marking-definition object for `tlp`."""
     return {
@@ -63,6 +65,7 @@ def marking_definition(tlp: str) -> dict:
     }
 
 
+@lru_cache(maxsize=65536)
 def stable_id(stix_type: str, *parts: str) -> str:
     return f"{stix_type}--{uuid.uuid5(NAMESPACE, '|'.join(parts))}"
 
@@ -143,17 +146,18 @@ IDENTIFIER_RE = re.compile(
     r"|ICSA-\d{2}-\d{3}-\d{2}[A-Z]?|CVE-\d{4}-\d{4,7}|CWE-\d+|VU#\d+)",
     re.IGNORECASE,
 )
-_SCHEMES = [
-    ("JVNDB-", "jvndb", "https://jvndb.jvn.jp/ja/contents/{year}/{id}.html"),
-    ("JVN#", "jvn", "https://jvn.jp/jp/JVN{num}/"),
-    ("JVNVU#", "jvn", "https://jvn.jp/vu/JVNVU{num}/"),
-    ("JVNTA", "jvn", None),
-    ("ICSMA-", "cisa", "https://www.cisa.gov/news-events/ics-medical-advisories/{lower}"),
-    ("ICSA-", "cisa", "https://www.cisa.gov/news-events/ics-advisories/{lower}"),
-    ("CVE-", "cve", "https://www.cve.org/CVERecord?id={id}"),
-    ("CWE-", "cwe", "https://cwe.mitre.org/data/definitions/{num}.html"),
-    ("VU#", "cert-vn", "https://www.kb.cert.org/vuls/id/{num}"),
-]
+_SCHEMES = {
+    "JVNDB-": ("jvndb", "https://jvndb.jvn.jp/ja/contents/{year}/{id}.html"),
+    "JVN#": ("jvn", "https://jvn.jp/jp/JVN{num}/"),
+    "JVNVU#": ("jvn", "https://jvn.jp/vu/JVNVU{num}/"),
+    "JVNTA": ("jvn", None),
+    "ICSMA-": ("cisa", "https://www.cisa.gov/news-events/ics-medical-advisories/{lower}"),
+    "ICSA-": ("cisa", "https://www.cisa.gov/news-events/ics-advisories/{lower}"),
+    "CVE-": ("cve", "https://www.cve.org/CVERecord?id={id}"),
+    "CWE-": ("cwe", "https://cwe.mitre.org/data/definitions/{num}.html"),
+    "VU#": ("cert-vn", "https://www.kb.cert.org/vuls/id/{num}"),
+}
+_PREFIX_RE = re.compile(r"(JVNDB-|JVN#|JVNVU#|JVNTA|ICSMA-|ICSA-|CVE-|CWE-|VU#)", re.I)
 
 
 def canonical_identifier(ident: str) -> str:
@@ -178,30 +182,43 @@ def find_identifiers(*texts: str | None) -> list[str]:
     return list(seen)
 
 
+@lru_cache(maxsize=65536)
 def identifier_reference(ident: str, url: str | None = None) -> dict:
-    """An external reference for a known identifier, with the canonical URL when none is given."""
-    ident = canonical_identifier(ident)
+    """An external reference for a known identifier, with the canonical URL when none is given.
+    The dict is shared between callers (cached): never mutate it."""
+    ident = ident.strip()
     known = IDENTIFIER_RE.fullmatch(ident) is not None
-    for prefix, source_name, template in _SCHEMES:
-        if ident.upper().startswith(prefix):
-            ref = {"source_name": source_name, "external_id": ident}
-            if url is None and template and known:
-                num = re.sub(r"\D", "", ident.split("-", 1)[-1] if prefix.endswith("-") else ident)
-                year = ident.split("-")[1] if prefix == "JVNDB-" else ""
-                url = template.format(id=ident, num=num, year=year, lower=ident.lower())
-            if url:
-                ref["url"] = url
-            return ref
-    ref = {"source_name": "other", "external_id": ident}
+    if known:
+        ident = ident.upper()
+    m = _PREFIX_RE.match(ident)
+    source_name, template = _SCHEMES[m.group(1).upper()] if m else ("other", None)
+    ref = {"source_name": source_name, "external_id": ident}
+    if url is None and template and known:
+        tail = ident[m.end():]
+        url = template.format(id=ident, num=re.sub(r"\D", "", tail), lower=ident.lower(),
+                              year=tail.split("-")[0])
     if url:
         ref["url"] = url
     return ref
 
 
+def _body(obj: dict) -> str:
+    return json.dumps({k: v for k, v in obj.items() if k not in ("created", "modified")},
+                      sort_keys=True, ensure_ascii=False)
+
+
 def content_hash(obj: dict) -> str:
     """Hash of an object's content, ignoring its version timestamps."""
-    body = {k: v for k, v in obj.items() if k not in ("created", "modified")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(_body(obj).encode()).hexdigest()
+
+
+def serialize(obj: dict) -> tuple[str, str]:
+    """(JSON text, content hash) from one encoding: the version timestamps lead the text."""
+    body = _body(obj)
+    stamps = {k: obj[k] for k in ("created", "modified") if k in obj}
+    head = json.dumps(stamps)[:-1]
+    text = head + (", " + body[1:] if stamps and body != "{}" else body[1:]) if stamps else body
+    return text, hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS followed (
 CREATE TABLE IF NOT EXISTS advisory_cves (
     cve TEXT NOT NULL, advisory TEXT NOT NULL, PRIMARY KEY (cve, advisory)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS advisory_cves_advisory ON advisory_cves (advisory);
 """
 
 SOURCE_FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "origin")
@@ -75,6 +76,7 @@ class Store:
             self.conn: sqlite3.Connection = self.db.conn
             self.conn.execute("PRAGMA busy_timeout = 10000")
             self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests touch many index pages
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open database {path}: {e}") from None
 
@@ -137,12 +139,12 @@ class Store:
     def get_source(self, source_id: str) -> dict | None:
         cur = self.conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,))
         row = cur.fetchone()
-        return self._source_row(dict(zip([c[0] for c in cur.description], row))) if row else None
+        return self._source_row(dict(zip([c[0] for c in cur.description], row, strict=True))) if row else None
 
     def list_sources(self) -> list[dict]:
         cur = self.conn.execute("SELECT * FROM sources ORDER BY id")
         cols = [c[0] for c in cur.description]
-        return [self._source_row(dict(zip(cols, r))) for r in cur.fetchall()]
+        return [self._source_row(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
 
     def set_source_enabled(self, source_id: str, enabled: bool) -> bool:
         with self.transaction():
@@ -201,13 +203,13 @@ class Store:
             "INSERT OR IGNORE INTO objects (id, modified, type, hash, added, json) VALUES (?, ?, ?, ?, ?, ?)",
             [(oid, mod, typ, h, now, js) for oid, mod, typ, h, js in objects])
         if advisories:
-            cols = list(advisories[0])
+            cols = [c for c in advisories[0] if not c.startswith("_")]
             updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("id", "first_seen", "status"))
             self.conn.executemany(
                 f"INSERT INTO advisories ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
                 [[_dump(a[c]) if c in ADVISORY_JSON else a[c] for c in cols] for a in advisories])
-            ids = [a["id"] for a in advisories]
+            ids = [a["id"] for a in advisories if a.get("_existing")]
             for chunk in _chunks(ids, 500):
                 self.conn.execute(f"DELETE FROM advisory_cves WHERE advisory IN ({','.join('?' * len(chunk))})", chunk)
             self.conn.executemany("INSERT OR IGNORE INTO advisory_cves (cve, advisory) VALUES (?, ?)", advisory_cves)
@@ -257,7 +259,7 @@ class Store:
         cols = [c[0] for c in cur.description]
         rows = []
         for r in cur.fetchall():
-            d = dict(zip(cols, r))
+            d = dict(zip(cols, r, strict=True))
             for c in ADVISORY_JSON:
                 d[c] = json.loads(d[c]) if d.get(c) is not None else []
             d["medical"] = None if d["medical"] is None else bool(d["medical"])
@@ -296,7 +298,7 @@ class Store:
 
 
 def _dump(v) -> str:
-    return json.dumps(v, ensure_ascii=False)
+    return "[]" if v == [] else json.dumps(v, ensure_ascii=False)
 
 
 def _chunks(items: list, n: int):

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import DATA, ROOT, Hub
 from tests.test_normalize import BOMB, HTML, SJIS_AS_UTF8, XXE

@@ -6,10 +6,11 @@ their text, so the whole item is read here with defusedxml, under both mod_sec n
 
 from __future__ import annotations
 
-from xml.etree.ElementTree import Element, tostring
+import re
+from xml.etree.ElementTree import Element
 
 from ceptoar.model import Source, find_cves, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entry, FeedError, advisory, xmlsafe
+from ceptoar.normalize import Entry, FeedError, advisory, to_json, xmlsafe
 
 RSS = "{http://purl.org/rss/1.0/}"
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
@@ -35,17 +36,33 @@ def _feed_tlp(root: Element) -> str | None:
     return None
 
 
+ITEM_TEXT_RE = re.compile(r"<item[\s>].*?</item>", re.S)
+
+
 def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]:
-    root = xmlsafe.parse(raw, charset)
+    text = xmlsafe.decode(raw, charset)
+    root = xmlsafe.parse_text(text)
     tlp = tlp_max(source.tlp, _feed_tlp(root))
     if root.tag == RDF + "RDF":
-        return [_rss_item(item, source, tlp) for item in root.iter(RSS + "item")]
+        items = list(root.iter(RSS + "item"))
+        # Provenance: each item's own text, cut from the document (ElementTree cannot give it back).
+        texts = ITEM_TEXT_RE.findall(text)
+        if len(texts) != len(items):
+            texts = [None] * len(items)
+        return [_rss_item(item, source, tlp, t) for item, t in zip(items, texts, strict=True)]
     if root.tag == ATOM + "feed":
         return [_atom_entry(e, source, tlp) for e in root.iter(ATOM + "entry")]
     raise FeedError(f"not a JVN RDF/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
 
 
-def _rss_item(item: Element, source: Source, tlp: str) -> Entry:
+def _raw(el: Element) -> str:
+    """The element as JSON [tag, attributes, text, children], when its text cannot be cut out."""
+    def tree(e: Element) -> list:
+        return [e.tag, e.attrib, e.text or "", [tree(c) for c in e]]
+    return to_json(tree(el))
+
+
+def _rss_item(item: Element, source: Source, tlp: str, raw: str | None = None) -> Entry:
     def child(path: str) -> str:
         return xmlsafe.text(item.find(path))
 
@@ -113,7 +130,7 @@ def _rss_item(item: Element, source: Source, tlp: str) -> Entry:
         tlp=tlp,
         lang=item.get("{http://www.w3.org/XML/1998/namespace}lang"),
         extra={"x_ceptoar_products": cpe_products},
-        raw=tostring(item, encoding="unicode"),
+        raw=raw or _raw(item),
     )
 
 
@@ -143,5 +160,5 @@ def _atom_entry(entry: Element, source: Source, tlp: str) -> Entry:
         cpes=[xmlsafe.text(c) for c in _sec(entry, "cpe") if xmlsafe.text(c)],
         tlp=tlp,
         extra={"x_ceptoar_items": items},
-        raw=tostring(entry, encoding="unicode"),
+        raw=_raw(entry),
     )

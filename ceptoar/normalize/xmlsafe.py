@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import re
 from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import fromstring as fast_fromstring
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
@@ -45,12 +46,19 @@ def decode(raw: bytes, charset: str | None = None) -> str:
 
 def parse(raw: bytes, charset: str | None = None) -> Element:
     """Root element of a feed; refuses entity declarations (XXE, expansion bombs) and HTML pages."""
-    text = decode(raw, charset)
+    return parse_text(decode(raw, charset))
+
+
+def parse_text(text: str) -> Element:
     if _HTML_RE.match(text):
         raise FeedError("got an HTML page instead of a feed")
     # Re-encode as UTF-8 with a matching declaration: expat cannot read multi-byte legacy charsets.
     body = re.sub(r"^\s*<\?xml[^>]*\?>", '<?xml version="1.0" encoding="UTF-8"?>', text.lstrip("\ufeff"), count=1)
     try:
+        if "<!DOCTYPE" not in body and "<!doctype" not in body:
+            # Entities can only be declared in a DOCTYPE: without one, expat's C tree builder is
+            # safe and several times faster than defusedxml's Python-level parser.
+            return fast_fromstring(body.encode("utf-8"))
         return fromstring(body.encode("utf-8"), forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as e:
         raise FeedError(f"refused XML with entity or external declarations ({type(e).__name__})") from None
