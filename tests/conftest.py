@@ -41,7 +41,7 @@ class FaultHandler(BaseHTTPRequestHandler):
         route = self.routes.get(self.path)
         if route is None:
             path = DATA / self.path.lstrip("/")
-            route = Route(body=path.read_bytes()) if path.is_file() and DATA in path.resolve().parents else Route(
+            route = Route(body=path.read_bytes()) if path.is_file() and DATA.resolve() in path.resolve().parents else Route(
                 b"not found", 404)
         time.sleep(route.delay)
         if route.etag and self.headers.get("If-None-Match") == route.etag:
