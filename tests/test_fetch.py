@@ -127,12 +127,14 @@ BAD = {
     "xxe": dict(body=XXE),
     "bomb": dict(body=BOMB),
     "sjis": dict(body=SJIS_AS_UTF8, headers={"Content-Type": "application/rdf+xml; charset=UTF-8"}),
+    "nocharset": dict(body="<rdf:RDF><item><title>医療機関向け注意喚起</title></item></rdf:RDF>".encode("shift_jis"),
+                      headers={"Content-Type": "application/rdf+xml"}),
     "slow": dict(body=b"<rdf:RDF/>", delay=3),
     "drip": dict(body=b"<" + b"x" * 200 + b"/>", drip=0.02),
     "huge": dict(body=b"<rdf:RDF>" + b" " * 300_000 + b"</rdf:RDF>"),
 }
 REASONS = {"http500": "HTTP 500", "http404": "HTTP 404", "html": "HTML", "empty": "empty body", "xxe": "entity",
-           "bomb": "entity", "sjis": "charset", "slow": "timed out", "drip": "timed out", "huge": "cap",
+           "bomb": "entity", "sjis": "charset", "nocharset": "charset", "slow": "timed out", "drip": "timed out", "huge": "cap",
            "malformed": "malformed XML", "refused": "connection failed"}
 
 
