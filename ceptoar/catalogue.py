@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from ceptoar.filters import FilterError, compile_filter
 from ceptoar.model import tlp_name
 
 KIND_NAMES = ("jvn", "rss", "kev", "csaf", "stix")
@@ -32,9 +33,16 @@ def check_source(src: dict, where: str = "") -> dict:
         tlp = tlp_name(str(src.get("tlp", "CLEAR")))
     except ValueError as e:
         raise CatalogueError(f"{at}source {sid}: {e}") from None
-    options = src.get("options") or {}
-    if not isinstance(options, dict):
+    options = dict(src.get("options") or {})
+    if not isinstance(src.get("options") or {}, dict):
         raise CatalogueError(f"{at}source {sid}: options must be a table")
+    rule = src.get("auto_publish")
+    if rule:
+        try:
+            compile_filter(str(rule))
+        except FilterError as e:
+            raise CatalogueError(f"{at}source {sid}: auto_publish: {e}") from None
+        options["auto_publish"] = str(rule)
     return {
         "id": sid,
         "name": str(src.get("name") or sid),

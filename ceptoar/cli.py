@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
-from ceptoar import catalogue
+import getpass
+
+from ceptoar import catalogue, triage
+from ceptoar import collections as colls
 from ceptoar.catalogue import CatalogueError
-from ceptoar.model import parse_date, stix_time
+from ceptoar.model import parse_date, stix_time, to_utc
 from ceptoar.normalize import FeedError
 from ceptoar.output import emit, format_option, progress_line
 from ceptoar.paths import project_file
@@ -19,9 +23,12 @@ from ceptoar.sources.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from ceptoar.store import Store, StoreError
 
 SOURCE_COLUMNS = ["id", "kind", "enabled", "tlp", "last_fetched", "last_status", "last_error", "url"]
-ADVISORY_COLUMNS = ["id", "source", "published", "tlp", "status", "cves", "cvss", "tags", "title"]
+ADVISORY_COLUMNS = ["id", "source", "published", "tlp", "severity", "status", "cves", "cvss", "tags", "title"]
 ADVISORY_FIELDS = ["id", "title", "source", "published", "modified", "stix_modified", "url", "identifiers",
-                   "cves", "cvss", "cpes", "tlp", "tags", "status", "lang", "medical_signals", "first_seen"]
+                   "cves", "cvss", "cpes", "tlp", "severity", "medical", "tags", "status", "notes", "collections",
+                   "pending_update", "lang", "medical_signals", "first_seen"]
+COLLECTION_COLUMNS = ["id", "uuid", "title", "filter", "advisories", "objects"]
+AUDIT_COLUMNS = ["time", "actor", "action", "target", "details", "member", "http_status"]
 
 
 class HubGroup(click.Group):
@@ -30,13 +37,14 @@ class HubGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (StoreError, CatalogueError, FeedError, ValueError) as e:
+        except (StoreError, CatalogueError, FeedError, ValueError, sqlite3.IntegrityError) as e:
             raise click.ClickException(str(e)) from None
 
 
 class Hub:
-    def __init__(self, db_path: str):
+    def __init__(self, db_path: str, actor: str):
         self.db_path = db_path
+        self.actor = actor
         self._store: Store | None = None
 
     @property
@@ -56,25 +64,44 @@ pass_hub = click.make_pass_decorator(Hub)
 @click.group(cls=HubGroup)
 @click.option("--db", "db_path", envvar="CEPTOAR_DB", default="ceptoar.db", show_default=True,
               type=click.Path(dir_okay=False), help="SQLite database (env CEPTOAR_DB).")
+@click.option("--actor", envvar="CEPTOAR_ACTOR", default=None,
+              help="Who acts, for the audit log (env CEPTOAR_ACTOR; default: the OS user).")
 @click.version_option(package_name="ceptoar")
 @click.pass_context
-def main(ctx: click.Context, db_path: str) -> None:
+def main(ctx: click.Context, db_path: str, actor: str | None) -> None:
     """CEPTOAR hub (医療セプター): ingest, triage and share security advisories."""
-    ctx.obj = Hub(db_path)
+    ctx.obj = Hub(db_path, actor or _os_user())
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 @main.command()
 @click.option("--sources", "sources_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Feed catalogue to load [default: feeds/sources.toml].")
+@click.option("--collections", "collections_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Default collections [default: taxii_server/collections.toml].")
 @pass_hub
-def init(hub: Hub, sources_path: Path | None) -> None:
+def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> None:
     """Create or upgrade the database and load the feed catalogue (idempotent)."""
     path = sources_path or project_file("feeds/sources.toml")
     defs = catalogue.load(path)
-    version = hub.store.migrate()
-    added = sum(hub.store.upsert_source(d | {"origin": "catalogue"}) for d in defs)
+    coll_path = collections_path or project_file("taxii_server/collections.toml")
+    coll_defs = colls.load_defaults(coll_path)
+    store = hub.store
+    version = store.migrate()
+    added = sum(store.upsert_source(d | {"origin": "catalogue"}) for d in defs)
+    with store.transaction():
+        new_colls = [c["id"] for c in coll_defs if store.upsert_collection(c | {"origin": "catalogue"})]
+        for cid in new_colls:
+            colls.backfill(store, cid)
     click.echo(f"database {hub.db_path} ready (schema {version}); {len(defs)} sources from {path} "
-               f"({added} new, {len(defs) - added} updated)")
+               f"({added} new, {len(defs) - added} updated); {len(coll_defs)} collections from {coll_path} "
+               f"({len(new_colls)} new)")
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -103,20 +130,23 @@ def sources_list(hub: Hub, fmt: str) -> None:
 @click.option("--tlp", default="CLEAR", show_default=True)
 @click.option("--lang", default="ja", show_default=True)
 @click.option("--interval", type=int, default=3600, show_default=True)
+@click.option("--auto-publish", "auto_publish", help="Filter whose matches are published on arrival.")
 @pass_hub
 def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None, tlp: str, lang: str,
-                interval: int) -> None:
+                interval: int, auto_publish: str | None) -> None:
     """Add a source (or redefine one added before)."""
     store = hub.ready_store()
     d = catalogue.check_source({"id": source_id, "url": url, "kind": kind, "name": name, "tlp": tlp,
-                                "lang": lang, "interval": interval})
+                                "lang": lang, "interval": interval, "auto_publish": auto_publish})
     new = store.upsert_source(d | {"origin": "cli"}, keep_enabled=False)
+    store.audit(hub.actor, "source-add" if new else "source-update", d["id"], {"url": url, "kind": kind})
     click.echo(f"{'added' if new else 'updated'} source {d['id']} ({kind}, TLP:{d['tlp']})")
 
 
 def _set_enabled(hub: Hub, source_id: str, enabled: bool) -> None:
     if not hub.ready_store().set_source_enabled(source_id, enabled):
         raise click.ClickException(f"no source {source_id!r} (see `ceptoar sources list`)")
+    hub.store.audit(hub.actor, "source-enable" if enabled else "source-disable", source_id)
     click.echo(f"{'enabled' if enabled else 'disabled'} {source_id}")
 
 
@@ -210,30 +240,62 @@ def advisories() -> None:
     """Read back normalized advisories."""
 
 
-def _advisory_json(row: dict) -> dict:
-    return {k: row.get(k) for k in ADVISORY_FIELDS}
+def _advisory_json(rows: list[dict], store: Store) -> list[dict]:
+    holders = store.collections_of([r["id"] for r in rows])
+    out = []
+    for r in rows:
+        pending = r["status"] == "published" and bool(r.get("published_source")) and \
+            r.get("published_source") != r.get("stix_modified")
+        out.append({k: r.get(k) for k in ADVISORY_FIELDS}
+                   | {"collections": holders.get(r["id"], []), "pending_update": pending})
+    return out
 
 
-@advisories.command("list")
-@format_option()
-@click.option("--source", "source_id")
-@click.option("--cve")
-@click.option("--since", help="Published on or after this date (YYYY-MM-DD or ISO timestamp).")
-@click.option("--tag")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
-@pass_hub
-def advisories_list(hub: Hub, fmt: str, source_id: str | None, cve: str | None, since: str | None,
-                    tag: str | None, limit: int | None) -> None:
-    """List advisories, newest first."""
+STATUS_CHOICE = click.Choice(["new", "published", "rejected", "revoked", "all"])
+
+
+def advisory_filters(default_status: str | None = "new"):
+    """The selection options of `advisories list`, shared by the bulk forms of publish/reject/revoke."""
+    options = [
+        click.option("--status", type=STATUS_CHOICE, default=default_status, show_default=True),
+        click.option("--source", "source_id"),
+        click.option("--cve"),
+        click.option("--since", help="Published on or after this date (YYYY-MM-DD or ISO timestamp)."),
+        click.option("--tag"),
+        click.option("--search", help="Substring of title, description or identifiers (Japanese too)."),
+        click.option("--medical/--not-medical", default=None,
+                     help="Medical relevance: the analyst's decision, else the suggestion."),
+        click.option("--limit", type=click.IntRange(min=1), default=None),
+    ]
+
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
+
+
+def _select(store: Store, status, source_id, cve, since, tag, search, medical, limit) -> list[dict]:
     since_utc = None
     if since:
         d = parse_date(since)
         if d is None:
             raise click.BadParameter(f"{since!r} is not a date (use YYYY-MM-DD)", param_hint="--since")
         since_utc = stix_time(d)
-    rows = hub.ready_store().list_advisories(source=source_id, cve=cve, since=since_utc, tag=tag, limit=limit)
-    emit([_advisory_json(r) for r in rows], fmt, ADVISORY_COLUMNS,
-         widths={"title": 50, "cves": 30, "cvss": 20, "tags": 24, "published": 25})
+    return store.list_advisories(source=source_id, cve=cve, since=since_utc, tag=tag, status=status,
+                                 search=search, medical=medical, limit=limit)
+
+
+@advisories.command("list")
+@format_option()
+@advisory_filters()
+@pass_hub
+def advisories_list(hub: Hub, fmt: str, **filters) -> None:
+    """List advisories, newest first (default: those waiting for triage)."""
+    store = hub.ready_store()
+    rows = _advisory_json(_select(store, **filters), store)
+    emit(rows, fmt, ADVISORY_COLUMNS,
+         widths={"id": 20, "title": 46, "cves": 30, "cvss": 20, "tags": 24, "published": 25})
 
 
 @advisories.command("show")
@@ -249,9 +311,203 @@ def advisories_show(hub: Hub, advisory_id: str, fmt: str) -> None:
     if fmt == "stix":
         click.echo(json.dumps(report_bundle(store, row["id"]), ensure_ascii=False, indent=2))
         return
-    out = _advisory_json(row) | {"description": row.get("description"),
-                                 "versions": [v["modified"] for v in store.object_versions(row["id"])]}
+    out = _advisory_json([row], store)[0] | {"description": row.get("description"),
+                                             "versions": [v["modified"] for v in store.object_versions(row["id"])]}
     click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+
+
+@advisories.command("tag")
+@click.argument("advisory_id")
+@click.argument("tags", nargs=-1, required=True)
+@pass_hub
+def advisories_tag(hub: Hub, advisory_id: str, tags: tuple[str, ...]) -> None:
+    """Add tags (a published advisory gets a new STIX version)."""
+    (r,) = triage.retag(hub.ready_store(), [advisory_id], list(tags), [], hub.actor)
+    click.echo(f"{r['id']}: {', '.join(r['tags']) or '(no tags)'}")
+
+
+@advisories.command("untag")
+@click.argument("advisory_id")
+@click.argument("tags", nargs=-1, required=True)
+@pass_hub
+def advisories_untag(hub: Hub, advisory_id: str, tags: tuple[str, ...]) -> None:
+    """Remove tags."""
+    (r,) = triage.retag(hub.ready_store(), [advisory_id], [], list(tags), hub.actor)
+    click.echo(f"{r['id']}: {', '.join(r['tags']) or '(no tags)'}")
+
+
+@advisories.command("triage")
+@click.argument("advisory_id")
+@click.option("--tlp", type=click.Choice(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"], case_sensitive=False))
+@click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"], case_sensitive=False))
+@click.option("--medical/--not-medical", default=None, help="Confirm or dismiss medical relevance.")
+@click.option("--note", help="A note for the other analysts (kept, not published).")
+@format_option(("table", "json"))
+@pass_hub
+def advisories_triage(hub: Hub, advisory_id: str, tlp, severity, medical, note, fmt: str) -> None:
+    """Set TLP, severity, medical relevance, or add a note."""
+    store = hub.ready_store()
+    row = triage.triage(store, advisory_id, hub.actor, tlp=tlp, severity=severity, medical=medical, note=note)
+    emit(_advisory_json([row], store), fmt, ADVISORY_COLUMNS, widths={"title": 46})
+
+
+def _bulk(hub: Hub, ids: tuple[str, ...], filters: dict, verb: str, yes: bool) -> list[str]:
+    """The advisories named, or those the filters select (after confirmation unless --yes)."""
+    store = hub.ready_store()
+    chosen_filters = {k: v for k, v in filters.items() if v is not None and k != "status"}
+    if ids and chosen_filters:
+        raise click.UsageError("give advisory ids or selection options, not both")
+    if ids:
+        return list(ids)
+    if not chosen_filters:
+        raise click.UsageError(f"name the advisories to {verb}, or select them (e.g. --source ID --medical)")
+    rows = _select(store, **filters)
+    if not rows:
+        click.echo(f"no advisories match; nothing to {verb}", err=True)
+        return []
+    if not yes:
+        for r in rows[:10]:
+            click.echo(f"  {r['id']}  {r['title'][:70]}", err=True)
+        if len(rows) > 10:
+            click.echo(f"  … and {len(rows) - 10} more", err=True)
+        click.confirm(f"{verb.capitalize()} {len(rows)} advisories?", abort=True, err=True)
+    return [r["id"] for r in rows]
+
+
+bulk_options = [click.argument("advisory_ids", nargs=-1),
+                click.option("--yes", is_flag=True, help="Do not ask for confirmation of a bulk selection.")]
+
+
+def with_bulk(default_status: str):
+    def deco(f):
+        f = advisory_filters(default_status)(f)
+        for opt in reversed(bulk_options):
+            f = opt(f)
+        return f
+    return deco
+
+
+@advisories.command("publish")
+@with_bulk("new")
+@pass_hub
+def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
+    """Publish advisories into every matching collection (ids, or the selection of `list`)."""
+    ids = _bulk(hub, advisory_ids, filters, "publish", yes)
+    for r in triage.publish(hub.store, ids, hub.actor) if ids else []:
+        click.echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}")
+
+
+@advisories.command("reject")
+@with_bulk("new")
+@click.option("--reason", required=True)
+@pass_hub
+def advisories_reject(hub: Hub, advisory_ids, yes: bool, reason: str, **filters) -> None:
+    """Reject advisories that should not reach members."""
+    ids = _bulk(hub, advisory_ids, filters, "reject", yes)
+    for r in triage.reject(hub.store, ids, reason, hub.actor) if ids else []:
+        click.echo(f"rejected {r['id']}")
+
+
+@advisories.command("revoke")
+@with_bulk("published")
+@click.option("--reason", required=True)
+@pass_hub
+def advisories_revoke(hub: Hub, advisory_ids, yes: bool, reason: str, **filters) -> None:
+    """Revoke published advisories: subscribers receive a `revoked: true` version."""
+    ids = _bulk(hub, advisory_ids, filters, "revoke", yes)
+    for r in triage.revoke(hub.store, ids, reason, hub.actor) if ids else []:
+        click.echo(f"revoked {r['id']} in {', '.join(r['collections']) or '(no collection)'}")
+
+
+# --- collections ----------------------------------------------------------------------------
+
+@main.group()
+def collections() -> None:
+    """Saved filters over published advisories (what TAXII members subscribe to)."""
+
+
+@collections.command("add")
+@click.argument("collection_id")
+@click.option("--title", required=True)
+@click.option("--description")
+@click.option("--filter", "filter_text", required=True,
+              help="e.g. 'medical and tlp <= GREEN', '(severity >= high or cvss >= 7) and not tag = noise'")
+@pass_hub
+def collections_add(hub: Hub, collection_id: str, title: str, description: str | None, filter_text: str) -> None:
+    """Add a collection; published advisories that match enter it now."""
+    store = hub.ready_store()
+    c = colls.check(collection_id, title, filter_text, description)
+    if store.get_collection(collection_id):
+        raise click.ClickException(f"collection {collection_id!r} exists (remove it first to redefine it)")
+    with store.transaction():
+        store.upsert_collection(c | {"origin": "cli"})
+        placed = colls.backfill(store, collection_id)
+        store.audit(hub.actor, "collection-add", collection_id, {"filter": c["filter"], "advisories": placed})
+    click.echo(f"added collection {collection_id} ({c['uuid']}); {placed} published advisories entered it")
+
+
+@collections.command("list")
+@format_option()
+@pass_hub
+def collections_list(hub: Hub, fmt: str) -> None:
+    """List collections with their size."""
+    emit(hub.ready_store().list_collections(), fmt, COLLECTION_COLUMNS, widths={"title": 30, "filter": 40})
+
+
+@collections.command("show")
+@click.argument("collection_id")
+@format_option(("json", "table"), default="json")
+@pass_hub
+def collections_show(hub: Hub, collection_id: str, fmt: str) -> None:
+    """Show one collection (by id or UUID)."""
+    store = hub.ready_store()
+    c = store.get_collection(collection_id)
+    if c is None:
+        raise click.ClickException(f"no collection {collection_id!r}")
+    if fmt == "json":
+        click.echo(json.dumps(c, ensure_ascii=False, indent=2))
+    else:
+        emit([c], fmt, COLLECTION_COLUMNS)
+
+
+@collections.command("remove")
+@click.argument("collection_id")
+@pass_hub
+def collections_remove(hub: Hub, collection_id: str) -> None:
+    """Remove a collection and its membership (the advisories stay)."""
+    store = hub.ready_store()
+    with store.transaction():
+        if not store.remove_collection(collection_id):
+            raise click.ClickException(f"no collection {collection_id!r}")
+        store.audit(hub.actor, "collection-remove", collection_id)
+    click.echo(f"removed collection {collection_id}")
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+@main.group()
+def audit() -> None:
+    """The append-only audit log of analyst actions and TAXII requests."""
+
+
+@audit.command("list")
+@click.option("--since", help="On or after this date or timestamp (UTC).")
+@click.option("--actor")
+@click.option("--action")
+@click.option("--member")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="The newest N entries.")
+@format_option()
+@pass_hub
+def audit_list(hub: Hub, since, actor, action, member, limit, fmt: str) -> None:
+    """List audit entries, oldest first."""
+    since_utc = None
+    if since:
+        d = parse_date(since)
+        if d is None:
+            raise click.BadParameter(f"{since!r} is not a date", param_hint="--since")
+        since_utc = to_utc(d).strftime("%Y-%m-%dT%H:%M:%S")
+    rows = hub.ready_store().list_audit(since=since_utc, actor=actor, action=action, member=member, limit=limit)
+    emit(rows, fmt, AUDIT_COLUMNS, widths={"details": 60, "target": 30})
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class Counts:
     updated: int = 0
     unchanged: int = 0
     new_ids: list[str] = field(default_factory=list)
+    updated_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged}
@@ -149,8 +150,9 @@ def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
                 continue
             old = current(oid)
             if _is_own(candidate):
+                newest = max(old.get("modified", ""), latest.get(oid, {}).get("max_modified", ""))
                 candidate = dict(candidate, created=old.get("created", candidate.get("created")),
-                                 modified=later_than(obj.get("modified"), old.get("modified", "")))
+                                 modified=later_than(obj.get("modified"), newest))
             elif (candidate.get("modified") or "") <= (old.get("modified") or ""):
                 continue  # an imported object only moves forward by its producer's `modified`
             put(candidate)
@@ -163,6 +165,7 @@ def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
             counts.new_ids.append(rid)
         elif report_changed:
             counts.updated += 1
+            counts.updated_ids.append(rid)
         else:
             counts.unchanged += 1
         by_id = {o["id"]: o for o in entry.objects} | {

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ceptoar import triage
 from ceptoar.ingest import Counts, store_entries
 from ceptoar.model import Source
 from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, rss, stix
@@ -121,6 +122,11 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
         with store.transaction():
             counts = store_entries(store, source.id, entries)
             store.mark_followed(source.id, followed)
+            if source.options.get("auto_publish"):
+                # A triage decision the operator delegated to the catalogue, taken in the same
+                # transaction as the ingest it follows.
+                triage.auto_publish(store, {"id": source.id, "options": source.options},
+                                    counts.new_ids + counts.updated_ids)
             if before_commit:
                 before_commit(note)
     return counts, note

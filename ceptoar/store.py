@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -50,7 +50,53 @@ CREATE TABLE IF NOT EXISTS advisory_cves (
     cve TEXT NOT NULL, advisory TEXT NOT NULL, PRIMARY KEY (cve, advisory)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS advisory_cves_advisory ON advisory_cves (advisory);
+CREATE TABLE IF NOT EXISTS collections (
+    id TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, title TEXT NOT NULL, description TEXT,
+    filter TEXT NOT NULL, origin TEXT, created TEXT NOT NULL, updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS membership (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL, object_id TEXT NOT NULL,
+    modified TEXT NOT NULL, date_added TEXT NOT NULL, advisory TEXT,
+    UNIQUE (collection, object_id, modified)
+);
+CREATE INDEX IF NOT EXISTS membership_page ON membership (collection, date_added, seq);
+CREATE INDEX IF NOT EXISTS membership_advisory ON membership (advisory, collection);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, actor TEXT, action TEXT NOT NULL,
+    target TEXT, details TEXT, member TEXT, address TEXT, method TEXT, path TEXT, collection TEXT,
+    http_status INTEGER, objects INTEGER
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE VIRTUAL TABLE IF NOT EXISTS advisories_fts USING fts5 (
+    title, description, identifiers, content='advisories', content_rowid='rowid', tokenize='trigram'
+);
+CREATE TRIGGER IF NOT EXISTS advisories_fts_insert AFTER INSERT ON advisories BEGIN
+    INSERT INTO advisories_fts (rowid, title, description, identifiers)
+    VALUES (new.rowid, new.title, new.description, new.identifiers);
+END;
+CREATE TRIGGER IF NOT EXISTS advisories_fts_delete AFTER DELETE ON advisories BEGIN
+    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
+    VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
+END;
+CREATE TRIGGER IF NOT EXISTS advisories_fts_update AFTER UPDATE OF title, description, identifiers ON advisories
+BEGIN
+    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
+    VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
+    INSERT INTO advisories_fts (rowid, title, description, identifiers)
+    VALUES (new.rowid, new.title, new.description, new.identifiers);
+END;
 """
+
+# Columns added after schema 1: (table, column, declaration).
+ADDED_COLUMNS = [
+    ("objects", "origin", "TEXT NOT NULL DEFAULT 'source'"),
+    ("advisories", "published_source", "TEXT"),
+    ("advisories", "published_version", "TEXT"),
+]
 
 SOURCE_FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "origin")
 ADVISORY_JSON = ("identifiers", "cves", "cvss", "cpes", "tags", "auto_tags", "medical_signals", "notes")
@@ -82,10 +128,16 @@ class Store:
 
     # --- schema ---------------------------------------------------------------------------
     def migrate(self) -> int:
+        """Create or upgrade the schema; safe to run any number of times."""
         with self.transaction():
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    self.conn.execute(stmt)
+            had_fts = "advisories_fts" in self.db.table_names()
+            for stmt in _statements(SCHEMA):
+                self.conn.execute(stmt)
+            for table, column, decl in ADDED_COLUMNS:
+                if column not in self.db[table].columns_dict:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            if not had_fts:
+                self.conn.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         return SCHEMA_VERSION
 
@@ -185,23 +237,34 @@ class Store:
         self.conn.executemany("INSERT OR REPLACE INTO followed (source, id, updated) VALUES (?, ?, ?)",
                               [(source_id, i, u) for i, u in items])
 
-    def latest_objects(self, ids: list[str]) -> dict[str, dict]:
-        """id → {json, hash, modified, created} of the newest stored version."""
+    def latest_objects(self, ids: list[str], origin: str | None = "source") -> dict[str, dict]:
+        """id → {json, hash, modified} of the newest version of that origin ('source': as
+        ingested; None: any), plus `max_modified` over all versions (a new one must be later)."""
         out: dict[str, dict] = {}
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            q = (f"SELECT id, modified, hash, json FROM objects WHERE id IN ({','.join('?' * len(chunk))}) "
+            marks = ",".join("?" * len(chunk))
+            q = (f"SELECT id, modified, hash, json, origin FROM objects WHERE id IN ({marks}) "
                  "ORDER BY id, modified")
-            for oid, modified, h, js in self.conn.execute(q, chunk):
-                out[oid] = {"modified": modified, "hash": h, "json": js}
-        return out
+            for oid, modified, h, js, orig in self.conn.execute(q, chunk):
+                entry = out.setdefault(oid, {"max_modified": modified})
+                entry["max_modified"] = modified
+                if origin is None or orig == origin:
+                    entry.update(modified=modified, hash=h, json=js)
+        return {k: v for k, v in out.items() if "json" in v}
+
+    def put_objects(self, objects: list[tuple], origin: str = "source") -> None:
+        """(id, modified, type, hash, json) rows; an existing (id, modified) is left as it is."""
+        now = utcnow()
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO objects (id, modified, type, hash, added, json, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(oid, mod, typ, h, now, js, origin) for oid, mod, typ, h, js in objects])
 
     def write_batch(self, *, objects: list[tuple], advisories: list[dict], advisory_cves: list[tuple],
                     raw_entries: list[tuple]) -> None:
         """Write one source's changes; the caller holds the transaction."""
         now = utcnow()
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO objects (id, modified, type, hash, added, json) VALUES (?, ?, ?, ?, ?, ?)",
-            [(oid, mod, typ, h, now, js) for oid, mod, typ, h, js in objects])
+        self.put_objects(objects)
         if advisories:
             cols = [c for c in advisories[0] if not c.startswith("_")]
             updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("id", "first_seen", "status"))
@@ -229,8 +292,17 @@ class Store:
 
     # --- reading advisories ----------------------------------------------------------------
     def list_advisories(self, *, source: str | None = None, cve: str | None = None, since: str | None = None,
-                        tag: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict]:
+                        tag: str | None = None, status: str | None = None, search: str | None = None,
+                        medical: bool | None = None, ids: list[str] | None = None,
+                        limit: int | None = None) -> list[dict]:
+        """Advisories newest first. `medical` is the analyst's decision, or the suggestion while
+        there is none; `search` matches substrings of title, description and identifiers."""
         where, args = [], []
+        if ids is not None:
+            if not ids:
+                return []
+            where.append(f"a.id IN ({','.join('?' * len(ids))})")
+            args.extend(ids)
         if source:
             where.append("a.source = ?")
             args.append(source)
@@ -246,7 +318,20 @@ class Store:
         if status and status != "all":
             where.append("a.status = ?")
             args.append(status)
-        q = "SELECT * FROM advisories a"
+        if medical is not None:
+            effective = ("(a.medical = 1 OR (a.medical IS NULL AND EXISTS "
+                         "(SELECT 1 FROM json_each(a.tags) WHERE value = 'medical-suggested')))")
+            where.append(effective if medical else f"NOT {effective}")
+        if search:
+            if len(search) >= 3:  # the trigram index needs three characters
+                where.append("a.rowid IN (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ?)")
+                args.append('"' + search.replace('"', '""') + '"')
+            else:
+                like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
+                             "OR a.identifiers LIKE ? ESCAPE '\\')")
+                args.extend([like, like, like])
+        q = "SELECT a.* FROM advisories a"
         if where:
             q += " WHERE " + " AND ".join(where)
         q += " ORDER BY a.published_utc DESC, a.id"
@@ -254,6 +339,97 @@ class Store:
             q += " LIMIT ?"
             args.append(limit)
         return self._advisory_rows(self.conn.execute(q, args))
+
+    def update_advisory(self, advisory_id: str, **fields) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [_dump(v) if k in ADVISORY_JSON else (int(v) if isinstance(v, bool) else v)
+                  for k, v in fields.items()]
+        self.conn.execute(f"UPDATE advisories SET {sets} WHERE id = ?", [*values, advisory_id])
+
+    def kev_cves(self) -> set[str]:
+        """CVEs listed by any KEV-kind source."""
+        return {c for (c,) in self.conn.execute(
+            "SELECT DISTINCT c.cve FROM advisory_cves c JOIN advisories a ON a.id = c.advisory "
+            "JOIN sources s ON s.id = a.source WHERE s.kind = 'kev'")}
+
+    # --- collections and membership ---------------------------------------------------------
+    def upsert_collection(self, c: dict) -> bool:
+        now = utcnow()
+        existing = self.get_collection(c["id"])
+        if existing is None:
+            self.conn.execute(
+                "INSERT INTO collections (id, uuid, title, description, filter, origin, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (c["id"], c["uuid"], c["title"], c.get("description"), c["filter"], c.get("origin"), now, now))
+            return True
+        self.conn.execute(
+            "UPDATE collections SET title = ?, description = ?, filter = ?, updated = ? WHERE id = ?",
+            (c["title"], c.get("description"), c["filter"], now, c["id"]))
+        return False
+
+    def get_collection(self, cid: str) -> dict | None:
+        rows = self.list_collections(cid)
+        return rows[0] if rows else None
+
+    def list_collections(self, cid: str | None = None) -> list[dict]:
+        q = ("SELECT c.*, (SELECT COUNT(*) FROM membership m WHERE m.collection = c.id) AS objects, "
+             "(SELECT COUNT(DISTINCT advisory) FROM membership m WHERE m.collection = c.id) AS advisories "
+             "FROM collections c")
+        cur = self.conn.execute(q + (" WHERE c.id = ? OR c.uuid = ?" if cid else "") + " ORDER BY c.id",
+                                (cid, cid) if cid else ())
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def remove_collection(self, cid: str) -> bool:
+        self.conn.execute("DELETE FROM membership WHERE collection = ?", (cid,))
+        return self.conn.execute("DELETE FROM collections WHERE id = ?", (cid,)).rowcount == 1
+
+    def add_members(self, rows: list[tuple[str, str, str, str]]) -> int:
+        """(collection, object_id, modified, advisory) rows; each new one gets its date_added now."""
+        before = self.conn.total_changes
+        now = utcnow()
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO membership (collection, object_id, modified, date_added, advisory) "
+            "VALUES (?, ?, ?, ?, ?)", [(c, o, m, now, a) for c, o, m, a in rows])
+        return self.conn.total_changes - before
+
+    def collections_of(self, advisory_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for chunk in _chunks(advisory_ids, 500):
+            q = (f"SELECT DISTINCT advisory, collection FROM membership WHERE advisory IN "
+                 f"({','.join('?' * len(chunk))}) ORDER BY collection")
+            for aid, cid in self.conn.execute(q, chunk):
+                out.setdefault(aid, []).append(cid)
+        return out
+
+    # --- audit ------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str | None = None, details: dict | None = None,
+              **request) -> None:
+        cols = ["time", "actor", "action", "target", "details", *request]
+        values = [utcnow(), actor, action, target,
+                  json.dumps(details, ensure_ascii=False) if details else None, *request.values()]
+        with self.transaction():
+            self.conn.execute(f"INSERT INTO audit ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+
+    def list_audit(self, *, since: str | None = None, actor: str | None = None, action: str | None = None,
+                   member: str | None = None, limit: int | None = None) -> list[dict]:
+        where, args = [], []
+        for col, val in (("actor", actor), ("action", action), ("member", member)):
+            if val:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since:
+            where.append("time >= ?")
+            args.append(since)
+        q = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        if limit:
+            q = f"SELECT * FROM ({q} DESC LIMIT {int(limit)}) ORDER BY seq"
+        cur = self.conn.execute(q, args)
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        for r in rows:
+            r["details"] = json.loads(r["details"]) if r["details"] else None
+        return rows
 
     def _advisory_rows(self, cur) -> list[dict]:
         cols = [c[0] for c in cur.description]
@@ -295,6 +471,18 @@ class Store:
 
     def count(self, table: str) -> int:
         return self.db[table].count
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script on ';' outside trigger bodies."""
+    out, buf = [], []
+    for line in script.splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
+            out.append(text)
+            buf = []
+    return out
 
 
 def _dump(v) -> str:
