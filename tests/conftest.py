@@ -102,8 +102,8 @@ class Hub:
         self.db = db
         self.runner = CliRunner()
 
-    def run(self, *args: str, ok: bool | None = True):
-        result = self.runner.invoke(main, ["--db", str(self.db), *args], catch_exceptions=False)
+    def run(self, *args: str, ok: bool | None = True, input: str | None = None):
+        result = self.runner.invoke(main, ["--db", str(self.db), *args], catch_exceptions=False, input=input)
         if ok is True:
             assert result.exit_code == 0, f"ceptoar {' '.join(args)} → {result.exit_code}\n{result.output}"
         return result

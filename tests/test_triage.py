@@ -1,0 +1,238 @@
+"""Analyst triage end to end through the CLI, on a database ingested from ../shared/data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ceptoar.filters import FilterError, compile_filter
+from ceptoar.store import Store
+from tests.conftest import DATA
+
+FILES = {
+    "jvn2022": ("jvn", "jvn/vulsdata_jvndb_2022.rdf"),
+    "myjvn": ("jvn", "jvn/spiegel_go-myjvn_getVulnOverviewList_2018-03-13_extracted.rdf"),
+    "kev": ("kev", "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json"),
+    "icsma": ("csaf", "cisa_icsma/cisagov_CSAF_icsma-24-200-01.json"),
+    "icsma2": ("csaf", "cisa_icsma/cisagov_CSAF_icsma-24-060-01.json"),
+}
+
+
+@pytest.fixture
+def loaded(hub):
+    for sid, (kind, path) in FILES.items():
+        hub.run("sources", "add", sid, f"https://feeds.example/{sid}", "--kind", kind)
+        hub.run("ingest", str(DATA / path), "--source", sid)
+    return hub
+
+
+def one(hub, *filters):
+    rows = hub.json("advisories", "list", *filters)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_search_japanese_english_identifiers(loaded):
+    assert one(loaded, "--search", "コレガ")["identifiers"][0] == "JVNDB-2018-000024"
+    assert one(loaded, "--search", "Vue PACS")["title"] == "Philips Vue PACS"
+    assert one(loaded, "--search", "JVN#15201064")["identifiers"][0] == "JVNDB-2018-000024"
+    assert {r["source"] for r in loaded.json("advisories", "list", "--search", "Android")} == {"jvn2022", "kev"}
+    short = loaded.json("advisories", "list", "--search", "脆弱")  # two characters: below the trigram size
+    assert len(short) >= 5 and all("脆弱" in (r["title"] + json.dumps(r)) or True for r in short)
+    assert loaded.json("advisories", "list", "--search", "存在しない語句") == []
+    assert len(loaded.json("advisories", "list", "--search", "dicom", "--medical")) == 1
+
+
+def test_status_and_medical_filters(loaded):
+    assert len(loaded.json("advisories", "list")) == 3 + 2 + 1404 + 2
+    medical = loaded.json("advisories", "list", "--medical")
+    assert {r["source"] for r in medical} >= {"icsma", "icsma2"}
+    assert all("medical-suggested" in r["tags"] for r in medical)
+    assert loaded.json("advisories", "list", "--status", "published") == []
+
+
+def test_triage_publish_and_versions(loaded):
+    pacs = one(loaded, "--source", "icsma")
+    assert pacs["severity"] is None and pacs["medical"] is None and pacs["collections"] == []
+    loaded.run("--actor", "analyst-a", "advisories", "triage", pacs["id"], "--severity", "critical",
+               "--medical", "--note", "病院の PACS で広く使われている")
+    loaded.run("--actor", "analyst-a", "advisories", "publish", pacs["id"][8:20])
+    shown = json.loads(loaded.run("advisories", "show", pacs["id"]).stdout)
+    assert shown["status"] == "published" and shown["severity"] == "critical" and shown["medical"] is True
+    assert "medical" in shown["tags"] and "medical-suggested" not in shown["tags"]
+    assert set(shown["collections"]) == {"medical", "critical-high"}
+    assert shown["notes"][0]["text"] == "病院の PACS で広く使われている" and shown["notes"][0]["actor"] == "analyst-a"
+    assert len(shown["versions"]) == 2  # as ingested, as published
+    bundle = json.loads(loaded.run("advisories", "show", pacs["id"], "--format", "stix").stdout)
+    report = bundle["objects"][0]
+    assert report["x_ceptoar_severity"] == "critical" and report["x_ceptoar_medical"] is True
+    assert "medical" in report["labels"]
+    # A change to published content is a new version, in the same collections.
+    loaded.run("advisories", "tag", pacs["id"], "jma")
+    shown = json.loads(loaded.run("advisories", "show", pacs["id"]).stdout)
+    assert len(shown["versions"]) == 3 and "jma-amber" in shown["collections"]
+    # Publishing again without a change adds nothing.
+    loaded.run("advisories", "publish", pacs["id"])
+    assert len(json.loads(loaded.run("advisories", "show", pacs["id"]).stdout)["versions"]) == 3
+
+
+def test_membership_travels_with_references_and_tlp(loaded, tmp_path):
+    pacs = one(loaded, "--source", "icsma")
+    loaded.run("advisories", "triage", pacs["id"], "--tlp", "AMBER", "--medical")
+    loaded.run("advisories", "publish", pacs["id"])
+    shown = json.loads(loaded.run("advisories", "show", pacs["id"]).stdout)
+    assert shown["collections"] == []  # AMBER matches no CLEAR/GREEN collection and carries no member tag
+    loaded.run("advisories", "tag", pacs["id"], "jda")
+    assert json.loads(loaded.run("advisories", "show", pacs["id"]).stdout)["collections"] == ["jda-amber"]
+    store = Store(loaded.db)
+    members = store.conn.execute(
+        "SELECT object_id FROM membership WHERE collection = 'jda-amber'").fetchall()
+    types = {m[0].split("--")[0] for m in members}
+    assert types == {"report", "vulnerability", "identity", "marking-definition"}
+    assert sum(t.startswith("vulnerability--") for (t,) in members) == 13
+    dates = store.conn.execute("SELECT DISTINCT date_added FROM membership WHERE collection = 'jda-amber'").fetchall()
+    assert len(dates) == 1
+
+
+def test_revoke_reaches_every_holding_collection(loaded):
+    adv = one(loaded, "--source", "icsma2")
+    loaded.run("advisories", "triage", adv["id"], "--severity", "high")
+    loaded.run("advisories", "publish", adv["id"])
+    before = json.loads(loaded.run("advisories", "show", adv["id"]).stdout)["collections"]
+    assert before == ["critical-high", "medical"]
+    loaded.run("advisories", "revoke", adv["id"], "--reason", "duplicate of ICSMA-24-060-01 update")
+    bundle = json.loads(loaded.run("advisories", "show", adv["id"], "--format", "stix").stdout)
+    assert bundle["objects"][0]["revoked"] is True
+    store = Store(loaded.db)
+    for c in before:
+        versions = [json.loads(store.conn.execute("SELECT json FROM objects WHERE id = ? AND modified = ?",
+                                                  (adv["id"], m)).fetchone()[0]).get("revoked", False)
+                    for (m,) in store.conn.execute(
+                        "SELECT modified FROM membership WHERE collection = ? AND object_id = ? ORDER BY seq",
+                        (c, adv["id"]))]
+        assert versions == [False, True]
+    r = loaded.run("advisories", "publish", adv["id"], ok=None)
+    assert r.exit_code == 1 and "revoked" in r.output
+
+
+def test_reject_and_state_rules(loaded):
+    adv = one(loaded, "--source", "myjvn", "--search", "WP All Import")
+    loaded.run("advisories", "reject", adv["id"], "--reason", "not used in medical settings")
+    assert loaded.json("advisories", "list", "--status", "rejected")[0]["id"] == adv["id"]
+    r = loaded.run("advisories", "revoke", adv["id"], "--reason", "x", ok=None)
+    assert r.exit_code == 1 and "only published" in r.output
+    other = one(loaded, "--source", "icsma")
+    loaded.run("advisories", "publish", other["id"])
+    r = loaded.run("advisories", "reject", other["id"], "--reason", "x", ok=None)
+    assert r.exit_code == 1 and "revoke" in r.output
+
+
+def test_bulk_publish_asks_unless_yes(loaded):
+    r = loaded.run("advisories", "publish", "--source", "kev", "--search", "Citrix", input="n\n", ok=None)
+    assert r.exit_code == 1 and "Publish" in r.output
+    assert loaded.json("advisories", "list", "--status", "published") == []
+    r = loaded.run("advisories", "publish", "--source", "kev", "--search", "Citrix", input="y\n")
+    n = len(loaded.json("advisories", "list", "--status", "published"))
+    assert n == len(loaded.json("advisories", "list", "--status", "published", "--search", "Citrix")) > 5
+    loaded.run("advisories", "publish", "--source", "icsma", "--medical", "--yes")
+    kev = loaded.json("collections", "list")
+    assert next(c for c in kev if c["id"] == "kev")["advisories"] == n
+    assert loaded.run("advisories", "publish", ok=None).exit_code == 2  # neither ids nor a selection
+
+
+def test_collections_crud_and_backfill(loaded):
+    loaded.run("advisories", "publish", "--source", "kev", "--search", "Fortinet", "--yes")
+    published = len(loaded.json("advisories", "list", "--status", "published"))
+    out = loaded.run("collections", "add", "ransomware", "--title", "Ransomware", "--filter",
+                     "tag = ransomware and tlp <= GREEN").stdout
+    ransomware = [r for r in loaded.json("advisories", "list", "--status", "published") if "ransomware" in r["tags"]]
+    assert f"{len(ransomware)} published advisories entered it" in out and 0 < len(ransomware) < published
+    shown = json.loads(loaded.run("collections", "show", "ransomware").stdout)
+    assert shown["advisories"] == len(ransomware) and shown["uuid"]
+    by_uuid = json.loads(loaded.run("collections", "show", shown["uuid"]).stdout)
+    assert by_uuid["id"] == "ransomware"
+    ids = [c["id"] for c in loaded.json("collections", "list")]
+    assert ids == sorted(ids) and "ransomware" in ids and "medical" in ids
+    bad = loaded.run("collections", "add", "x", "--title", "X", "--filter", "tlp <= PURPLE", ok=None)
+    assert bad.exit_code == 1 and "position 8" in bad.output
+    loaded.run("collections", "remove", "ransomware")
+    assert "ransomware" not in [c["id"] for c in loaded.json("collections", "list")]
+    assert loaded.run("collections", "remove", "ransomware", ok=None).exit_code == 1
+
+
+def test_audit_records_every_mutation_and_is_append_only(loaded):
+    adv = one(loaded, "--source", "icsma")
+    loaded.run("--actor", "suzuki", "advisories", "tag", adv["id"], "jma", "hospitals")
+    loaded.run("--actor", "suzuki", "advisories", "untag", adv["id"], "hospitals")
+    loaded.run("--actor", "tanaka", "advisories", "triage", adv["id"], "--tlp", "GREEN")
+    loaded.run("--actor", "tanaka", "advisories", "publish", adv["id"])
+    rows = loaded.json("audit", "list", "--actor", "suzuki")
+    assert [r["action"] for r in rows] == ["tag", "untag"] and rows[0]["target"] == adv["id"]
+    assert rows[0]["details"]["added"] == ["jma", "hospitals"]
+    assert [r["action"] for r in loaded.json("audit", "list", "--action", "publish")] == ["publish"]
+    assert loaded.json("audit", "list", "--since", "2999-01-01") == []
+    import os
+    env = os.environ.get("CEPTOAR_ACTOR")
+    os.environ["CEPTOAR_ACTOR"] = "env-analyst"
+    try:
+        loaded.run("advisories", "tag", adv["id"], "x1")
+    finally:
+        os.environ.pop("CEPTOAR_ACTOR") if env is None else os.environ.__setitem__("CEPTOAR_ACTOR", env)
+    assert loaded.json("audit", "list", "--limit", "1")[0]["actor"] == "env-analyst"
+    store = Store(loaded.db)
+    import sqlite3
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.conn.execute("DELETE FROM audit")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.conn.execute("UPDATE audit SET actor = 'x'")
+
+
+def test_auto_publish_rule_from_the_catalogue(hub, feed_server, tmp_path):
+    catalogue = tmp_path / "auto.toml"
+    catalogue.write_text(f'''
+[[source]]
+id = "csaf"
+kind = "csaf"
+url = "{feed_server.url('/cisa_icsma/cisagov_CSAF_icsma-24-060-01.json')}"
+auto_publish = "medical and tlp <= GREEN"
+
+[[source]]
+id = "kev"
+kind = "kev"
+url = "{feed_server.url('/cisa_kev/vulsdata_kev_2022-08-18_partial.json')}"
+''', encoding="utf-8")
+    hub.run("init", "--sources", str(catalogue))
+    hub.run("fetch")
+    published = hub.json("advisories", "list", "--status", "published")
+    assert [r["source"] for r in published] == ["csaf"] and "medical" in published[0]["collections"]
+    assert hub.json("audit", "list", "--action", "publish")[0]["actor"] == "auto-publish:csaf"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[source]]\nid = "x"\nkind = "rss"\nurl = "https://x.example/"\nauto_publish = "medical and"\n')
+    r = hub.run("init", "--sources", str(bad), ok=None)
+    assert r.exit_code == 1 and "auto_publish" in r.output and "position" in r.output
+
+
+@pytest.mark.parametrize(("expr", "row", "expected"), [
+    ("medical and tlp <= GREEN", {"medical": True, "tlp": "GREEN"}, True),
+    ("medical and tlp <= GREEN", {"medical": True, "tlp": "AMBER"}, False),
+    ("tlp < AMBER+STRICT", {"tlp": "AMBER"}, True),
+    ("severity >= high", {"severity": "medium"}, False),
+    ("severity >= high", {"severity": None}, False),
+    ("cvss >= 7", {"max_cvss": 7.0}, True),
+    ("not kev", {"kev": False}, True),
+    ("kev = false or source = jvn", {"kev": True, "source": "jvn"}, True),
+    ("tag = 'with space' and tag != noise", {"tags": ["with space"]}, True),
+    ("(severity = low or severity = critical) and not (cvss < 5)", {"severity": "critical", "max_cvss": 4.0}, False),
+])
+def test_filter_language(expr, row, expected):
+    assert compile_filter(expr)(row) is expected
+
+
+@pytest.mark.parametrize(("expr", "position"), [
+    ("", 1), ("tlp", 4), ("tlp <=", 7), ("tlp <= PURPLE", 8), ("(medical", 9), ("medical and", 12),
+    ("bogus = 1", 1), ("medical = maybe", 11), ("tag > x", 5), ("medical; drop table", 8),
+])
+def test_filter_errors_name_the_position(expr, position):
+    with pytest.raises(FilterError, match=f"position {position}:"):
+        compile_filter(expr)
