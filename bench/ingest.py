@@ -26,13 +26,13 @@ from ceptoar.store import Store  # noqa: E402
 ITEM_RE = re.compile(r"<item .*?</item>", re.S)
 
 
-def big_jvn_feed(n: int) -> bytes:
+def big_jvn_feed(n: int, offset: int = 0) -> bytes:
     files = ["jvn/vulsdata_jvndb_2022.rdf", "jvn/vulsdata_jvndb_2023.rdf", "jvn/vulsdata_jvndb_new.rdf",
              "jvn/spiegel_go-myjvn_getVulnOverviewList_2018-03-13_extracted.rdf", "jvn/vulsdata_jvndb_2007.rdf"]
     texts = [(DATA / f).read_text(encoding="utf-8") for f in files]
     items = [(m.group(0), t) for t in texts for m in ITEM_RE.finditer(t)]
     out = []
-    for i in range(n):
+    for i in range(offset, offset + n):
         item, _ = items[i % len(items)]
         item = re.sub(r"JVNDB-\d{4}-\d{6}", f"JVNDB-2099-{i:06d}", item)
         item = re.sub(r"CVE-(\d{4})-(\d+)", lambda m, i=i: f"CVE-2099-{1000000 + i * 4 + int(m.group(2)) % 4}", item)

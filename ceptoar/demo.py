@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from ceptoar import catalogue
+from ceptoar import catalogue, triage
+from ceptoar import collections as colls
 from ceptoar.devserver import serve_directory
 from ceptoar.output import emit
 from ceptoar.paths import project_file
@@ -42,12 +43,33 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
             results = [fetch_source(store, row) for row in store.list_sources()]
             emit([r.as_dict() for r in results], "table", ["source", "status", "new", "updated", "unchanged", "error"])
             failed |= any(r.status == "error" for r in results)
-        step("Advisories in the store (ceptoar advisories list)")
+        step("Advisories waiting for triage (ceptoar advisories list)")
         rows = store.list_advisories()
         emit(rows, "table", ["id", "source", "published", "tlp", "cves", "max_cvss", "tags", "title"],
              widths={"id": 20, "title": 40, "cves": 32, "tags": 26, "published": 25})
         click.echo(f"\n{len(rows)} advisories, {store.count('objects')} STIX object versions.")
-        click.echo(f"Explore: ceptoar --db {db_path} advisories list --format json")
+
+        step("Triage: rate, confirm medical relevance, publish (every action audited)")
+        with store.transaction():
+            for c in colls.load_defaults(project_file("taxii_server/collections.toml")):
+                store.upsert_collection(c | {"origin": "demo"})
+        actor = "demo-analyst"
+        emr = store.list_advisories(search="電子カルテ", source="demo-jvndb")[0]
+        triage.triage(store, emr["id"], actor, severity="critical", medical=True,
+                      note="診療所で広く使われる構成。ベンダー確認済み。")
+        vpn = store.list_advisories(cve="CVE-2026-90002", source="demo-jvndb")[0]
+        triage.triage(store, vpn["id"], actor, severity="critical", medical=True)
+        triage.retag(store, [vpn["id"]], ["jma"], [], actor)
+        chosen = [r["id"] for r in store.list_advisories(medical=True, status="new")]
+        for r in triage.publish(store, chosen, actor):
+            click.echo(f"published {r['id'][:20]}… → {', '.join(r['collections']) or '-'}")
+        office = store.list_advisories(search="オフィス文書")[0]
+        triage.reject(store, [office["id"]], "医療機関への影響が限定的", actor)
+        emit(store.list_collections(), "table", ["id", "title", "filter", "advisories", "objects"],
+             widths={"title": 34, "filter": 44})
+        click.echo(f"\naudit log: {len(store.list_audit())} entries "
+                   f"(ceptoar --db {db_path} audit list)")
+        click.echo(f"Explore: ceptoar --db {db_path} advisories list --status all --format json")
         return 1 if failed else 0
     finally:
         server.shutdown()

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS advisories (
 );
 CREATE INDEX IF NOT EXISTS advisories_source ON advisories (source, published_utc);
 CREATE INDEX IF NOT EXISTS advisories_published ON advisories (published_utc);
+CREATE INDEX IF NOT EXISTS advisories_status ON advisories (status, published_utc);
 CREATE TABLE IF NOT EXISTS followed (
     source TEXT NOT NULL, id TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (source, id)
 );
