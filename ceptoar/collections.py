@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 import tomllib
 import uuid
 from pathlib import Path
 
 from ceptoar.filters import compile_filter
-from ceptoar.model import NAMESPACE
+from ceptoar.model import NAMESPACE, TLP_BY_ID, TLP_ORDER
 from ceptoar.store import Store
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -69,7 +70,12 @@ def filter_view(rows: list[dict], kev_cves: set[str]) -> list[dict]:
 
 def matching(store: Store, row: dict, kev_cves: set[str] | None = None) -> list[str]:
     view = filter_view([row], store.kev_cves() if kev_cves is None else kev_cves)[0]
-    return [c["id"] for c in store.list_collections() if compile_filter(c["filter"])(view)]
+    return [cid for cid, text in store.collection_filters() if _compiled(text)(view)]
+
+
+@lru_cache(maxsize=256)
+def _compiled(text: str):
+    return compile_filter(text)
 
 
 def closure(store: Store, report: dict) -> list[dict]:
@@ -89,12 +95,24 @@ def closure(store: Store, report: dict) -> list[dict]:
     return list(found.values())
 
 
+def object_tlp_rank(obj: dict, report_rank: int) -> int:
+    """What clearance an object needs: its own TLP marking, else that of the report it travels
+    with (an unmarked upstream indicator in an AMBER report is AMBER). Marking definitions are
+    public."""
+    if obj["type"] == "marking-definition":
+        return 0
+    own = [TLP_ORDER.index(TLP_BY_ID[m]) for m in obj.get("object_marking_refs", []) if m in TLP_BY_ID]
+    return max(own) if own else report_rank
+
+
 def place(store: Store, report: dict, collections: list[str]) -> int:
     """Put a report version and its closure into the given collections. Returns rows added."""
     if not collections:
         return 0
+    report_rank = object_tlp_rank(report, TLP_ORDER.index("RED"))  # an unmarked report is RED
     objs = [report, *closure(store, report)]
-    rows = [(c, o["id"], o.get("modified") or o.get("created") or "", report["id"]) for c in collections for o in objs]
+    rows = [(c, o["id"], o.get("modified") or o.get("created") or "", report["id"], o["type"],
+             o.get("spec_version", "2.1"), object_tlp_rank(o, report_rank)) for c in collections for o in objs]
     return store.add_members(rows)
 
 

@@ -7,6 +7,7 @@ of every STIX object), advisories (the analyst's view of each report) and adviso
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -68,6 +69,18 @@ CREATE TABLE IF NOT EXISTS audit (
     http_status INTEGER, objects INTEGER
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE INDEX IF NOT EXISTS audit_failures ON audit (address, http_status, time);
+CREATE TABLE IF NOT EXISTS members (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, clearance TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
+    key_id TEXT UNIQUE, secret_hash TEXT, secret_set TEXT, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    member TEXT NOT NULL, collection TEXT NOT NULL, can_read INTEGER NOT NULL, can_write INTEGER NOT NULL,
+    PRIMARY KEY (member, collection)
+);
+CREATE TABLE IF NOT EXISTS taxii_status (
+    id TEXT PRIMARY KEY, member TEXT NOT NULL, collection TEXT, created TEXT NOT NULL, json TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
@@ -93,6 +106,9 @@ ADDED_COLUMNS = [
     ("objects", "origin", "TEXT NOT NULL DEFAULT 'source'"),
     ("advisories", "published_source", "TEXT"),
     ("advisories", "published_version", "TEXT"),
+    ("membership", "type", "TEXT"),
+    ("membership", "spec_version", "TEXT NOT NULL DEFAULT '2.1'"),
+    ("membership", "tlp_rank", "INTEGER NOT NULL DEFAULT 4"),  # unknown: treated as RED until computed
 ]
 
 SOURCE_FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "origin")
@@ -133,6 +149,10 @@ class Store:
             for table, column, decl in ADDED_COLUMNS:
                 if column not in self.db[table].columns_dict:
                     self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self.conn.execute("CREATE INDEX IF NOT EXISTS membership_object ON membership "
+                              "(collection, object_id, tlp_rank, modified)")
+            if self.conn.execute("SELECT value FROM meta WHERE key = 'next_key'").fetchone() is None:
+                self.conn.execute("INSERT INTO meta VALUES ('next_key', ?)", (secrets.token_hex(32),))
             if not had_fts:
                 self.conn.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
             # Inserts are indexed in bulk by write_batch (a per-row trigger costs 4x as much).
@@ -307,6 +327,7 @@ class Store:
         """Advisories newest first. `medical` is the analyst's decision, or the suggestion while
         there is none; `search` matches substrings of title, description and identifiers."""
         where, args = [], []
+        fts_match = None
         if ids is not None:
             if not ids:
                 return []
@@ -333,21 +354,36 @@ class Store:
             where.append(effective if medical else f"NOT {effective}")
         if search:
             if len(search) >= 3:  # the trigram index needs three characters
+                fts_match = '"' + search.replace('"', '""') + '"'
                 where.append("a.rowid IN (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ?)")
-                args.append('"' + search.replace('"', '""') + '"')
+                args.append(fts_match)
             else:
                 like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
                              "OR a.identifiers LIKE ? ESCAPE '\\')")
                 args.extend([like, like, like])
         q = "SELECT a.* FROM advisories a"
+        if search and (fts_match is None or self._many_hits(fts_match)):
+            # Many hits: walk the date index newest first and probe them (bounded by the table size:
+            # ≤ 35 ms at 200,000), rather than fetch and sort every hit (130 ms for a common word).
+            q += " INDEXED BY advisories_status" if status and status != "all" else " INDEXED BY advisories_published"
         if where:
             q += " WHERE " + " AND ".join(where)
-        q += " ORDER BY a.published_utc DESC, a.id"
+        q += " ORDER BY a.published_utc DESC, a.rowid DESC"
         if limit:
             q += " LIMIT ?"
             args.append(limit)
         return self._advisory_rows(self.conn.execute(q, args))
+
+    def _many_hits(self, match: str | None, threshold: int = 2000) -> bool:
+        if match is None:
+            return True
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ? LIMIT ?)",
+            (match, threshold + 1)).fetchone()[0] > threshold
+
+    def collection_filters(self) -> list[tuple[str, str]]:
+        return list(self.conn.execute("SELECT id, filter FROM collections ORDER BY id"))
 
     def update_advisory(self, advisory_id: str, **fields) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -393,14 +429,90 @@ class Store:
         self.conn.execute("DELETE FROM membership WHERE collection = ?", (cid,))
         return self.conn.execute("DELETE FROM collections WHERE id = ?", (cid,)).rowcount == 1
 
-    def add_members(self, rows: list[tuple[str, str, str, str]]) -> int:
-        """(collection, object_id, modified, advisory) rows; each new one gets its date_added now."""
+    def add_members(self, rows: list[tuple]) -> int:
+        """(collection, object_id, modified, advisory, type, spec_version, tlp_rank) rows; each new
+        one gets its date_added now."""
         before = self.conn.total_changes
         now = utcnow()
         self.conn.executemany(
-            "INSERT OR IGNORE INTO membership (collection, object_id, modified, date_added, advisory) "
-            "VALUES (?, ?, ?, ?, ?)", [(c, o, m, now, a) for c, o, m, a in rows])
+            "INSERT OR IGNORE INTO membership (collection, object_id, modified, date_added, advisory, type, "
+            "spec_version, tlp_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(c, o, m, now, a, t, sv, r) for c, o, m, a, t, sv, r in rows])
         return self.conn.total_changes - before
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # --- members, grants, TAXII status --------------------------------------------------------
+    def upsert_member(self, mid: str, name: str, clearance: str) -> bool:
+        with self.transaction():
+            if self.get_member(mid):
+                self.conn.execute("UPDATE members SET name = ?, clearance = ? WHERE id = ?", (name, clearance, mid))
+                return False
+            self.conn.execute("INSERT INTO members (id, name, clearance, created) VALUES (?, ?, ?, ?)",
+                              (mid, name, clearance, utcnow()))
+            return True
+
+    def get_member(self, mid: str) -> dict | None:
+        rows = self._rows("SELECT * FROM members WHERE id = ?", (mid,))
+        return rows[0] if rows else None
+
+    def member_by_key(self, key_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM members WHERE key_id = ?", (key_id,))
+        return rows[0] if rows else None
+
+    def list_members(self) -> list[dict]:
+        members = self._rows("SELECT id, name, clearance, enabled, secret_set, created FROM members ORDER BY id")
+        grants = self._rows("SELECT * FROM grants ORDER BY collection")
+        for m in members:
+            m["enabled"] = bool(m["enabled"])
+            m["grants"] = [{"collection": g["collection"], "read": bool(g["can_read"]),
+                            "write": bool(g["can_write"])} for g in grants if g["member"] == m["id"]]
+        return members
+
+    def set_member_enabled(self, mid: str, enabled: bool) -> bool:
+        with self.transaction():
+            cur = self.conn.execute("UPDATE members SET enabled = ? WHERE id = ?", (int(enabled), mid))
+            return cur.rowcount == 1
+
+    def set_member_secret(self, mid: str, key_id: str, secret_hash: str) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE members SET key_id = ?, secret_hash = ?, secret_set = ? WHERE id = ?",
+                              (key_id, secret_hash, utcnow(), mid))
+
+    def set_grant(self, mid: str, cid: str, can_read: bool, can_write: bool) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?)",
+                              (mid, cid, int(can_read), int(can_write)))
+
+    def remove_grant(self, mid: str, cid: str) -> bool:
+        with self.transaction():
+            cur = self.conn.execute("DELETE FROM grants WHERE member = ? AND collection = ?", (mid, cid))
+            return cur.rowcount == 1
+
+    def grants_of(self, mid: str) -> dict[str, tuple[bool, bool]]:
+        return {c: (bool(r), bool(w)) for c, r, w in self.conn.execute(
+            "SELECT collection, can_read, can_write FROM grants WHERE member = ?", (mid,))}
+
+    def recent_failures(self, address: str, since: str) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM audit WHERE address = ? AND http_status = 401 AND time >= ?",
+            (address, since)).fetchone()[0]
+
+    def save_status(self, status: dict, member: str, collection: str | None) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO taxii_status VALUES (?, ?, ?, ?, ?)",
+                              (status["id"], member, collection, utcnow(), json.dumps(status)))
+
+    def get_status(self, sid: str, member: str) -> dict | None:
+        row = self.conn.execute("SELECT json FROM taxii_status WHERE id = ? AND member = ?", (sid, member)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _rows(self, q: str, args=()) -> list[dict]:
+        cur = self.conn.execute(q, args)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def collections_of(self, advisory_ids: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
