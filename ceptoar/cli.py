@@ -510,6 +510,129 @@ def audit_list(hub: Hub, since, actor, action, member, limit, fmt: str) -> None:
     emit(rows, fmt, AUDIT_COLUMNS, widths={"details": 60, "target": 30})
 
 
+# --- members ----------------------------------------------------------------------------------
+
+MEMBER_COLUMNS = ["id", "name", "clearance", "enabled", "secret_set", "grants"]
+
+
+@main.group()
+def members() -> None:
+    """Member associations: TAXII credentials, clearance and collection grants."""
+
+
+@members.command("add")
+@click.argument("member_id")
+@click.option("--name", required=True)
+@click.option("--clearance", required=True, type=click.Choice(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"],
+                                                              case_sensitive=False),
+              help="The highest TLP this member may receive.")
+@pass_hub
+def members_add(hub: Hub, member_id: str, name: str, clearance: str) -> None:
+    """Add a member (or change its name and clearance)."""
+    from ceptoar import members as m
+    store = hub.ready_store()
+    new = m.add(store, member_id, name, clearance)
+    store.audit(hub.actor, "member-add" if new else "member-update", member_id, {"clearance": clearance.upper()})
+    click.echo(f"{'added' if new else 'updated'} member {member_id} (clearance TLP:{clearance.upper()})")
+
+
+@members.command("list")
+@format_option()
+@pass_hub
+def members_list(hub: Hub, fmt: str) -> None:
+    """List members and their grants (never their secrets)."""
+    rows = hub.ready_store().list_members()
+    if fmt != "json":
+        for r in rows:
+            r["grants"] = [f"{g['collection']}:{'r' if g['read'] else ''}{'w' if g['write'] else ''}"
+                           for g in r["grants"]]
+    emit(rows, fmt, MEMBER_COLUMNS, widths={"grants": 50})
+
+
+@members.command("disable")
+@click.argument("member_id")
+@pass_hub
+def members_disable(hub: Hub, member_id: str) -> None:
+    """Refuse the member's credentials from now on."""
+    store = hub.ready_store()
+    if not store.set_member_enabled(member_id, False):
+        raise click.ClickException(f"no member {member_id!r}")
+    store.audit(hub.actor, "member-disable", member_id)
+    click.echo(f"disabled {member_id}")
+
+
+@members.command("enable")
+@click.argument("member_id")
+@pass_hub
+def members_enable(hub: Hub, member_id: str) -> None:
+    """Accept the member's credentials again."""
+    store = hub.ready_store()
+    if not store.set_member_enabled(member_id, True):
+        raise click.ClickException(f"no member {member_id!r}")
+    store.audit(hub.actor, "member-enable", member_id)
+    click.echo(f"enabled {member_id}")
+
+
+@members.command("grant")
+@click.argument("member_id")
+@click.argument("collection_id")
+@click.option("--read/--no-read", default=True, show_default=True)
+@click.option("--write/--no-write", default=False, show_default=True)
+@pass_hub
+def members_grant(hub: Hub, member_id: str, collection_id: str, read: bool, write: bool) -> None:
+    """Let a member read (and/or add to) a collection."""
+    from ceptoar import members as m
+    store = hub.ready_store()
+    m.grant(store, member_id, collection_id, read, write)
+    store.audit(hub.actor, "member-grant", member_id, {"collection": collection_id, "read": read, "write": write})
+    click.echo(f"{member_id} may {'read' if read else ''}{' and ' if read and write else ''}"
+               f"{'write' if write else ''} {collection_id}")
+
+
+@members.command("ungrant")
+@click.argument("member_id")
+@click.argument("collection_id")
+@pass_hub
+def members_ungrant(hub: Hub, member_id: str, collection_id: str) -> None:
+    """Withdraw a member's grant on a collection."""
+    store = hub.ready_store()
+    if not store.remove_grant(member_id, collection_id):
+        raise click.ClickException(f"{member_id} has no grant on {collection_id}")
+    store.audit(hub.actor, "member-ungrant", member_id, {"collection": collection_id})
+    click.echo(f"{member_id} no longer has {collection_id}")
+
+
+@members.command("secret")
+@click.argument("member_id")
+@pass_hub
+def members_secret(hub: Hub, member_id: str) -> None:
+    """Generate a new secret (printed once; only its salted hash is stored). The old one stops working."""
+    from ceptoar import members as m
+    store = hub.ready_store()
+    secret = m.new_secret(store, member_id)
+    store.audit(hub.actor, "member-secret", member_id)  # never the secret itself
+    click.echo(secret)
+    click.echo(f"(new secret for {member_id}: shown once, store it now; HTTP Basic user {member_id!r}, "
+               "or Authorization: Bearer <secret>)", err=True)
+
+
+# --- TAXII server -----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@pass_hub
+def serve(hub: Hub, host: str, port: int) -> None:
+    """Serve TAXII 2.1 for development (production: gunicorn, see README)."""
+    from werkzeug.serving import run_simple
+
+    from ceptoar.taxii.app import create_app
+    hub.ready_store()
+    app = create_app(hub.db_path)
+    click.echo(f"TAXII 2.1 discovery at http://{host}:{port}/taxii2/ (Ctrl-C to stop)", err=True)
+    run_simple(host, port, app, threaded=True)
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 @main.command()

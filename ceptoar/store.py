@@ -440,6 +440,46 @@ class Store:
             [(c, o, m, now, a, t, sv, r) for c, o, m, a, t, sv, r in rows])
         return self.conn.total_changes - before
 
+    def membership_page(self, collection: str, max_rank: int, *, object_id: str | None = None,
+                        added_after: str | None = None, cursor: tuple[str, int] | None = None,
+                        ids: list[str] = (), types: list[str] = (), spec_versions: list[str] = (),
+                        versions: list[str] = ("last",), timestamps: list[str] = (), limit: int = 100,
+                        with_json: bool = True) -> list[dict]:
+        """One page of a collection as a member with clearance `max_rank` may see it, in
+        (date_added, seq) order after `cursor`. Versions ('first', 'last') are taken among the
+        versions this member may see."""
+        where, args = ["m.collection = ?", "m.tlp_rank <= ?"], [collection, max_rank]
+        if object_id:
+            where.append("m.object_id = ?")
+            args.append(object_id)
+        if added_after:
+            where.append("m.date_added > ?")
+            args.append(added_after)
+        if cursor:
+            where.append("(m.date_added, m.seq) > (?, ?)")
+            args.extend(cursor)
+        for col, values in (("m.object_id", ids), ("m.type", types), ("m.spec_version", spec_versions)):
+            if values:
+                where.append(f"{col} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        if "all" not in versions:
+            alternatives = []
+            for word, agg in (("last", "MAX"), ("first", "MIN")):
+                if word in versions:
+                    alternatives.append(f"m.modified = (SELECT {agg}(x.modified) FROM membership x WHERE "
+                                        "x.collection = m.collection AND x.object_id = m.object_id AND x.tlp_rank <= ?)")
+                    args.append(max_rank)
+            if timestamps:
+                forms = [f for t in timestamps for f in _timestamp_forms(t)]
+                alternatives.append(f"m.modified IN ({','.join('?' * len(forms))})")
+                args.extend(forms)
+            where.append("(" + " OR ".join(alternatives) + ")")
+        cols = "m.seq, m.date_added, m.object_id, m.modified" + (", o.json" if with_json else "")
+        join = " JOIN objects o ON o.id = m.object_id AND o.modified = m.modified" if with_json else ""
+        q = (f"SELECT {cols} FROM membership m{join} WHERE {' AND '.join(where)} "
+             "ORDER BY m.date_added, m.seq LIMIT ?")
+        return self._rows(q, [*args, limit])
+
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
@@ -592,6 +632,16 @@ class Store:
 
     def count(self, table: str) -> int:
         return self.db[table].count
+
+
+def _timestamp_forms(ts: str) -> list[str]:
+    """The spellings one instant may have in stored STIX: microseconds, milliseconds, seconds."""
+    base, _, frac = ts.rstrip("Z").partition(".")
+    frac = (frac + "000000")[:6]
+    forms = [f"{base}.{frac}Z", f"{base}.{frac[:3]}Z"]
+    if frac == "000000":
+        forms.append(f"{base}Z")
+    return forms
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,76 @@
+"""Members (association secretariats) and their credentials.
+
+A secret is `ctx_<key id>_<random>`: the key id (not secret) finds the member for Bearer
+authentication; only a salted scrypt hash of the whole secret is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from ceptoar.model import tlp_name
+from ceptoar.store import Store
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+SECRET_RE = re.compile(r"^ctx_([0-9a-f]{12})_[A-Za-z0-9_-]{32,}$")
+# scrypt cost: ~50 ms per check here; verified credentials are cached per worker (auth.py).
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class MemberError(ValueError):
+    pass
+
+
+def check_id(mid: str) -> str:
+    if not ID_RE.match(mid or ""):
+        raise MemberError(f"member id {mid!r} must be lowercase letters, digits, '.', '_' or '-'")
+    return mid
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **SCRYPT)
+    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str | None) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = (stored or "").split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def key_id_of(secret: str) -> str | None:
+    m = SECRET_RE.match(secret or "")
+    return m.group(1) if m else None
+
+
+def new_secret(store: Store, mid: str) -> str:
+    """A fresh secret for the member (the old one stops working); returned once, never stored."""
+    if store.get_member(mid) is None:
+        raise MemberError(f"no member {mid!r}")
+    key_id = secrets.token_hex(6)
+    secret = f"ctx_{key_id}_{secrets.token_urlsafe(32)}"
+    store.set_member_secret(mid, key_id, hash_secret(secret))
+    return secret
+
+
+def add(store: Store, mid: str, name: str, clearance: str) -> bool:
+    return store.upsert_member(check_id(mid), name, tlp_name(clearance))
+
+
+def grant(store: Store, mid: str, cid: str, can_read: bool, can_write: bool) -> None:
+    if store.get_member(mid) is None:
+        raise MemberError(f"no member {mid!r}")
+    if store.get_collection(cid) is None:
+        raise MemberError(f"no collection {cid!r}")
+    if not (can_read or can_write):
+        raise MemberError("grant --read, --write or both")
+    store.set_grant(mid, store.get_collection(cid)["id"], can_read, can_write)

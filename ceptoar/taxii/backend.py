@@ -1,0 +1,294 @@
+"""medallion's backend seam, implemented over the hub's store.
+
+Reads come from the materialized collection membership, filtered by the member's grant and TLP
+clearance in SQL, paged by keyset on (date_added, seq). `next` is a signed, stateless token
+bound to the member, the collection and the query, so it is valid across workers and restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import threading
+import uuid
+from datetime import datetime
+
+from flask import g, request
+from medallion.backends.base import Backend
+from medallion.common import datetime_to_string
+from medallion.exceptions import ProcessingError
+
+from ceptoar.model import TLP_ORDER, Source
+from ceptoar.normalize import stix
+from ceptoar.pipeline import paused_gc
+from ceptoar.ingest import store_entries
+from ceptoar.store import Store
+
+MEDIA_STIX = "application/stix+json;version=2.1"
+MEDIA_TAXII = "application/taxii+json;version=2.1"
+STIX_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*--[0-9a-fA-F-]{36}$")
+TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+SUBMISSION_TLP = "AMBER"  # what members send is AMBER until an analyst decides otherwise
+
+# Query parameters each endpoint takes (anything else is a 400, never silently ignored).
+ALLOWED = {
+    "objects": {"added_after", "limit", "next", "match[id]", "match[type]", "match[version]", "match[spec_version]"},
+    "object": {"added_after", "limit", "next", "match[version]", "match[spec_version]"},
+    "versions": {"added_after", "limit", "next", "match[spec_version]"},
+    "delete": {"match[version]", "match[spec_version]"},
+}
+
+
+def bad(message: str) -> ProcessingError:
+    return ProcessingError(f"The server did not understand the request or filter parameters: {message}", 400)
+
+
+def parse_timestamp(text: str, name: str) -> str:
+    """An RFC 3339 timestamp, normalized to the store's form (UTC, microseconds, Z)."""
+    try:
+        if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", text):
+            raise ValueError
+        d = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad(f"{name} must be an RFC 3339 timestamp, not {text!r}") from None
+    return datetime_to_string(d)
+
+
+class Query:
+    """The validated filters of one request."""
+
+    def __init__(self, kind: str, object_id: str | None = None):
+        args = request.args
+        for key in args:
+            if key not in ALLOWED[kind]:
+                raise bad(f"unknown parameter {key!r} here (allowed: {', '.join(sorted(ALLOWED[kind]))})")
+            values = args.getlist(key)
+            if len(values) > 1:
+                raise bad(f"parameter {key!r} given {len(values)} times; separate values with commas")
+            if not values[0].strip():
+                raise bad(f"parameter {key!r} is empty")
+        self.kind = kind
+        self.object_id = object_id
+        self.added_after = parse_timestamp(args["added_after"], "added_after") if "added_after" in args else None
+        self.ids = self._list("match[id]", STIX_ID_RE, "a STIX id")
+        self.types = self._list("match[type]", TYPE_RE, "a STIX type")
+        self.spec_versions = self._list("match[spec_version]", re.compile(r"^2\.[01]$"), "2.0 or 2.1")
+        raw_versions = self._list("match[version]", None, None) or (["all"] if kind == "versions" else ["last"])
+        keywords = [v for v in raw_versions if v in ("first", "last", "all")]
+        if "all" in keywords and len(raw_versions) > 1:
+            raise bad("match[version]=all cannot be combined with other values")
+        self.versions = keywords
+        self.timestamps = [parse_timestamp(v, "match[version]") for v in raw_versions if v not in keywords]
+        self.next = args.get("next")
+
+    def _list(self, key: str, pattern, what) -> list[str]:
+        if key not in request.args:
+            return []
+        values = [v.strip() for v in request.args[key].split(",")]
+        for v in values:
+            if not v or (pattern is not None and not pattern.match(v)):
+                raise bad(f"{key} value {v!r} is not {what}" if what else f"{key} has an empty value")
+        return values
+
+    def fingerprint(self, member: str, collection: str) -> str:
+        """What a `next` token is bound to: everything but the cursor and the page size."""
+        parts = [self.kind, member, collection, self.object_id or "", self.added_after or "", ",".join(sorted(self.ids)),
+                 ",".join(sorted(self.types)), ",".join(sorted(self.spec_versions)), ",".join(sorted(self.versions)),
+                 ",".join(sorted(self.timestamps))]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class HubBackend(Backend):
+    """Every method sees the authenticated member in `g.member` (set by the app's auth)."""
+
+    def __init__(self, **kwargs):
+        self.db_path = kwargs["db"]
+        self.api_root = kwargs.get("api_root", "ceptoar")
+        self.max_content_length = int(kwargs.get("max_content_length", 10 * 1024 * 1024))
+        self.title = kwargs.get("title", "CEPTOAR hub (医療セプター)")
+        self._local = threading.local()
+        self._next_key: bytes | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if getattr(self._local, "store", None) is None:
+            self._local.store = Store(self.db_path)
+        return self._local.store
+
+    @property
+    def member(self) -> dict:
+        return g.member
+
+    def _key(self) -> bytes:
+        if self._next_key is None:
+            self._next_key = bytes.fromhex(self.store.meta("next_key"))
+        return self._next_key
+
+    def _collection(self, api_root: str, collection_id: str) -> tuple[dict, tuple[bool, bool]] | None:
+        if api_root != self.api_root:
+            return None
+        c = self.store.get_collection(collection_id)
+        if c is None or collection_id != c["uuid"]:
+            return None  # TAXII names collections by UUID; the alias is informative
+        grant = self.store.grants_of(self.member["id"]).get(c["id"])
+        return (c, grant) if grant else None
+
+    def _resource(self, c: dict, grant: tuple[bool, bool]) -> dict:
+        out = {"id": c["uuid"], "title": c["title"], "alias": c["id"], "can_read": grant[0], "can_write": grant[1],
+               "media_types": [MEDIA_STIX]}
+        if c.get("description"):
+            out["description"] = c["description"]
+        return out
+
+    # --- discovery, API root, collections ---------------------------------------------------
+    def server_discovery(self) -> dict:
+        root = request.host_url.rstrip("/") + f"/{self.api_root}/"
+        return {"title": self.title, "description": "Threat information of the medical CEPTOAR for member associations",
+                "contact": "CEPTOAR secretariat", "default": root, "api_roots": [root]}
+
+    def get_api_root_information(self, api_root: str) -> dict | None:
+        if api_root != self.api_root:
+            return None
+        return {"title": self.title, "versions": [MEDIA_TAXII], "max_content_length": self.max_content_length}
+
+    def get_collections(self, api_root: str) -> dict | None:
+        if api_root != self.api_root:
+            return None
+        grants = self.store.grants_of(self.member["id"])
+        cols = [self._resource(c, grants[c["id"]]) for c in self.store.list_collections() if c["id"] in grants]
+        return {"collections": cols} if cols else {}
+
+    def get_collection(self, api_root: str, collection_id: str) -> dict | None:
+        found = self._collection(api_root, collection_id)
+        return self._resource(*found) if found else None
+
+    # --- reads ------------------------------------------------------------------------------
+    def _page(self, collection_id: str, q: Query, limit: int, with_json: bool) -> tuple[list[dict], bool, str | None]:
+        c = self.store.get_collection(collection_id)
+        member = self.member
+        fp = q.fingerprint(member["id"], c["id"])
+        cursor = self._open_next(q.next, fp) if q.next else None
+        rows = self.store.membership_page(
+            c["id"], TLP_ORDER.index(member["clearance"]), object_id=q.object_id, added_after=q.added_after,
+            cursor=cursor, ids=q.ids, types=q.types, spec_versions=q.spec_versions, versions=q.versions,
+            timestamps=q.timestamps, limit=limit + 1, with_json=with_json)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = self._make_next(fp, rows[-1]) if more else None
+        g.objects_returned = len(rows)
+        return rows, more, token
+
+    def _make_next(self, fp: str, row: dict) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps([fp, row["date_added"], row["seq"]]).encode()).decode().rstrip("=")
+        sig = hmac.new(self._key(), payload.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{payload}.{sig}"
+
+    def _open_next(self, token: str, fp: str) -> tuple[str, int]:
+        try:
+            payload, sig = token.split(".")
+            good = hmac.new(self._key(), payload.encode(), hashlib.sha256).hexdigest()[:32]
+            if not hmac.compare_digest(sig, good):
+                raise ValueError
+            bound, date_added, seq = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, TypeError):
+            raise bad("'next' is not valid") from None
+        if bound != fp:
+            raise bad("'next' belongs to another query, collection or member")
+        return date_added, int(seq)
+
+    @staticmethod
+    def _headers(rows: list[dict]) -> dict:
+        if not rows:
+            # TAXII asks for both headers on every 200; with nothing to return, the request's own
+            # added_after (or the epoch) is a cursor that skips nothing.
+            first = last = parse_timestamp(request.args["added_after"], "added_after") \
+                if "added_after" in request.args else "1970-01-01T00:00:00.000000Z"
+        else:
+            first, last = rows[0]["date_added"], rows[-1]["date_added"]
+        return {"X-TAXII-Date-Added-First": first, "X-TAXII-Date-Added-Last": last}
+
+    @staticmethod
+    def _envelope(key: str, items: list, more: bool, token: str | None) -> dict:
+        if not items:
+            return {}
+        out = {"more": more, key: items}
+        if token:
+            out["next"] = token
+        return out
+
+    def get_objects(self, api_root, collection_id, filter_args, allowed_filters, limit):
+        rows, more, token = self._page(collection_id, Query("objects"), limit, with_json=True)
+        return self._envelope("objects", [json.loads(r["json"]) for r in rows], more, token), self._headers(rows)
+
+    def get_object_manifest(self, api_root, collection_id, filter_args, allowed_filters, limit):
+        rows, more, token = self._page(collection_id, Query("objects"), limit, with_json=False)
+        items = [{"id": r["object_id"], "date_added": r["date_added"], "version": r["modified"] or r["date_added"],
+                  "media_type": MEDIA_STIX} for r in rows]
+        return self._envelope("objects", items, more, token), self._headers(rows)
+
+    def get_object(self, api_root, collection_id, object_id, filter_args, allowed_filters, limit):
+        rows, more, token = self._page(collection_id, Query("object", object_id), limit, with_json=True)
+        if not rows and not request.args:
+            raise ProcessingError(f"Object '{object_id}' not found", 404)
+        return self._envelope("objects", [json.loads(r["json"]) for r in rows], more, token), self._headers(rows)
+
+    def get_object_versions(self, api_root, collection_id, object_id, filter_args, allowed_filters, limit):
+        rows, more, token = self._page(collection_id, Query("versions", object_id), limit, with_json=False)
+        if not rows and not request.args:
+            raise ProcessingError(f"Object '{object_id}' not found", 404)
+        return self._envelope("versions", [r["modified"] for r in rows], more, token), self._headers(rows)
+
+    def delete_object(self, api_root, collection_id, object_id, filter_args, allowed_filters):
+        Query("delete", object_id)
+        raise ProcessingError("Objects are withdrawn by revocation at the CEPTOAR secretariat, not deleted", 403)
+
+    # --- writes -----------------------------------------------------------------------------
+    def add_objects(self, api_root, collection_id, objs, request_time):
+        """Submitted objects enter triage as new advisories attributed to the member; nothing
+        goes straight into a published collection."""
+        if not isinstance(objs, dict) or not isinstance(objs.get("objects"), list):
+            raise ProcessingError("The body must be a TAXII envelope with an 'objects' list", 422)
+        member = self.member
+        c = self.store.get_collection(collection_id)
+        successes, failures, valid = [], [], []
+        for i, o in enumerate(objs["objects"]):
+            if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) \
+                    and STIX_ID_RE.match(o["id"]) and o["id"].startswith(o["type"] + "--"):
+                valid.append(o)
+                successes.append({"id": o["id"], "version": o.get("modified") or o.get("created") or ""})
+            else:
+                oid = o.get("id", f"objects[{i}]") if isinstance(o, dict) else f"objects[{i}]"
+                failures.append({"id": str(oid), "version": "", "message": "not a STIX object with a type and a valid id"})
+        store = self.store
+        source_id = f"member-{member['id']}"
+        if store.get_source(source_id) is None:
+            store.upsert_source({"id": source_id, "kind": "stix", "url": f"taxii://{member['id']}",
+                                 "name": f"TAXII submissions of {member['name']}", "tlp": SUBMISSION_TLP,
+                                 "enabled": False, "origin": "taxii"}, keep_enabled=False)
+        if valid:
+            source = Source(id=source_id, kind="stix", name=f"TAXII submissions of {member['name']}",
+                            tlp=SUBMISSION_TLP, lang="ja")
+            entries = stix.entries_from_objects(valid, source, f"taxii-{uuid.uuid4()}")
+            with paused_gc(), store.transaction():
+                counts = store_entries(store, source_id, entries)
+                store.audit(member["id"], "taxii-add", c["id"], {"objects": len(valid), "new": counts.new,
+                                                               "updated": counts.updated}, member=member["id"])
+        status = {"id": str(uuid.uuid4()), "status": "complete",
+                  "request_timestamp": datetime_to_string(request_time),
+                  "total_count": len(successes) + len(failures), "success_count": len(successes),
+                  "failure_count": len(failures), "pending_count": 0}
+        if successes:
+            status["successes"] = successes
+        if failures:
+            status["failures"] = failures
+        store.save_status(status, member["id"], c["id"])
+        return status
+
+    def get_status(self, api_root, status_id):
+        if api_root != self.api_root:
+            return None
+        return self.store.get_status(status_id, self.member["id"])
