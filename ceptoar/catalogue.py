@@ -9,7 +9,8 @@ from pathlib import Path
 from ceptoar.filters import FilterError, compile_filter
 from ceptoar.model import tlp_name
 
-KIND_NAMES = ("jvn", "rss", "kev", "csaf", "stix")
+KIND_NAMES = ("jvn", "rss", "kev", "csaf", "stix", "taxii")
+SECRET_OPTION_RE = re.compile(r"(password|secret|token|key)$", re.IGNORECASE)
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -36,6 +37,10 @@ def check_source(src: dict, where: str = "") -> dict:
     options = dict(src.get("options") or {})
     if not isinstance(src.get("options") or {}, dict):
         raise CatalogueError(f"{at}source {sid}: options must be a table")
+    literal = [k for k in options if SECRET_OPTION_RE.search(k)]
+    if literal:
+        raise CatalogueError(f"{at}source {sid}: put credentials in environment variables and name them "
+                             f"(user_env, password_env, token_env), not {', '.join(literal)}")
     rule = src.get("auto_publish")
     if rule:
         try:

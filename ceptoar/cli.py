@@ -125,7 +125,7 @@ def sources_list(hub: Hub, fmt: str) -> None:
 @sources.command("add")
 @click.argument("source_id")
 @click.argument("url")
-@click.option("--kind", required=True, type=click.Choice(sorted(KINDS)))
+@click.option("--kind", required=True, type=click.Choice(sorted([*KINDS, "taxii"])))
 @click.option("--name")
 @click.option("--tlp", default="CLEAR", show_default=True)
 @click.option("--lang", default="ja", show_default=True)

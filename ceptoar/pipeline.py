@@ -19,7 +19,7 @@ from ceptoar.ingest import Counts, store_entries
 from ceptoar.model import Source
 from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, rss, stix
 from ceptoar.normalize.kev import load_json
-from ceptoar.sources import http
+from ceptoar.sources import http, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
 
@@ -119,6 +119,14 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
     """Normalize a body and store it in one transaction; `before_commit(note)` runs inside it."""
     with paused_gc():
         entries, followed, note = normalize(source, body, charset, store, limits or Limits(), progress)
+        return store_all(store, source, entries, followed, note, before_commit)
+
+
+def store_all(store: Store, source: Source, entries: list[Entry], followed: list[tuple[str, str]],
+              note: str | None = None, before_commit: Callable[[str | None], None] | None = None
+              ) -> tuple[Counts, str | None]:
+    """Store one source's entries in one transaction, then its auto-publish rule."""
+    with paused_gc():
         with store.transaction():
             counts = store_entries(store, source.id, entries)
             store.mark_followed(source.id, followed)
@@ -138,6 +146,14 @@ def fetch_source(store: Store, row: dict, limits: Limits | None = None,
     source = source_of(row)
     opts = source.options
     try:
+        if source.kind == "taxii":
+            objects, cursors = taxii.pull(source.url, opts, store.followed(source.id),
+                                          float(opts.get("timeout", limits.timeout)),
+                                          int(opts.get("max_bytes", limits.max_bytes)), progress)
+            entries = stix.entries_from_objects(objects, source) if objects else []
+            counts, _ = store_all(store, source, entries, cursors,
+                                  before_commit=lambda _note: store.record_fetch(source.id, "ok"))
+            return FetchResult(source.id, "ok", **counts.as_dict())
         resp = http.get(source.url, etag=row.get("etag"), last_modified=row.get("last_modified"),
                         timeout=float(opts.get("timeout", limits.timeout)),
                         max_bytes=int(opts.get("max_bytes", limits.max_bytes)))

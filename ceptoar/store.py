@@ -466,8 +466,9 @@ class Store:
             alternatives = []
             for word, agg in (("last", "MAX"), ("first", "MIN")):
                 if word in versions:
-                    alternatives.append(f"m.modified = (SELECT {agg}(x.modified) FROM membership x WHERE "
-                                        "x.collection = m.collection AND x.object_id = m.object_id AND x.tlp_rank <= ?)")
+                    alternatives.append(
+                        f"m.modified = (SELECT {agg}(x.modified) FROM membership x WHERE x.collection = "
+                        "m.collection AND x.object_id = m.object_id AND x.tlp_rank <= ?)")
                     args.append(max_rank)
             if timestamps:
                 forms = [f for t in timestamps for f in _timestamp_forms(t)]

@@ -95,9 +95,9 @@ class Query:
 
     def fingerprint(self, member: str, collection: str) -> str:
         """What a `next` token is bound to: everything but the cursor and the page size."""
-        parts = [self.kind, member, collection, self.object_id or "", self.added_after or "", ",".join(sorted(self.ids)),
-                 ",".join(sorted(self.types)), ",".join(sorted(self.spec_versions)), ",".join(sorted(self.versions)),
-                 ",".join(sorted(self.timestamps))]
+        lists = (self.ids, self.types, self.spec_versions, self.versions, self.timestamps)
+        parts = [self.kind, member, collection, self.object_id or "", self.added_after or "",
+                 *(",".join(sorted(values)) for values in lists)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -183,7 +183,8 @@ class HubBackend(Backend):
         return rows, more, token
 
     def _make_next(self, fp: str, row: dict) -> str:
-        payload = base64.urlsafe_b64encode(json.dumps([fp, row["date_added"], row["seq"]]).encode()).decode().rstrip("=")
+        raw = json.dumps([fp, row["date_added"], row["seq"]]).encode()
+        payload = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         sig = hmac.new(self._key(), payload.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{payload}.{sig}"
 
@@ -262,7 +263,8 @@ class HubBackend(Backend):
                 successes.append({"id": o["id"], "version": o.get("modified") or o.get("created") or ""})
             else:
                 oid = o.get("id", f"objects[{i}]") if isinstance(o, dict) else f"objects[{i}]"
-                failures.append({"id": str(oid), "version": "", "message": "not a STIX object with a type and a valid id"})
+                failures.append({"id": str(oid), "version": "",
+                                 "message": "not a STIX object with a type and a valid id"})
         store = self.store
         source_id = f"member-{member['id']}"
         if store.get_source(source_id) is None:
