@@ -274,7 +274,7 @@ class HubBackend(Backend):
         if valid:
             source = Source(id=source_id, kind="stix", name=f"TAXII submissions of {member['name']}",
                             tlp=SUBMISSION_TLP, lang="ja")
-            entries = stix.entries_from_objects(valid, source, f"taxii-{uuid.uuid4()}")
+            entries = stix.entries_from_objects(valid, source)  # keyed by the objects: a resend is a no-op
             with paused_gc(), store.transaction():
                 counts = store_entries(store, source_id, entries)
                 store.audit(member["id"], "taxii-add", c["id"], {"objects": len(valid), "new": counts.new,

@@ -1,0 +1,26 @@
+"""WSGI entry of the hub's TAXII 2.1 server, for gunicorn (see README "Production").
+
+    CEPTOAR_DB=/srv/ceptoar/ceptoar.db gunicorn -c taxii_server/gunicorn.conf.py
+
+Settings come from the environment: CEPTOAR_DB (required), CEPTOAR_TAXII_API_ROOT (default
+"ceptoar"), CEPTOAR_TAXII_MAX_CONTENT_LENGTH (bytes, default 10 MiB), CEPTOAR_TAXII_PAGE_SIZE
+(default 100), CEPTOAR_TAXII_TRUST_PROXY=1 when a TLS-terminating proxy sets X-Forwarded-For.
+"""
+
+import os
+
+from ceptoar.store import Store
+from ceptoar.taxii.app import create_app
+
+_db = os.environ.get("CEPTOAR_DB")
+if not _db:
+    raise SystemExit("CEPTOAR_DB is not set: point it at the hub's database")
+Store(_db).require_initialized()
+
+application = create_app(
+    _db,
+    api_root=os.environ.get("CEPTOAR_TAXII_API_ROOT", "ceptoar"),
+    max_content_length=int(os.environ.get("CEPTOAR_TAXII_MAX_CONTENT_LENGTH", 10 * 1024 * 1024)),
+    page_size=int(os.environ.get("CEPTOAR_TAXII_PAGE_SIZE", 100)),
+    trust_proxy=os.environ.get("CEPTOAR_TAXII_TRUST_PROXY") == "1",
+)

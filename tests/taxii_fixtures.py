@@ -1,0 +1,119 @@
+"""A published hub database, members with different grants and clearances, and real server
+processes (`ceptoar serve`, gunicorn) for the TAXII tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from ceptoar import members, triage
+from ceptoar.store import Store
+from tests.conftest import DATA, ROOT, Hub
+
+TAXII = "application/taxii+json;version=2.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+class ServerProcess:
+    def __init__(self, db: Path, gunicorn: bool = False, workers: int = 3):
+        self.db, self.gunicorn, self.workers = db, gunicorn, workers
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        env = dict(os.environ, CEPTOAR_DB=str(self.db), CEPTOAR_TAXII_BIND=f"127.0.0.1:{self.port}",
+                   CEPTOAR_TAXII_WORKERS=str(self.workers))
+        if self.gunicorn:
+            cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "taxii_server/gunicorn.conf.py")]
+        else:
+            cmd = [sys.executable, "-m", "ceptoar.cli", "--db", str(self.db), "serve", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        wait_for(self.base + "/taxii2/", self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class World:
+    db: Path
+    hub: Hub
+    secrets: dict[str, str] = field(default_factory=dict)
+    uuids: dict[str, str] = field(default_factory=dict)
+    amber_report: str = ""
+    green_report: str = ""
+
+    def auth(self, member: str) -> tuple[str, str]:
+        return (member, self.secrets[member])
+
+
+def build_world(tmp: Path) -> World:
+    hub = Hub(tmp / "hub.db")
+    empty = tmp / "sources.toml"
+    empty.write_text("")
+    hub.run("init", "--sources", str(empty))
+    for sid, kind, path in [("kev", "kev", "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json"),
+                            ("icsma", "csaf", "cisa_icsma/cisagov_CSAF_icsma-24-200-01.json"),
+                            ("icsma2", "csaf", "cisa_icsma/cisagov_CSAF_icsma-24-060-01.json")]:
+        hub.run("sources", "add", sid, f"https://feeds.example/{sid}", "--kind", kind)
+        hub.run("ingest", str(DATA / path), "--source", sid)
+    store = Store(hub.db)
+    world = World(db=hub.db, hub=hub)
+    kev_ids = [r["id"] for r in store.list_advisories(source="kev", search="Microsoft")]
+    triage.publish(store, kev_ids, "test")
+    amber = store.list_advisories(source="icsma")[0]["id"]
+    triage.triage(store, amber, "test", tlp="AMBER", medical=True, severity="critical")
+    triage.retag(store, [amber], ["jma"], [], "test")
+    triage.publish(store, [amber], "test")
+    green = store.list_advisories(source="icsma2")[0]["id"]
+    triage.triage(store, green, "test", tlp="GREEN", medical=True)
+    triage.publish(store, [green], "test")
+    triage.retag(store, [green], ["jma"], [], "test")  # a second published version
+    world.amber_report, world.green_report = amber, green
+    for mid, clearance, grants in [
+        ("assoc-green", "GREEN", [("kev", True, False), ("medical", True, False), ("jma-amber", True, False)]),
+        ("assoc-amber", "AMBER", [("jma-amber", True, False), ("medical", True, True)]),
+        ("assoc-clear", "CLEAR", [("medical", True, False)]),
+        ("writer", "GREEN", [("medical", False, True)]),
+        ("gone", "GREEN", [("kev", True, False)]),
+    ]:
+        members.add(store, mid, f"Association {mid}", clearance)
+        for cid, r, w in grants:
+            members.grant(store, mid, cid, r, w)
+        world.secrets[mid] = members.new_secret(store, mid)
+    store.set_member_enabled("gone", False)
+    world.uuids = {c["id"]: c["uuid"] for c in store.list_collections()}
+    return world
