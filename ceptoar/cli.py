@@ -131,13 +131,21 @@ def sources_list(hub: Hub, fmt: str) -> None:
 @click.option("--lang", default="ja", show_default=True)
 @click.option("--interval", type=int, default=3600, show_default=True)
 @click.option("--auto-publish", "auto_publish", help="Filter whose matches are published on arrival.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A source option (repeatable), e.g. --option password_env=PARTNER_TAXII_SECRET.")
 @pass_hub
 def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None, tlp: str, lang: str,
-                interval: int, auto_publish: str | None) -> None:
+                interval: int, auto_publish: str | None, options: tuple[str, ...]) -> None:
     """Add a source (or redefine one added before)."""
     store = hub.ready_store()
+    opts = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
+        opts[key.strip()] = int(value) if value.isdigit() else value
     d = catalogue.check_source({"id": source_id, "url": url, "kind": kind, "name": name, "tlp": tlp,
-                                "lang": lang, "interval": interval, "auto_publish": auto_publish})
+                                "lang": lang, "interval": interval, "auto_publish": auto_publish, "options": opts})
     new = store.upsert_source(d | {"origin": "cli"}, keep_enabled=False)
     store.audit(hub.actor, "source-add" if new else "source-update", d["id"], {"url": url, "kind": kind})
     click.echo(f"{'added' if new else 'updated'} source {d['id']} ({kind}, TLP:{d['tlp']})")

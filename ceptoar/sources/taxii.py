@@ -73,7 +73,7 @@ def pull(url: str, options: dict, cursors: dict[str, str], timeout: float, max_b
          progress=None) -> tuple[list[dict], list[tuple[str, str]]]:
     """All objects added since each collection's cursor; returns (objects, new cursors)."""
     user, password, token = credentials(options)
-    conn = _HTTPConnection(user=user, password=password, auth=_Bearer(token) if token else None)
+    conn = _HTTPConnection(user=user, password=password, auth=_Bearer(token) if token else None, version="2.1")
     session = _Session(timeout, max_bytes)
     session.auth = conn.session.auth
     conn.session = session
