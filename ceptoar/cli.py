@@ -469,9 +469,10 @@ def collections_list(hub: Hub, fmt: str) -> None:
 def collections_show(hub: Hub, collection_id: str, fmt: str) -> None:
     """Show one collection (by id or UUID)."""
     store = hub.ready_store()
-    c = store.get_collection(collection_id)
-    if c is None:
+    found = store.list_collections(collection_id)
+    if not found:
         raise click.ClickException(f"no collection {collection_id!r}")
+    c = found[0]
     if fmt == "json":
         click.echo(json.dumps(c, ensure_ascii=False, indent=2))
     else:

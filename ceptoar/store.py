@@ -413,17 +413,17 @@ class Store:
         return False
 
     def get_collection(self, cid: str) -> dict | None:
-        rows = self.list_collections(cid)
+        """By id or UUID, without counts (the TAXII server asks on every request)."""
+        rows = self._rows("SELECT * FROM collections WHERE id = ? OR uuid = ?", (cid, cid))
         return rows[0] if rows else None
 
-    def list_collections(self, cid: str | None = None) -> list[dict]:
-        q = ("SELECT c.*, (SELECT COUNT(*) FROM membership m WHERE m.collection = c.id) AS objects, "
-             "(SELECT COUNT(DISTINCT advisory) FROM membership m WHERE m.collection = c.id) AS advisories "
-             "FROM collections c")
-        cur = self.conn.execute(q + (" WHERE c.id = ? OR c.uuid = ?" if cid else "") + " ORDER BY c.id",
-                                (cid, cid) if cid else ())
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    def list_collections(self, cid: str | None = None, counts: bool = True) -> list[dict]:
+        """Collections by id; with `counts`, their advisories and objects (a scan of membership)."""
+        extra = (", (SELECT COUNT(*) FROM membership m WHERE m.collection = c.id) AS objects, "
+                 "(SELECT COUNT(DISTINCT advisory) FROM membership m WHERE m.collection = c.id) AS advisories"
+                 if counts else "")
+        where = " WHERE c.id = ? OR c.uuid = ?" if cid else ""
+        return self._rows(f"SELECT c.*{extra} FROM collections c{where} ORDER BY c.id", (cid, cid) if cid else ())
 
     def remove_collection(self, cid: str) -> bool:
         self.conn.execute("DELETE FROM membership WHERE collection = ?", (cid,))

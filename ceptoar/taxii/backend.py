@@ -159,7 +159,8 @@ class HubBackend(Backend):
         if api_root != self.api_root:
             return None
         grants = self.store.grants_of(self.member["id"])
-        cols = [self._resource(c, grants[c["id"]]) for c in self.store.list_collections() if c["id"] in grants]
+        cols = [self._resource(c, grants[c["id"]]) for c in self.store.list_collections(counts=False)
+                if c["id"] in grants]
         return {"collections": cols} if cols else {}
 
     def get_collection(self, api_root: str, collection_id: str) -> dict | None:

@@ -1,0 +1,205 @@
+"""TAXII page latency: first and deep 100-object pages at 10,000, 100,000 and 1,000,000 objects,
+and the same client loop against medallion's memory backend on the same 1,000 and 3,000 objects.
+
+    python bench/taxii.py [--sizes 1000,3000,10000,100000,1000000] [--repeat 30]
+
+Objects are synthetic STIX indicators (TLP:CLEAR) placed straight into the store (the harness
+writes SQL itself; building 1M objects through ingest would only measure ingest). The hub runs
+under gunicorn (2 workers) from taxii_server/, medallion under its own `medallion` command; both
+are queried over HTTP with `requests` by the same loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import write_section  # noqa: E402
+from ceptoar import members  # noqa: E402
+from ceptoar.collections import collection_uuid  # noqa: E402
+from ceptoar.model import TLP_IDS  # noqa: E402
+from ceptoar.store import Store  # noqa: E402
+from tests.taxii_fixtures import free_port, wait_for  # noqa: E402
+
+TAXII = "application/taxii+json;version=2.1"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def indicator(i: int) -> dict:
+    ts = (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"type": "indicator", "spec_version": "2.1", "id": f"indicator--{uuid.UUID(int=i + 1)}",
+            "created": ts, "modified": ts, "name": f"bench indicator {i}", "pattern_type": "stix",
+            "pattern": f"[ipv4-addr:value = '198.51.100.{i % 256}']", "valid_from": ts,
+            "indicator_types": ["malicious-activity"], "object_marking_refs": [TLP_IDS["CLEAR"]]}
+
+
+def build(db: Path, sizes: list[int]) -> tuple[Store, str]:
+    store = Store(db)
+    store.migrate()
+    biggest = max(sizes)
+    if store.count("objects") < biggest:
+        rows = []
+        for i in range(biggest):
+            o = indicator(i)
+            rows.append((o["id"], o["modified"], "indicator", "", json.dumps(o)))
+            if len(rows) == 50000:
+                with store.transaction():
+                    store.put_objects(rows)
+                rows = []
+                print(f"  objects: {i + 1:,}", file=sys.stderr)
+        if rows:
+            with store.transaction():
+                store.put_objects(rows)
+    for n in sizes:
+        cid = f"bench-{n}"
+        if store.get_collection(cid) is None:
+            with store.transaction():
+                store.upsert_collection({"id": cid, "uuid": collection_uuid(cid), "title": cid, "filter": "tlp = RED"})
+                store.conn.execute(
+                    "INSERT INTO membership (collection, object_id, modified, date_added, advisory, type, "
+                    "spec_version, tlp_rank) SELECT ?, id, modified, "
+                    "strftime('%Y-%m-%dT%H:%M:%f000Z', '2026-02-01', '+' || seq || ' seconds'), NULL, "
+                    "'indicator', '2.1', 0 FROM objects WHERE type = 'indicator' ORDER BY seq LIMIT ?", (cid, n))
+            print(f"  collection {cid}", file=sys.stderr)
+    if store.get_member("bench") is None:
+        members.add(store, "bench", "bench", "RED")
+    for n in sizes:
+        members.grant(store, "bench", f"bench-{n}", True, False)
+    secret = members.new_secret(store, "bench")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return store, secret
+
+
+def timed(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def page(session: requests.Session, url: str, **params) -> dict:
+    r = session.get(url, params=params, headers={"Accept": TAXII})
+    r.raise_for_status()
+    body = r.json()
+    assert len(body["objects"]) == 100, len(body.get("objects", []))
+    return body
+
+
+def hub_pages(base: str, secret: str, sizes: list[int], repeat: int) -> dict[int, tuple[float, float]]:
+    session = requests.Session()
+    session.auth = ("bench", secret)
+    out = {}
+    for n in sizes:
+        url = f"{base}/ceptoar/collections/{collection_uuid(f'bench-{n}')}/objects/"
+        page(session, url, limit=100)  # warm: credentials verified once per worker, caches
+        first = timed(lambda url=url: page(session, url, limit=100), repeat)
+        # A deep page: the `next` of a page 80 % into the collection (stateless: reusable).
+        deep_after = (datetime(2026, 2, 1, tzinfo=UTC) + timedelta(seconds=int(n * 0.8))).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")
+        token = page(session, url, limit=100, added_after=deep_after)["next"]
+        deep = timed(lambda url=url, token=token, after=deep_after: page(session, url, limit=100, added_after=after,
+                                                                    next=token), repeat)
+        out[n] = (first, deep)
+        print(f"  hub {n:>9,}: first {first:.1f} ms, deep {deep:.1f} ms", file=sys.stderr)
+    return out
+
+
+def medallion_pages(tmp: Path, sizes: list[int], repeat: int) -> dict[int, float]:
+    port = free_port()
+    cols = []
+    for n in sizes:
+        objs = [indicator(i) for i in range(n)]
+        manifest = [{"id": o["id"], "date_added": (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                     "version": o["modified"], "media_type": "application/stix+json;version=2.1"}
+                    for i, o in enumerate(objs)]
+        cols.append({"id": collection_uuid(f"medallion-{n}"), "title": f"medallion-{n}", "can_read": True,
+                     "can_write": False, "media_types": ["application/stix+json;version=2.1"],
+                     "objects": objs, "manifest": manifest})
+    data = {"/discovery": {"title": "m", "default": f"http://127.0.0.1:{port}/api1/",
+                           "api_roots": [f"http://127.0.0.1:{port}/api1/"]},
+            "api1": {"information": {"title": "api1", "versions": [TAXII], "max_content_length": 10485760},
+                     "status": [], "collections": cols}}
+    (tmp / "medallion-data.json").write_text(json.dumps(data))
+    (tmp / "medallion.json").write_text(json.dumps({
+        "backend": {"module": "medallion.backends.memory_backend", "module_class": "MemoryBackend",
+                    "filename": str(tmp / "medallion-data.json")},
+        "users": {"bench": "bench"}, "taxii": {"max_page_size": 100}}))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "medallion"), "--port", str(port),
+                             str(tmp / "medallion.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = {}
+    try:
+        wait_for(f"http://127.0.0.1:{port}/taxii2/", proc)
+        session = requests.Session()
+        session.auth = ("bench", "bench")
+        for n in sizes:
+            url = f"http://127.0.0.1:{port}/api1/collections/{collection_uuid(f'medallion-{n}')}/objects/"
+            out[n] = timed(lambda url=url: page(session, url, limit=100), repeat)
+            print(f"  medallion {n:>5,}: first {out[n]:.1f} ms", file=sys.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000,3000,10000,100000,1000000")
+    ap.add_argument("--medallion-sizes", default="1000,3000")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--medallion-repeat", type=int, default=3)
+    ap.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "ceptoar-bench-taxii.db"))
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    msizes = [int(x) for x in args.medallion_sizes.split(",")]
+    store, secret = build(Path(args.db), sizes)
+    port = free_port()
+    env = dict(os.environ, CEPTOAR_DB=args.db, CEPTOAR_TAXII_BIND=f"127.0.0.1:{port}", CEPTOAR_TAXII_WORKERS="2")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c",
+                             str(ROOT / "taxii_server/gunicorn.conf.py"), "--access-logfile", "/dev/null"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/taxii2/", proc)
+        hub = hub_pages(f"http://127.0.0.1:{port}", secret, sizes, args.repeat)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    with tempfile.TemporaryDirectory() as tmp:
+        med = medallion_pages(Path(tmp), msizes, args.medallion_repeat)
+    lines = ["100-object pages over HTTP (p50 of the same `requests` loop; the hub under gunicorn, 2 workers, "
+             "audit log written for every request):", "",
+             "| objects in collection | hub first page ms | hub deep page ms (80 %) | medallion memory first page ms "
+             "| medallion / hub |", "|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        first, deep = hub[n]
+        m = med.get(n)
+        lines.append(f"| {n:,} | {first:.1f} | {deep:.1f} | {f'{m:,.0f}' if m else '–'} | "
+                     f"{f'{m / first:,.0f}×' if m else '–'} |")
+    big, small = max(sizes), 10000 if 10000 in sizes else min(sizes)
+    ratio = max(hub[big]) / max(hub[small])
+    lines += ["", f"page@{big:,} / page@{small:,} (worse of first and deep): **{ratio:.2f}** (target ≤ 1.5); "
+              f"p50 at {big:,}: first {hub[big][0]:.1f} ms, deep {hub[big][1]:.1f} ms (target ≤ 10 ms)."]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("TAXII page latency", f"python bench/taxii.py --sizes {args.sizes} --repeat {args.repeat}", body)
+
+
+if __name__ == "__main__":
+    main()
