@@ -3,18 +3,23 @@ normal pipeline (fetch → normalize → store), then read back."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import tomllib
 from pathlib import Path
 
 import click
+from taxii2client.v21 import ApiRoot, as_pages
+from werkzeug.serving import make_server
 
-from ceptoar import catalogue, triage
+from ceptoar import catalogue, members, triage
 from ceptoar import collections as colls
 from ceptoar.devserver import serve_directory
 from ceptoar.output import emit
 from ceptoar.paths import project_file
 from ceptoar.pipeline import fetch_source
 from ceptoar.store import Store
+from ceptoar.taxii.app import create_app
 
 
 def _demo_sources(base: str) -> list[dict]:
@@ -24,6 +29,30 @@ def _demo_sources(base: str) -> list[dict]:
 
 def step(title: str) -> None:
     click.secho(f"\n== {title}", bold=True)
+
+
+def serve_taxii(store: Store, db_path: Path) -> None:
+    """A member association reads the `medical` collection with taxii2-client, as OpenCTI would."""
+    step("TAXII 2.1: a member association pulls the `medical` collection (taxii2-client)")
+    members.add(store, "jma", "日本医師会 (demo)", "GREEN")
+    members.grant(store, "jma", "medical", True, False)
+    secret = members.new_secret(store, "jma")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the demo prints its own lines
+    server = make_server("127.0.0.1", 0, create_app(str(db_path)), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        root = ApiRoot(f"{base}/ceptoar/", user="jma", password=secret)
+        for coll in root.collections:
+            objects = [o for env in as_pages(coll.get_objects, per_request=10) for o in env.get("objects", [])]
+            kinds = {}
+            for o in objects:
+                kinds[o["type"]] = kinds.get(o["type"], 0) + 1
+            click.echo(f"{base}/ceptoar/collections/{coll.id}/ ({coll._raw['alias']}): "
+                       f"{len(objects)} objects {kinds}")
+        click.echo(f"TAXII: ceptoar --db {db_path} serve, then discovery at http://127.0.0.1:8000/taxii2/")
+    finally:
+        server.shutdown()
 
 
 def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
@@ -67,6 +96,7 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         triage.reject(store, [office["id"]], "医療機関への影響が限定的", actor)
         emit(store.list_collections(), "table", ["id", "title", "filter", "advisories", "objects"],
              widths={"title": 34, "filter": 44})
+        serve_taxii(store, db_path)
         click.echo(f"\naudit log: {len(store.list_audit())} entries "
                    f"(ceptoar --db {db_path} audit list)")
         click.echo(f"Explore: ceptoar --db {db_path} advisories list --status all --format json")
