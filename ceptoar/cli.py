@@ -14,6 +14,7 @@ import getpass
 from ceptoar import catalogue, triage
 from ceptoar import collections as colls
 from ceptoar.catalogue import CatalogueError
+from ceptoar.digest.delivery import DeliveryError, SmtpConfig, run_digest, run_flash
 from ceptoar.model import parse_date, stix_time, to_utc
 from ceptoar.normalize import FeedError
 from ceptoar.output import emit, format_option, progress_line
@@ -401,8 +402,30 @@ def with_bulk(default_status: str):
 def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
     """Publish advisories into every matching collection (ids, or the selection of `list`)."""
     ids = _bulk(hub, advisory_ids, filters, "publish", yes)
-    for r in triage.publish(hub.store, ids, hub.actor) if ids else []:
-        click.echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}")
+    results = triage.publish(hub.store, ids, hub.actor) if ids else []
+    for r in results:
+        click.echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
+                   + (" [flash alert queued]" if r["flash"] else ""))
+    if any(r["flash"] for r in results):
+        _send_flashes(hub, SmtpConfig.from_env(), None, False, None, _base_url(None))
+
+
+def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float | None, base_url: str) -> None:
+    """Alert period: flash alerts go out at once when SMTP is configured (env CEPTOAR_SMTP_HOST)."""
+    store = hub.store
+    pending = store.pending_flashes()
+    if not pending:
+        return
+    if smtp is None and out is None and not dry_run:
+        click.echo(f"{len(pending)} flash alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
+                   "--smtp-host HOST`) to send them", err=True)
+        return
+    for f in pending:
+        res = run_flash(store, f["advisory"], smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate, base_url=base_url)
+        if smtp and not dry_run:
+            store.mark_flash(f["advisory"], res.run)
+        store.audit(hub.actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
+        click.echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
 
 
 @advisories.command("reject")
@@ -640,6 +663,313 @@ def serve(hub: Hub, host: str, port: int) -> None:
     app = create_app(hub.db_path)
     click.echo(f"TAXII 2.1 discovery at http://{host}:{port}/taxii2/ (Ctrl-C to stop)", err=True)
     run_simple(host, port, app, threaded=True)
+
+
+# --- subscribers, digests, alert periods ------------------------------------------------------
+
+SUBSCRIBER_COLUMNS = ["email", "name", "member", "frequency", "clearance", "lang", "unsubscribed"]
+
+
+@main.group()
+def subscribers() -> None:
+    """Clinic staff who receive digests by e-mail."""
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_hub
+def subscribers_import(hub: Hub, file: Path) -> None:
+    """Import a CSV (email,name,member,frequency,clearance,lang); re-import updates by e-mail."""
+    from ceptoar.digest import subscribers as subs
+    store = hub.ready_store()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{file} is not UTF-8 (byte {e.start}): save the CSV as UTF-8") from None
+    res = subs.import_csv(store, text)
+    for line, message in res.errors:
+        click.echo(f"{file}:{line}: {message}", err=True)
+    store.audit(hub.actor, "subscribers-import", str(file), {"added": res.added, "updated": res.updated,
+                                                             "errors": len(res.errors)})
+    click.echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
+    if res.errors:
+        sys.exit(1)
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--member", required=True)
+@click.option("--name", default="")
+@click.option("--frequency", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
+@click.option("--clearance", default="CLEAR", show_default=True)
+@click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
+@pass_hub
+def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang) -> None:
+    """Add (or update) one subscriber."""
+    from ceptoar.digest import subscribers as subs
+    store = hub.ready_store()
+    new = subs.add(store, {"email": email, "member": member, "name": name, "frequency": frequency,
+                           "clearance": clearance, "lang": lang})
+    store.audit(hub.actor, "subscriber-add" if new else "subscriber-update", email.lower())
+    click.echo(f"{'added' if new else 'updated'} {email.lower()}")
+
+
+@subscribers.command("list")
+@click.option("--member")
+@format_option()
+@pass_hub
+def subscribers_list(hub: Hub, member: str | None, fmt: str) -> None:
+    """List subscribers (never their unsubscribe tokens)."""
+    rows = [{k: v for k, v in r.items() if k != "token"} for r in hub.ready_store().list_subscribers(member)]
+    emit(rows, fmt, SUBSCRIBER_COLUMNS)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@pass_hub
+def subscribers_remove(hub: Hub, email: str) -> None:
+    """Remove a subscriber."""
+    store = hub.ready_store()
+    if not store.remove_subscriber(email.strip().lower()):
+        raise click.ClickException(f"no subscriber {email!r}")
+    store.audit(hub.actor, "subscriber-remove", email.strip().lower())
+    click.echo(f"removed {email.strip().lower()}")
+
+
+@main.command()
+@click.argument("token")
+@pass_hub
+def unsubscribe(hub: Hub, token: str) -> None:
+    """Stop the digests of the subscriber with this unsubscribe token."""
+    store = hub.ready_store()
+    email = store.unsubscribe(token)
+    if email is None:
+        raise click.ClickException("unknown unsubscribe token")
+    store.audit(hub.actor, "unsubscribe", email)
+    click.echo(f"unsubscribed {email}")
+
+
+def _base_url(value: str | None) -> str:
+    import os
+    return value or os.environ.get("CEPTOAR_PUBLIC_URL", "http://127.0.0.1:8000")
+
+
+smtp_options = [
+    click.option("--smtp-host", envvar="CEPTOAR_SMTP_HOST", help="SMTP server (env CEPTOAR_SMTP_HOST)."),
+    click.option("--smtp-port", envvar="CEPTOAR_SMTP_PORT", type=int, default=25, show_default=True),
+    click.option("--smtp-user", envvar="CEPTOAR_SMTP_USER",
+                 help="SMTP login; the password comes from env CEPTOAR_SMTP_PASSWORD only."),
+    click.option("--starttls", is_flag=True, help="Upgrade the connection with STARTTLS."),
+    click.option("--rate", type=float, help="At most N messages per second."),
+    click.option("--dry-run", is_flag=True, help="Render and count; send nothing, record nothing."),
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                 help="Also write each message as DIR/<email>.eml (without --smtp-host: only write)."),
+    click.option("--base-url", help="Public URL of the hub's web app, for unsubscribe links "
+                                    "(env CEPTOAR_PUBLIC_URL; default http://127.0.0.1:8000)."),
+]
+
+
+def with_smtp(f):
+    for opt in reversed(smtp_options):
+        f = opt(f)
+    return f
+
+
+def _smtp(host, port, user, starttls):
+    import os
+    if not host:
+        return None
+    return SmtpConfig(host=host, port=port, user=user, password=os.environ.get("CEPTOAR_SMTP_PASSWORD"),
+                      starttls=starttls)
+
+
+@main.group()
+def digest() -> None:
+    """Digest e-mails and flash alerts for member clinics."""
+
+
+@digest.command("preview")
+@click.option("--member", required=True)
+@click.option("--frequency", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
+@click.option("--clearance", default="CLEAR", show_default=True)
+@click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
+@click.option("--html", "as_html", is_flag=True, help="Print the HTML part instead of the text part.")
+@pass_hub
+def digest_preview(hub: Hub, member, frequency, clearance, lang, as_html) -> None:
+    """Print what a subscriber of MEMBER would get now."""
+    from datetime import UTC, datetime
+
+    from ceptoar.digest.delivery import WINDOW, advisories_for
+    from ceptoar.digest.render import render
+    from ceptoar.model import tlp_name as _tlp
+    store = hub.ready_store()
+    if store.get_member(member) is None:
+        raise click.ClickException(f"no member {member!r}")
+    now = datetime.now(UTC)
+    until = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    since = (now - WINDOW[frequency]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    rows, name = advisories_for(store, member, _tlp(clearance), since, until)
+    if not rows:
+        click.echo(f"(nothing published for {member} in the last {frequency} period: no digest would be sent)",
+                   err=True)
+        return
+    r = render(store, rows, lang=lang, member_name=name, until=until, periods=store.active_alert_periods(until))
+    text = r.body.decode("utf-8").replace("\r\n", "\n")
+    parts = text.split("Content-Transfer-Encoding: 8bit\n\n")
+    click.echo(f"Subject: {r.subject}\n")
+    click.echo(parts[2].rsplit("\n--", 1)[0] if as_html else parts[1].rsplit("\n--", 1)[0])
+
+
+@digest.command("send")
+@click.option("--frequency", type=click.Choice(["daily", "weekly"]), required=True)
+@with_smtp
+@format_option(("table", "json"))
+@pass_hub
+def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out, base_url,
+                fmt) -> None:
+    """Send the daily or weekly digest (resumable: a rerun sends only the rest)."""
+    store = hub.ready_store()
+    smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
+    if smtp is None and out is None and not dry_run:
+        raise click.UsageError("give --smtp-host (or env CEPTOAR_SMTP_HOST), --out DIR, or --dry-run")
+    try:
+        res = run_digest(store, frequency, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate,
+                         base_url=_base_url(base_url), progress=progress_line)
+    except DeliveryError as e:
+        store.audit(hub.actor, "digest-send", frequency, {"error": str(e)})
+        raise click.ClickException(f"{e} — nothing was marked sent for the rest; rerun to continue") from None
+    store.audit(hub.actor, "digest-send", res.run, {k: v for k, v in res.as_dict().items() if k != "errors"})
+    for err in res.errors[:20]:
+        click.echo(f"refused: {err}", err=True)
+    emit([{k: v for k, v in res.as_dict().items() if k != "errors"}], fmt,
+         ["run", "segments", "rendered", "sent", "failed", "skipped", "written", "empty_segments"])
+    if res.failed:
+        sys.exit(1)
+
+
+@digest.command("flash")
+@with_smtp
+@pass_hub
+def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out, base_url) -> None:
+    """Send the queued flash alerts (normally sent at once when an advisory is published)."""
+    store = hub.ready_store()
+    smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
+    if not store.pending_flashes():
+        click.echo("no flash alerts queued")
+        return
+    try:
+        _send_flashes(hub, smtp, out, dry_run, rate, _base_url(base_url))
+    except DeliveryError as e:
+        raise click.ClickException(f"{e} — rerun to continue") from None
+
+
+@main.group("alert-periods")
+def alert_periods() -> None:
+    """Periods of heightened vigilance (summits, state visits): flash alerts and digest notices."""
+
+
+@alert_periods.command("add")
+@click.argument("name")
+@click.option("--start", required=True, help="Date and time (JST unless an offset is given).")
+@click.option("--end", required=True)
+@click.option("--note")
+@pass_hub
+def alert_periods_add(hub: Hub, name: str, start: str, end: str, note: str | None) -> None:
+    """Add (or redefine) an alert period."""
+    store = hub.ready_store()
+    s, e = _jst_time(start, "--start"), _jst_time(end, "--end")
+    if e <= s:
+        raise click.BadParameter("the end must be after the start", param_hint="--end")
+    store.add_alert_period(name, s, e, note)
+    store.audit(hub.actor, "alert-period-add", name, {"start": s, "end": e})
+    click.echo(f"alert period {name}: {s} – {e} (UTC)")
+
+
+def _jst_time(value: str, hint: str) -> str:
+    from datetime import datetime, timedelta, timezone
+    d = parse_date(value)
+    if d is None:
+        raise click.BadParameter(f"{value!r} is not a date and time", param_hint=hint)
+    if not isinstance(d, datetime):
+        d = datetime(d.year, d.month, d.day)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone(timedelta(hours=9)))
+    return to_utc(d).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@alert_periods.command("list")
+@format_option()
+@pass_hub
+def alert_periods_list(hub: Hub, fmt: str) -> None:
+    """List alert periods."""
+    emit(hub.ready_store().list_alert_periods(), fmt, ["name", "start", "end", "note"])
+
+
+# --- exports ----------------------------------------------------------------------------------
+
+@main.group()
+def export() -> None:
+    """STIX bundles and CSV of published advisories."""
+
+
+@export.command("bundle")
+@click.option("--collection", "collection_id")
+@click.option("--since", help="Published on or after this date.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
+@pass_hub
+def export_bundle(hub: Hub, collection_id, since, output) -> None:
+    """A STIX 2.1 bundle of published advisories and what they reference."""
+    from ceptoar.export import published_bundle, to_text
+    store = hub.ready_store()
+    rows = _export_rows(store, collection_id, since, status="published")
+    text = to_text(published_bundle(store, rows))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {len(rows)} advisories to {output}", err=True)
+    else:
+        click.echo(text)
+    store.audit(hub.actor, "export-bundle", str(output or "-"), {"collection": collection_id, "advisories": len(rows)})
+
+
+@export.command("csv")
+@click.option("--collection", "collection_id")
+@click.option("--since")
+@click.option("--status", type=STATUS_CHOICE, default="published", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@pass_hub
+def export_csv(hub: Hub, collection_id, since, status, output) -> None:
+    """One line per advisory with the fields of `advisories list`."""
+    store = hub.ready_store()
+    rows = _advisory_json(_export_rows(store, collection_id, since, status=status), store)
+    if output:
+        import contextlib
+        import io
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            emit(rows, "csv", ADVISORY_FIELDS)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(buf.getvalue(), encoding="utf-8")
+        click.echo(f"wrote {len(rows)} advisories to {output}", err=True)
+    else:
+        emit(rows, "csv", ADVISORY_FIELDS)
+    store.audit(hub.actor, "export-csv", str(output or "-"), {"collection": collection_id, "advisories": len(rows)})
+
+
+def _export_rows(store: Store, collection_id, since, status):
+    cid = None
+    if collection_id:
+        c = store.get_collection(collection_id)
+        if c is None:
+            raise click.ClickException(f"no collection {collection_id!r}")
+        cid = c["id"]
+    since_utc = None
+    if since:
+        d = parse_date(since)
+        if d is None:
+            raise click.BadParameter(f"{since!r} is not a date", param_hint="--since")
+        since_utc = stix_time(d)
+    return store.list_advisories(status=status, collection=cid, since=since_utc)
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
 
 
 # Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
-NORMALIZER_VERSION = "1"
+NORMALIZER_VERSION = "2"
 
 
 def _raw_hash(raw: str) -> str:

@@ -221,6 +221,16 @@ def serialize(obj: dict) -> tuple[str, str]:
     return text, hashlib.sha256(body.encode()).hexdigest()
 
 
+def effective_severity(row: dict) -> str | None:
+    """The analyst's severity, else one derived from the highest CVSS score."""
+    if row.get("severity"):
+        return row["severity"]
+    score = row.get("max_cvss")
+    if score is None:
+        return None
+    return "critical" if score >= 9 else "high" if score >= 7 else "medium" if score >= 4 else "low"
+
+
 @dataclass
 class Source:
     id: str

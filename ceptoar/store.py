@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -77,6 +77,26 @@ CREATE TABLE IF NOT EXISTS members (
 CREATE TABLE IF NOT EXISTS grants (
     member TEXT NOT NULL, collection TEXT NOT NULL, can_read INTEGER NOT NULL, can_write INTEGER NOT NULL,
     PRIMARY KEY (member, collection)
+);
+CREATE TABLE IF NOT EXISTS subscribers (
+    email TEXT PRIMARY KEY, name TEXT, member TEXT NOT NULL, frequency TEXT NOT NULL, clearance TEXT NOT NULL,
+    lang TEXT NOT NULL, token TEXT NOT NULL UNIQUE, created TEXT NOT NULL, updated TEXT NOT NULL,
+    unsubscribed TEXT, last_daily TEXT, last_weekly TEXT
+);
+CREATE INDEX IF NOT EXISTS subscribers_segment ON subscribers (frequency, member, clearance, lang, email);
+CREATE TABLE IF NOT EXISTS digest_runs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, frequency TEXT, until TEXT NOT NULL, created TEXT NOT NULL,
+    advisory TEXT, finished TEXT
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    run TEXT NOT NULL, email TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT, last_error TEXT, updated TEXT NOT NULL, PRIMARY KEY (run, email)
+);
+CREATE TABLE IF NOT EXISTS alert_periods (
+    name TEXT PRIMARY KEY, start TEXT NOT NULL, end TEXT NOT NULL, note TEXT, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flash_queue (
+    advisory TEXT PRIMARY KEY, period TEXT NOT NULL, queued TEXT NOT NULL, run TEXT
 );
 CREATE TABLE IF NOT EXISTS taxii_status (
     id TEXT PRIMARY KEY, member TEXT NOT NULL, collection TEXT, created TEXT NOT NULL, json TEXT NOT NULL
@@ -322,7 +342,7 @@ class Store:
     # --- reading advisories ----------------------------------------------------------------
     def list_advisories(self, *, source: str | None = None, cve: str | None = None, since: str | None = None,
                         tag: str | None = None, status: str | None = None, search: str | None = None,
-                        medical: bool | None = None, ids: list[str] | None = None,
+                        medical: bool | None = None, ids: list[str] | None = None, collection: str | None = None,
                         limit: int | None = None) -> list[dict]:
         """Advisories newest first. `medical` is the analyst's decision, or the suggestion while
         there is none; `search` matches substrings of title, description and identifiers."""
@@ -336,6 +356,9 @@ class Store:
         if source:
             where.append("a.source = ?")
             args.append(source)
+        if collection:
+            where.append("a.id IN (SELECT advisory FROM membership WHERE collection = ?)")
+            args.append(collection)
         if cve:
             where.append("a.id IN (SELECT advisory FROM advisory_cves WHERE cve = ?)")
             args.append(cve.upper())
@@ -549,6 +572,150 @@ class Store:
     def get_status(self, sid: str, member: str) -> dict | None:
         row = self.conn.execute("SELECT json FROM taxii_status WHERE id = ? AND member = ?", (sid, member)).fetchone()
         return json.loads(row[0]) if row else None
+
+    # --- subscribers, digests, deliveries -----------------------------------------------------
+    def upsert_subscriber(self, sub: dict) -> bool:
+        """Insert or update by e-mail address (lower-cased); the token of an existing one stays."""
+        now = utcnow()
+        existing = self.conn.execute("SELECT token FROM subscribers WHERE email = ?", (sub["email"],)).fetchone()
+        if existing:
+            self.conn.execute(
+                "UPDATE subscribers SET name = ?, member = ?, frequency = ?, clearance = ?, lang = ?, updated = ?, "
+                "unsubscribed = NULL WHERE email = ?",
+                (sub["name"], sub["member"], sub["frequency"], sub["clearance"], sub["lang"], now, sub["email"]))
+            return False
+        self.conn.execute(
+            "INSERT INTO subscribers (email, name, member, frequency, clearance, lang, token, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sub["email"], sub["name"], sub["member"], sub["frequency"], sub["clearance"], sub["lang"],
+             "u" + secrets.token_urlsafe(24), now, now))  # never starts with "-": safe as a CLI argument
+        return True
+
+    def list_subscribers(self, member: str | None = None, include_unsubscribed: bool = True) -> list[dict]:
+        where, args = [], []
+        if member:
+            where.append("member = ?")
+            args.append(member)
+        if not include_unsubscribed:
+            where.append("unsubscribed IS NULL")
+        q = "SELECT * FROM subscribers" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY email"
+        return self._rows(q, args)
+
+    def remove_subscriber(self, email: str) -> bool:
+        with self.transaction():
+            return self.conn.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount == 1
+
+    def unsubscribe(self, token: str) -> str | None:
+        with self.transaction():
+            row = self.conn.execute("SELECT email FROM subscribers WHERE token = ?", (token,)).fetchone()
+            if row:
+                self.conn.execute("UPDATE subscribers SET unsubscribed = COALESCE(unsubscribed, ?) WHERE token = ?",
+                                  (utcnow(), token))
+        return row[0] if row else None
+
+    def subscriber_by_token(self, token: str) -> dict | None:
+        rows = self._rows("SELECT * FROM subscribers WHERE token = ?", (token,))
+        return rows[0] if rows else None
+
+    def segments(self, frequency: str | None) -> list[dict]:
+        """Active subscribers grouped as digests are rendered: member × clearance × language ×
+        the time of their last digest."""
+        col = f"last_{frequency}" if frequency else "NULL"
+        where = "unsubscribed IS NULL" + (" AND frequency = ?" if frequency else "")
+        return self._rows(f"SELECT member, clearance, lang, {col} AS since, COUNT(*) AS n FROM subscribers "
+                          f"WHERE {where} GROUP BY member, clearance, lang, since ORDER BY member, clearance, lang",
+                          (frequency,) if frequency else ())
+
+    def segment_recipients(self, frequency: str | None, member: str, clearance: str, lang: str,
+                           since: str | None, after_email: str = "", limit: int = 1000) -> list[dict]:
+        col = f"last_{frequency}" if frequency else "NULL"
+        q = (f"SELECT email, name, token FROM subscribers WHERE unsubscribed IS NULL AND member = ? AND clearance = ? "
+             f"AND lang = ? AND {col} IS ? AND email > ?" + (" AND frequency = ?" if frequency else "")
+             + " ORDER BY email LIMIT ?")
+        args = [member, clearance, lang, since, after_email] + ([frequency] if frequency else []) + [limit]
+        return self._rows(q, args)
+
+    def get_run(self, run_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM digest_runs WHERE id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def create_run(self, run_id: str, kind: str, frequency: str | None, until: str,
+                   advisory: str | None = None) -> dict:
+        with self.transaction():
+            self.conn.execute("INSERT OR IGNORE INTO digest_runs (id, kind, frequency, until, created, advisory) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (run_id, kind, frequency, until, utcnow(), advisory))
+        return self.get_run(run_id)
+
+    def finish_run(self, run_id: str) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE digest_runs SET finished = ? WHERE id = ?", (utcnow(), run_id))
+
+    def delivery_states(self, run_id: str, emails: list[str]) -> dict[str, dict]:
+        out = {}
+        for chunk in _chunks(emails, 500):
+            for r in self._rows(f"SELECT * FROM deliveries WHERE run = ? AND email IN ({','.join('?' * len(chunk))})",
+                                [run_id, *chunk]):
+                out[r["email"]] = r
+        return out
+
+    def record_delivery(self, run_id: str, email: str, status: str, message_id: str | None,
+                        error: str | None = None, frequency: str | None = None, until: str | None = None) -> None:
+        """One recipient's outcome, and on success its digest cursor, in one transaction."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO deliveries (run, email, status, attempts, message_id, last_error, updated) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (run, email) DO UPDATE SET status = excluded.status, "
+                "attempts = attempts + 1, message_id = excluded.message_id, last_error = excluded.last_error, "
+                "updated = excluded.updated", (run_id, email, status, message_id, error, utcnow()))
+            if status == "sent" and frequency:
+                self.conn.execute(f"UPDATE subscribers SET last_{frequency} = ? WHERE email = ?", (until, email))
+
+    def delivery_summary(self, run_id: str) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM deliveries WHERE run = ? GROUP BY status",
+                                      (run_id,)).fetchall())
+
+    def add_alert_period(self, name: str, start: str, end: str, note: str | None) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO alert_periods VALUES (?, ?, ?, ?, ?)",
+                              (name, start, end, note, utcnow()))
+
+    def list_alert_periods(self) -> list[dict]:
+        return self._rows("SELECT * FROM alert_periods ORDER BY start")
+
+    def active_alert_periods(self, at: str) -> list[dict]:
+        return self._rows("SELECT * FROM alert_periods WHERE start <= ? AND end > ? ORDER BY start", (at, at))
+
+    def queue_flash(self, advisory: str, period: str) -> bool:
+        cur = self.conn.execute("INSERT OR IGNORE INTO flash_queue (advisory, period, queued) VALUES (?, ?, ?)",
+                                (advisory, period, utcnow()))
+        return cur.rowcount == 1
+
+    def pending_flashes(self) -> list[dict]:
+        return self._rows("SELECT * FROM flash_queue WHERE run IS NULL ORDER BY queued")
+
+    def mark_flash(self, advisory: str, run_id: str) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE flash_queue SET run = ? WHERE advisory = ?", (run_id, advisory))
+
+    def published_for(self, collections: list[str], max_rank: int, since: str | None, until: str,
+                      ids: list[str] | None = None) -> list[dict]:
+        """Published (not revoked) advisories in any of the collections, at most TLP `max_rank`,
+        whose publication entered them in (since, until]."""
+        if not collections:
+            return []
+        tlps = [t for t in ("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED")][: max_rank + 1]
+        where = [f"m.collection IN ({','.join('?' * len(collections))})", "m.object_id = a.id",
+                 "m.date_added <= ?", "a.status = 'published'", f"a.tlp IN ({','.join('?' * len(tlps))})"]
+        args = [*collections, until, *tlps]
+        if since:
+            where.append("m.date_added > ?")
+            args.append(since)
+        if ids is not None:
+            where.append(f"a.id IN ({','.join('?' * len(ids))})")
+            args.extend(ids)
+        q = (f"SELECT DISTINCT a.* FROM advisories a JOIN membership m ON {' AND '.join(where)} "
+             "ORDER BY a.published_utc DESC, a.rowid DESC")
+        return self._advisory_rows(self.conn.execute(q, args))
 
     def _rows(self, q: str, args=()) -> list[dict]:
         cur = self.conn.execute(q, args)

@@ -2,7 +2,8 @@
 
 A decision that alters published content makes a new STIX version of the report (the ingested
 report with the analyst's overlay: labels, marking, severity, medical), which enters every
-matching collection. Every mutation is audited in the same transaction.
+matching collection. Every mutation is audited in the same transaction. Publishing a high or
+critical advisory during an alert period queues a flash alert (sent by the digest stage).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 
 from ceptoar import collections as colls
 from ceptoar.filters import SEVERITIES, compile_filter
-from ceptoar.model import TLP_IDS, later_than, now_stix, serialize, tlp_name
+from ceptoar.model import TLP_IDS, effective_severity, later_than, now_stix, serialize, tlp_name
 from ceptoar.store import Store, utcnow
 
 
@@ -74,10 +75,14 @@ def publish(store: Store, refs: list[str], actor: str) -> list[dict]:
     out = []
     with store.transaction():
         kev = store.kev_cves()
+        periods = store.active_alert_periods(utcnow())
         for r in rows:
             placed = _publish_row(store, r, kev)
-            store.audit(actor, "publish", r["id"], {"collections": placed, "previous_status": r["status"]})
-            out.append({"id": r["id"], "collections": placed})
+            flash = bool(periods and placed and effective_severity(r) in ("high", "critical")
+                         and store.queue_flash(r["id"], periods[0]["name"]))
+            store.audit(actor, "publish", r["id"], {"collections": placed, "previous_status": r["status"],
+                                                    **({"flash": periods[0]["name"]} if flash else {})})
+            out.append({"id": r["id"], "collections": placed, "flash": flash})
     return out
 
 

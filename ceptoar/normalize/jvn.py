@@ -81,8 +81,8 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None = None) -
             cves.append(rid)
             if src == "CVE":
                 identifiers.append((rid, url))
-            else:
-                references.append({"source_name": src or "cve", "external_id": rid, **({"url": url} if url else {})})
+            elif url:  # NVD's page: a CVE-like external_id is only valid under source_name "cve"
+                references.append({"source_name": src or "nvd", "description": rid, "url": url})
         elif src == "JVN" or rid.upper().startswith(("JVN#", "JVNVU#", "JVNTA")):
             identifiers.append((rid, url))
         else:

@@ -35,6 +35,13 @@ def taxii_error(status: int, title: str, description: str | None = None, headers
     return Response(json.dumps(body), status=status, headers=headers, mimetype=MEDIA_TAXII)
 
 
+def _page(title: str, body: str, status: int = 200) -> Response:
+    html = (f'<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8"><title>{title}</title></head>'
+            f'<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto;"><h1>{title}</h1>'
+            f"<p>{body}</p></body></html>")
+    return Response(html, status=status, mimetype="text/html")
+
+
 def _versioned(value: str) -> str:
     """Add version=2.1 to a bare application/taxii+json media range (TAXII 2.1 §1.6.8.1)."""
     items = []
@@ -117,18 +124,36 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
             return request.headers["X-Forwarded-For"].split(",")[0].strip()
         return request.remote_addr or ""
 
+    @app.route("/unsubscribe/<token>", methods=["GET", "POST"])
+    def unsubscribe(token: str):
+        """The link in every digest; POST is RFC 8058's one-click (List-Unsubscribe-Post)."""
+        store = backend.store
+        sub = store.subscriber_by_token(token)
+        if sub is None:
+            return _page("配信停止 / Unsubscribe", "このリンクは無効です。/ This link is not valid.", 404)
+        if request.method == "POST":
+            store.unsubscribe(token)
+            store.audit("subscriber", "unsubscribe", sub["email"], {"via": "web"})
+            return _page("配信停止 / Unsubscribe", "医療セプターからの配信を停止しました。<br>"
+                         "You will no longer receive e-mail from the medical CEPTOAR.")
+        return _page("配信停止 / Unsubscribe",
+                     "医療セプターからのセキュリティ情報の配信を停止しますか?<br>Stop the CEPTOAR e-mails?"
+                     '<form method="post"><button type="submit">配信を停止する / Unsubscribe</button></form>')
+
     @app.after_request
     def audit(response):
         member = getattr(g, "member", None)
         view_args = request.view_args or {}
+        # Unsubscribe tokens are credentials of a sort: never in the log.
+        path = "/unsubscribe/…" if request.path.startswith("/unsubscribe/") else request.path
         try:
             backend.store.audit(
                 member["id"] if member else None,
                 "taxii" if response.status_code != 401 else "taxii-denied",
-                request.path,
+                path,
                 {"query": request.query_string.decode("latin-1")} if request.query_string else None,
                 member=member["id"] if member else getattr(g, "auth_username", None),
-                address=_address(), method=request.method, path=request.path,
+                address=_address(), method=request.method, path=path,
                 collection=view_args.get("collection_id"), http_status=response.status_code,
                 objects=getattr(g, "objects_returned", None))
         except Exception:  # an access that cannot be audited is not served

@@ -1,0 +1,176 @@
+"""Rendering: one digest (or flash alert) per segment, member × clearance × frequency × language,
+as UTF-8 MIME with text and HTML parts. Per recipient only headers and the unsubscribe link change:
+the body bytes are built once and the link is substituted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.header import Header
+from email.utils import formataddr, formatdate
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ceptoar.model import TLP_ORDER, effective_severity
+from ceptoar.store import Store
+
+JST = timezone(timedelta(hours=9))
+PLACEHOLDER = "@@UNSUBSCRIBE_URL@@"
+HERE = Path(__file__).parent
+SEVERITY = {"ja": {"critical": "緊急", "high": "高", "medium": "中", "low": "低", None: "未評価"},
+            "en": {"critical": "Critical", "high": "High", "medium": "Medium", "low": "Low", None: "Not rated"}}
+TLP_TEXT = {
+    "ja": {"CLEAR": "TLP:CLEAR — 公開情報です。自由に共有できます。",
+           "GREEN": "TLP:GREEN — 医療セプターの会員とその関係者の間に限って共有できます。公開しないでください。",
+           "AMBER": "TLP:AMBER — 受信した組織の中で、知る必要のある人に限って共有できます。",
+           "AMBER+STRICT": "TLP:AMBER+STRICT — 受信した組織の中に限って共有できます。",
+           "RED": "TLP:RED — 受信者本人限りです。転送しないでください。"},
+    "en": {"CLEAR": "TLP:CLEAR — public information, may be shared freely.",
+           "GREEN": "TLP:GREEN — share within the medical CEPTOAR community only; do not publish.",
+           "AMBER": "TLP:AMBER — share within your organization, on a need-to-know basis.",
+           "AMBER+STRICT": "TLP:AMBER+STRICT — share within your organization only.",
+           "RED": "TLP:RED — for the named recipient only; do not forward."},
+}
+TLP_COLOR = {"CLEAR": "#555", "GREEN": "#33a532", "AMBER": "#c78500", "AMBER+STRICT": "#c78500", "RED": "#c00"}
+HTML_TEXT = {
+    "ja": {"severity": "重要度", "kev": "悪用が確認されています (CISA KEV)", "action": "対応",
+           "period_title": "警戒強化期間中です:",
+           "period_text": "政府から、重要インフラ事業者等に対しサイバーセキュリティ対策の強化が要請されています。",
+           "notice_title": "サイバー攻撃が疑われたら (院内掲示用)",
+           "notice_vendor": "まず、お使いの電子カルテ等のシステムベンダー(保守業者)に直ちに連絡してください。",
+           "notice_mhlw": ("システムが停止した、診療に支障が出た、個人情報が漏えいしたおそれがある場合は"
+                           "報告してください:"),
+           "notice_ceptoar": "医療セプター事務局にもご一報ください。", "hours": "平日 9:00–18:00",
+           "footer": "このメールは医療セプターが会員向けに配信しています。", "unsubscribe": "配信停止"},
+    "en": {"severity": "Severity", "kev": "Known exploited (CISA KEV)", "action": "What to do",
+           "period_title": "Heightened alert period:",
+           "period_text": "The government asks critical-infrastructure operators to strengthen cybersecurity.",
+           "notice_title": "If you suspect a cyberattack (post this in your facility)",
+           "notice_vendor": "Call your system vendor (maintenance contractor) at once.",
+           "notice_mhlw": "If systems stopped, care was disrupted or personal data may have leaked, report to",
+           "notice_ceptoar": "Let the CEPTOAR secretariat know as well.", "hours": "weekdays 9:00-18:00 JST",
+           "footer": "Sent by the medical CEPTOAR to its members.", "unsubscribe": "Unsubscribe"},
+}
+DEFAULT_ACTION = {
+    "ja": "開発者・ベンダーの情報を確認し、最新版へのアップデートまたは回避策を適用してください。",
+    "en": "Check the vendor's information and apply the update or the workaround.",
+}
+
+
+@lru_cache(maxsize=1)
+def contacts() -> dict:
+    return tomllib.loads((HERE / "contacts.toml").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+@dataclass
+class Rendered:
+    subject: str
+    head: bytes  # headers common to every recipient of the segment
+    body: bytes  # MIME body with PLACEHOLDER where each recipient's unsubscribe URL goes
+    count: int
+    tlp: str
+
+
+def jst(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(JST)
+
+
+def action_of(report: dict, lang: str) -> str:
+    kev = report.get("x_ceptoar_kev") or {}
+    if kev.get("required_action"):
+        due = f" (CISA 期限 {kev['due_date']})" if lang == "ja" and kev.get("due_date") else (
+            f" (CISA due {kev['due_date']})" if kev.get("due_date") else "")
+        return kev["required_action"] + due
+    remediations = (report.get("x_ceptoar_csaf") or {}).get("remediations") or []
+    if remediations:
+        return " / ".join(remediations[:3])
+    return DEFAULT_ACTION[lang]
+
+
+def _wrap(text: str, width: int = 300) -> str:
+    """SMTP lines stay under 998 octets: hard-wrap long lines (UTF-8: up to 3 octets a character)."""
+    out = []
+    for line in text.split("\n"):
+        out.extend(textwrap.wrap(line, width, break_long_words=True, replace_whitespace=False) or [""])
+    return "\r\n".join(out)
+
+
+def render(store: Store, advisories: list[dict], *, lang: str, member_name: str, until: str,
+           periods: list[dict], kind: str = "digest") -> Rendered:
+    c = contacts()
+    day = jst(until)
+    n = len(advisories)
+    if lang == "ja":
+        date_text = f"{day.year}年{day.month}月{day.day}日"
+        subject = (f"【医療セプター】緊急セキュリティ情報 {date_text}" if kind == "flash"
+                   else f"【医療セプター】セキュリティ情報 {date_text} ({n}件)")
+        heading = "緊急のお知らせ (警戒強化期間中)" if kind == "flash" else f"{date_text} のセキュリティ情報 ({n}件)"
+    else:
+        subject = (f"[Medical CEPTOAR] URGENT security information {day:%Y-%m-%d}" if kind == "flash"
+                   else f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
+        heading = ("Urgent notice (heightened alert period)" if kind == "flash"
+                   else f"Security information of {day:%Y-%m-%d} ({n} items)")
+    items, tlps = [], []
+    for a in advisories:
+        report = store.latest_object(a["id"]) or {}
+        tlps.append(a["tlp"])
+        items.append({"title": a["title"], "severity_label": SEVERITY[lang][effective_severity(a)],
+                      "tlp": a["tlp"],
+                      "cves": a["cves"][:10] + (["…"] if len(a["cves"]) > 10 else []),
+                      "kev": "kev" in a.get("tags", []) or bool(report.get("x_ceptoar_kev")),
+                      "action": action_of(report, lang), "url": a.get("url")})
+    tlp = max(tlps, key=TLP_ORDER.index) if tlps else "CLEAR"
+    period_rows = [{"name": p["name"], "note": p.get("note"), "start_jst": f"{jst(p['start']):%Y-%m-%d %H:%M}",
+                    "end_jst": f"{jst(p['end']):%Y-%m-%d %H:%M}"} for p in periods]
+    ctx = {"advisories": items, "periods": period_rows, "heading": heading, "subject": subject, "lang": lang,
+           "tlp_banner": TLP_TEXT[lang][tlp], "tlp_color": TLP_COLOR[tlp], "ceptoar": c["ceptoar"],
+           "mhlw": c["mhlw"], "member_name": member_name, "t": HTML_TEXT[lang],
+           "mhlw_office": c["mhlw"]["office"] if lang == "ja" else c["mhlw"]["office_en"],
+           "ceptoar_name": c["ceptoar"]["name"] if lang == "ja" else c["ceptoar"]["name_en"]}
+    text = _wrap(_env().get_template(f"digest_{lang}.txt.j2").render(ctx))
+    html = _wrap(_env().get_template("digest.html.j2").render(ctx))
+    boundary = "ceptoar-" + hashlib.sha256((text + until).encode()).hexdigest()[:24]
+    body = (f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            f"{text}\r\n--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n"
+            f"Content-Transfer-Encoding: 8bit\r\n\r\n{html}\r\n--{boundary}--\r\n").encode()
+    head = (f"From: {_address(c['ceptoar']['from'])}\r\nSubject: {Header(subject, 'utf-8').encode()}\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n"
+            f"X-CEPTOAR-TLP: {tlp}\r\n").encode("ascii")
+    return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp)
+
+
+def _address(value: str) -> str:
+    if "<" in value:
+        name, _, addr = value.partition("<")
+        return formataddr((name.strip(), addr.rstrip(">").strip()), charset="utf-8")
+    return value
+
+
+def message_id(run_id: str, email: str) -> str:
+    """Derived from (digest, recipient): a resend after a crash carries the same Message-ID."""
+    return f"<{hashlib.sha256(f'{run_id}|{email}'.encode()).hexdigest()[:40]}@ceptoar.local>"
+
+
+def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str) -> bytes:
+    c = contacts()["ceptoar"]
+    headers = (f"To: {formataddr((name, email), charset='utf-8') if name else email}\r\n"
+               f"Date: {formatdate(localtime=False)}\r\nMessage-ID: {message_id(run_id, email)}\r\n"
+               f"List-Unsubscribe: <{unsubscribe_url}>, <mailto:{c['email']}?subject=unsubscribe>\r\n"
+               "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n").encode()
+    return r.head + headers + r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())
+
+
+def json_preview(r: Rendered) -> str:
+    return json.dumps({"subject": r.subject, "count": r.count, "tlp": r.tlp}, ensure_ascii=False)

@@ -1,0 +1,77 @@
+"""Subscribers: clinic staff who receive digests by e-mail, imported by CSV or added one by one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+
+from ceptoar.model import tlp_name
+from ceptoar.store import Store
+
+COLUMNS = ("email", "name", "member", "frequency", "clearance", "lang")
+EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
+class SubscriberError(ValueError):
+    pass
+
+
+@dataclass
+class ImportResult:
+    added: int = 0
+    updated: int = 0
+    errors: list[tuple[int, str]] = None
+
+
+def check(row: dict, members: set[str]) -> dict:
+    email = (row.get("email") or "").strip().lower()
+    if not EMAIL_RE.match(email):
+        raise SubscriberError(f"invalid e-mail address {row.get('email')!r}")
+    member = (row.get("member") or "").strip()
+    if member not in members:
+        raise SubscriberError(f"unknown member {member!r} (see `ceptoar members list`)")
+    frequency = (row.get("frequency") or "daily").strip().lower()
+    if frequency not in ("daily", "weekly"):
+        raise SubscriberError(f"frequency must be daily or weekly, not {frequency!r}")
+    lang = (row.get("lang") or "ja").strip().lower()
+    if lang not in ("ja", "en"):
+        raise SubscriberError(f"lang must be ja or en, not {lang!r}")
+    try:
+        clearance = tlp_name(row.get("clearance") or "CLEAR")
+    except ValueError as e:
+        raise SubscriberError(str(e)) from None
+    return {"email": email, "name": (row.get("name") or "").strip(), "member": member, "frequency": frequency,
+            "clearance": clearance, "lang": lang}
+
+
+def import_csv(store: Store, text: str) -> ImportResult:
+    """Import every good row (re-import updates by e-mail); bad rows are reported by line number."""
+    result = ImportResult(errors=[])
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    missing = [c for c in ("email", "member") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise SubscriberError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(COLUMNS)})")
+    members = {m["id"] for m in store.list_members()}
+    good = []
+    for row in reader:
+        try:
+            if None in row:
+                raise SubscriberError("more fields than the header")
+            good.append(check(row, members))
+        except SubscriberError as e:
+            result.errors.append((reader.line_num, str(e)))
+    with store.transaction():
+        for sub in good:
+            if store.upsert_subscriber(sub):
+                result.added += 1
+            else:
+                result.updated += 1
+    return result
+
+
+def add(store: Store, row: dict) -> bool:
+    sub = check(row, {m["id"] for m in store.list_members()})
+    with store.transaction():
+        return store.upsert_subscriber(sub)

@@ -1,0 +1,268 @@
+"""Digests, flash alerts, subscribers and exports, delivered to a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from ceptoar.store import Store
+from ceptoar.taxii.app import create_app
+from tests.conftest import ROOT
+from tests.taxii_fixtures import build_world, free_port
+
+
+class Sink:
+    """Keeps every message; refuses recipients whose address starts with 'reject'."""
+
+    def __init__(self):
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("reject"):
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+        return "250 Message accepted"
+
+    def parsed(self, to: str | None = None):
+        return [email.message_from_bytes(data, policy=email.policy.default) for rcpt, data in self.messages
+                if to is None or to in rcpt]
+
+
+@pytest.fixture
+def smtp():
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, sink
+    controller.stop()
+
+
+CSV = """email,name,member,frequency,clearance,lang
+yamada@clinic-a.example.jp,山田 太郎,assoc-green,daily,GREEN,ja
+suzuki@clinic-b.example.jp,鈴木 花子,assoc-green,daily,CLEAR,ja
+smith@hospital.example.com,John Smith,assoc-green,daily,GREEN,en
+weekly@clinic-c.example.jp,週次 担当,assoc-green,weekly,GREEN,ja
+amber@assoc.example.jp,AMBER 担当,assoc-amber,daily,AMBER,ja
+not-an-address,壊れた行,assoc-green,daily,GREEN,ja
+x@clinic-d.example.jp,会員なし,nobody,daily,GREEN,ja
+y@clinic-e.example.jp,頻度違い,assoc-green,hourly,GREEN,ja
+reject@clinic-f.example.jp,受信拒否,assoc-green,daily,GREEN,ja
+"""
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = build_world(tmp_path)
+    (tmp_path / "subs.csv").write_text(CSV, encoding="utf-8")
+    return w
+
+
+def send(world, controller, *extra, ok=True) -> dict:
+    """Run a daily digest; the JSON summary (exit status 1 when a recipient was refused)."""
+    r = world.hub.run("digest", "send", "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port",
+                      str(controller.port), "--format", "json", *extra, ok=None)
+    assert (r.exit_code == 0) is ok, r.output
+    return json.loads(r.stdout)[0]
+
+
+def test_subscriber_import_reports_bad_lines_and_updates(world, tmp_path):
+    r = world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    assert r.exit_code == 1
+    assert "subs.csv:7: invalid e-mail address 'not-an-address'" in r.output
+    assert "subs.csv:8: unknown member 'nobody'" in r.output
+    assert "subs.csv:9: frequency must be daily or weekly" in r.output
+    assert "6 added, 0 updated, 3 rejected" in r.output
+    (tmp_path / "again.csv").write_text("email,name,member,frequency,clearance,lang\n"
+                                        "YAMADA@clinic-a.example.jp,山田 太郎 (院長),assoc-green,weekly,GREEN,ja\n",
+                                        encoding="utf-8")
+    assert "0 added, 1 updated" in world.hub.run("subscribers", "import", str(tmp_path / "again.csv")).output
+    subs = world.hub.json("subscribers", "list")
+    assert len(subs) == 6
+    yamada = next(s for s in subs if s["email"] == "yamada@clinic-a.example.jp")
+    assert yamada["name"] == "山田 太郎 (院長)" and yamada["frequency"] == "weekly"
+    assert "token" not in yamada
+    world.hub.run("subscribers", "add", "new@clinic-g.example.jp", "--member", "assoc-green", "--clearance", "GREEN")
+    world.hub.run("subscribers", "remove", "new@clinic-g.example.jp")
+    assert len(world.hub.json("subscribers", "list")) == 6
+
+
+def test_digest_mime_content_and_headers(world, tmp_path, smtp):
+    controller, sink = smtp
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    summary = send(world, controller, ok=False)  # one recipient refused → exit 1
+    assert summary["sent"] == 4 and summary["failed"] == 1  # reject@ refused; weekly not in a daily run
+    store = Store(world.db)
+    green_visible = store.published_for(["kev", "medical", "jma-amber"], 1, None, "2999-01-01T00:00:00Z")
+    (msg,) = sink.parsed("yamada@clinic-a.example.jp")
+    today = datetime.now(UTC).astimezone(__import__("ceptoar.digest.render", fromlist=["JST"]).JST)
+    assert msg["Subject"] == f"【医療セプター】セキュリティ情報 {today.year}年{today.month}月{today.day}日 ({len(green_visible)}件)"
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "TLP:GREEN" in text and "医療技術情報推進室" in text and "03-3595-2430" in text
+    assert "システムベンダー" in text and "医療セプター事務局" in text
+    assert "CVE-2024-22100" in text and "<html" in html and "CVE-2024-22100" in html
+    token = store.list_subscribers()[0]["token"]
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "/unsubscribe/" in msg["List-Unsubscribe"] and "/unsubscribe/" in text
+    assert msg["Message-ID"].endswith("@ceptoar.local>")
+    assert msg["To"].addresses[0].display_name == "山田 太郎"
+    # CLEAR subscriber: nothing above CLEAR; English subscriber gets English
+    (clear,) = sink.parsed("suzuki@clinic-b.example.jp")
+    assert "TLP:GREEN" not in clear.get_body(("plain",)).get_content()
+    (en,) = sink.parsed("smith@hospital.example.com")
+    assert en["Subject"].startswith("[Medical CEPTOAR] Security information")
+    (amber,) = sink.parsed("amber@assoc.example.jp")
+    assert "TLP:AMBER" in amber.get_body(("plain",)).get_content()
+    # Rerun: nobody gets it twice; the refusal is retried.
+    summary = send(world, controller, ok=False)
+    assert summary["sent"] == 0 and summary["failed"] == 1  # the sent ones are past their cursor
+    assert len(sink.messages) == 4
+    failed = store.delivery_states(summary["run"], ["reject@clinic-f.example.jp"])["reject@clinic-f.example.jp"]
+    assert failed["attempts"] == 2 and "550" in failed["last_error"]
+    assert token and token not in json.dumps(world.hub.json("audit", "list"))
+
+
+def test_segments_render_once_and_empty_digests_are_not_sent(world, tmp_path, smtp):
+    controller, sink = smtp
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    world.hub.run("members", "add", "quiet", "--name", "No grants", "--clearance", "GREEN")
+    world.hub.run("subscribers", "add", "quiet@clinic-h.example.jp", "--member", "quiet", "--clearance", "GREEN")
+    summary = send(world, controller, ok=False)
+    assert summary["rendered"] == 4  # ja GREEN, ja CLEAR, en GREEN, AMBER: one rendering each
+    assert summary["empty_segments"] == 1
+    assert not sink.parsed("quiet@clinic-h.example.jp")
+    bodies = {rcpt[0]: m for rcpt, m in sink.messages}
+    a = bodies["yamada@clinic-a.example.jp"].split(b"\r\n\r\n", 1)[1]
+    b = [m for m in sink.parsed() if m["To"].addresses[0].username == "reject"]
+    assert not b
+    assert a.count(b"/unsubscribe/") == 2  # text and HTML
+
+
+def test_dead_smtp_server_stops_with_a_clear_message(world, tmp_path):
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    r = world.hub.run("digest", "send", "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port",
+                      str(free_port()), ok=None)
+    assert r.exit_code == 1 and "cannot use SMTP server" in r.output and "Traceback" not in r.output
+    assert Store(world.db).conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+
+
+def test_out_writes_eml_and_dry_run_records_nothing(world, tmp_path):
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    out = tmp_path / "exports" / "digests"
+    world.hub.run("digest", "send", "--frequency", "daily", "--out", str(out))
+    files = sorted(p.name for p in out.glob("*.eml"))
+    assert "yamada@clinic-a.example.jp.eml" in files and len(files) == 5
+    msg = email.message_from_bytes((out / "yamada@clinic-a.example.jp.eml").read_bytes(), policy=email.policy.default)
+    assert msg["Subject"].startswith("【医療セプター】")
+    world.hub.run("digest", "send", "--frequency", "daily", "--dry-run")
+    assert Store(world.db).conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+    preview = world.hub.run("digest", "preview", "--member", "assoc-green", "--clearance", "GREEN").output
+    assert "Subject: 【医療セプター】" in preview and "医療技術情報推進室" in preview
+    html = world.hub.run("digest", "preview", "--member", "assoc-green", "--html").output
+    assert "<html" in html
+
+
+def test_kill_halfway_then_rerun_sends_each_once(world, tmp_path, smtp):
+    controller, sink = smtp
+    store = Store(world.db)
+    lines = ["email,name,member,frequency,clearance,lang"] + [
+        f"clinic{i:03d}@example.jp,診療所 {i},assoc-green,daily,GREEN,ja" for i in range(60)]
+    (tmp_path / "many.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    world.hub.run("subscribers", "import", str(tmp_path / "many.csv"))
+    cmd = [sys.executable, "-m", "ceptoar.cli", "--db", str(world.db), "digest", "send", "--frequency", "daily",
+           "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--rate", "40"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(sink.messages) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = len(sink.messages)
+    assert 20 <= first < 60
+    sent_before = store.conn.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+    assert first - 1 <= sent_before <= first
+    subprocess.run(cmd[:-2], cwd=ROOT, check=True, capture_output=True)
+    recipients = [r for rcpt, _ in sink.messages for r in rcpt]
+    assert sorted(set(recipients)) == sorted(recipients) or len(recipients) - len(set(recipients)) <= 1
+    assert len(set(recipients)) == 60
+
+
+def test_unsubscribe_cli_and_one_click(world, tmp_path, smtp):
+    controller, sink = smtp
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    store = Store(world.db)
+    tokens = {s["email"]: s["token"] for s in store.list_subscribers()}
+    world.hub.run("unsubscribe", tokens["suzuki@clinic-b.example.jp"])
+    client = create_app(str(world.db)).test_client()
+    page = client.get(f"/unsubscribe/{tokens['smith@hospital.example.com']}")
+    assert page.status_code == 200 and "配信を停止" in page.get_data(as_text=True)
+    one_click = client.post(f"/unsubscribe/{tokens['smith@hospital.example.com']}",
+                            data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded")
+    assert one_click.status_code == 200
+    assert client.get("/unsubscribe/not-a-token").status_code == 404
+    send(world, controller, ok=False)
+    got = {r for rcpt, _ in sink.messages for r in rcpt}
+    assert "suzuki@clinic-b.example.jp" not in got and "smith@hospital.example.com" not in got
+    assert "yamada@clinic-a.example.jp" in got
+    assert not any("/unsubscribe/" in (r["path"] or "") and r["path"] != "/unsubscribe/…"
+                   for r in world.hub.json("audit", "list"))
+
+
+def test_alert_period_flash_and_digest_notice(world, tmp_path, smtp, monkeypatch):
+    controller, sink = smtp
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    start = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    end = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    world.hub.run("alert-periods", "add", "G7 サミット", "--start", start, "--end", end, "--note", "首脳会合")
+    assert world.hub.json("alert-periods", "list")[0]["name"] == "G7 サミット"
+    monkeypatch.setenv("CEPTOAR_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CEPTOAR_SMTP_PORT", str(controller.port))
+    store = Store(world.db)
+    kev = store.list_advisories(source="kev", search="Citrix", status="new")[0]
+    world.hub.run("advisories", "triage", kev["id"], "--severity", "critical")
+    r = world.hub.run("advisories", "publish", kev["id"])
+    assert "flash alert queued" in r.output and "flash alert flash-" in r.output
+    flashes = [m for m in sink.parsed() if "緊急" in m["Subject"] or "URGENT" in m["Subject"]]
+    flash_rcpts = {r for rcpt, data in sink.messages for r in rcpt}
+    assert flashes and "yamada@clinic-a.example.jp" in flash_rcpts and "weekly@clinic-c.example.jp" in flash_rcpts
+    assert "amber@assoc.example.jp" not in flash_rcpts  # its member has no collection holding it
+    text = flashes[0].get_body(("plain",)).get_content()
+    assert "G7 サミット" in text and kev["title"] in text
+    low = store.list_advisories(source="kev", search="Adobe", status="new")[0]
+    world.hub.run("advisories", "triage", low["id"], "--severity", "low")
+    assert "flash" not in world.hub.run("advisories", "publish", low["id"]).output
+    sink.messages.clear()
+    send(world, controller, ok=False)
+    digest = sink.parsed("yamada@clinic-a.example.jp")[0].get_body(("plain",)).get_content()
+    assert "警戒強化期間中です" in digest and "G7 サミット" in digest
+
+
+def test_exports_bundle_validates_and_csv(world, tmp_path):
+    from stix2validator import ValidationOptions, validate_file
+    out = tmp_path / "exports" / "medical.json"
+    world.hub.run("export", "bundle", "--collection", "medical", "-o", str(out))
+    bundle = json.loads(out.read_text(encoding="utf-8"))
+    assert {o["type"] for o in bundle["objects"]} >= {"report", "vulnerability", "identity", "marking-definition"}
+    results = validate_file(str(out), ValidationOptions(strict=False, version="2.1"))
+    assert results.is_valid, [str(e) for r in results.object_results for e in r.errors]
+    everything = json.loads(world.hub.run("export", "bundle").stdout)
+    assert len(everything["objects"]) > len(bundle["objects"])
+    csv_text = world.hub.run("export", "csv", "--collection", "kev").stdout
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("id,title,source,published")
+    assert len(lines) - 1 == len(world.hub.json("advisories", "list", "--status", "published", "--source", "kev"))
