@@ -266,3 +266,18 @@ def test_exports_bundle_validates_and_csv(world, tmp_path):
     lines = csv_text.strip().splitlines()
     assert lines[0].startswith("id,title,source,published")
     assert len(lines) - 1 == len(world.hub.json("advisories", "list", "--status", "published", "--source", "kev"))
+
+
+def test_pipelined_delivery_to_a_pipelining_server(world, tmp_path):
+    """RFC 2920 path (aiosmtpd does not offer PIPELINING): the benchmark's sink does."""
+    from bench.digest import SINK
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert sink.stdout.readline().strip() == "ready"
+    r = world.hub.run("digest", "send", "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port",
+                      str(port), "--format", "json")
+    received = int(sink.communicate("")[0].strip().splitlines()[-1])
+    summary = json.loads(r.stdout)[0]
+    assert summary["sent"] == received == 5 and summary["failed"] == 0  # the sink accepts reject@ too
