@@ -38,7 +38,7 @@ class HubGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (StoreError, CatalogueError, FeedError, ValueError, sqlite3.IntegrityError) as e:
+        except (StoreError, CatalogueError, FeedError, ValueError, sqlite3.IntegrityError, OSError) as e:
             raise click.ClickException(str(e)) from None
 
 
@@ -970,6 +970,186 @@ def _export_rows(store: Store, collection_id, since, status):
             raise click.BadParameter(f"{since!r} is not a date", param_hint="--since")
         since_utc = stix_time(d)
     return store.list_advisories(status=status, collection=cid, since=since_utc)
+
+
+# --- incidents ----------------------------------------------------------------------------------
+
+INCIDENT_COLUMNS = ["id", "facility", "facility_type", "prefecture", "member", "status", "mhlw_due", "detected_at"]
+
+
+@main.group()
+def incidents() -> None:
+    """Incident reports from member facilities (TLP:RED) and the relay to vendor, MHLW, prefecture."""
+
+
+def _incident_json(inc: dict) -> dict:
+    from ceptoar.incidents import mhlw_due, next_steps
+    return inc | {"mhlw_due": mhlw_due(inc), "next_steps": next_steps(inc)}
+
+
+@incidents.command("report")
+@click.option("--facility", required=True)
+@click.option("--facility-type", required=True, type=click.Choice(["hospital", "clinic", "dental", "pharmacy"]))
+@click.option("--prefecture", required=True)
+@click.option("--member", required=True, help="The association the facility belongs to.")
+@click.option("--summary", required=True)
+@click.option("--detected-at", help="When it was noticed (JST unless an offset is given; default now).")
+@click.option("--vendor")
+@click.option("--vendor-phone")
+@click.option("--vendor-email")
+@click.option("--service-impact", is_flag=True, help="The medical information system is impaired.")
+@click.option("--personal-data-leak", is_flag=True, help="Personal data may have leaked.")
+@click.option("--care-disrupted", is_flag=True, help="Care is disrupted.")
+@format_option(("table", "json"))
+@pass_hub
+def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summary, detected_at, vendor,
+                     vendor_phone, vendor_email, service_impact, personal_data_leak, care_disrupted, fmt) -> None:
+    """Record a suspected cyberattack at a facility and print what must be done next."""
+    from datetime import datetime
+
+    from ceptoar import incidents as inc_mod
+    detected = datetime.fromisoformat(_jst_time(detected_at, "--detected-at").replace("Z", "+00:00")) \
+        if detected_at else None
+    inc = inc_mod.report(hub.ready_store(), hub.actor, facility=facility, facility_type=facility_type,
+                         prefecture=prefecture, member=member, summary=summary, detected_at=detected, vendor=vendor,
+                         vendor_phone=vendor_phone, vendor_email=vendor_email, service_impact=service_impact,
+                         personal_data_leak=personal_data_leak, care_disrupted=care_disrupted)
+    out = _incident_json(inc)
+    if fmt == "json":
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"recorded {inc['id']} (TLP:RED){'; MHLW report due' if out['mhlw_due'] else ''}")
+    for step in out["next_steps"]:
+        click.echo(f"  次に: {step}")
+
+
+@incidents.command("update")
+@click.argument("incident_id")
+@click.option("--status", type=click.Choice(["reported", "vendor-contacted", "reported-to-mhlw", "recovering",
+                                             "closed"]))
+@click.option("--note")
+@click.option("--note-kind", type=click.Choice(["damage", "response", "recovery", "prevention", "general"]),
+              default="general", show_default=True)
+@pass_hub
+def incidents_update(hub: Hub, incident_id, status, note, note_kind) -> None:
+    """Move an incident forward and record damage, response, recovery, prevention notes."""
+    from ceptoar import incidents as inc_mod
+    inc = inc_mod.update(hub.ready_store(), incident_id, hub.actor, status=status, note=note, note_kind=note_kind)
+    click.echo(f"{inc['id']}: {inc['status']} ({len(inc['notes'])} notes)")
+    for step in inc_mod.next_steps(inc):
+        click.echo(f"  次に: {step}")
+
+
+@incidents.command("list")
+@click.option("--status")
+@click.option("--prefecture")
+@click.option("--due", is_flag=True, help="Only those whose MHLW report is due and not yet made.")
+@format_option()
+@pass_hub
+def incidents_list(hub: Hub, status, prefecture, due, fmt) -> None:
+    """List incidents, newest first."""
+    from ceptoar.incidents import STATUSES
+    rows = [_incident_json(i) for i in hub.ready_store().list_incidents(status, prefecture)]
+    if due:
+        rows = [r for r in rows if r["mhlw_due"] and STATUSES.index(r["status"]) < STATUSES.index("reported-to-mhlw")]
+    emit(rows, fmt, INCIDENT_COLUMNS, widths={"id": 20})
+
+
+@incidents.command("show")
+@click.argument("incident_id")
+@pass_hub
+def incidents_show(hub: Hub, incident_id) -> None:
+    """Show one incident with its history, notes and notices (JSON)."""
+    from ceptoar import incidents as inc_mod
+    store = hub.ready_store()
+    inc = inc_mod.find(store, incident_id)
+    store.audit(hub.actor, "incident-show", inc["id"])
+    click.echo(json.dumps(_incident_json(inc), ensure_ascii=False, indent=2))
+
+
+@incidents.command("notify")
+@click.argument("incident_id")
+@click.option("--to", "parties", multiple=True, type=click.Choice(["vendor", "mhlw", "prefecture"]),
+              help="Repeatable; default: the vendor, and MHLW and the prefecture when the report is due.")
+@with_smtp
+@pass_hub
+def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out,
+                     base_url) -> None:
+    """Prepare (and send, or write as .eml) the notice to each party, in Japanese."""
+    import email.policy
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+
+    from ceptoar import incidents as inc_mod
+    from ceptoar.digest.delivery import Mailer, _sender
+    store = hub.ready_store()
+    inc = inc_mod.find(store, incident_id)
+    parties = list(parties) or ["vendor"] + (["mhlw", "prefecture"] if inc_mod.mhlw_due(inc) else [])
+    smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
+    mailer = None
+    if smtp and not dry_run:
+        mailer = Mailer(smtp)
+        try:
+            mailer.connect()
+        except DeliveryError as e:
+            raise click.ClickException(str(e)) from None
+    try:
+        for party in parties:
+            address, subject, body = inc_mod.notice(inc, party)
+            msg = EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = _sender(), address, subject
+            msg["Message-ID"] = make_msgid(domain="ceptoar.local")
+            msg["X-CEPTOAR-TLP"] = "RED"
+            msg.set_content(body, cte="base64")  # Japanese lines run long: never 8bit here
+            data = msg.as_bytes(policy=email.policy.SMTP)
+            how = "printed"
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                path = out / f"{inc['id'][10:18]}-{party}.eml"
+                path.write_bytes(data)
+                how = f"written {path}"
+            if mailer is not None:
+                refusal = mailer.send(_sender(), address, data)
+                if refusal:
+                    raise click.ClickException(f"{party} ({address}) refused: {refusal}")
+                how = "sent"
+            if out is None and mailer is None:
+                click.echo(f"To: {address}\nSubject: {subject}\n\n{body}\n")
+            if not dry_run:
+                inc_mod.record_notice(store, inc, party, address, how, hub.actor)
+            click.echo(f"{party}: {how} ({address})", err=True)
+    except DeliveryError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        if mailer:
+            mailer.close()
+
+
+@incidents.command("share")
+@click.argument("incident_id")
+@click.option("--tlp", required=True, type=click.Choice(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT"],
+                                                        case_sensitive=False))
+@click.option("--summary", required=True, help="The anonymized lesson: no facility name, no personal data.")
+@pass_hub
+def incidents_share(hub: Hub, incident_id, tlp, summary) -> None:
+    """Turn an anonymized lesson into a new advisory for triage."""
+    from ceptoar import incidents as inc_mod
+    aid = inc_mod.share(hub.ready_store(), incident_id, hub.actor, tlp=tlp, summary=summary)
+    click.echo(f"lesson {aid} is waiting for triage (ceptoar advisories show {aid})")
+
+
+@main.command()
+@click.option("--facility", required=True)
+@click.option("--vendor")
+@click.option("--vendor-phone")
+@click.option("--vendor-contact")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The HTML file to write (print it on A4).")
+def poster(facility, vendor, vendor_phone, vendor_contact, output) -> None:
+    """The in-hospital notice (院内掲示): whom to call after a suspected cyberattack."""
+    from ceptoar.incidents import write_poster
+    write_poster(output, facility=facility, vendor=vendor, vendor_phone=vendor_phone, vendor_contact=vendor_contact)
+    click.echo(f"wrote {output}")
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -97,6 +97,10 @@ CREATE TABLE IF NOT EXISTS alert_periods (
 );
 CREATE TABLE IF NOT EXISTS flash_queue (
     advisory TEXT PRIMARY KEY, period TEXT NOT NULL, queued TEXT NOT NULL, run TEXT
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, prefecture TEXT NOT NULL, member TEXT NOT NULL,
+    created TEXT NOT NULL, updated TEXT NOT NULL, json TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS taxii_status (
     id TEXT PRIMARY KEY, member TEXT NOT NULL, collection TEXT, created TEXT NOT NULL, json TEXT NOT NULL
@@ -716,6 +720,32 @@ class Store:
         q = (f"SELECT DISTINCT a.* FROM advisories a JOIN membership m ON {' AND '.join(where)} "
              "ORDER BY a.published_utc DESC, a.rowid DESC")
         return self._advisory_rows(self.conn.execute(q, args))
+
+    # --- incidents (TLP:RED, kept apart from advisories) ---------------------------------------
+    def save_incident(self, inc: dict) -> None:
+        self.conn.execute(
+            "INSERT INTO incidents (id, status, prefecture, member, created, updated, json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated = excluded.updated, json = excluded.json",
+            (inc["id"], inc["status"], inc["prefecture"], inc["member"], inc["created"], utcnow(),
+             json.dumps(inc, ensure_ascii=False)))
+
+    def find_incident(self, ref: str) -> dict | None:
+        key = ref.split("--", 1)[1] if "--" in ref else ref
+        if len(key) < 6:
+            return None
+        rows = self.conn.execute("SELECT json FROM incidents WHERE id >= 'incident--' || ? AND "
+                                 "id < 'incident--' || ? || x'ff' LIMIT 2", (key.lower(), key.lower())).fetchall()
+        return json.loads(rows[0][0]) if len(rows) == 1 else None
+
+    def list_incidents(self, status: str | None = None, prefecture: str | None = None) -> list[dict]:
+        where, args = [], []
+        for col, val in (("status", status), ("prefecture", prefecture)):
+            if val:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = "SELECT json FROM incidents" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created DESC"
+        return [json.loads(js) for (js,) in self.conn.execute(q, args)]
 
     def _rows(self, q: str, args=()) -> list[dict]:
         cur = self.conn.execute(q, args)
