@@ -3,7 +3,10 @@ normal pipeline (fetch → normalize → store), then read back."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
+import shutil
 import threading
 import tomllib
 from pathlib import Path
@@ -12,7 +15,9 @@ import click
 from taxii2client.v21 import ApiRoot, as_pages
 from werkzeug.serving import make_server
 
-from ceptoar import catalogue, members, triage
+from ceptoar import catalogue, incidents, members, triage
+from ceptoar.digest import subscribers
+from ceptoar.digest.delivery import run_digest
 from ceptoar import collections as colls
 from ceptoar.devserver import serve_directory
 from ceptoar.output import emit
@@ -59,6 +64,7 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
     if fresh and db_path.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(str(db_path) + suffix).unlink(missing_ok=True)
+        shutil.rmtree(db_path.parent / "digests", ignore_errors=True)
     server, base = serve_directory(project_file("feeds/samples"), port)
     try:
         store = Store(db_path)
@@ -97,6 +103,27 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         emit(store.list_collections(), "table", ["id", "title", "filter", "advisories", "objects"],
              widths={"title": 34, "filter": 44})
         serve_taxii(store, db_path)
+        step("Daily digest for the member's clinics, written as .eml (ceptoar digest send --out)")
+        for addr, name, clearance, lang in [("yamada@clinic.example.jp", "山田 太郎", "GREEN", "ja"),
+                                            ("smith@hospital.example.com", "John Smith", "CLEAR", "en")]:
+            subscribers.add(store, {"email": addr, "name": name, "member": "jma", "frequency": "daily",
+                                    "clearance": clearance, "lang": lang})
+        out = db_path.parent / "digests"
+        res = run_digest(store, "daily", smtp=None, out_dir=out)
+        click.echo(f"{res.written} digests written to {out}/ ({res.rendered} renderings)")
+        for eml in sorted(out.glob("*.eml")):
+            msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+            click.echo(f"  {eml.name}: {msg['Subject']}")
+        step("Incident at a clinic (TLP:RED, never shared as is) and the in-hospital poster")
+        inc = incidents.report(store, actor, facility="さくら診療所 (demo)", facility_type="clinic",
+                               prefecture="東京都", member="jma", summary="電子カルテ端末に身代金要求画面が表示された",
+                               vendor="サンプル医療システム", vendor_phone="03-0000-1111", service_impact=True)
+        for line in incidents.next_steps(inc):
+            click.echo(f"次に: {line}")
+        poster = db_path.parent / "poster.html"
+        incidents.write_poster(poster, facility="さくら診療所 (demo)", vendor="サンプル医療システム",
+                               vendor_phone="03-0000-1111", vendor_contact="佐藤")
+        click.echo(f"poster: {poster}")
         click.echo(f"\naudit log: {len(store.list_audit())} entries "
                    f"(ceptoar --db {db_path} audit list)")
         click.echo(f"Explore: ceptoar --db {db_path} advisories list --status all --format json")

@@ -258,3 +258,4 @@ def test_demo_runs_offline(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "not-modified" in r.stdout and "電子カルテ" in r.stdout
+    assert "【医療セプター】セキュリティ情報" in r.stdout and "(medical): " in r.stdout and "poster:" in r.stdout
