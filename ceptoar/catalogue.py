@@ -7,11 +7,10 @@ import tomllib
 from pathlib import Path
 
 from ceptoar.filters import FilterError, compile_filter
-from ceptoar.model import tlp_name
+from ceptoar.model import SLUG_RE, tlp_name
 
 KIND_NAMES = ("jvn", "rss", "kev", "csaf", "stix", "taxii")
 SECRET_OPTION_RE = re.compile(r"(password|secret|token|key)$", re.IGNORECASE)
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class CatalogueError(ValueError):
@@ -22,7 +21,7 @@ def check_source(src: dict, where: str = "") -> dict:
     """A normalized source definition, or a CatalogueError naming what is wrong."""
     at = f"{where}: " if where else ""
     sid = str(src.get("id", "")).strip()
-    if not ID_RE.match(sid):
+    if not SLUG_RE.match(sid):
         raise CatalogueError(f"{at}source id {sid!r} must be lowercase letters, digits, '.', '_' or '-'")
     kind = src.get("kind")
     if kind not in KIND_NAMES:

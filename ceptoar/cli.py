@@ -581,16 +581,20 @@ def members_list(hub: Hub, fmt: str) -> None:
     emit(rows, fmt, MEMBER_COLUMNS, widths={"grants": 50})
 
 
+def _set_member_enabled(hub: Hub, member_id: str, enabled: bool) -> None:
+    store = hub.ready_store()
+    if not store.set_member_enabled(member_id, enabled):
+        raise click.ClickException(f"no member {member_id!r}")
+    store.audit(hub.actor, "member-enable" if enabled else "member-disable", member_id)
+    click.echo(f"{'enabled' if enabled else 'disabled'} {member_id}")
+
+
 @members.command("disable")
 @click.argument("member_id")
 @pass_hub
 def members_disable(hub: Hub, member_id: str) -> None:
     """Refuse the member's credentials from now on."""
-    store = hub.ready_store()
-    if not store.set_member_enabled(member_id, False):
-        raise click.ClickException(f"no member {member_id!r}")
-    store.audit(hub.actor, "member-disable", member_id)
-    click.echo(f"disabled {member_id}")
+    _set_member_enabled(hub, member_id, False)
 
 
 @members.command("enable")
@@ -598,11 +602,7 @@ def members_disable(hub: Hub, member_id: str) -> None:
 @pass_hub
 def members_enable(hub: Hub, member_id: str) -> None:
     """Accept the member's credentials again."""
-    store = hub.ready_store()
-    if not store.set_member_enabled(member_id, True):
-        raise click.ClickException(f"no member {member_id!r}")
-    store.audit(hub.actor, "member-enable", member_id)
-    click.echo(f"enabled {member_id}")
+    _set_member_enabled(hub, member_id, True)
 
 
 @members.command("grant")

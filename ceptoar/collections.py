@@ -7,17 +7,15 @@ marking definitions), each version with the collection's own `date_added`.
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 import tomllib
 import uuid
 from pathlib import Path
 
 from ceptoar.filters import compile_filter
-from ceptoar.model import NAMESPACE, TLP_BY_ID, TLP_ORDER
+from ceptoar.model import NAMESPACE, SLUG_RE, TLP_BY_ID, TLP_ORDER
 from ceptoar.store import Store
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SUGGESTED = "medical-suggested"
 
 
@@ -31,7 +29,7 @@ def collection_uuid(cid: str) -> str:
 
 
 def check(cid: str, title: str, filter_text: str, description: str | None = None) -> dict:
-    if not ID_RE.match(cid or ""):
+    if not SLUG_RE.match(cid or ""):
         raise CollectionError(f"collection id {cid!r} must be lowercase letters, digits, '.', '_' or '-'")
     if not (title or "").strip():
         raise CollectionError(f"collection {cid}: a title is required")

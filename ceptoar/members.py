@@ -11,10 +11,9 @@ import hmac
 import re
 import secrets
 
-from ceptoar.model import tlp_name
+from ceptoar.model import SLUG_RE, tlp_name
 from ceptoar.store import Store
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SECRET_RE = re.compile(r"^ctx_([0-9a-f]{12})_[A-Za-z0-9_-]{32,}$")
 # scrypt cost: ~50 ms per check here; verified credentials are cached per worker (auth.py).
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -25,7 +24,7 @@ class MemberError(ValueError):
 
 
 def check_id(mid: str) -> str:
-    if not ID_RE.match(mid or ""):
+    if not SLUG_RE.match(mid or ""):
         raise MemberError(f"member id {mid!r} must be lowercase letters, digits, '.', '_' or '-'")
     return mid
 

@@ -140,6 +140,8 @@ def now_stix() -> str:
 
 # --- identifiers ------------------------------------------------------------------------------
 
+# Ids the operator chooses (sources, collections, members): safe in URLs, file names and filters.
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CVE_RE = re.compile(r"\bCVE-\d{4}-\d{4,7}\b", re.IGNORECASE)
 IDENTIFIER_RE = re.compile(
     r"(JVNDB-\d{4}-\d{6}|JVN#\d{8}|JVNVU#\d{5,8}|JVNTA#?\d{5,8}|ICSMA-\d{2}-\d{3}-\d{2}[A-Z]?"
