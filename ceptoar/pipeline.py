@@ -140,6 +140,15 @@ def store_all(store: Store, source: Source, entries: list[Entry], followed: list
     return counts, note
 
 
+def ingest_objects(store: Store, source: Source, objects: list[dict], followed: list[tuple[str, str]] = (),
+                   before_commit: Callable[[str | None], None] | None = None) -> Counts:
+    """STIX objects received over TAXII (pulled upstream, or added by a member) through the
+    tolerant STIX import, stored like any source's entries."""
+    entries = stix.entries_from_objects(objects, source) if objects else []
+    counts, _ = store_all(store, source, entries, list(followed), before_commit=before_commit)
+    return counts
+
+
 def fetch_source(store: Store, row: dict, limits: Limits | None = None,
                  progress: Progress | None = None) -> FetchResult:
     limits = limits or Limits()
@@ -150,9 +159,8 @@ def fetch_source(store: Store, row: dict, limits: Limits | None = None,
             objects, cursors = taxii.pull(source.url, opts, store.followed(source.id),
                                           float(opts.get("timeout", limits.timeout)),
                                           int(opts.get("max_bytes", limits.max_bytes)), progress)
-            entries = stix.entries_from_objects(objects, source) if objects else []
-            counts, _ = store_all(store, source, entries, cursors,
-                                  before_commit=lambda _note: store.record_fetch(source.id, "ok"))
+            counts = ingest_objects(store, source, objects, cursors,
+                                    before_commit=lambda _note: store.record_fetch(source.id, "ok"))
             return FetchResult(source.id, "ok", **counts.as_dict())
         resp = http.get(source.url, etag=row.get("etag"), last_modified=row.get("last_modified"),
                         timeout=float(opts.get("timeout", limits.timeout)),

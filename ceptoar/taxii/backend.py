@@ -22,9 +22,7 @@ from medallion.common import datetime_to_string
 from medallion.exceptions import ProcessingError
 
 from ceptoar.model import TLP_ORDER, Source
-from ceptoar.normalize import stix
-from ceptoar.pipeline import paused_gc
-from ceptoar.ingest import store_entries
+from ceptoar.pipeline import ingest_objects
 from ceptoar.store import Store
 
 MEDIA_STIX = "application/stix+json;version=2.1"
@@ -275,9 +273,8 @@ class HubBackend(Backend):
         if valid:
             source = Source(id=source_id, kind="stix", name=f"TAXII submissions of {member['name']}",
                             tlp=SUBMISSION_TLP, lang="ja")
-            entries = stix.entries_from_objects(valid, source)  # keyed by the objects: a resend is a no-op
-            with paused_gc(), store.transaction():
-                counts = store_entries(store, source_id, entries)
+            with store.transaction():  # the submission and its audit entry commit together
+                counts = ingest_objects(store, source, valid)  # keyed by the objects: a resend is a no-op
                 store.audit(member["id"], "taxii-add", c["id"], {"objects": len(valid), "new": counts.new,
                                                                "updated": counts.updated}, member=member["id"])
         status = {"id": str(uuid.uuid4()), "status": "complete",
