@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ceptoar.digest.render import JST
 from ceptoar.ingest import store_entries
 from ceptoar.model import (
     TLP_IDS,
@@ -179,8 +180,7 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
     if not address:
         raise IncidentError(f"no e-mail address for {party} ({to_name}): give --vendor-email when reporting, or "
                             "add it to ceptoar/relay.toml")
-    detected = datetime.fromisoformat(inc["detected_at"].replace("Z", "+00:00")).astimezone(
-        __import__("ceptoar.digest.render", fromlist=["JST"]).JST)
+    detected = datetime.fromisoformat(inc["detected_at"].replace("Z", "+00:00")).astimezone(JST)
     lines = [
         f"{to_name} 御中", "", opening, "",
         "記", "",

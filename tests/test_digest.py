@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 
+from ceptoar.digest.render import JST
 from ceptoar.store import Store
 from ceptoar.taxii.app import create_app
 from tests.conftest import ROOT
@@ -108,7 +109,7 @@ def test_digest_mime_content_and_headers(world, tmp_path, smtp):
     store = Store(world.db)
     green_visible = store.published_for(["kev", "medical", "jma-amber"], 1, None, "2999-01-01T00:00:00Z")
     (msg,) = sink.parsed("yamada@clinic-a.example.jp")
-    today = datetime.now(UTC).astimezone(__import__("ceptoar.digest.render", fromlist=["JST"]).JST)
+    today = datetime.now(UTC).astimezone(JST)
     assert msg["Subject"] == f"【医療セプター】セキュリティ情報 {today.year}年{today.month}月{today.day}日 ({len(green_visible)}件)"
     assert msg.get_content_type() == "multipart/alternative"
     text = msg.get_body(("plain",)).get_content()
