@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -45,6 +45,18 @@ CREATE TABLE IF NOT EXISTS advisories (
 CREATE INDEX IF NOT EXISTS advisories_source ON advisories (source, published_utc);
 CREATE INDEX IF NOT EXISTS advisories_published ON advisories (published_utc);
 CREATE INDEX IF NOT EXISTS advisories_status ON advisories (status, published_utc);
+CREATE TABLE IF NOT EXISTS advisory_order (
+    r INTEGER PRIMARY KEY, published_utc TEXT, status TEXT
+);
+CREATE TRIGGER IF NOT EXISTS advisory_order_insert AFTER INSERT ON advisories BEGIN
+    INSERT OR REPLACE INTO advisory_order VALUES (new.rowid, new.published_utc, new.status);
+END;
+CREATE TRIGGER IF NOT EXISTS advisory_order_update AFTER UPDATE OF published_utc, status ON advisories BEGIN
+    UPDATE advisory_order SET published_utc = new.published_utc, status = new.status WHERE r = new.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS advisory_order_delete AFTER DELETE ON advisories BEGIN
+    DELETE FROM advisory_order WHERE r = old.rowid;
+END;
 CREATE TABLE IF NOT EXISTS followed (
     source TEXT NOT NULL, id TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (source, id)
 );
@@ -179,6 +191,8 @@ class Store:
                 self.conn.execute("INSERT INTO meta VALUES ('next_key', ?)", (secrets.token_hex(32),))
             if not had_fts:
                 self.conn.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
+            self.conn.execute(
+                "INSERT OR IGNORE INTO advisory_order SELECT rowid, published_utc, status FROM advisories")
             # Inserts are indexed in bulk by write_batch (a per-row trigger costs 4x as much).
             self.conn.execute("DROP TRIGGER IF EXISTS advisories_fts_insert")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -389,8 +403,24 @@ class Store:
                 where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
                              "OR a.identifiers LIKE ? ESCAPE '\\')")
                 args.extend([like, like, like])
+        hits = self._hits(fts_match, 25000) if fts_match is not None else None
+        if hits is not None and hits <= 25000 and len(where) == 1 + (status is not None and status != "all"):
+            # Search with at most a status filter: order the hits in the compact advisory_order table
+            # and read only the rows shown (23 ms for a phrase with 20,000 hits among 200,000). Past
+            # 25,000 hits, walking the date index (below) finds the newest sooner.
+            inner = ("SELECT o.r FROM (SELECT rowid AS h FROM advisories_fts WHERE advisories_fts MATCH ?) f "
+                     "JOIN advisory_order o ON o.r = f.h")
+            inner_args: list = [fts_match]
+            if status and status != "all":
+                inner += " WHERE o.status = ?"
+                inner_args.append(status)
+            inner += " ORDER BY o.published_utc DESC, o.r DESC" + (" LIMIT ?" if limit else "")
+            inner_args += [limit] if limit else []
+            return self._advisory_rows(self.conn.execute(
+                f"SELECT a.* FROM ({inner}) top JOIN advisories a ON a.rowid = top.r "
+                "ORDER BY a.published_utc DESC, a.rowid DESC", inner_args))
         q = "SELECT a.* FROM advisories a"
-        if search and (fts_match is None or self._many_hits(fts_match)):
+        if search and (fts_match is None or hits > 2000):
             # Many hits: walk the date index newest first and probe them (bounded by the table size:
             # ≤ 35 ms at 200,000), rather than fetch and sort every hit (130 ms for a common word).
             q += " INDEXED BY advisories_status" if status and status != "all" else " INDEXED BY advisories_published"
@@ -402,12 +432,11 @@ class Store:
             args.append(limit)
         return self._advisory_rows(self.conn.execute(q, args))
 
-    def _many_hits(self, match: str | None, threshold: int = 2000) -> bool:
-        if match is None:
-            return True
+    def _hits(self, match: str, cap: int) -> int:
+        """How many advisories the search matches, counted up to cap + 1 (cheap for common words)."""
         return self.conn.execute(
             "SELECT COUNT(*) FROM (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ? LIMIT ?)",
-            (match, threshold + 1)).fetchone()[0] > threshold
+            (match, cap + 1)).fetchone()[0]
 
     def collection_filters(self) -> list[tuple[str, str]]:
         return list(self.conn.execute("SELECT id, filter FROM collections ORDER BY id"))

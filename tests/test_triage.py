@@ -236,3 +236,21 @@ def test_filter_language(expr, row, expected):
 def test_filter_errors_name_the_position(expr, position):
     with pytest.raises(FilterError, match=f"position {position}:"):
         compile_filter(expr)
+
+
+@pytest.mark.parametrize("query", ["CVE-2024", "脆弱性", "Microsoft Windows", "ICSMA-24"])
+@pytest.mark.parametrize("status", ["all", "new"])
+def test_search_plans_agree(loaded, monkeypatch, query, status):
+    """The three search plans (compact ordering table, date-index walk, planner's choice with other
+    filters) give the same advisories in the same order, whatever the hit count says."""
+    store = Store(loaded.db)
+    expected = [r["id"] for r in store.list_advisories(search=query, status=status, limit=30)]
+    assert expected
+    for forced in (30000, 100):  # > 25,000: walk the date index; ≤ 2,000: the planner's own plan
+        monkeypatch.setattr(Store, "_hits", lambda self, match, cap, n=forced: n)
+        got = [r["id"] for r in store.list_advisories(search=query, status=status, limit=30)]
+        assert got == expected, forced
+    monkeypatch.undo()
+    with_source = [r["id"] for r in store.list_advisories(search=query, status=status, source="kev", limit=30)]
+    assert with_source == [i for i in [r["id"] for r in store.list_advisories(search=query, status=status)]
+                           if store.find_advisory(i)["source"] == "kev"][:30]
