@@ -152,11 +152,14 @@ def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None,
     click.echo(f"{'added' if new else 'updated'} source {d['id']} ({kind}, TLP:{d['tlp']})")
 
 
-def _set_enabled(hub: Hub, source_id: str, enabled: bool) -> None:
-    if not hub.ready_store().set_source_enabled(source_id, enabled):
-        raise click.ClickException(f"no source {source_id!r} (see `ceptoar sources list`)")
-    hub.store.audit(hub.actor, "source-enable" if enabled else "source-disable", source_id)
-    click.echo(f"{'enabled' if enabled else 'disabled'} {source_id}")
+def _set_enabled(hub: Hub, noun: str, oid: str, enabled: bool) -> None:
+    """Enable or disable a source or a member, audited."""
+    store = hub.ready_store()
+    setter = store.set_source_enabled if noun == "source" else store.set_member_enabled
+    if not setter(oid, enabled):
+        raise click.ClickException(f"no {noun} {oid!r} (see `ceptoar {noun}s list`)")
+    store.audit(hub.actor, f"{noun}-{'enable' if enabled else 'disable'}", oid)
+    click.echo(f"{'enabled' if enabled else 'disabled'} {oid}")
 
 
 @sources.command("disable")
@@ -164,7 +167,7 @@ def _set_enabled(hub: Hub, source_id: str, enabled: bool) -> None:
 @pass_hub
 def sources_disable(hub: Hub, source_id: str) -> None:
     """Stop fetching a source (its advisories stay)."""
-    _set_enabled(hub, source_id, False)
+    _set_enabled(hub, "source", source_id, False)
 
 
 @sources.command("enable")
@@ -172,7 +175,7 @@ def sources_disable(hub: Hub, source_id: str) -> None:
 @pass_hub
 def sources_enable(hub: Hub, source_id: str) -> None:
     """Fetch a source again."""
-    _set_enabled(hub, source_id, True)
+    _set_enabled(hub, "source", source_id, True)
 
 
 # --- fetch and ingest -------------------------------------------------------------------------
@@ -581,20 +584,12 @@ def members_list(hub: Hub, fmt: str) -> None:
     emit(rows, fmt, MEMBER_COLUMNS, widths={"grants": 50})
 
 
-def _set_member_enabled(hub: Hub, member_id: str, enabled: bool) -> None:
-    store = hub.ready_store()
-    if not store.set_member_enabled(member_id, enabled):
-        raise click.ClickException(f"no member {member_id!r}")
-    store.audit(hub.actor, "member-enable" if enabled else "member-disable", member_id)
-    click.echo(f"{'enabled' if enabled else 'disabled'} {member_id}")
-
-
 @members.command("disable")
 @click.argument("member_id")
 @pass_hub
 def members_disable(hub: Hub, member_id: str) -> None:
     """Refuse the member's credentials from now on."""
-    _set_member_enabled(hub, member_id, False)
+    _set_enabled(hub, "member", member_id, False)
 
 
 @members.command("enable")
@@ -602,7 +597,7 @@ def members_disable(hub: Hub, member_id: str) -> None:
 @pass_hub
 def members_enable(hub: Hub, member_id: str) -> None:
     """Accept the member's credentials again."""
-    _set_member_enabled(hub, member_id, True)
+    _set_enabled(hub, "member", member_id, True)
 
 
 @members.command("grant")

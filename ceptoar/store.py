@@ -246,14 +246,11 @@ class Store:
         return d
 
     def get_source(self, source_id: str) -> dict | None:
-        cur = self.conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,))
-        row = cur.fetchone()
-        return self._source_row(dict(zip([c[0] for c in cur.description], row, strict=True))) if row else None
+        rows = self._rows("SELECT * FROM sources WHERE id = ?", (source_id,))
+        return self._source_row(rows[0]) if rows else None
 
     def list_sources(self) -> list[dict]:
-        cur = self.conn.execute("SELECT * FROM sources ORDER BY id")
-        cols = [c[0] for c in cur.description]
-        return [self._source_row(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
+        return [self._source_row(r) for r in self._rows("SELECT * FROM sources ORDER BY id")]
 
     def set_source_enabled(self, source_id: str, enabled: bool) -> bool:
         with self.transaction():
@@ -760,12 +757,12 @@ class Store:
              json.dumps(inc, ensure_ascii=False)))
 
     def find_incident(self, ref: str) -> dict | None:
-        key = ref.split("--", 1)[1] if "--" in ref else ref
-        if len(key) < 6:
+        if len(ref.split("--", 1)[-1]) < 6:
             return None
-        rows = self.conn.execute("SELECT json FROM incidents WHERE id >= 'incident--' || ? AND "
-                                 "id < 'incident--' || ? || x'ff' LIMIT 2", (key.lower(), key.lower())).fetchall()
-        return json.loads(rows[0][0]) if len(rows) == 1 else None
+        ids = self._ids_by_prefix("incidents", "incident", ref)
+        if len(ids) != 1:
+            return None
+        return json.loads(self.conn.execute("SELECT json FROM incidents WHERE id = ?", ids).fetchone()[0])
 
     def list_incidents(self, status: str | None = None, prefecture: str | None = None) -> list[dict]:
         where, args = [], []
@@ -777,9 +774,15 @@ class Store:
         return [json.loads(js) for (js,) in self.conn.execute(q, args)]
 
     def _rows(self, q: str, args=()) -> list[dict]:
-        cur = self.conn.execute(q, args)
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return _dicts(self.conn.execute(q, args))
+
+    def _ids_by_prefix(self, table: str, stix_type: str, ref: str) -> list[str]:
+        """At most two ids of `table` whose UUID starts with the given part of `ref` (a full STIX id
+        or a bare UUID prefix): one means a unique match."""
+        key = (ref.split("--", 1)[1] if "--" in ref else ref).lower()
+        return [i for (i,) in self.conn.execute(
+            f"SELECT id FROM {table} WHERE id >= ? || ? AND id < ? || ? || x'ff' ORDER BY id LIMIT 2",
+            (f"{stix_type}--", key, f"{stix_type}--", key))]
 
     def collections_of(self, advisory_ids: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -812,18 +815,14 @@ class Store:
         q = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         if limit:
             q = f"SELECT * FROM ({q} DESC LIMIT {int(limit)}) ORDER BY seq"
-        cur = self.conn.execute(q, args)
-        cols = [d[0] for d in cur.description]
-        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        rows = self._rows(q, args)
         for r in rows:
             r["details"] = json.loads(r["details"]) if r["details"] else None
         return rows
 
     def _advisory_rows(self, cur) -> list[dict]:
-        cols = [c[0] for c in cur.description]
         rows = []
-        for r in cur.fetchall():
-            d = dict(zip(cols, r, strict=True))
+        for d in _dicts(cur):
             for c in ADVISORY_JSON:
                 d[c] = json.loads(d[c]) if d.get(c) is not None else []
             d["medical"] = None if d["medical"] is None else bool(d["medical"])
@@ -836,17 +835,12 @@ class Store:
         uuid_part = ref.split("--", 1)[1] if "--" in ref else ref
         if len(uuid_part) < 6:
             raise StoreError(f"advisory id {ref!r} is too short: give 6 or more characters of its UUID")
-        if "--" in ref and len(uuid_part) == 36:
-            rows = self._advisory_rows(self.conn.execute("SELECT * FROM advisories WHERE id = ?", (ref,)))
-        else:
-            rows = self._advisory_rows(self.conn.execute(
-                "SELECT * FROM advisories WHERE id >= 'report--' || ? AND id < 'report--' || ? || x'ff' LIMIT 2",
-                (uuid_part.lower(), uuid_part.lower())))
-        if not rows:
+        ids = self._ids_by_prefix("advisories", "report", ref)
+        if not ids:
             raise StoreError(f"no advisory {ref!r}")
-        if len(rows) > 1:
+        if len(ids) > 1:
             raise StoreError(f"advisory id {ref!r} is ambiguous: give more characters")
-        return rows[0]
+        return self._advisory_rows(self.conn.execute("SELECT * FROM advisories WHERE id = ?", ids))[0]
 
     def object_versions(self, oid: str) -> list[dict]:
         return [json.loads(js) for (js,) in self.conn.execute(
@@ -859,6 +853,11 @@ class Store:
 
     def count(self, table: str) -> int:
         return self.db[table].count
+
+
+def _dicts(cur) -> list[dict]:
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def _timestamp_forms(ts: str) -> list[str]:
