@@ -13,21 +13,23 @@ import getpass
 
 from ceptoar import catalogue, triage
 from ceptoar import collections as colls
-from ceptoar.catalogue import CatalogueError
 from ceptoar.digest.delivery import DeliveryError, SmtpConfig, run_digest, run_flash
 from ceptoar.model import parse_date, stix_time, to_utc
-from ceptoar.normalize import FeedError
 from ceptoar.output import emit, format_option, progress_line
 from ceptoar.paths import project_file
 from ceptoar.pipeline import KINDS, Limits, fetch_source, ingest_file
 from ceptoar.sources.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
-from ceptoar.store import Store, StoreError
+from ceptoar.errors import CeptoarError
+from ceptoar.model import TLP_ORDER, source_origin
+from ceptoar.output import csv_cell
+from ceptoar.store import Store
 
 SOURCE_COLUMNS = ["id", "kind", "enabled", "tlp", "last_fetched", "last_status", "last_error", "url"]
 ADVISORY_COLUMNS = ["id", "source", "published", "tlp", "severity", "status", "cves", "cvss", "tags", "title"]
 ADVISORY_FIELDS = ["id", "title", "source", "published", "modified", "stix_modified", "url", "identifiers",
-                   "cves", "cvss", "cpes", "tlp", "severity", "medical", "tags", "status", "notes", "collections",
-                   "pending_update", "lang", "medical_signals", "first_seen"]
+                   "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "status",
+                   "notes", "collections", "pending_update", "lang", "medical_signals", "first_seen"]
+TLP_CHOICES = ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
 COLLECTION_COLUMNS = ["id", "uuid", "title", "filter", "advisories", "objects"]
 AUDIT_COLUMNS = ["time", "actor", "action", "target", "details", "member", "http_status"]
 
@@ -38,7 +40,7 @@ class HubGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (StoreError, CatalogueError, FeedError, ValueError, sqlite3.IntegrityError, OSError) as e:
+        except (CeptoarError, ValueError, sqlite3.IntegrityError, OSError) as e:
             raise click.ClickException(str(e)) from None
 
 
@@ -94,10 +96,16 @@ def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> 
     coll_path = collections_path or project_file("taxii_server/collections.toml")
     coll_defs = colls.load_defaults(coll_path)
     store = hub.store
+    from ceptoar.store import schema
+    before = schema.version_of(store)
     version = store.migrate()
-    added = sum(store.upsert_source(d | {"origin": "catalogue"}) for d in defs)
+    if before is not None and before != version:
+        store.audit.add(hub.actor, "schema-upgrade", str(hub.db_path), {"from": before, "to": version})
+        click.echo(f"upgraded the database from schema {before} to {version} "
+                   f"(a copy of the old one: {hub.db_path}.before-schema-{before})", err=True)
+    added = sum(store.sources.upsert(d | {"defined_by": "catalogue"}) for d in defs)
     with store.transaction():
-        new_colls = [c["id"] for c in coll_defs if store.upsert_collection(c | {"origin": "catalogue"})]
+        new_colls = [c["id"] for c in coll_defs if store.collections.upsert(c | {"origin": "catalogue"})]
         for cid in new_colls:
             colls.backfill(store, cid)
     click.echo(f"database {hub.db_path} ready (schema {version}); {len(defs)} sources from {path} "
@@ -119,7 +127,7 @@ def sources_list(hub: Hub, fmt: str) -> None:
     """List sources with their last fetch outcome."""
     rows = [{k: r.get(k) for k in ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options",
                                    "last_fetched", "last_status", "last_error")}
-            for r in hub.ready_store().list_sources()]
+            for r in hub.ready_store().sources.list()]
     emit(rows, fmt, SOURCE_COLUMNS, widths={"last_error": 40, "url": 60})
 
 
@@ -147,18 +155,18 @@ def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None,
         opts[key.strip()] = int(value) if value.isdigit() else value
     d = catalogue.check_source({"id": source_id, "url": url, "kind": kind, "name": name, "tlp": tlp,
                                 "lang": lang, "interval": interval, "auto_publish": auto_publish, "options": opts})
-    new = store.upsert_source(d | {"origin": "cli"}, keep_enabled=False)
-    store.audit(hub.actor, "source-add" if new else "source-update", d["id"], {"url": url, "kind": kind})
+    new = store.sources.upsert(d | {"defined_by": "cli"}, keep_enabled=False)
+    store.audit.add(hub.actor, "source-add" if new else "source-update", d["id"], {"url": url, "kind": kind})
     click.echo(f"{'added' if new else 'updated'} source {d['id']} ({kind}, TLP:{d['tlp']})")
 
 
 def _set_enabled(hub: Hub, noun: str, oid: str, enabled: bool) -> None:
     """Enable or disable a source or a member, audited."""
     store = hub.ready_store()
-    setter = store.set_source_enabled if noun == "source" else store.set_member_enabled
+    setter = store.sources.set_enabled if noun == "source" else store.members.set_enabled
     if not setter(oid, enabled):
         raise click.ClickException(f"no {noun} {oid!r} (see `ceptoar {noun}s list`)")
-    store.audit(hub.actor, f"{noun}-{'enable' if enabled else 'disable'}", oid)
+    store.audit.add(hub.actor, f"{noun}-{'enable' if enabled else 'disable'}", oid)
     click.echo(f"{'enabled' if enabled else 'disabled'} {oid}")
 
 
@@ -210,7 +218,7 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], fmt: str, timeout: float, max_b
     Exit status 0 when every source succeeded, 1 when any failed; the others are ingested anyway.
     """
     store = hub.ready_store()
-    known = {r["id"]: r for r in store.list_sources()}
+    known = {r["id"]: r for r in store.sources.list()}
     unknown = [s for s in source_ids if s not in known]
     if unknown:
         raise click.ClickException(f"no source {', '.join(unknown)} (see `ceptoar sources list`)")
@@ -236,7 +244,7 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], fmt: str, timeout: float, max_b
 def ingest(hub: Hub, file: Path, source_id: str, fmt: str, timeout: float, max_bytes: int) -> None:
     """Ingest a local file with the normalization of SOURCE's kind."""
     store = hub.ready_store()
-    row = store.get_source(source_id)
+    row = store.sources.get(source_id)
     if row is None:
         raise click.ClickException(f"no source {source_id!r} (add it with `ceptoar sources add`)")
     res = ingest_file(store, file, row, _limits(timeout, max_bytes), progress=progress_line)
@@ -253,7 +261,7 @@ def advisories() -> None:
 
 
 def _advisory_json(rows: list[dict], store: Store) -> list[dict]:
-    holders = store.collections_of([r["id"] for r in rows])
+    holders = store.membership.collections_of([r["id"] for r in rows])
     out = []
     for r in rows:
         pending = r["status"] == "published" and bool(r.get("published_source")) and \
@@ -294,7 +302,7 @@ def _select(store: Store, status, source_id, cve, since, tag, search, medical, l
         if d is None:
             raise click.BadParameter(f"{since!r} is not a date (use YYYY-MM-DD)", param_hint="--since")
         since_utc = stix_time(d)
-    return store.list_advisories(source=source_id, cve=cve, since=since_utc, tag=tag, status=status,
+    return store.advisories.list(source=source_id, cve=cve, since=since_utc, tag=tag, status=status,
                                  search=search, medical=medical, limit=limit)
 
 
@@ -312,19 +320,26 @@ def advisories_list(hub: Hub, fmt: str, **filters) -> None:
 
 @advisories.command("show")
 @click.argument("advisory_id")
-@format_option(("json", "stix"), default="json")
+@format_option(("json", "stix", "source"), default="json")
 @pass_hub
 def advisories_show(hub: Hub, advisory_id: str, fmt: str) -> None:
-    """Show one advisory (full STIX id or a unique UUID prefix of 6+ characters)."""
-    from ceptoar.export import report_bundle
+    """Show one advisory (full STIX id or a unique UUID prefix of 6+ characters). `stix`: the
+    bundle as last published (as ingested while unpublished); `source`: as its source gave it."""
+    from ceptoar.export import published_bundle, report_bundle
 
     store = hub.ready_store()
-    row = store.find_advisory(advisory_id)
+    row = store.advisories.find(advisory_id)
     if fmt == "stix":
+        published = store.publications.latest([row["id"]]).get(row["id"])
+        bundle = published_bundle(store, [(published, 0)]) if published else report_bundle(store, row["id"])
+        click.echo(json.dumps(bundle, ensure_ascii=False, indent=2))
+        return
+    if fmt == "source":
         click.echo(json.dumps(report_bundle(store, row["id"]), ensure_ascii=False, indent=2))
         return
-    out = _advisory_json([row], store)[0] | {"description": row.get("description"),
-                                             "versions": [v["modified"] for v in store.object_versions(row["id"])]}
+    versions = {v.modified for v in store.objects.versions(row["id"])}
+    versions |= {v.modified for v in store.objects.versions(row["source_report"], source_origin(row["source"]))}
+    out = _advisory_json([row], store)[0] | {"description": row.get("description"), "versions": sorted(versions)}
     click.echo(json.dumps(out, ensure_ascii=False, indent=2))
 
 
@@ -416,7 +431,7 @@ def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
 def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float | None, base_url: str) -> None:
     """Alert period: flash alerts go out at once when SMTP is configured (env CEPTOAR_SMTP_HOST)."""
     store = hub.store
-    pending = store.pending_flashes()
+    pending = store.deliveries.pending_flashes()
     if not pending:
         return
     if smtp is None and out is None and not dry_run:
@@ -426,8 +441,8 @@ def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float |
     for f in pending:
         res = run_flash(store, f["advisory"], smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate, base_url=base_url)
         if smtp and not dry_run:
-            store.mark_flash(f["advisory"], res.run)
-        store.audit(hub.actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
+            store.deliveries.mark_flash(f["advisory"], res.run)
+        store.audit.add(hub.actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
         click.echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
 
 
@@ -471,12 +486,12 @@ def collections_add(hub: Hub, collection_id: str, title: str, description: str |
     """Add a collection; published advisories that match enter it now."""
     store = hub.ready_store()
     c = colls.check(collection_id, title, filter_text, description)
-    if store.get_collection(collection_id):
+    if store.collections.get(collection_id):
         raise click.ClickException(f"collection {collection_id!r} exists (remove it first to redefine it)")
     with store.transaction():
-        store.upsert_collection(c | {"origin": "cli"})
+        store.collections.upsert(c | {"origin": "cli"})
         placed = colls.backfill(store, collection_id)
-        store.audit(hub.actor, "collection-add", collection_id, {"filter": c["filter"], "advisories": placed})
+        store.audit.add(hub.actor, "collection-add", collection_id, {"filter": c["filter"], "advisories": placed})
     click.echo(f"added collection {collection_id} ({c['uuid']}); {placed} published advisories entered it")
 
 
@@ -485,7 +500,7 @@ def collections_add(hub: Hub, collection_id: str, title: str, description: str |
 @pass_hub
 def collections_list(hub: Hub, fmt: str) -> None:
     """List collections with their size."""
-    emit(hub.ready_store().list_collections(), fmt, COLLECTION_COLUMNS, widths={"title": 30, "filter": 40})
+    emit(hub.ready_store().collections.list(), fmt, COLLECTION_COLUMNS, widths={"title": 30, "filter": 40})
 
 
 @collections.command("show")
@@ -495,7 +510,7 @@ def collections_list(hub: Hub, fmt: str) -> None:
 def collections_show(hub: Hub, collection_id: str, fmt: str) -> None:
     """Show one collection (by id or UUID)."""
     store = hub.ready_store()
-    found = store.list_collections(collection_id)
+    found = store.collections.list(collection_id)
     if not found:
         raise click.ClickException(f"no collection {collection_id!r}")
     c = found[0]
@@ -512,9 +527,9 @@ def collections_remove(hub: Hub, collection_id: str) -> None:
     """Remove a collection and its membership (the advisories stay)."""
     store = hub.ready_store()
     with store.transaction():
-        if not store.remove_collection(collection_id):
+        if not store.collections.remove(collection_id):
             raise click.ClickException(f"no collection {collection_id!r}")
-        store.audit(hub.actor, "collection-remove", collection_id)
+        store.audit.add(hub.actor, "collection-remove", collection_id)
     click.echo(f"removed collection {collection_id}")
 
 
@@ -541,7 +556,7 @@ def audit_list(hub: Hub, since, actor, action, member, limit, fmt: str) -> None:
         if d is None:
             raise click.BadParameter(f"{since!r} is not a date", param_hint="--since")
         since_utc = to_utc(d).strftime("%Y-%m-%dT%H:%M:%S")
-    rows = hub.ready_store().list_audit(since=since_utc, actor=actor, action=action, member=member, limit=limit)
+    rows = hub.ready_store().audit.list(since=since_utc, actor=actor, action=action, member=member, limit=limit)
     emit(rows, fmt, AUDIT_COLUMNS, widths={"details": 60, "target": 30})
 
 
@@ -567,7 +582,7 @@ def members_add(hub: Hub, member_id: str, name: str, clearance: str) -> None:
     from ceptoar import members as m
     store = hub.ready_store()
     new = m.add(store, member_id, name, clearance)
-    store.audit(hub.actor, "member-add" if new else "member-update", member_id, {"clearance": clearance.upper()})
+    store.audit.add(hub.actor, "member-add" if new else "member-update", member_id, {"clearance": clearance.upper()})
     click.echo(f"{'added' if new else 'updated'} member {member_id} (clearance TLP:{clearance.upper()})")
 
 
@@ -576,7 +591,7 @@ def members_add(hub: Hub, member_id: str, name: str, clearance: str) -> None:
 @pass_hub
 def members_list(hub: Hub, fmt: str) -> None:
     """List members and their grants (never their secrets)."""
-    rows = hub.ready_store().list_members()
+    rows = hub.ready_store().members.list()
     if fmt != "json":
         for r in rows:
             r["grants"] = [f"{g['collection']}:{'r' if g['read'] else ''}{'w' if g['write'] else ''}"
@@ -611,7 +626,7 @@ def members_grant(hub: Hub, member_id: str, collection_id: str, read: bool, writ
     from ceptoar import members as m
     store = hub.ready_store()
     m.grant(store, member_id, collection_id, read, write)
-    store.audit(hub.actor, "member-grant", member_id, {"collection": collection_id, "read": read, "write": write})
+    store.audit.add(hub.actor, "member-grant", member_id, {"collection": collection_id, "read": read, "write": write})
     click.echo(f"{member_id} may {'read' if read else ''}{' and ' if read and write else ''}"
                f"{'write' if write else ''} {collection_id}")
 
@@ -623,9 +638,9 @@ def members_grant(hub: Hub, member_id: str, collection_id: str, read: bool, writ
 def members_ungrant(hub: Hub, member_id: str, collection_id: str) -> None:
     """Withdraw a member's grant on a collection."""
     store = hub.ready_store()
-    if not store.remove_grant(member_id, collection_id):
+    if not store.members.remove_grant(member_id, collection_id):
         raise click.ClickException(f"{member_id} has no grant on {collection_id}")
-    store.audit(hub.actor, "member-ungrant", member_id, {"collection": collection_id})
+    store.audit.add(hub.actor, "member-ungrant", member_id, {"collection": collection_id})
     click.echo(f"{member_id} no longer has {collection_id}")
 
 
@@ -637,7 +652,7 @@ def members_secret(hub: Hub, member_id: str) -> None:
     from ceptoar import members as m
     store = hub.ready_store()
     secret = m.new_secret(store, member_id)
-    store.audit(hub.actor, "member-secret", member_id)  # never the secret itself
+    store.audit.add(hub.actor, "member-secret", member_id)  # never the secret itself
     click.echo(secret)
     click.echo(f"(new secret for {member_id}: shown once, store it now; HTTP Basic user {member_id!r}, "
                "or Authorization: Bearer <secret>)", err=True)
@@ -684,9 +699,11 @@ def subscribers_import(hub: Hub, file: Path) -> None:
     res = subs.import_csv(store, text)
     for line, message in res.errors:
         click.echo(f"{file}:{line}: {message}", err=True)
-    store.audit(hub.actor, "subscribers-import", str(file), {"added": res.added, "updated": res.updated,
-                                                             "errors": len(res.errors)})
-    click.echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
+    store.audit.add(hub.actor, "subscribers-import", str(file), {"added": res.added, "updated": res.updated,
+                                                                 "skipped_unsubscribed": res.skipped_unsubscribed,
+                                                                 "errors": len(res.errors)})
+    click.echo(f"{res.added} added, {res.updated} updated, {res.skipped_unsubscribed} skipped: unsubscribed, "
+               f"{len(res.errors)} rejected")
     if res.errors:
         sys.exit(1)
 
@@ -703,10 +720,25 @@ def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang) -
     """Add (or update) one subscriber."""
     from ceptoar.digest import subscribers as subs
     store = hub.ready_store()
-    new = subs.add(store, {"email": email, "member": member, "name": name, "frequency": frequency,
-                           "clearance": clearance, "lang": lang})
-    store.audit(hub.actor, "subscriber-add" if new else "subscriber-update", email.lower())
-    click.echo(f"{'added' if new else 'updated'} {email.lower()}")
+    outcome = subs.add(store, {"email": email, "member": member, "name": name, "frequency": frequency,
+                               "clearance": clearance, "lang": lang})
+    if outcome == "unsubscribed":
+        click.echo(f"1 skipped: unsubscribed ({email.lower()} opted out; `ceptoar subscribers resubscribe` "
+                   "only on their own request)")
+        return
+    store.audit.add(hub.actor, f"subscriber-{'add' if outcome == 'added' else 'update'}", email.lower())
+    click.echo(f"{outcome} {email.lower()}")
+
+
+@subscribers.command("resubscribe")
+@click.argument("email")
+@click.option("--reason", required=True, help="The subscriber's request (who asked, when, how).")
+@pass_hub
+def subscribers_resubscribe(hub: Hub, email: str, reason: str) -> None:
+    """Undo an opt-out, on the subscriber's own request (audited)."""
+    from ceptoar.digest import subscribers as subs
+    subs.resubscribe(hub.ready_store(), email, hub.actor, reason)
+    click.echo(f"resubscribed {email.strip().lower()}")
 
 
 @subscribers.command("list")
@@ -715,7 +747,7 @@ def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang) -
 @pass_hub
 def subscribers_list(hub: Hub, member: str | None, fmt: str) -> None:
     """List subscribers (never their unsubscribe tokens)."""
-    rows = [{k: v for k, v in r.items() if k != "token"} for r in hub.ready_store().list_subscribers(member)]
+    rows = [{k: v for k, v in r.items() if k != "token"} for r in hub.ready_store().subscribers.list(member)]
     emit(rows, fmt, SUBSCRIBER_COLUMNS)
 
 
@@ -725,9 +757,9 @@ def subscribers_list(hub: Hub, member: str | None, fmt: str) -> None:
 def subscribers_remove(hub: Hub, email: str) -> None:
     """Remove a subscriber."""
     store = hub.ready_store()
-    if not store.remove_subscriber(email.strip().lower()):
+    if not store.subscribers.remove(email.strip().lower()):
         raise click.ClickException(f"no subscriber {email!r}")
-    store.audit(hub.actor, "subscriber-remove", email.strip().lower())
+    store.audit.add(hub.actor, "subscriber-remove", email.strip().lower())
     click.echo(f"removed {email.strip().lower()}")
 
 
@@ -737,10 +769,10 @@ def subscribers_remove(hub: Hub, email: str) -> None:
 def unsubscribe(hub: Hub, token: str) -> None:
     """Stop the digests of the subscriber with this unsubscribe token."""
     store = hub.ready_store()
-    email = store.unsubscribe(token)
+    email = store.subscribers.unsubscribe(token)
     if email is None:
         raise click.ClickException("unknown unsubscribe token")
-    store.audit(hub.actor, "unsubscribe", email)
+    store.audit.add(hub.actor, "unsubscribe", email)
     click.echo(f"unsubscribed {email}")
 
 
@@ -798,7 +830,7 @@ def digest_preview(hub: Hub, member, frequency, clearance, lang, as_html) -> Non
     from ceptoar.digest.render import render
     from ceptoar.model import tlp_name as _tlp
     store = hub.ready_store()
-    if store.get_member(member) is None:
+    if store.members.get(member) is None:
         raise click.ClickException(f"no member {member!r}")
     now = datetime.now(UTC)
     until = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -808,7 +840,8 @@ def digest_preview(hub: Hub, member, frequency, clearance, lang, as_html) -> Non
         click.echo(f"(nothing published for {member} in the last {frequency} period: no digest would be sent)",
                    err=True)
         return
-    r = render(store, rows, lang=lang, member_name=name, until=until, periods=store.active_alert_periods(until))
+    r = render(store, rows, lang=lang, member_name=name, until=until,
+               periods=store.deliveries.active_alert_periods(until))
     text = r.body.decode("utf-8").replace("\r\n", "\n")
     parts = text.split("Content-Transfer-Encoding: 8bit\n\n")
     click.echo(f"Subject: {r.subject}\n")
@@ -831,9 +864,9 @@ def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, 
         res = run_digest(store, frequency, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate,
                          base_url=_base_url(base_url), progress=progress_line)
     except DeliveryError as e:
-        store.audit(hub.actor, "digest-send", frequency, {"error": str(e)})
+        store.audit.add(hub.actor, "digest-send", frequency, {"error": str(e)})
         raise click.ClickException(f"{e} — nothing was marked sent for the rest; rerun to continue") from None
-    store.audit(hub.actor, "digest-send", res.run, {k: v for k, v in res.as_dict().items() if k != "errors"})
+    store.audit.add(hub.actor, "digest-send", res.run, {k: v for k, v in res.as_dict().items() if k != "errors"})
     for err in res.errors[:20]:
         click.echo(f"refused: {err}", err=True)
     emit([{k: v for k, v in res.as_dict().items() if k != "errors"}], fmt,
@@ -849,7 +882,7 @@ def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_
     """Send the queued flash alerts (normally sent at once when an advisory is published)."""
     store = hub.ready_store()
     smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
-    if not store.pending_flashes():
+    if not store.deliveries.pending_flashes():
         click.echo("no flash alerts queued")
         return
     try:
@@ -875,8 +908,8 @@ def alert_periods_add(hub: Hub, name: str, start: str, end: str, note: str | Non
     s, e = _jst_time(start, "--start"), _jst_time(end, "--end")
     if e <= s:
         raise click.BadParameter("the end must be after the start", param_hint="--end")
-    store.add_alert_period(name, s, e, note)
-    store.audit(hub.actor, "alert-period-add", name, {"start": s, "end": e})
+    store.deliveries.add_alert_period(name, s, e, note)
+    store.audit.add(hub.actor, "alert-period-add", name, {"start": s, "end": e})
     click.echo(f"alert period {name}: {s} – {e} (UTC)")
 
 
@@ -897,7 +930,7 @@ def _jst_time(value: str, hint: str) -> str:
 @pass_hub
 def alert_periods_list(hub: Hub, fmt: str) -> None:
     """List alert periods."""
-    emit(hub.ready_store().list_alert_periods(), fmt, ["name", "start", "end", "note"])
+    emit(hub.ready_store().deliveries.alert_periods(), fmt, ["name", "start", "end", "note"])
 
 
 # --- exports ----------------------------------------------------------------------------------
@@ -907,54 +940,75 @@ def export() -> None:
     """STIX bundles and CSV of published advisories."""
 
 
+export_options = [
+    click.option("--collection", "collection_id", help="Only advisories placed in this collection."),
+    click.option("--since", help="Published (or revoked) on or after this date."),
+    click.option("--status", type=click.Choice(["published", "revoked", "all"]), default="published",
+                 show_default=True, help="Live publications, revocations, or both."),
+    click.option("--clearance", type=click.Choice(TLP_CHOICES, case_sensitive=False),
+                 help="Only what a reader with this TLP clearance may receive."),
+    click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout)."),
+]
+
+
+def with_export_options(f):
+    for opt in reversed(export_options):
+        f = opt(f)
+    return f
+
+
 @export.command("bundle")
-@click.option("--collection", "collection_id")
-@click.option("--since", help="Published on or after this date.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
+@with_export_options
 @pass_hub
-def export_bundle(hub: Hub, collection_id, since, output) -> None:
-    """A STIX 2.1 bundle of published advisories and what they reference."""
+def export_bundle(hub: Hub, collection_id, since, status, clearance, output) -> None:
+    """A STIX 2.1 bundle of what was published: each advisory's latest publication (a revocation for
+    a revoked one) and exactly the object versions pinned with it."""
     from ceptoar.export import published_bundle, to_text
     store = hub.ready_store()
-    rows = _export_rows(store, collection_id, since, status="published")
-    text = to_text(published_bundle(store, rows))
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {len(rows)} advisories to {output}", err=True)
-    else:
-        click.echo(text)
-    store.audit(hub.actor, "export-bundle", str(output or "-"), {"collection": collection_id, "advisories": len(rows)})
+    rank = TLP_ORDER.index(clearance.upper()) if clearance else None
+    chosen = _export_selection(store, collection_id, since, status, rank)
+    text = to_text(published_bundle(store, chosen, rank))
+    _write_export(output, text, len(chosen))
+    store.audit.add(hub.actor, "export-bundle", str(output or "-"),
+                    {"collection": collection_id, "advisories": len(chosen), "clearance": clearance})
 
 
 @export.command("csv")
-@click.option("--collection", "collection_id")
-@click.option("--since")
-@click.option("--status", type=STATUS_CHOICE, default="published", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@with_export_options
 @pass_hub
-def export_csv(hub: Hub, collection_id, since, status, output) -> None:
-    """One line per advisory with the fields of `advisories list`."""
+def export_csv(hub: Hub, collection_id, since, status, clearance, output) -> None:
+    """One line per published advisory, as published (the same publications as `export bundle`)."""
+    import csv
+    import io
+
+    from ceptoar.export import CSV_FIELDS, csv_rows
     store = hub.ready_store()
-    rows = _advisory_json(_export_rows(store, collection_id, since, status=status), store)
+    rank = TLP_ORDER.index(clearance.upper()) if clearance else None
+    chosen = _export_selection(store, collection_id, since, status, rank)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in csv_rows(store, chosen):
+        writer.writerow([csv_cell(r.get(c)) for c in CSV_FIELDS])
+    _write_export(output, buf.getvalue(), len(chosen))
+    store.audit.add(hub.actor, "export-csv", str(output or "-"),
+                    {"collection": collection_id, "advisories": len(chosen), "clearance": clearance})
+
+
+def _write_export(output: Path | None, text: str, n: int) -> None:
     if output:
-        import contextlib
-        import io
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            emit(rows, "csv", ADVISORY_FIELDS)
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(buf.getvalue(), encoding="utf-8")
-        click.echo(f"wrote {len(rows)} advisories to {output}", err=True)
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {n} advisories to {output}", err=True)
     else:
-        emit(rows, "csv", ADVISORY_FIELDS)
-    store.audit(hub.actor, "export-csv", str(output or "-"), {"collection": collection_id, "advisories": len(rows)})
+        click.echo(text, nl=not text.endswith("\n"))
 
 
-def _export_rows(store: Store, collection_id, since, status):
+def _export_selection(store: Store, collection_id, since, status, rank):
+    from ceptoar.export import selection
     cid = None
     if collection_id:
-        c = store.get_collection(collection_id)
+        c = store.collections.get(collection_id)
         if c is None:
             raise click.ClickException(f"no collection {collection_id!r}")
         cid = c["id"]
@@ -963,8 +1017,8 @@ def _export_rows(store: Store, collection_id, since, status):
         d = parse_date(since)
         if d is None:
             raise click.BadParameter(f"{since!r} is not a date", param_hint="--since")
-        since_utc = stix_time(d)
-    return store.list_advisories(status=status, collection=cid, since=since_utc)
+        since_utc = to_utc(d).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return selection(store, collection=cid, since=since_utc, status=status, max_rank=rank)
 
 
 # --- incidents ----------------------------------------------------------------------------------
@@ -1044,7 +1098,7 @@ def incidents_update(hub: Hub, incident_id, status, note, note_kind) -> None:
 def incidents_list(hub: Hub, status, prefecture, due, fmt) -> None:
     """List incidents, newest first."""
     from ceptoar.incidents import STATUSES
-    rows = [_incident_json(i) for i in hub.ready_store().list_incidents(status, prefecture)]
+    rows = [_incident_json(i) for i in hub.ready_store().incidents.list(status, prefecture)]
     if due:
         rows = [r for r in rows if r["mhlw_due"] and STATUSES.index(r["status"]) < STATUSES.index("reported-to-mhlw")]
     emit(rows, fmt, INCIDENT_COLUMNS, widths={"id": 20})
@@ -1058,7 +1112,7 @@ def incidents_show(hub: Hub, incident_id) -> None:
     from ceptoar import incidents as inc_mod
     store = hub.ready_store()
     inc = inc_mod.find(store, incident_id)
-    store.audit(hub.actor, "incident-show", inc["id"])
+    store.audit.add(hub.actor, "incident-show", inc["id"])
     click.echo(json.dumps(_incident_json(inc), ensure_ascii=False, indent=2))
 
 

@@ -1,25 +1,25 @@
-"""Collections: saved filters over published advisories, and their materialized membership.
+"""Collections: saved filters over published advisories.
 
-A report enters a collection with everything it references (vulnerabilities, identities,
-marking definitions), each version with the collection's own `date_added`.
+A publication enters every collection whose filter matches the advisory as published; what a
+collection then serves is derived by the store (ceptoar.store.membership).
 """
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 import tomllib
 import uuid
+from functools import lru_cache
 from pathlib import Path
 
+from ceptoar.errors import CeptoarError
 from ceptoar.filters import compile_filter
-from ceptoar.model import NAMESPACE, SLUG_RE, TLP_BY_ID, TLP_ORDER
+from ceptoar.model import NAMESPACE, SLUG_RE
 from ceptoar.store import Store
 
 SUGGESTED = "medical-suggested"
 
 
-class CollectionError(ValueError):
+class CollectionError(CeptoarError, ValueError):
     pass
 
 
@@ -67,8 +67,8 @@ def filter_view(rows: list[dict], kev_cves: set[str]) -> list[dict]:
 
 
 def matching(store: Store, row: dict, kev_cves: set[str] | None = None) -> list[str]:
-    view = filter_view([row], store.kev_cves() if kev_cves is None else kev_cves)[0]
-    return [cid for cid, text in store.collection_filters() if _compiled(text)(view)]
+    view = filter_view([row], store.advisories.kev_cves() if kev_cves is None else kev_cves)[0]
+    return [cid for cid, text in store.collections.filters() if _compiled(text)(view)]
 
 
 @lru_cache(maxsize=256)
@@ -76,54 +76,13 @@ def _compiled(text: str):
     return compile_filter(text)
 
 
-def closure(store: Store, report: dict) -> list[dict]:
-    """The newest version of everything the report references, and their markings."""
-    wanted = [*report.get("object_refs", []), report.get("created_by_ref"), *report.get("object_marking_refs", [])]
-    found: dict[str, dict] = {}
-    while wanted:
-        ids = [i for i in dict.fromkeys(w for w in wanted if w) if i not in found and i != report["id"]]
-        if not ids:
-            break
-        latest = store.latest_objects(ids, origin=None)
-        wanted = []
-        for oid, v in latest.items():
-            obj = json.loads(v["json"])
-            found[oid] = obj
-            wanted.extend(obj.get("object_marking_refs", []))
-    return list(found.values())
-
-
-def object_tlp_rank(obj: dict, report_rank: int) -> int:
-    """What clearance an object needs: its own TLP marking, else that of the report it travels
-    with (an unmarked upstream indicator in an AMBER report is AMBER). Marking definitions are
-    public."""
-    if obj["type"] == "marking-definition":
-        return 0
-    own = [TLP_ORDER.index(TLP_BY_ID[m]) for m in obj.get("object_marking_refs", []) if m in TLP_BY_ID]
-    return max(own) if own else report_rank
-
-
-def place(store: Store, report: dict, collections: list[str]) -> int:
-    """Put a report version and its closure into the given collections. Returns rows added."""
-    if not collections:
-        return 0
-    report_rank = object_tlp_rank(report, TLP_ORDER.index("RED"))  # an unmarked report is RED
-    objs = [report, *closure(store, report)]
-    rows = [(c, o["id"], o.get("modified") or o.get("created") or "", report["id"], o["type"],
-             o.get("spec_version", "2.1"), object_tlp_rank(o, report_rank)) for c in collections for o in objs]
-    return store.add_members(rows)
-
-
 def backfill(store: Store, cid: str) -> int:
-    """Fill a new collection with the current published version of every matching advisory."""
-    coll = store.get_collection(cid)
+    """Fill a new collection with the latest publication of every matching, live advisory."""
+    coll = store.collections.get(cid)
     pred = compile_filter(coll["filter"])
-    rows = filter_view(store.list_advisories(status="published"), store.kev_cves())
+    kev = store.advisories.kev_cves()
     placed = 0
-    for r in rows:
-        if pred(r) and r.get("published_version"):
-            version = next((o for o in store.object_versions(r["id"]) if o.get("modified") == r["published_version"]),
-                           None)
-            if version:
-                placed += bool(place(store, version, [cid]))
+    for pub in store.publications.list_latest(revoked=False):
+        if pred(filter_view([pub.view], kev)[0]):
+            placed += bool(store.membership.place(cid, pub.advisory, pub.version))
     return placed

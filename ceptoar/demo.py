@@ -71,15 +71,15 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         store.migrate()
         step(f"Sample feeds served at {base}; database {db_path}")
         for s in _demo_sources(base):
-            store.upsert_source(s | {"origin": "demo"}, keep_enabled=False)
+            store.sources.upsert(s | {"defined_by": "demo"}, keep_enabled=False)
         failed = False
         for run in ("first fetch", "second fetch (conditional GET: nothing new)"):
             step(run)
-            results = [fetch_source(store, row) for row in store.list_sources()]
+            results = [fetch_source(store, row) for row in store.sources.list()]
             emit([r.as_dict() for r in results], "table", ["source", "status", "new", "updated", "unchanged", "error"])
             failed |= any(r.status == "error" for r in results)
         step("Advisories waiting for triage (ceptoar advisories list)")
-        rows = store.list_advisories()
+        rows = store.advisories.list()
         emit(rows, "table", ["id", "source", "published", "tlp", "cves", "max_cvss", "tags", "title"],
              widths={"id": 20, "title": 40, "cves": 32, "tags": 26, "published": 25})
         click.echo(f"\n{len(rows)} advisories, {store.count('objects')} STIX object versions.")
@@ -87,20 +87,20 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         step("Triage: rate, confirm medical relevance, publish (every action audited)")
         with store.transaction():
             for c in colls.load_defaults(project_file("taxii_server/collections.toml")):
-                store.upsert_collection(c | {"origin": "demo"})
+                store.collections.upsert(c | {"origin": "demo"})
         actor = "demo-analyst"
-        emr = store.list_advisories(search="電子カルテ", source="demo-jvndb")[0]
+        emr = store.advisories.list(search="電子カルテ", source="demo-jvndb")[0]
         triage.triage(store, emr["id"], actor, severity="critical", medical=True,
                       note="診療所で広く使われる構成。ベンダー確認済み。")
-        vpn = store.list_advisories(cve="CVE-2026-90002", source="demo-jvndb")[0]
+        vpn = store.advisories.list(cve="CVE-2026-90002", source="demo-jvndb")[0]
         triage.triage(store, vpn["id"], actor, severity="critical", medical=True)
         triage.retag(store, [vpn["id"]], ["jma"], [], actor)
-        chosen = [r["id"] for r in store.list_advisories(medical=True, status="new")]
+        chosen = [r["id"] for r in store.advisories.list(medical=True, status="new")]
         for r in triage.publish(store, chosen, actor):
             click.echo(f"published {r['id'][:20]}… → {', '.join(r['collections']) or '-'}")
-        office = store.list_advisories(search="オフィス文書")[0]
+        office = store.advisories.list(search="オフィス文書")[0]
         triage.reject(store, [office["id"]], "医療機関への影響が限定的", actor)
-        emit(store.list_collections(), "table", ["id", "title", "filter", "advisories", "objects"],
+        emit(store.collections.list(), "table", ["id", "title", "filter", "advisories", "objects"],
              widths={"title": 34, "filter": 44})
         serve_taxii(store, db_path)
         step("Daily digest for the member's clinics, written as .eml (ceptoar digest send --out)")
@@ -124,7 +124,7 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         incidents.write_poster(poster, facility="さくら診療所 (demo)", vendor="サンプル医療システム",
                                vendor_phone="03-0000-1111", vendor_contact="佐藤")
         click.echo(f"poster: {poster}")
-        click.echo(f"\naudit log: {len(store.list_audit())} entries "
+        click.echo(f"\naudit log: {len(store.audit.list())} entries "
                    f"(ceptoar --db {db_path} audit list)")
         click.echo(f"Explore: ceptoar --db {db_path} advisories list --status all --format json")
         return 1 if failed else 0

@@ -1,44 +1,80 @@
-"""Exports: STIX bundles of stored objects."""
+"""Exports: STIX bundles and CSV of what was published, read from the pinned publications.
+
+Both exports read the same thing: the latest publication of each advisory (a revocation tombstone
+for a revoked one) and, for the bundle, exactly the object versions pinned with it. With a
+clearance, only what a reader at that TLP may receive, each object at the rank it is served at.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
 
-from ceptoar.collections import closure
+from ceptoar import publication
+from ceptoar.model import TLP_ORDER, source_origin
 from ceptoar.store import Store
+from ceptoar.store.membership import Pin, Publication
+
+CSV_FIELDS = ["id", "title", "source", "published", "modified", "url", "identifiers", "cves", "cvss", "cpes",
+              "max_cvss", "tlp", "severity", "medical", "tags", "lang", "version", "revoked", "collections"]
 
 
-def report_bundle(store: Store, report_id: str) -> dict:
-    """A bundle of the report's newest version and every object it references (and their markings)."""
-    report = store.latest_object(report_id)
-    objects, seen = [report], {report_id}
-    refs = [*report.get("object_refs", []), report.get("created_by_ref"), *report.get("object_marking_refs", [])]
-    while refs:
-        ref = refs.pop(0)
-        if not ref or ref in seen:
-            continue
-        seen.add(ref)
-        obj = store.latest_object(ref)
-        if obj is None:
-            continue
-        objects.append(obj)
-        refs.extend(m for m in obj.get("object_marking_refs", []) if m not in seen)
+def report_bundle(store: Store, advisory_id: str) -> dict:
+    """The analyst's view of an advisory as its source gave it: the newest source version of the
+    report and what it references (its own origin and the hub's objects)."""
+    row = store.advisories.get(advisory_id)
+    origin = source_origin(row["source"])
+    v = store.objects.latest([row["source_report"]], origin)[row["source_report"]]
+    report = v.obj
+    return _bundle([report, *(x.obj for x in publication.closure(store, report, origin))])
+
+
+def served_rank(pin: Pin, advisory_rank: int) -> int:
+    """A pin is served at the higher of its pinned rank and its advisory's current TLP; a tombstone
+    at its own rank."""
+    return pin.pin_rank if pin.tombstone else max(pin.pin_rank, advisory_rank)
+
+
+def selection(store: Store, *, collection: str | None = None, since: str | None = None, status: str = "published",
+              max_rank: int | None = None) -> list[tuple[Publication, int]]:
+    """(latest publication, rank its report is served at) of each advisory ever published."""
+    revoked = {"published": False, "revoked": True, "all": None}[status]
+    out = []
+    pubs = store.publications.list_latest(collection=collection, since=since, revoked=revoked)
+    ranks = {a["id"]: a["tlp_rank"] for a in store.advisories.list(ids=[p.advisory for p in pubs], status="all")}
+    for pub in pubs:
+        report_pin = next(p for p in store.publications.pins(pub.advisory, pub.version) if p.object_id == pub.advisory)
+        rank = served_rank(report_pin, ranks[pub.advisory])
+        if max_rank is None or rank <= max_rank:
+            out.append((pub, rank))
+    return out
+
+
+def published_bundle(store: Store, chosen: list[tuple[Publication, int]], max_rank: int | None = None) -> dict:
+    """The pinned versions of each chosen publication, each object once (its newest pinned version)."""
+    keys: dict[str, tuple[str, str]] = {}
+    order: list[str] = []
+    for pub, _rank in chosen:
+        advisory_rank = store.advisories.get(pub.advisory)["tlp_rank"]
+        for p in store.publications.pins(pub.advisory, pub.version):
+            if max_rank is not None and served_rank(p, advisory_rank) > max_rank:
+                continue
+            if p.object_id not in keys:
+                order.append(p.object_id)
+            if p.object_id not in keys or p.modified > keys[p.object_id][0]:
+                keys[p.object_id] = (p.modified, p.origin)
+    found = store.objects.get_many([(i, m, o) for i, (m, o) in keys.items()])
+    return _bundle([found[(i, *keys[i])].obj for i in order if (i, *keys[i]) in found])
+
+
+def csv_rows(store: Store, chosen: list[tuple[Publication, int]]) -> list[dict]:
+    holders = store.membership.collections_of([p.advisory for p, _ in chosen])
+    return [{**{k: pub.view.get(k) for k in CSV_FIELDS}, "tlp": TLP_ORDER[rank], "version": pub.version,
+             "revoked": pub.revoked, "collections": holders.get(pub.advisory, [])} for pub, rank in chosen]
+
+
+def _bundle(objects: list[dict]) -> dict:
     return {"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": objects}
-
-
-def published_bundle(store: Store, rows: list[dict]) -> dict:
-    """A bundle of the published version of each advisory and everything it references, each
-    object once (its newest version)."""
-    objects: dict[str, dict] = {}
-    for r in rows:
-        version = next((o for o in store.object_versions(r["id"]) if o.get("modified") == r["published_version"]), None)
-        if version is None:
-            continue
-        objects[version["id"]] = version
-        for o in closure(store, version):
-            objects.setdefault(o["id"], o)
-    return {"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": list(objects.values())}
 
 
 def to_text(bundle: dict) -> str:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ceptoar.errors import CeptoarError
 from ceptoar.model import TLP_ORDER, tlp_name
 
 SEVERITIES = ["low", "medium", "high", "critical"]
@@ -26,7 +27,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<op><=|>=|!=|=|<|>)|(?P<paren>[()])|\"(?P<q>[^\"]
                     r"|(?P<word>[A-Za-z0-9_.:+\-#]+))")
 
 
-class FilterError(ValueError):
+class FilterError(CeptoarError, ValueError):
     pass
 
 

@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ceptoar.digest.render import JST
+from ceptoar.errors import CeptoarError
 from ceptoar.ingest import store_entries
 from ceptoar.model import (
+    INCIDENT,
     TLP_IDS,
+    TLP_ORDER,
     Source,
     later_than,
-    marking_definition,
     now_stix,
     serialize,
     stix_time,
@@ -36,7 +38,7 @@ NOTE_KINDS = {"damage": "被害", "response": "対応", "recovery": "復旧", "p
 LESSONS_SOURCE = "ceptoar-lessons"
 
 
-class IncidentError(ValueError):
+class IncidentError(CeptoarError, ValueError):
     pass
 
 
@@ -80,15 +82,17 @@ def _stix(inc: dict, created: str, modified: str) -> list[dict]:
         "name": f"インシデント報告: {inc['facility']}", "published": created, "report_types": ["incident"],
         "object_refs": [inc["stix_id"]], "object_marking_refs": [red], "description": inc["summary"],
     }
-    return [incident, report, marking_definition("RED")]
+    return [incident, report]
 
 
 def _store_stix(store: Store, inc: dict, created: str, modified: str) -> None:
+    """Stored under the incident origin, which holds these ids: no publication can draw them in."""
     rows = []
     for obj in _stix(inc, created, modified):
         text, h = serialize(obj)
-        rows.append((obj["id"], obj.get("modified") or obj["created"], obj["type"], h, text))
-    store.put_objects(rows, origin="incident")
+        rows.append((obj["id"], obj["modified"], obj["type"], h, text, TLP_ORDER.index("RED"), False))
+    store.objects.claim([r[0] for r in rows], INCIDENT)
+    store.objects.put(rows, INCIDENT)
 
 
 def _stamp(d: datetime) -> str:
@@ -101,7 +105,7 @@ def report(store: Store, actor: str, *, facility: str, facility_type: str, prefe
            personal_data_leak: bool = False, care_disrupted: bool = False) -> dict:
     if facility_type not in FACILITY_TYPES:
         raise IncidentError(f"facility type must be one of {', '.join(FACILITY_TYPES)}")
-    if store.get_member(member) is None:
+    if store.members.get(member) is None:
         raise IncidentError(f"no member {member!r} (see `ceptoar members list`)")
     if not facility.strip() or not summary.strip() or not prefecture.strip():
         raise IncidentError("facility, prefecture and summary are required")
@@ -117,14 +121,14 @@ def report(store: Store, actor: str, *, facility: str, facility_type: str, prefe
            "shared": None, "created": utcnow()}
     inc["stix_created"] = stix_time(now)
     with store.transaction():
-        store.save_incident(inc)
+        store.incidents.save(inc)
         _store_stix(store, inc, inc["stix_created"], inc["stix_created"])
-        store.audit(actor, "incident-report", inc["id"], {"member": member, "mhlw_due": mhlw_due(inc)})
+        store.audit.add(actor, "incident-report", inc["id"], {"member": member, "mhlw_due": mhlw_due(inc)})
     return inc
 
 
 def find(store: Store, ref: str) -> dict:
-    inc = store.find_incident(ref.strip())
+    inc = store.incidents.find(ref.strip())
     if inc is None:
         raise IncidentError(f"no incident {ref!r} (give its id or 6+ characters of it)")
     return inc
@@ -148,10 +152,11 @@ def update(store: Store, ref: str, actor: str, *, status: str | None = None, not
             raise IncidentError(f"note kind must be one of {', '.join(NOTE_KINDS)}")
         inc["notes"].append({"kind": note_kind, "text": note, "time": utcnow(), "actor": actor})
     with store.transaction():
-        store.save_incident(inc)
-        previous = store.latest_objects([inc["stix_id"]], origin="incident")[inc["stix_id"]]["max_modified"]
+        store.incidents.save(inc)
+        previous = store.objects.max_modified([inc["stix_id"]])[inc["stix_id"]]
         _store_stix(store, inc, inc["stix_created"], later_than(now_stix(), previous))
-        store.audit(actor, "incident-update", inc["id"], {"status": status, "note_kind": note_kind if note else None})
+        store.audit.add(actor, "incident-update", inc["id"],
+                        {"status": status, "note_kind": note_kind if note else None})
     return inc
 
 
@@ -204,8 +209,8 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
 def record_notice(store: Store, inc: dict, party: str, address: str, how: str, actor: str) -> None:
     inc["notices"].append({"party": party, "to": address, "how": how, "time": utcnow(), "actor": actor})
     with store.transaction():
-        store.save_incident(inc)
-        store.audit(actor, "incident-notify", inc["id"], {"party": party, "how": how})
+        store.incidents.save(inc)
+        store.audit.add(actor, "incident-notify", inc["id"], {"party": party, "how": how})
 
 
 def share(store: Store, ref: str, actor: str, *, tlp: str, summary: str) -> str:
@@ -217,19 +222,19 @@ def share(store: Store, ref: str, actor: str, *, tlp: str, summary: str) -> str:
     for secret in (inc["facility"], inc["vendor_phone"], inc["vendor_email"]):
         if secret and secret in summary:
             raise IncidentError("the summary names the facility or its contacts: anonymize it first")
-    if store.get_source(LESSONS_SOURCE) is None:
-        store.upsert_source({"id": LESSONS_SOURCE, "kind": "stix", "url": "https://ceptoar.example.jp/lessons",
-                             "name": "医療セプター 事例共有", "tlp": "GREEN", "lang": "ja", "enabled": False,
-                             "origin": "incidents"}, keep_enabled=False)
+    if store.sources.get(LESSONS_SOURCE) is None:
+        store.sources.upsert({"id": LESSONS_SOURCE, "kind": "stix", "url": "https://ceptoar.example.jp/lessons",
+                              "name": "医療セプター 事例共有", "tlp": "GREEN", "lang": "ja", "enabled": False,
+                              "defined_by": "incidents"}, keep_enabled=False)
     source = Source(id=LESSONS_SOURCE, kind="stix", name="医療セプター 事例共有", tlp=tlp, lang="ja")
     entry = advisory(source, f"lesson:{inc['id']}", title=f"【事例共有】{FACILITY_TYPES[inc['facility_type']]}における"
                      "サイバー攻撃の疑い事案", description=summary, tlp=tlp, raw=json.dumps({"summary": summary}),
                      medical_signals=["incident-lesson"])
     with store.transaction():
-        store_entries(store, LESSONS_SOURCE, [entry])
+        store_entries(store, source, [entry], actor)
         inc["shared"] = entry.report["id"]
-        store.save_incident(inc)
-        store.audit(actor, "incident-share", inc["id"], {"advisory": entry.report["id"], "tlp": tlp})
+        store.incidents.save(inc)
+        store.audit.add(actor, "incident-share", inc["id"], {"advisory": entry.report["id"], "tlp": tlp})
     return entry.report["id"]
 
 

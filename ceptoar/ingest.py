@@ -1,5 +1,11 @@
-"""From normalized entries to stored versions: decide new / updated / unchanged, merge the
-shared vulnerability objects, derive the analyst view, and write one source's batch atomically.
+"""From normalized entries to stored versions: source facts only, under the source's origin.
+
+An entry's report and the objects its source supplied are stored as versions of origin
+`source:<id>`; the hub's own objects (the vulnerability per CVE, the source identity) as versions of
+origin `hub`. Nothing here writes an analyst decision: ingest writes the advisory's facts (the
+source's TLP included) and the store derives the effective TLP and tags from facts and decisions.
+An id another origin holds is kept apart, never merged; the shared vulnerability object only gathers
+facts from public CLEAR sources. One source's batch is written atomically by the caller.
 """
 
 from __future__ import annotations
@@ -10,16 +16,23 @@ from dataclasses import dataclass, field
 
 from ceptoar import medical
 from ceptoar.model import (
+    HUB,
     IDENTIFIER_RE,
-    TLP_BY_ID,
+    TLP_ORDER,
+    Source,
     content_hash,
+    identity_id,
     later_than,
+    now_stix,
     serialize,
-    tlp_max,
+    source_origin,
+    stable_id,
+    tlp_name,
     vulnerability_id,
 )
-from ceptoar.normalize import Entry, cvss_key
+from ceptoar.normalize import Entry, cvss_key, source_identity, vulnerability
 from ceptoar.store import Store, utcnow
+from ceptoar.store.objects import ObjectVersion, version_key
 
 
 @dataclass
@@ -29,6 +42,8 @@ class Counts:
     unchanged: int = 0
     new_ids: list[str] = field(default_factory=list)
     updated_ids: list[str] = field(default_factory=list)
+    kept_apart: list[str] = field(default_factory=list)  # ids held by another origin, stored apart
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged}
@@ -39,158 +54,248 @@ def _union(a: list, b: list, key=lambda x: json.dumps(x, sort_keys=True)) -> lis
     return a + [x for x in b if key(x) not in seen and not seen.add(key(x))]
 
 
-def merge_vulnerability(old: dict, new: dict) -> dict:
-    """The shared vulnerability object gathers the facts every source tells about its CVE."""
+def merge_vulnerability(old: dict, facts: dict) -> dict:
+    """The shared vulnerability object gathers the (public) facts every source tells about its CVE."""
     merged = dict(old)
-    merged["x_ceptoar_cvss"] = _union(old.get("x_ceptoar_cvss", []), new.get("x_ceptoar_cvss", []), cvss_key)
+    merged["x_ceptoar_cvss"] = _union(old.get("x_ceptoar_cvss", []), facts.get("x_ceptoar_cvss", []), cvss_key)
     for k in ("x_ceptoar_cpes", "x_ceptoar_cwes"):
-        merged[k] = _union(old.get(k, []), new.get(k, []), key=str)
-    if "x_ceptoar_kev" in new:
-        merged["x_ceptoar_kev"] = new["x_ceptoar_kev"]
+        merged[k] = _union(old.get(k, []), facts.get(k, []), key=str)
+    if "x_ceptoar_kev" in facts:
+        merged["x_ceptoar_kev"] = facts["x_ceptoar_kev"]
     return {k: v for k, v in merged.items() if v not in ([], None)}
 
 
-def _is_own(obj: dict) -> bool:
-    """Objects the hub itself authors may be re-versioned here; imported objects keep the
-    versions their producer gave them."""
-    if obj["type"] == "vulnerability":
-        return obj["id"] == vulnerability_id(str(obj.get("name", "")))
-    return "x_ceptoar_source" in obj
-
-
-def advisory_row(entry: Entry, objects_by_id: dict[str, dict], source_id: str) -> dict:
-    """The analyst's view of one advisory, derived from its STIX report and what it references."""
+def advisory_row(entry: Entry, source_id: str) -> dict:
+    """The facts of one advisory, from its source report."""
     r = entry.report
-    refs = r.get("external_references") or []
-    vulns = [objects_by_id[i] for i in r.get("object_refs", [])
-             if i.startswith("vulnerability--") and i in objects_by_id]
-    cves = list(dict.fromkeys(
-        [x["external_id"].upper() for v in vulns for x in v.get("external_references", [])
-         if x.get("source_name") == "cve" and x.get("external_id")]
-        + [x["external_id"].upper() for x in refs if str(x.get("external_id", "")).upper().startswith("CVE-")]))
+    refs = [x for x in r.get("external_references") or [] if isinstance(x, dict)]
     identifiers = list(dict.fromkeys(
         x["external_id"] for x in refs
-        if x.get("external_id") and IDENTIFIER_RE.fullmatch(x["external_id"])))
-    url = next((x["url"] for x in refs if x.get("url")), None)
+        if isinstance(x.get("external_id"), str) and IDENTIFIER_RE.fullmatch(x["external_id"])))
+    url = next((x["url"] for x in refs if isinstance(x.get("url"), str)), None)
     cvss = [{k: c.get(k) for k in ("version", "score", "severity", "vector")}
-            | ({"cve": c["cve"]} if c.get("cve") else {}) for c in r.get("x_ceptoar_cvss") or []]
-    scores = [c["score"] for c in cvss if isinstance(c.get("score"), (int, float))]
-    dates = r.get("x_ceptoar_dates") or {}
-    tlp = entry.tlp or tlp_max(*(TLP_BY_ID.get(m) for m in r.get("object_marking_refs") or [])) or "CLEAR"
+            | ({"cve": c["cve"]} if c.get("cve") else {})
+            for c in r.get("x_ceptoar_cvss") or [] if isinstance(c, dict)]
+    scores = [c["score"] for c in cvss if isinstance(c.get("score"), (int, float)) and not isinstance(c["score"], bool)]
+    dates = r.get("x_ceptoar_dates") if isinstance(r.get("x_ceptoar_dates"), dict) else {}
+    title = r.get("name") if isinstance(r.get("name"), str) else None
+    description = r.get("description") if isinstance(r.get("description"), str) else None
     return {
-        "id": r["id"],
         "source": source_id,
         "entry_key": entry.key,
-        "title": r.get("name"),
-        "description": r.get("description"),
+        "source_report": r["id"],
+        "title": title,
+        "description": description,
         "published": dates.get("published") or r.get("published"),
         "published_utc": r.get("published") or r.get("created"),
         "modified": dates.get("modified") or r.get("modified"),
         "stix_modified": r.get("modified"),
         "url": url,
         "identifiers": identifiers,
-        "cves": cves,
+        "cves": list(entry.cves),
         "cvss": cvss,
-        "cpes": list(r.get("x_ceptoar_cpes") or []),
+        "cpes": [c for c in r.get("x_ceptoar_cpes") or [] if isinstance(c, str)],
         "max_cvss": max(scores) if scores else None,
-        "tlp": tlp,
-        "lang": r.get("lang"),
+        "source_tlp": entry.tlp,
+        "lang": r.get("lang") if isinstance(r.get("lang"), str) else None,
     }
 
 
-def store_entries(store: Store, source_id: str, entries: list[Entry]) -> Counts:
+def _newest_per_key(entries: list[Entry], counts: Counts) -> list[Entry]:
+    """The same entry twice in one batch: the newest report `modified` stands (a later copy at the
+    same `modified` too, for feeds that repeat an item); equal timestamps with different content are
+    reported."""
+    chosen: dict[str, Entry] = {}
+    for e in entries:
+        prev = chosen.get(e.key)
+        if prev is None:
+            chosen[e.key] = e
+            continue
+        a, b = version_key(prev.report), version_key(e.report)
+        if b > a:
+            chosen[e.key] = e
+        elif b == a:
+            if content_hash(prev.report) != content_hash(e.report):
+                counts.warnings.append(f"{e.key}: given twice at {b} with different content; the later copy stands")
+            chosen[e.key] = e
+    return list(chosen.values())
+
+
+class _Versions:
+    """The newest version of each id per origin, as loaded or written during one batch."""
+
+    def __init__(self, store: Store, origin: str, ids: list[str]):
+        self.origin = origin
+        self.latest: dict[str, ObjectVersion] = store.objects.latest(ids, origin)
+        self.objs: dict[str, dict] = {}
+        self.rows: list[tuple] = []
+
+    def obj(self, oid: str) -> dict | None:
+        if oid not in self.objs and oid in self.latest:
+            self.objs[oid] = self.latest[oid].obj
+        return self.objs.get(oid)
+
+    def modified(self, oid: str) -> str | None:
+        v = self.obj(oid)
+        return version_key(v) if v is not None else None
+
+    def hash(self, oid: str) -> str | None:
+        if oid in self.latest and oid not in self.objs:
+            return self.latest[oid].hash
+        v = self.obj(oid)
+        return content_hash(v) if v is not None else None
+
+    def put(self, obj: dict, own_rank: int | None = None, kept_apart: bool = False) -> None:
+        text, h = serialize(obj)
+        self.objs[obj["id"]] = obj
+        self.latest.pop(obj["id"], None)
+        self.rows.append((obj["id"], version_key(obj), obj["type"], h, text, own_rank, kept_apart))
+
+
+def _put_supplied(versions: _Versions, obj: dict, own_rank: int | None, kept_apart: bool, counts: Counts) -> bool:
+    """A producer's object keeps the producer's versions: only a later `modified` is a new version.
+    Returns True when a new version was stored."""
+    prev_mod = versions.modified(obj["id"])
+    mod = version_key(obj)
+    if prev_mod is None or mod > prev_mod:
+        versions.put(obj, own_rank, kept_apart=kept_apart)
+        return True
+    if mod == prev_mod and versions.hash(obj["id"]) != content_hash(obj):
+        counts.warnings.append(f"{obj['id']}: changed content at the same modified {mod}; the first copy stands")
+    return False
+
+
+def store_entries(store: Store, source: Source, entries: list[Entry], actor: str | None = None) -> Counts:
     """Write a source's entries as new versions where they changed. The caller owns the
     transaction, so a failure later in the same fetch leaves nothing behind."""
     counts = Counts()
-    # The same entry twice in one feed: the last one stands (feeds list newest last rarely, but
-    # a duplicate must not become two versions).
-    entries = list({e.key: e for e in entries}.values())
-    states = store.advisory_states([e.report["id"] for e in entries])
-    raw_known = store.raw_versions(source_id, [e.key for e in entries])
+    origin = source_origin(source.id)
+    entries = _newest_per_key(entries, counts)
+    known = store.advisories.ids_for_entries(source.id, [e.key for e in entries])
+    adv_id = {e.key: known.get(e.key) or stable_id("report", source.id, e.key) for e in entries}
+    states = store.advisories.states(list(adv_id.values()))
+    raw_known = store.sources.raw_versions(source.id, [e.key for e in entries])
     raw_hashes = {e.key: _raw_hash(e.raw) for e in entries}
     # Same bytes through the same normalizer give the same objects: nothing to compare.
     same = {e.key for e in entries
-            if e.report["id"] in states and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
+            if adv_id[e.key] in states and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
     counts.unchanged += len(same)
     entries = [e for e in entries if e.key not in same]
-    latest = store.latest_objects([o["id"] for e in entries for o in e.objects])
-    pending: dict[str, dict] = {}  # id → newest version, once loaded or written in this batch
-    hashes = {oid: v["hash"] for oid, v in latest.items()}  # id → content hash of the newest version
-    shared_done: set[str] = set()  # identities and markings repeat in every entry of a source
-    obj_rows, adv_rows, cve_rows, raw_rows = [], [], [], []
+    if not entries:
+        return counts
+
+    # Ids the hub derives for this source's reports are this source's, whoever used them first.
+    derived = [e.report["id"] for e in entries if e.report["id"] == adv_id[e.key]]
+    for oid, before in store.objects.reclaim(derived, origin):
+        counts.warnings.append(f"{oid}: id taken back from {before}")
+    own_ids = [e.report["id"] for e in entries] + [o["id"] for e in entries for o in e.objects]
+    owners = store.objects.owners(own_ids)
+    own = _Versions(store, origin, own_ids)
+    cves = list(dict.fromkeys(c for e in entries for c in e.cves))
+    hub = _Versions(store, HUB, [vulnerability_id(c) for c in cves] + [identity_id(source.id)])
+
+    identity = source_identity(source)
+    if hub.hash(identity["id"]) != content_hash(identity):
+        prev = hub.modified(identity["id"])
+        hub.put(dict(identity, modified=later_than(now_stix(), prev)) if prev else identity, 0)
+
+    facts_rows, cve_rows, raw_rows, tlp_changes = [], [], [], []
     now = utcnow()
-
-    def current(oid: str) -> dict:
-        if oid not in pending:
-            pending[oid] = json.loads(latest[oid]["json"])
-        return pending[oid]
-
-    def put(obj: dict) -> None:
-        text, h = serialize(obj)
-        pending[obj["id"]] = obj
-        hashes[obj["id"]] = h
-        obj_rows.append((obj["id"], obj.get("modified") or obj.get("created") or "", obj["type"], h, text))
-
     for entry in entries:
-        report_changed = False
+        aid = adv_id[entry.key]
+        state = states.get(aid)
+        # What the source supplied with the report: its own versions, or kept apart.
+        changed = False
         for obj in entry.objects:
-            oid = obj["id"]
-            if obj["type"] in ("identity", "marking-definition"):
-                if oid in shared_done:
-                    continue
-                shared_done.add(oid)
-            if oid not in hashes:
-                put(obj)
-                report_changed |= obj is entry.report
-                continue
-            own_vuln = obj["type"] == "vulnerability" and _is_own(obj)
-            candidate = merge_vulnerability(current(oid), obj) if own_vuln else obj
-            h = content_hash(candidate)
-            if h == hashes[oid]:
-                continue
-            old = current(oid)
-            if _is_own(candidate):
-                newest = max(old.get("modified", ""), latest.get(oid, {}).get("max_modified", ""))
-                candidate = dict(candidate, created=old.get("created", candidate.get("created")),
-                                 modified=later_than(obj.get("modified"), newest))
-            elif (candidate.get("modified") or "") <= (old.get("modified") or ""):
-                continue  # an imported object only moves forward by its producer's `modified`
-            put(candidate)
-            report_changed |= obj is entry.report
-        report = pending.get(entry.report["id"], entry.report)
+            holder = owners.get(obj["id"])
+            apart = holder is not None and holder != origin
+            if apart:
+                counts.kept_apart.append(obj["id"])
+            else:
+                owners[obj["id"]] = origin
+            changed |= _put_supplied(own, obj, _rank(entry.object_tlps.get(obj["id"])), apart, counts)
+        # The report itself.
+        report = entry.report
         rid = report["id"]
-        state = states.get(rid)
+        if rid == aid:  # synthesized by a normalizer: the hub moves its versions forward
+            prev = own.modified(rid)
+            if prev is None or own.hash(rid) != content_hash(report) or changed:
+                if prev is not None:
+                    report = dict(report, modified=later_than(report.get("modified"), prev))
+                own.put(report, _rank(entry.tlp))
+                changed = True
+        else:  # a producer's report
+            holder = owners.get(rid)
+            apart = holder is not None and holder != origin
+            if apart:
+                counts.kept_apart.append(rid)
+            else:
+                owners[rid] = origin
+            prev = own.modified(rid)
+            if prev is None or version_key(report) > prev:
+                own.put(report, _rank(entry.tlp), kept_apart=apart)
+                changed = True
+            else:
+                if version_key(report) == prev and own.hash(rid) != content_hash(report):
+                    counts.warnings.append(f"{rid}: changed content at the same modified {prev}; "
+                                           "the first copy stands")
+                report = own.obj(rid)
+        # The hub's vulnerability per CVE: public CLEAR facts only.
+        share = source.public and entry.tlp == "CLEAR"
+        for cve in entry.cves:
+            vid = vulnerability_id(cve)
+            facts = entry.cve_facts.get(cve, {}) if share else {}
+            current = hub.obj(vid)
+            if current is None:
+                hub.put(vulnerability(cve, report.get("published") or report.get("created") or now_stix(), facts), 0)
+            else:
+                candidate = merge_vulnerability(current, facts)
+                if content_hash(candidate) != content_hash(current):
+                    hub.put(dict(candidate, modified=later_than(now_stix(), version_key(current))), 0)
         if state is None:
             counts.new += 1
-            counts.new_ids.append(rid)
-        elif report_changed:
+            counts.new_ids.append(aid)
+        elif changed:
             counts.updated += 1
-            counts.updated_ids.append(rid)
+            counts.updated_ids.append(aid)
         else:
             counts.unchanged += 1
-        by_id = {o["id"]: o for o in entry.objects} | {
-            ref: pending[ref] for ref in report.get("object_refs", []) if ref in pending}
-        current_entry = Entry(entry.key, [report, *entry.objects[1:]], entry.raw, entry.tags, entry.tlp)
-        row = advisory_row(current_entry, by_id, source_id)
+        current_entry = Entry(entry.key, report, entry.raw, entry.objects, entry.tags, entry.tlp, entry.cves)
+        row = advisory_row(current_entry, source.id)
         signals = medical.signals(report)
         auto = list(dict.fromkeys(entry.tags + ([medical.TAG] if signals else [])))
-        if state is None:
-            tags = auto
-        else:  # keep the analyst's choices; only newly arising suggestions are added
-            tags = state["tags"] + [t for t in auto if t not in state["auto_tags"] and t not in state["tags"]]
-        row.update(tags=tags, auto_tags=auto, medical_signals=signals, updated_at=now,
-                   first_seen=state["first_seen"] if state else now, status="new", _existing=state is not None)
-        adv_rows.append(row)
-        cve_rows.extend((c, rid) for c in row["cves"])
-        raw_rows.append((source_id, entry.key, raw_hashes[entry.key], report.get("modified"), entry.raw))
-    store.write_batch(objects=obj_rows, advisories=adv_rows, advisory_cves=cve_rows, raw_entries=raw_rows)
+        row.update(id=aid, auto_tags=auto, medical_signals=signals, updated_at=now,
+                   first_seen=state["first_seen"] if state else now, _new=state is None)
+        facts_rows.append(row)
+        cve_rows.extend((c, aid) for c in row["cves"])
+        raw_rows.append((source.id, entry.key, raw_hashes[entry.key], report.get("modified"), entry.raw))
+        if state and state["source_tlp"] != entry.tlp and not state["analyst_tlp"]:
+            tlp_changes.append((aid, state["tlp"], entry.tlp, state["status"]))
+
+    store.objects.claim([i for i, o in owners.items() if o == origin], origin)
+    store.objects.put(own.rows, origin)
+    if hub.rows:
+        store.objects.reclaim([r[0] for r in hub.rows], HUB)
+        store.objects.put(hub.rows, HUB)
+    store.advisories.write_facts(facts_rows)
+    store.advisories.write_cves(cve_rows, [r["id"] for r in facts_rows if not r["_new"]])
+    store.sources.write_raw(raw_rows)
+    for aid, before, after, status in tlp_changes:
+        # The source changed its TLP and the analyst set none: the effective TLP follows, from now on
+        # for every reader of what was published.
+        store.audit.add(actor or f"ingest:{source.id}", "tlp", aid, {"from": before, "to": after, "by": "source"})
+        if status in ("published", "revoked"):
+            store.membership.refresh_advisory(aid)
     return counts
 
 
+def _rank(tlp: str | None) -> int | None:
+    return TLP_ORDER.index(tlp_name(tlp)) if tlp else None
+
+
 # Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
-NORMALIZER_VERSION = "2"
+NORMALIZER_VERSION = "3"
 
 
 def _raw_hash(raw: str) -> str:
     return hashlib.sha256((NORMALIZER_VERSION + raw).encode("utf-8", "surrogatepass")).hexdigest()
-

@@ -11,6 +11,7 @@ import hmac
 import re
 import secrets
 
+from ceptoar.errors import CeptoarError
 from ceptoar.model import SLUG_RE, tlp_name
 from ceptoar.store import Store
 
@@ -19,7 +20,7 @@ SECRET_RE = re.compile(r"^ctx_([0-9a-f]{12})_[A-Za-z0-9_-]{32,}$")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
-class MemberError(ValueError):
+class MemberError(CeptoarError, ValueError):
     pass
 
 
@@ -53,23 +54,24 @@ def key_id_of(secret: str) -> str | None:
 
 def new_secret(store: Store, mid: str) -> str:
     """A fresh secret for the member (the old one stops working); returned once, never stored."""
-    if store.get_member(mid) is None:
+    if store.members.get(mid) is None:
         raise MemberError(f"no member {mid!r}")
     key_id = secrets.token_hex(6)
     secret = f"ctx_{key_id}_{secrets.token_urlsafe(32)}"
-    store.set_member_secret(mid, key_id, hash_secret(secret))
+    store.members.set_secret(mid, key_id, hash_secret(secret))
     return secret
 
 
 def add(store: Store, mid: str, name: str, clearance: str) -> bool:
-    return store.upsert_member(check_id(mid), name, tlp_name(clearance))
+    return store.members.upsert(check_id(mid), name, tlp_name(clearance))
 
 
 def grant(store: Store, mid: str, cid: str, can_read: bool, can_write: bool) -> None:
-    if store.get_member(mid) is None:
+    if store.members.get(mid) is None:
         raise MemberError(f"no member {mid!r}")
-    if store.get_collection(cid) is None:
+    coll = store.collections.get(cid)
+    if coll is None:
         raise MemberError(f"no collection {cid!r}")
     if not (can_read or can_write):
         raise MemberError("grant --read, --write or both")
-    store.set_grant(mid, store.get_collection(cid)["id"], can_read, can_write)
+    store.members.set_grant(mid, coll["id"], can_read, can_write)

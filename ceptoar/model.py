@@ -34,7 +34,16 @@ TLP1_IDS = {
     "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed": "RED",
 }
 TLP_BY_ID = {v: k for k, v in TLP_IDS.items()} | TLP1_IDS
-TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-4be2-a5b4-4b4a0e6a6fd2"
+# The OASIS TLP 2.0 extension (cti-stix-common-objects, extension-definition-specifications/tlp-2.0).
+TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
+
+# Who authored a stored object version. Versions of different origins never overwrite each other.
+HUB = "hub"  # the hub's own objects: published reports, vulnerabilities per CVE, identities, markings
+INCIDENT = "incident"  # incident records (TLP:RED), never published
+
+
+def source_origin(source_id: str) -> str:
+    return f"source:{source_id}"
 
 
 def tlp_name(value: str) -> str:
@@ -51,9 +60,8 @@ def tlp_max(*names: str | None) -> str | None:
     return max(present, key=TLP_ORDER.index) if present else None
 
 
-@lru_cache(maxsize=8)
 def marking_definition(tlp: str) -> dict:
-    """The OASIS TLP 2.0 marking-definition object for `tlp`."""
+    """The fixed OASIS TLP 2.0 marking-definition object for `tlp` (a fresh copy each call)."""
     return {
         "type": "marking-definition",
         "spec_version": "2.1",
@@ -61,8 +69,22 @@ def marking_definition(tlp: str) -> dict:
         "created": "2022-10-01T00:00:00.000Z",
         "name": f"TLP:{tlp}",
         "extensions": {TLP2_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": tlp.lower()}},
-        "created_by_ref": "identity--b3bca3c2-1f3d-4b54-b44f-dac42c3a8f01",
     }
+
+
+def tlp_rank(tlp: str) -> int:
+    return TLP_ORDER.index(tlp)
+
+
+def marking_rank(obj: dict, known: dict[str, str] | None = None) -> int | None:
+    """The rank of the highest TLP an object is marked with (OASIS ids, or `known` definitions of
+    its producer), None when unmarked. Marking definitions themselves are public."""
+    if obj.get("type") == "marking-definition":
+        return 0
+    table = TLP_BY_ID if known is None else TLP_BY_ID | known
+    ranks = [TLP_ORDER.index(table[m]) for m in obj.get("object_marking_refs") or []
+             if isinstance(m, str) and m in table]
+    return max(ranks) if ranks else None
 
 
 @lru_cache(maxsize=65536)
@@ -242,3 +264,4 @@ class Source:
     tlp: str = "CLEAR"
     lang: str = "ja"
     options: dict = field(default_factory=dict)
+    public: bool = True  # a catalogue source whose CLEAR facts may go on the shared vulnerability objects

@@ -45,6 +45,13 @@ def _flat(x) -> str:
     return str(x)
 
 
+def csv_cell(v) -> str:
+    """A value as one CSV cell: lists joined with ';', None empty."""
+    if isinstance(v, list):
+        return ";".join(_flat(x) for x in v)
+    return "" if v is None else str(v)
+
+
 def emit(rows: list[dict], fmt: str, columns: list[str], widths: dict[str, int] | None = None) -> None:
     """Print rows: JSON gets every field, table and CSV the given columns."""
     widths = widths or {}
@@ -55,8 +62,7 @@ def emit(rows: list[dict], fmt: str, columns: list[str], widths: dict[str, int] 
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(columns)
         for r in rows:
-            w.writerow([";".join(_flat(x) for x in r.get(c)) if isinstance(r.get(c), list)
-                        else ("" if r.get(c) is None else r.get(c)) for c in columns])
+            w.writerow([csv_cell(r.get(c)) for c in columns])
         click.echo(buf.getvalue(), nl=False)
     else:
         if not rows:

@@ -56,9 +56,14 @@ class FetchResult:
                 "unchanged": self.unchanged, "error": self.error}
 
 
+MEMBER_SUBMISSIONS = "taxii"  # `defined_by` of the sources that hold members' TAXII submissions
+
+
 def source_of(row: dict) -> Source:
+    tlp = row.get("tlp") or "CLEAR"
     return Source(id=row["id"], kind=row["kind"], url=row.get("url") or "", name=row.get("name") or row["id"],
-                  tlp=row.get("tlp") or "CLEAR", lang=row.get("lang") or "ja", options=row.get("options") or {})
+                  tlp=tlp, lang=row.get("lang") or "ja", options=row.get("options") or {},
+                  public=tlp == "CLEAR" and row.get("defined_by") != MEMBER_SUBMISSIONS)
 
 
 def _map_url(url: str, source: Source) -> str:
@@ -82,7 +87,7 @@ def normalize(source: Source, body: bytes, charset: str | None, store: Store, li
         return [csaf.document(doc, source)], [], None
     include = source.options.get("include")
     pattern = re.compile(include, re.IGNORECASE) if include else None
-    seen = store.followed(source.id)
+    seen = store.sources.followed(source.id)
     todo = [e for e in csaf.rolie_entries(doc)
             if (pattern is None or pattern.search(e["id"])) and seen.get(e["id"]) != e["updated"]]
     cap = int(source.options.get("max_documents", DEFAULT_MAX_DOCUMENTS))
@@ -128,8 +133,8 @@ def store_all(store: Store, source: Source, entries: list[Entry], followed: list
     """Store one source's entries in one transaction, then its auto-publish rule."""
     with paused_gc():
         with store.transaction():
-            counts = store_entries(store, source.id, entries)
-            store.mark_followed(source.id, followed)
+            counts = store_entries(store, source, entries)
+            store.sources.mark_followed(source.id, followed)
             if source.options.get("auto_publish"):
                 # A triage decision the operator delegated to the catalogue, taken in the same
                 # transaction as the ingest it follows.
@@ -156,23 +161,23 @@ def fetch_source(store: Store, row: dict, limits: Limits | None = None,
     opts = source.options
     try:
         if source.kind == "taxii":
-            objects, cursors = taxii.pull(source.url, opts, store.followed(source.id),
+            objects, cursors = taxii.pull(source.url, opts, store.sources.followed(source.id),
                                           float(opts.get("timeout", limits.timeout)),
                                           int(opts.get("max_bytes", limits.max_bytes)), progress)
             counts = ingest_objects(store, source, objects, cursors,
-                                    before_commit=lambda _note: store.record_fetch(source.id, "ok"))
+                                    before_commit=lambda _note: store.sources.record_fetch(source.id, "ok"))
             return FetchResult(source.id, "ok", **counts.as_dict())
         resp = http.get(source.url, etag=row.get("etag"), last_modified=row.get("last_modified"),
                         timeout=float(opts.get("timeout", limits.timeout)),
                         max_bytes=int(opts.get("max_bytes", limits.max_bytes)))
         if resp.status == 304:
-            store.record_fetch(source.id, "not-modified")
+            store.sources.record_fetch(source.id, "not-modified")
             return FetchResult(source.id, "not-modified")
 
         def record(note: str | None) -> None:
             # A ROLIE run that left documents for later must not be skipped next time by a 304.
             etag, lm = (None, None) if note else (resp.etag, resp.last_modified)
-            store.record_fetch(source.id, "ok", etag=etag, last_modified=lm)
+            store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm)
 
         counts, note = ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
         return FetchResult(source.id, "ok", **counts.as_dict(), note=note)
@@ -183,7 +188,7 @@ def fetch_source(store: Store, row: dict, limits: Limits | None = None,
         if opts.get("debug"):
             traceback.print_exc()
     reason = " ".join(reason.split())[:500]
-    store.record_fetch(source.id, "error", reason)
+    store.sources.record_fetch(source.id, "error", reason)
     return FetchResult(source.id, "error", error=reason)
 
 

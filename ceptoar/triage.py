@@ -1,70 +1,57 @@
 """Analyst decisions: tags, TLP, severity, medical relevance, notes, publish / reject / revoke.
 
-A decision that alters published content makes a new STIX version of the report (the ingested
-report with the analyst's overlay: labels, marking, severity, medical), which enters every
-matching collection. Every mutation is audited in the same transaction. Publishing a high or
-critical advisory during an alert period queues a flash alert (sent by the digest stage).
+Decisions are the analyst's alone: no fetch, pull or submission changes them. Publishing pins a
+snapshot (ceptoar.publication) into every matching collection. A decision that alters published
+content republishes the advisory from the source version that was published (an upstream change
+stays pending until the analyst, or the source's auto-publish rule, publishes it). A change of the
+effective TLP takes effect at once for everything already published. Every mutation is audited in
+the same transaction. Publishing a high or critical advisory during an alert period queues a flash
+alert (sent by the digest stage).
 """
 
 from __future__ import annotations
 
-import json
-
 from ceptoar import collections as colls
+from ceptoar import publication
+from ceptoar.errors import CeptoarError
 from ceptoar.filters import SEVERITIES, compile_filter
-from ceptoar.model import TLP_IDS, effective_severity, later_than, now_stix, serialize, tlp_name
+from ceptoar.model import effective_severity, source_origin, tlp_name
 from ceptoar.store import Store, utcnow
 
+TAG_FORBIDDEN = set(' \t\r\n"\\,')
 
-class TriageError(ValueError):
+
+class TriageError(CeptoarError, ValueError):
     pass
 
 
 def _rows(store: Store, refs: list[str]) -> list[dict]:
-    rows = [store.find_advisory(r) for r in refs]
+    rows = [store.advisories.find(r) for r in refs]
     return list({r["id"]: r for r in rows}.values())
 
 
-def overlay(source_report: dict, row: dict) -> dict:
-    """The report as the hub publishes it."""
-    pub = {k: v for k, v in source_report.items() if k not in ("labels", "x_ceptoar_severity", "x_ceptoar_medical")}
-    if row.get("tags"):
-        pub["labels"] = sorted(row["tags"])
-    pub["object_marking_refs"] = [TLP_IDS[row["tlp"]]]
-    if row.get("severity"):
-        pub["x_ceptoar_severity"] = row["severity"]
-    if row.get("medical") is not None:
-        pub["x_ceptoar_medical"] = bool(row["medical"])
-    return pub
+def _source_report(store: Store, row: dict, version: str | None) -> tuple[dict, str]:
+    """The source's report version to publish from: the one named, else the newest."""
+    origin = source_origin(row["source"])
+    v = store.objects.get(row["source_report"], version, origin) if version else None
+    v = v or store.objects.latest([row["source_report"]], origin)[row["source_report"]]
+    return v.obj, v.modified
 
 
-def _new_version(store: Store, oid: str, obj: dict, origin: str = "triage") -> dict:
-    """Store `obj` as a version later than every stored version of `oid`, unless it equals the
-    newest version of that origin. Returns the version now current."""
-    known = store.latest_objects([oid], origin=origin).get(oid)
-    text, h = serialize(obj)
-    if known and known["hash"] == h:
-        return json.loads(known["json"])
-    newest = store.latest_objects([oid], origin=None)[oid]["max_modified"]
-    obj = dict(obj, modified=later_than(now_stix(), newest))
-    text, h = serialize(obj)
-    store.put_objects([(oid, obj["modified"], obj["type"], h, text)], origin=origin)
-    return obj
-
-
-def _publish_row(store: Store, row: dict, kev: set[str]) -> list[str]:
-    source = json.loads(store.latest_objects([row["id"]], origin="source")[row["id"]]["json"])
-    version = _new_version(store, row["id"], overlay(source, row))
+def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: bool) -> list[str]:
+    """Pin a publication of the advisory and place it. `latest`: from the newest source version
+    (publishing); otherwise from the one published before, keeping its objects (a decision changed)."""
+    source_report, source_version = _source_report(store, row, None if latest else row.get("published_source"))
+    previous = None
+    if not latest and row.get("published_version"):
+        previous = {p.object_id: p for p in store.publications.pins(row["id"], row["published_version"])}
+    version = publication.publish_version(store, row, source_report, source_version, actor, previous)
     placed = colls.matching(store, row, kev)
-    colls.place(store, version, placed)
-    store.update_advisory(row["id"], status="published", published_source=source["modified"],
-                          published_version=version["modified"], updated_at=utcnow())
+    for cid in placed:
+        store.membership.place(cid, row["id"], version)
+    store.advisories.decide(row["id"], status="published", published_source=source_version,
+                            published_version=version, decided_at=utcnow())
     return placed
-
-
-def _refresh_if_published(store: Store, row: dict) -> None:
-    if row["status"] == "published":
-        _publish_row(store, store.find_advisory(row["id"]), store.kev_cves())
 
 
 def publish(store: Store, refs: list[str], actor: str) -> list[dict]:
@@ -74,14 +61,15 @@ def publish(store: Store, refs: list[str], actor: str) -> list[dict]:
             raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
     out = []
     with store.transaction():
-        kev = store.kev_cves()
-        periods = store.active_alert_periods(utcnow())
+        kev = store.advisories.kev_cves()
+        periods = store.deliveries.active_alert_periods(utcnow())
         for r in rows:
-            placed = _publish_row(store, r, kev)
+            placed = _publish_row(store, r, kev, actor, latest=True)
             flash = bool(periods and placed and effective_severity(r) in ("high", "critical")
-                         and store.queue_flash(r["id"], periods[0]["name"]))
-            store.audit(actor, "publish", r["id"], {"collections": placed, "previous_status": r["status"],
-                                                    **({"flash": periods[0]["name"]} if flash else {})})
+                         and store.deliveries.queue_flash(r["id"], periods[0]["name"]))
+            store.audit.add(actor, "publish", r["id"], {"collections": placed, "previous_status": r["status"],
+                                                        "tlp": r["tlp"],
+                                                        **({"flash": periods[0]["name"]} if flash else {})})
             out.append({"id": r["id"], "collections": placed, "flash": flash})
     return out
 
@@ -93,29 +81,29 @@ def reject(store: Store, refs: list[str], reason: str, actor: str) -> list[dict]
             raise TriageError(f"{r['id']} is {r['status']}: revoke a published advisory instead")
     with store.transaction():
         for r in rows:
-            store.update_advisory(r["id"], status="rejected", notes=r["notes"] + [_note(actor, f"rejected: {reason}")],
-                                  updated_at=utcnow())
-            store.audit(actor, "reject", r["id"], {"reason": reason})
+            store.advisories.decide(r["id"], status="rejected", decided_at=utcnow(),
+                                    notes=r["notes"] + [_note(actor, f"rejected: {reason}")])
+            store.audit.add(actor, "reject", r["id"], {"reason": reason})
     return [{"id": r["id"], "status": "rejected"} for r in rows]
 
 
 def revoke(store: Store, refs: list[str], reason: str, actor: str) -> list[dict]:
-    """A `revoked: true` version goes to every collection that holds the advisory."""
+    """A content-free `revoked: true` version goes to every collection that held any version."""
     rows = _rows(store, refs)
     for r in rows:
         if r["status"] != "published":
             raise TriageError(f"{r['id']} is {r['status']}: only published advisories are revoked (reject the others)")
     out = []
     with store.transaction():
-        holders = store.collections_of([r["id"] for r in rows])
         for r in rows:
-            current = json.loads(store.latest_objects([r["id"]], origin="triage")[r["id"]]["json"])
-            version = _new_version(store, r["id"], dict(current, revoked=True))
-            colls.place(store, version, holders.get(r["id"], []))
-            store.update_advisory(r["id"], status="revoked", published_version=version["modified"],
-                                  notes=r["notes"] + [_note(actor, f"revoked: {reason}")], updated_at=utcnow())
-            store.audit(actor, "revoke", r["id"], {"reason": reason, "collections": holders.get(r["id"], [])})
-            out.append({"id": r["id"], "collections": holders.get(r["id"], [])})
+            version = publication.tombstone(store, r, actor)
+            holders = store.membership.holders(r["id"])
+            for cid in holders:
+                store.membership.place(cid, r["id"], version)
+            store.advisories.decide(r["id"], status="revoked", published_version=version,
+                                    notes=r["notes"] + [_note(actor, f"revoked: {reason}")], decided_at=utcnow())
+            store.audit.add(actor, "revoke", r["id"], {"reason": reason, "collections": holders})
+            out.append({"id": r["id"], "collections": holders})
     return out
 
 
@@ -123,28 +111,54 @@ def _note(actor: str, text: str) -> dict:
     return {"time": utcnow(), "actor": actor, "text": text}
 
 
-def retag(store: Store, refs: list[str], add: list[str], remove: list[str], actor: str) -> list[dict]:
-    bad = [t for t in add if not t.strip() or any(c.isspace() for c in t)]
+def check_tags(tags: list[str]) -> None:
+    bad = [t for t in tags if not t.strip() or TAG_FORBIDDEN & set(t)]
     if bad:
-        raise TriageError(f"tags are single words: {bad!r}")
+        raise TriageError(f"tags are single words without quotes, backslashes or commas: {bad!r}")
+
+
+def _tag_decisions(row: dict, add: list[str], remove: list[str]) -> dict:
+    added = [t for t in row["tags_added"] if t not in remove] + [t for t in add if t not in row["tags_added"]]
+    removed = [t for t in row["tags_removed"] if t not in add] + [
+        t for t in remove if t in row["auto_tags"] and t not in row["tags_removed"]]
+    return {"tags_added": added, "tags_removed": removed}
+
+
+def _after_decision(store: Store, before: dict, actor: str) -> dict:
+    """Audit a change of the effective TLP, apply it to what is already published, and republish
+    a published advisory whose published content changed."""
+    after = store.advisories.get(before["id"])
+    if after["tlp"] != before["tlp"]:
+        store.audit.add(actor, "tlp", before["id"], {"from": before["tlp"], "to": after["tlp"], "by": "analyst"})
+        if before["status"] in ("published", "revoked"):
+            store.membership.refresh_advisory(before["id"])
+    if after["status"] == "published" and publication.view_of(after) != publication.view_of(before):
+        _publish_row(store, after, store.advisories.kev_cves(), actor, latest=False)
+    return store.advisories.get(before["id"])
+
+
+def retag(store: Store, refs: list[str], add: list[str], remove: list[str], actor: str) -> list[dict]:
+    check_tags(add)
     rows = _rows(store, refs)
+    out = []
     with store.transaction():
         for r in rows:
-            tags = [t for t in r["tags"] if t not in remove] + [t for t in add if t not in r["tags"]]
-            if tags == r["tags"]:
+            decisions = _tag_decisions(r, add, remove)
+            if decisions == {"tags_added": r["tags_added"], "tags_removed": r["tags_removed"]}:
+                out.append({"id": r["id"], "tags": r["tags"]})
                 continue
-            store.update_advisory(r["id"], tags=tags, updated_at=utcnow())
-            store.audit(actor, "tag" if add else "untag", r["id"], {"added": add, "removed": remove})
-            _refresh_if_published(store, r)
-    return [{"id": r["id"], "tags": store.find_advisory(r["id"])["tags"]} for r in rows]
+            store.advisories.decide(r["id"], **decisions, decided_at=utcnow())
+            store.audit.add(actor, "tag" if add else "untag", r["id"], {"added": add, "removed": remove})
+            out.append({"id": r["id"], "tags": _after_decision(store, r, actor)["tags"]})
+    return out
 
 
 def triage(store: Store, ref: str, actor: str, *, tlp: str | None = None, severity: str | None = None,
            medical: bool | None = None, note: str | None = None) -> dict:
-    r = store.find_advisory(ref)
+    r = store.advisories.find(ref)
     changes: dict = {}
     if tlp is not None:
-        changes["tlp"] = tlp_name(tlp)
+        changes["analyst_tlp"] = tlp_name(tlp)
     if severity is not None:
         if severity.lower() not in SEVERITIES:
             raise TriageError(f"unknown severity {severity!r} (use {', '.join(SEVERITIES)})")
@@ -152,27 +166,29 @@ def triage(store: Store, ref: str, actor: str, *, tlp: str | None = None, severi
     if medical is not None:
         changes["medical"] = medical
         # The decision replaces the suggestion.
-        tags = [t for t in r["tags"] if t not in (colls.SUGGESTED, "medical")] + (["medical"] if medical else [])
-        changes["tags"] = tags
+        dropped = [colls.SUGGESTED] + ([] if medical else ["medical"])
+        changes |= _tag_decisions(r, ["medical"] if medical else [], dropped)
     if note:
         changes["notes"] = r["notes"] + [_note(actor, note)]
     if not changes:
         raise TriageError("nothing to change: give --tlp, --severity, --medical/--not-medical or --note")
     with store.transaction():
-        store.update_advisory(r["id"], **changes, updated_at=utcnow())
-        store.audit(actor, "triage", r["id"], {k: v for k, v in changes.items() if k != "notes"}
-                    | ({"note": note} if note else {}))
-        _refresh_if_published(store, r)
-    return store.find_advisory(r["id"])
+        store.advisories.decide(r["id"], **changes, decided_at=utcnow())
+        audited = {k: v for k, v in changes.items() if k not in ("notes", "tags_added", "tags_removed")}
+        if "analyst_tlp" in audited:
+            audited["tlp"] = audited.pop("analyst_tlp")
+        store.audit.add(actor, "triage", r["id"], audited | ({"note": note} if note else {}))
+        return _after_decision(store, r, actor)
 
 
 def auto_publish(store: Store, source: dict, ids: list[str]) -> list[str]:
-    """The source's `auto_publish` rule (a filter) publishes matching new or changed advisories."""
+    """The source's `auto_publish` rule (a filter) publishes matching new or changed advisories, at
+    their effective TLP and with every decision the analyst made."""
     rule = (source.get("options") or {}).get("auto_publish")
     if not rule or not ids:
         return []
     pred = compile_filter(rule)
-    rows = colls.filter_view(store.list_advisories(ids=ids), store.kev_cves())
+    rows = colls.filter_view(store.advisories.list(ids=ids), store.advisories.kev_cves())
     chosen = [r["id"] for r in rows if r["status"] in ("new", "published") and pred(r)]
     if chosen:
         publish(store, chosen, f"auto-publish:{source['id']}")

@@ -92,13 +92,13 @@ def build_world(tmp: Path) -> World:
         hub.run("ingest", str(DATA / path), "--source", sid)
     store = Store(hub.db)
     world = World(db=hub.db, hub=hub)
-    kev_ids = [r["id"] for r in store.list_advisories(source="kev", search="Microsoft")]
+    kev_ids = [r["id"] for r in store.advisories.list(source="kev", search="Microsoft")]
     triage.publish(store, kev_ids, "test")
-    amber = store.list_advisories(source="icsma")[0]["id"]
+    amber = store.advisories.list(source="icsma")[0]["id"]
     triage.triage(store, amber, "test", tlp="AMBER", medical=True, severity="critical")
     triage.retag(store, [amber], ["jma"], [], "test")
     triage.publish(store, [amber], "test")
-    green = store.list_advisories(source="icsma2")[0]["id"]
+    green = store.advisories.list(source="icsma2")[0]["id"]
     triage.triage(store, green, "test", tlp="GREEN", medical=True)
     triage.publish(store, [green], "test")
     triage.retag(store, [green], ["jma"], [], "test")  # a second published version
@@ -114,6 +114,6 @@ def build_world(tmp: Path) -> World:
         for cid, r, w in grants:
             members.grant(store, mid, cid, r, w)
         world.secrets[mid] = members.new_secret(store, mid)
-    store.set_member_enabled("gone", False)
-    world.uuids = {c["id"]: c["uuid"] for c in store.list_collections()}
+    store.members.set_enabled("gone", False)
+    world.uuids = {c["id"]: c["uuid"] for c in store.collections.list()}
     return world

@@ -86,7 +86,7 @@ def test_subscriber_import_reports_bad_lines_and_updates(world, tmp_path):
     assert "subs.csv:7: invalid e-mail address 'not-an-address'" in r.output
     assert "subs.csv:8: unknown member 'nobody'" in r.output
     assert "subs.csv:9: frequency must be daily or weekly" in r.output
-    assert "6 added, 0 updated, 3 rejected" in r.output
+    assert "6 added, 0 updated, 0 skipped: unsubscribed, 3 rejected" in r.output
     (tmp_path / "again.csv").write_text("email,name,member,frequency,clearance,lang\n"
                                         "YAMADA@clinic-a.example.jp,山田 太郎 (院長),assoc-green,weekly,GREEN,ja\n",
                                         encoding="utf-8")
@@ -107,7 +107,7 @@ def test_digest_mime_content_and_headers(world, tmp_path, smtp):
     summary = send(world, controller, ok=False)  # one recipient refused → exit 1
     assert summary["sent"] == 4 and summary["failed"] == 1  # reject@ refused; weekly not in a daily run
     store = Store(world.db)
-    green_visible = store.published_for(["kev", "medical", "jma-amber"], 1, None, "2999-01-01T00:00:00Z")
+    green_visible = store.membership.reports(["kev", "medical", "jma-amber"], 1, None, "2999-01-01T00:00:00Z")
     (msg,) = sink.parsed("yamada@clinic-a.example.jp")
     today = datetime.now(UTC).astimezone(JST)
     assert msg["Subject"] == f"【医療セプター】セキュリティ情報 {today.year}年{today.month}月{today.day}日 ({len(green_visible)}件)"
@@ -117,7 +117,7 @@ def test_digest_mime_content_and_headers(world, tmp_path, smtp):
     assert "TLP:GREEN" in text and "医療技術情報推進室" in text and "03-3595-2430" in text
     assert "システムベンダー" in text and "医療セプター事務局" in text
     assert "CVE-2024-22100" in text and "<html" in html and "CVE-2024-22100" in html
-    token = store.list_subscribers()[0]["token"]
+    token = store.subscribers.list()[0]["token"]
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/unsubscribe/" in msg["List-Unsubscribe"] and "/unsubscribe/" in text
     assert msg["Message-ID"].endswith("@ceptoar.local>")
@@ -133,7 +133,7 @@ def test_digest_mime_content_and_headers(world, tmp_path, smtp):
     summary = send(world, controller, ok=False)
     assert summary["sent"] == 0 and summary["failed"] == 1  # the sent ones are past their cursor
     assert len(sink.messages) == 4
-    failed = store.delivery_states(summary["run"], ["reject@clinic-f.example.jp"])["reject@clinic-f.example.jp"]
+    failed = store.deliveries.states(summary["run"], ["reject@clinic-f.example.jp"])["reject@clinic-f.example.jp"]
     assert failed["attempts"] == 2 and "550" in failed["last_error"]
     assert token and token not in json.dumps(world.hub.json("audit", "list"))
 
@@ -159,7 +159,7 @@ def test_dead_smtp_server_stops_with_a_clear_message(world, tmp_path):
     r = world.hub.run("digest", "send", "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port",
                       str(free_port()), ok=None)
     assert r.exit_code == 1 and "cannot use SMTP server" in r.output and "Traceback" not in r.output
-    assert Store(world.db).conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+    assert Store(world.db).count("deliveries") == 0
 
 
 def test_out_writes_eml_and_dry_run_records_nothing(world, tmp_path):
@@ -171,7 +171,7 @@ def test_out_writes_eml_and_dry_run_records_nothing(world, tmp_path):
     msg = email.message_from_bytes((out / "yamada@clinic-a.example.jp.eml").read_bytes(), policy=email.policy.default)
     assert msg["Subject"].startswith("【医療セプター】")
     world.hub.run("digest", "send", "--frequency", "daily", "--dry-run")
-    assert Store(world.db).conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+    assert Store(world.db).count("deliveries") == 0
     preview = world.hub.run("digest", "preview", "--member", "assoc-green", "--clearance", "GREEN").output
     assert "Subject: 【医療セプター】" in preview and "医療技術情報推進室" in preview
     html = world.hub.run("digest", "preview", "--member", "assoc-green", "--html").output
@@ -195,7 +195,7 @@ def test_kill_halfway_then_rerun_sends_each_once(world, tmp_path, smtp):
     proc.wait()
     first = len(sink.messages)
     assert 20 <= first < 60
-    sent_before = store.conn.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+    sent_before = store.scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'sent'")
     assert first - 1 <= sent_before <= first
     subprocess.run(cmd[:-2], cwd=ROOT, check=True, capture_output=True)
     recipients = [r for rcpt, _ in sink.messages for r in rcpt]
@@ -207,7 +207,7 @@ def test_unsubscribe_cli_and_one_click(world, tmp_path, smtp):
     controller, sink = smtp
     world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
     store = Store(world.db)
-    tokens = {s["email"]: s["token"] for s in store.list_subscribers()}
+    tokens = {s["email"]: s["token"] for s in store.subscribers.list()}
     world.hub.run("unsubscribe", tokens["suzuki@clinic-b.example.jp"])
     client = create_app(str(world.db)).test_client()
     page = client.get(f"/unsubscribe/{tokens['smith@hospital.example.com']}")
@@ -234,7 +234,7 @@ def test_alert_period_flash_and_digest_notice(world, tmp_path, smtp, monkeypatch
     monkeypatch.setenv("CEPTOAR_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("CEPTOAR_SMTP_PORT", str(controller.port))
     store = Store(world.db)
-    kev = store.list_advisories(source="kev", search="Citrix", status="new")[0]
+    kev = store.advisories.list(source="kev", search="Citrix", status="new")[0]
     world.hub.run("advisories", "triage", kev["id"], "--severity", "critical")
     r = world.hub.run("advisories", "publish", kev["id"])
     assert "flash alert queued" in r.output and "flash alert flash-" in r.output
@@ -244,7 +244,7 @@ def test_alert_period_flash_and_digest_notice(world, tmp_path, smtp, monkeypatch
     assert "amber@assoc.example.jp" not in flash_rcpts  # its member has no collection holding it
     text = flashes[0].get_body(("plain",)).get_content()
     assert "G7 サミット" in text and kev["title"] in text
-    low = store.list_advisories(source="kev", search="Adobe", status="new")[0]
+    low = store.advisories.list(source="kev", search="Adobe", status="new")[0]
     world.hub.run("advisories", "triage", low["id"], "--severity", "low")
     assert "flash" not in world.hub.run("advisories", "publish", low["id"]).output
     sink.messages.clear()

@@ -192,9 +192,9 @@ def test_rolie_index_is_followed_to_csaf_documents(hub, feed_server, data):
     # Map the index's internet URLs to the local server, as a mirror would.
     from ceptoar.store import Store
     store = Store(hub.db)
-    row = store.get_source("csaf")
+    row = store.sources.get("csaf")
     prefix = "https://raw.githubusercontent.com/cisagov/CSAF/develop/csaf_files/OT/white/"
-    store.upsert_source(row | {"options": {"include": "^ICSMA-", "max_documents": 3,
+    store.sources.upsert(row | {"options": {"include": "^ICSMA-", "max_documents": 3,
                                            "url_map": {prefix + "2022/": feed_server.url("/docs/"),
                                                        prefix + "2023/": feed_server.url("/docs/"),
                                                        prefix + "2024/": feed_server.url("/docs/")}}})

@@ -66,8 +66,9 @@ def test_report_update_list_due(world):
     assert [i["prefecture"] for i in world.hub.json("incidents", "list", "--prefecture", "東京都")]
     assert world.hub.json("incidents", "list", "--status", "recovering")[0]["id"] == inc["id"]
     store = Store(world.db)
-    versions = store.object_versions(inc["stix_id"])
-    assert len(versions) >= 4 and versions[-1]["x_ceptoar_incident"]["status"] == "recovering"
+    versions = store.objects.versions(inc["stix_id"])
+    assert len(versions) >= 4 and versions[-1].obj["x_ceptoar_incident"]["status"] == "recovering"
+    assert {v.origin for v in versions} == {"incident"}
     actions = [a["action"] for a in world.hub.json("audit", "list") if a["target"] == inc["id"]]
     assert actions.count("incident-update") == 4 and "incident-report" in actions and "incident-show" in actions
 
@@ -117,12 +118,13 @@ def test_share_anonymized_lesson_and_red_stays_home(world, tmp_path):
     assert "さくら" not in json.dumps(lessons)
     # Nothing of the incident itself reaches advisories, collections, TAXII, digests or exports.
     store = Store(world.db)
-    assert not [r for r in store.list_advisories(status="all") if r["id"] == inc["report_id"]]
-    assert store.conn.execute("SELECT COUNT(*) FROM membership WHERE object_id IN (?, ?)",
-                              (inc["stix_id"], inc["report_id"])).fetchone()[0] == 0
+    assert not [r for r in store.advisories.list(status="all") if r["id"] == inc["report_id"]]
+    assert store.scalar("SELECT COUNT(*) FROM membership WHERE object_id IN (?, ?)",
+                        (inc["stix_id"], inc["report_id"])) == 0
     bundle = world.hub.run("export", "bundle").stdout
     assert inc["stix_id"] not in bundle and "さくら診療所" not in bundle
     assert "さくら診療所" not in world.hub.run("export", "csv", "--status", "all").stdout
+    assert "さくら診療所" not in world.hub.run("advisories", "list", "--status", "all", "--format", "csv").stdout
     preview = world.hub.run("digest", "preview", "--member", "assoc-green", "--clearance", "RED").output
     assert "さくら診療所" not in preview
 

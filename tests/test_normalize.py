@@ -32,9 +32,11 @@ def test_jvn_keeps_every_reference_cvss_and_cpe(data):
     assert {"CVE-2017-10852", "CVE-2017-10853", "CVE-2017-10854", "JVN#15201064", "CWE-78", "CWE-264"} <= ids
     assert sorted((c["version"], c["score"]) for c in r["x_ceptoar_cvss"]) == [("2.0", 5.8), ("3.0", 8.8)]
     assert r["x_ceptoar_cpes"] == ["cpe:/h:corega:cg-wgr1200"]
-    vulns = [o for o in entries["JVNDB-2018-000024"].objects if o["type"] == "vulnerability"]
-    assert sorted(v["name"] for v in vulns) == ["CVE-2017-10852", "CVE-2017-10853", "CVE-2017-10854"]
-    assert set(r["object_refs"]) >= {v["id"] for v in vulns}
+    cves = entries["JVNDB-2018-000024"].cves
+    assert sorted(cves) == ["CVE-2017-10852", "CVE-2017-10853", "CVE-2017-10854"]
+    assert set(r["object_refs"]) >= {vulnerability_id(c) for c in cves}
+    # Only source facts: the shared vulnerability objects are the hub's, made at ingest.
+    assert entries["JVNDB-2018-000024"].objects == []
 
 
 def test_feedparser_alone_would_lose_them(data):
@@ -83,12 +85,12 @@ def test_real_malformed_jvn_feed_is_an_error(data):
 def test_ids_are_deterministic_and_shared_by_cve(data):
     a = jvn.parse(read(data, "jvn/vulsdata_jvndb_2022.rdf"), JVN)
     b = jvn.parse(read(data, "jvn/vulsdata_jvndb_2022.rdf"), JVN)
-    assert [o["id"] for e in a for o in e.objects] == [o["id"] for e in b for o in e.objects]
+    assert [e.report["id"] for e in a] == [e.report["id"] for e in b]
     other = Source(id="jvndb-en", kind="jvn")
     c = jvn.parse(read(data, "jvn/vulsdata_jvndb_2022.rdf"), other)
     assert a[0].report["id"] != c[0].report["id"]  # source is part of the identity
     k = kev.parse(read(data, "cisa_kev/vulsdata_kev_2022-08-18_partial.json"), KEV)[0]
-    assert k.objects[1]["id"] == vulnerability_id("CVE-2022-21971")
+    assert vulnerability_id("CVE-2022-21971") in k.report["object_refs"] and k.cves == ["CVE-2022-21971"]
 
 
 def test_kev_full_catalog_trusts_the_list(data):
@@ -107,16 +109,15 @@ def test_csaf_icsma(data):
     r = e.report
     assert r["name"] == "Philips Vue PACS"
     assert len(r["x_ceptoar_cvss"]) == 13  # one v3.1 score per CVE, 13 CVEs
-    assert len([o for o in e.objects if o["type"] == "vulnerability"]) == 13
+    assert len(e.cves) == 13
     assert max(c["score"] for c in r["x_ceptoar_cvss"]) == 9.8
     assert "icsma" in r["x_ceptoar_medical_signals"]
     assert r["x_ceptoar_csaf"]["sectors"] == ["Healthcare and Public Health"]
     assert "ICSMA-24-200-01" in {x.get("external_id") for x in r["external_references"]}
     two = csaf.parse(read(data, "cisa_icsma/cisagov_CSAF_icsma-24-060-01.json"), CSAF)[0]
-    vulns = {o["name"]: o for o in two.objects if o["type"] == "vulnerability"}
-    assert set(vulns) == {"CVE-2024-22100", "CVE-2024-25578"}
-    assert vulns["CVE-2024-22100"]["x_ceptoar_cvss"][0]["score"] == 7.8
-    assert vulns["CVE-2024-22100"]["x_ceptoar_cwes"] == ["CWE-122"]
+    assert set(two.cve_facts) == {"CVE-2024-22100", "CVE-2024-25578"}
+    assert two.cve_facts["CVE-2024-22100"]["x_ceptoar_cvss"][0]["score"] == 7.8
+    assert two.cve_facts["CVE-2024-22100"]["x_ceptoar_cwes"] == ["CWE-122"]
 
 
 def test_rolie_index(data):
@@ -139,7 +140,7 @@ def test_stix_bundles_import_without_losing_objects(data, name):
     raw = read(data, f"stix/{name}")
     entries = stix.parse(raw, STIX)
     original = {o["id"] for o in json.loads(raw)["objects"]}
-    kept = {o["id"] for e in entries for o in e.objects}
+    kept = {o["id"] for e in entries for o in [e.report, *e.objects]}
     assert original <= kept
 
 
@@ -178,7 +179,7 @@ def test_rss_links_cves_in_title_and_text():
 <link>https://www.jpcert.or.jp/at/2024/at240001.html</link><description>CVE-2024-21887 も悪用されています</description>
 <dc:date>2024-01-11T12:00+09:00</dc:date></item></rdf:RDF>""".encode()
     (e,) = rss.parse(body, RSS)
-    assert sorted(o["name"] for o in e.objects if o["type"] == "vulnerability") == ["CVE-2023-46805", "CVE-2024-21887"]
+    assert sorted(e.cves) == ["CVE-2023-46805", "CVE-2024-21887"]
     assert e.report["x_ceptoar_dates"]["published"] == "2024-01-11T12:00:00+09:00"
     atom = b"""<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
 <entry><id>urn:x:1</id><title>MHLW notice</title><link href="https://www.mhlw.go.jp/a.html"/>

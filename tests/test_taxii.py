@@ -82,7 +82,7 @@ def test_as_pages_walks_every_object_once(server, world):
     keys = [(o["id"], o.get("modified")) for o in objects]
     assert len(keys) == len(set(keys))
     store = Store(world.db)
-    published = store.list_advisories(source="kev", status="published")
+    published = store.advisories.list(source="kev", status="published")
     reports = [o for o in objects if o["type"] == "report"]
     assert len(reports) == len(published)
     assert {o["type"] for o in objects} == {"report", "vulnerability", "identity", "marking-definition"}

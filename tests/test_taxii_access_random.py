@@ -32,7 +32,7 @@ def base_db(tmp_path_factory):
     hub.run("sources", "add", "csaf", "https://feeds.example/csaf", "--kind", "csaf")
     for name in ["icsma-24-200-01", "icsma-24-060-01", "icsma-23-248-01", "icsma-22-174-01", "icsma-22-263-01"]:
         hub.run("ingest", str(DATA / f"cisa_icsma/cisagov_CSAF_{name}.json"), "--source", "csaf")
-    Store(tmp / "base.db").conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # one file to copy
+    Store(tmp / "base.db").execute("PRAGMA wal_checkpoint(TRUNCATE)")  # one file to copy
     return tmp / "base.db"
 
 
@@ -49,7 +49,7 @@ def test_nothing_beyond_grant_or_clearance(base_db, tmp_path, advisories, people
     db = tmp_path / f"case-{abs(hash((tuple(advisories), repr(people))))}.db"
     shutil.copy(base_db, db)
     store = Store(db)
-    ids = [r["id"] for r in store.list_advisories(status="all")]
+    ids = [r["id"] for r in store.advisories.list(status="all")]
     for aid, (tlp, tag, severe) in zip(ids, advisories, strict=False):
         triage.triage(store, aid, "t", tlp=tlp, medical=True, severity="high" if severe else "low")
         if tag != "none":
@@ -63,11 +63,11 @@ def test_nothing_beyond_grant_or_clearance(base_db, tmp_path, advisories, people
             if r or w:
                 members.grant(store, mid, cid, r, w)
         secrets[mid] = members.new_secret(store, mid)
-    uuids = {c["id"]: c["uuid"] for c in store.list_collections()}
+    uuids = {c["id"]: c["uuid"] for c in store.collections.list()}
     client = create_app(str(db)).test_client()
     for i, (clearance, _) in enumerate(people):
         mid = f"m{i}"
-        granted = store.grants_of(mid)
+        granted = store.members.grants_of(mid)
         auth = {"Authorization": "Basic " + base64.b64encode(f"{mid}:{secrets[mid]}".encode()).decode(),
                 "Accept": TAXII}
         listed = client.get("/ceptoar/collections/", headers=auth).get_json().get("collections", [])

@@ -48,7 +48,7 @@ def test_hub_to_hub_pull_follows_next_and_keeps_a_cursor(upstream, downstream):
     downstream.run("sources", "add", "peer", url, "--kind", "taxii", "--tlp", "GREEN",
                    "--option", "user_env=UPSTREAM_USER", "--option", "password_env=UPSTREAM_SECRET",
                    "--option", "page_size=40")
-    published = len(Store(world.db).list_advisories(source="kev", status="published"))
+    published = len(Store(world.db).advisories.list(source="kev", status="published"))
     first = fetch(downstream)["peer"]
     assert first["status"] == "ok" and first["new"] == published  # one advisory per upstream report
     rows = downstream.json("advisories", "list", "--source", "peer")
@@ -56,7 +56,7 @@ def test_hub_to_hub_pull_follows_next_and_keeps_a_cursor(upstream, downstream):
     assert fetch(downstream)["peer"]["new"] == 0  # the cursor (with its overlap) re-reads nothing new
     # Upstream publishes more, in one transaction: all of them share one date_added.
     up = Store(world.db)
-    more = [r["id"] for r in up.list_advisories(source="kev", search="Adobe", status="new")]
+    more = [r["id"] for r in up.advisories.list(source="kev", search="Adobe", status="new")]
     triage.publish(up, more, "test")
     second = fetch(downstream)["peer"]
     assert second["new"] == len(more) > 3
@@ -71,8 +71,8 @@ def test_pull_from_an_api_root_reads_every_readable_collection(upstream, downstr
     assert out["status"] == "ok" and out["new"] > 0
     titles = {r["title"] for r in downstream.json("advisories", "list", "--source", "peer-root")}
     store = Store(world.db)
-    assert store.list_advisories(ids=[world.green_report])[0]["title"] in titles
-    assert store.list_advisories(ids=[world.amber_report])[0]["title"] not in titles  # above GREEN clearance
+    assert store.advisories.list(ids=[world.green_report])[0]["title"] in titles
+    assert store.advisories.list(ids=[world.amber_report])[0]["title"] not in titles  # above GREEN clearance
 
 
 def test_bad_credentials_and_missing_env_fail_that_source_alone(upstream, downstream, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 
 from ceptoar.filters import FilterError, compile_filter
 from ceptoar.store import Store
+from ceptoar.store.advisories import Advisories
 from tests.conftest import DATA
 
 FILES = {
@@ -86,13 +87,13 @@ def test_membership_travels_with_references_and_tlp(loaded, tmp_path):
     loaded.run("advisories", "tag", pacs["id"], "jda")
     assert json.loads(loaded.run("advisories", "show", pacs["id"]).stdout)["collections"] == ["jda-amber"]
     store = Store(loaded.db)
-    members = store.conn.execute(
-        "SELECT object_id FROM membership WHERE collection = 'jda-amber'").fetchall()
-    types = {m[0].split("--")[0] for m in members}
+    members = [r["object_id"] for r in store.rows("SELECT object_id FROM membership WHERE collection = 'jda-amber'")]
+    types = {m.split("--")[0] for m in members}
     assert types == {"report", "vulnerability", "identity", "marking-definition"}
-    assert sum(t.startswith("vulnerability--") for (t,) in members) == 13
-    dates = store.conn.execute("SELECT DISTINCT date_added FROM membership WHERE collection = 'jda-amber'").fetchall()
-    assert len(dates) == 1
+    assert sum(t.startswith("vulnerability--") for t in members) == 13
+    assert store.scalar("SELECT COUNT(DISTINCT date_added) FROM membership WHERE collection = 'jda-amber'") == 1
+    # Every pinned object is served at AMBER in that collection: the report's TLP, whatever its own marking.
+    assert {r["tlp_rank"] for r in store.rows("SELECT tlp_rank FROM membership WHERE collection = 'jda-amber'")} == {2}
 
 
 def test_revoke_reaches_every_holding_collection(loaded):
@@ -106,11 +107,10 @@ def test_revoke_reaches_every_holding_collection(loaded):
     assert bundle["objects"][0]["revoked"] is True
     store = Store(loaded.db)
     for c in before:
-        versions = [json.loads(store.conn.execute("SELECT json FROM objects WHERE id = ? AND modified = ?",
-                                                  (adv["id"], m)).fetchone()[0]).get("revoked", False)
-                    for (m,) in store.conn.execute(
-                        "SELECT modified FROM membership WHERE collection = ? AND object_id = ? ORDER BY seq",
-                        (c, adv["id"]))]
+        versions = [json.loads(store.scalar("SELECT json FROM objects WHERE id = ? AND modified = ? AND origin = 'hub'",
+                                            (adv["id"], r["modified"]))).get("revoked", False)
+                    for r in store.rows("SELECT modified FROM membership WHERE collection = ? AND object_id = ? "
+                                        "ORDER BY seq", (c, adv["id"]))]
         assert versions == [False, True]
     r = loaded.run("advisories", "publish", adv["id"], ok=None)
     assert r.exit_code == 1 and "revoked" in r.output
@@ -183,9 +183,9 @@ def test_audit_records_every_mutation_and_is_append_only(loaded):
     store = Store(loaded.db)
     import sqlite3
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        store.conn.execute("DELETE FROM audit")
+        store.execute("DELETE FROM audit")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        store.conn.execute("UPDATE audit SET actor = 'x'")
+        store.execute("UPDATE audit SET actor = 'x'")
 
 
 def test_auto_publish_rule_from_the_catalogue(hub, feed_server, tmp_path):
@@ -244,13 +244,13 @@ def test_search_plans_agree(loaded, monkeypatch, query, status):
     """The three search plans (compact ordering table, date-index walk, planner's choice with other
     filters) give the same advisories in the same order, whatever the hit count says."""
     store = Store(loaded.db)
-    expected = [r["id"] for r in store.list_advisories(search=query, status=status, limit=30)]
+    expected = [r["id"] for r in store.advisories.list(search=query, status=status, limit=30)]
     assert expected
     for forced in (30000, 100):  # > 25,000: walk the date index; ≤ 2,000: the planner's own plan
-        monkeypatch.setattr(Store, "_hits", lambda self, match, cap, n=forced: n)
-        got = [r["id"] for r in store.list_advisories(search=query, status=status, limit=30)]
+        monkeypatch.setattr(Advisories, "_hits", lambda self, match, cap, n=forced: n)
+        got = [r["id"] for r in store.advisories.list(search=query, status=status, limit=30)]
         assert got == expected, forced
     monkeypatch.undo()
-    with_source = [r["id"] for r in store.list_advisories(search=query, status=status, source="kev", limit=30)]
-    assert with_source == [i for i in [r["id"] for r in store.list_advisories(search=query, status=status)]
-                           if store.find_advisory(i)["source"] == "kev"][:30]
+    with_source = [r["id"] for r in store.advisories.list(search=query, status=status, source="kev", limit=30)]
+    assert with_source == [i for i in [r["id"] for r in store.advisories.list(search=query, status=status)]
+                           if store.advisories.find(i)["source"] == "kev"][:30]

@@ -19,14 +19,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ceptoar.digest.render import JST, compose, render
-from ceptoar.model import TLP_ORDER
+from ceptoar.errors import CeptoarError
+from ceptoar.model import HUB, TLP_ORDER
 from ceptoar.store import Store, utcnow
 
 WINDOW = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 _DOT_RE = re.compile(rb"(?m)^\.")  # SMTP dot-stuffing
 
 
-class DeliveryError(Exception):
+class DeliveryError(CeptoarError):
     """The run cannot go on (SMTP server unreachable or gone); one line for the operator."""
 
 
@@ -136,20 +137,30 @@ def _sender() -> str:
 
 def member_view(store: Store, member_id: str) -> tuple[list[str], int, str]:
     """(collections the member may read, its clearance rank, its name)."""
-    m = store.get_member(member_id)
+    m = store.members.get(member_id)
     if m is None or not m["enabled"]:
         return [], -1, member_id
-    readable = [c for c, (r, _w) in store.grants_of(member_id).items() if r]
+    readable = [c for c, (r, _w) in store.members.grants_of(member_id).items() if r]
     return readable, TLP_ORDER.index(m["clearance"]), m["name"]
 
 
 def advisories_for(store: Store, member: str, clearance: str, since: str | None, until: str,
                    ids: list[str] | None = None) -> tuple[list[dict], str]:
+    """What a subscriber of `member` at `clearance` receives: each advisory published into a
+    collection the member reads, in (since, until], as published (its newest pinned version the
+    subscriber may see), at the TLP it is served at; revoked advisories left out. Newest first."""
     collections, member_rank, name = member_view(store, member)
     rank = min(member_rank, TLP_ORDER.index(clearance))
     if rank < 0:
         return [], name
-    return store.published_for(collections, rank, since, until, ids), name
+    chosen = store.membership.reports(collections, rank, since, until, ids)
+    items = []
+    for c in chosen:
+        pub = store.publications.get(c["advisory"], c["version"])
+        report = store.objects.get(c["advisory"], c["version"], HUB).obj
+        items.append(pub.view | {"tlp": TLP_ORDER[c["rank"]], "version": c["version"], "report": report})
+    items.sort(key=lambda a: (a["report"].get("published") or "", a["id"]), reverse=True)
+    return items, name
 
 
 def _stamp(d: datetime) -> str:
@@ -160,7 +171,7 @@ def run_digest(store: Store, frequency: str, *, smtp: SmtpConfig | None, out_dir
                dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
                now: datetime | None = None, progress=None) -> RunResult:
     now = now or datetime.now(UTC)
-    run = store.create_run(f"{frequency}-{now.astimezone(JST):%Y-%m-%d}", "digest", frequency, _stamp(now))
+    run = store.deliveries.create_run(f"{frequency}-{now.astimezone(JST):%Y-%m-%d}", "digest", frequency, _stamp(now))
     return _deliver(store, run, frequency, None, smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
                     base_url=base_url, progress=progress)
 
@@ -168,7 +179,7 @@ def run_digest(store: Store, frequency: str, *, smtp: SmtpConfig | None, out_dir
 def run_flash(store: Store, advisory_id: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
               dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
               progress=None) -> RunResult:
-    run = store.create_run(f"flash-{advisory_id.split('--')[-1]}", "flash", None, utcnow(), advisory_id)
+    run = store.deliveries.create_run(f"flash-{advisory_id.split('--')[-1]}", "flash", None, utcnow(), advisory_id)
     return _deliver(store, run, None, [advisory_id], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
                     base_url=base_url, progress=progress)
 
@@ -177,7 +188,7 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
              rate, base_url, progress) -> RunResult:
     result = RunResult(run=run["id"])
     until = run["until"]
-    periods = store.active_alert_periods(until)
+    periods = store.deliveries.active_alert_periods(until)
     mailer = None
     if smtp and not dry_run:
         mailer = Mailer(smtp)
@@ -186,7 +197,7 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
     interval = 1.0 / rate if rate else 0.0
     next_slot = time.monotonic()
     try:
-        for seg in store.segments(frequency):
+        for seg in store.subscribers.segments(frequency):
             since = seg["since"] or (_stamp(datetime.fromisoformat(until.replace("Z", "+00:00")) - WINDOW[frequency])
                                      if frequency else None)
             advisories, member_name = advisories_for(store, seg["member"], seg["clearance"], since, until, ids)
@@ -199,12 +210,12 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
             result.rendered += 1
             after = ""
             while True:
-                batch = store.segment_recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
+                batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
                                                  seg["since"], after)
                 if not batch:
                     break
                 after = batch[-1]["email"]
-                states = store.delivery_states(run["id"], [r["email"] for r in batch])
+                states = store.deliveries.states(run["id"], [r["email"] for r in batch])
                 for r in batch:
                     if states.get(r["email"], {}).get("status") == "sent":
                         result.skipped += 1
@@ -226,10 +237,10 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
                     refusal = mailer.send(sender, r["email"], data)
                     mid = data.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
                     if refusal is None:
-                        store.record_delivery(run["id"], r["email"], "sent", mid, frequency=frequency, until=until)
+                        store.deliveries.record(run["id"], r["email"], "sent", mid, frequency=frequency, until=until)
                         result.sent += 1
                     else:
-                        store.record_delivery(run["id"], r["email"], "failed", mid, error=refusal)
+                        store.deliveries.record(run["id"], r["email"], "failed", mid, error=refusal)
                         result.failed += 1
                         result.errors.append(f"{r['email']}: {refusal}")
                     if progress and (result.sent + result.failed) % 1000 == 0:
@@ -238,5 +249,5 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
         if mailer:
             mailer.close()
     if mailer and result.failed == 0:
-        store.finish_run(run["id"])
+        store.deliveries.finish_run(run["id"])
     return result

@@ -124,7 +124,7 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
                    else f"Security information of {day:%Y-%m-%d} ({n} items)")
     items, tlps = [], []
     for a in advisories:
-        report = store.latest_object(a["id"]) or {}
+        report = a["report"]
         tlps.append(a["tlp"])
         items.append({"title": a["title"], "severity_label": SEVERITY[lang][effective_severity(a)],
                       "tlp": a["tlp"],

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ceptoar.errors import CeptoarError
 from ceptoar.model import tlp_name
 from ceptoar.store import Store
 
@@ -14,7 +15,7 @@ COLUMNS = ("email", "name", "member", "frequency", "clearance", "lang")
 EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 
-class SubscriberError(ValueError):
+class SubscriberError(CeptoarError, ValueError):
     pass
 
 
@@ -22,7 +23,8 @@ class SubscriberError(ValueError):
 class ImportResult:
     added: int = 0
     updated: int = 0
-    errors: list[tuple[int, str]] = None
+    skipped_unsubscribed: int = 0  # opted out: never re-added by an import
+    errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 def check(row: dict, members: set[str]) -> dict:
@@ -48,12 +50,12 @@ def check(row: dict, members: set[str]) -> dict:
 
 def import_csv(store: Store, text: str) -> ImportResult:
     """Import every good row (re-import updates by e-mail); bad rows are reported by line number."""
-    result = ImportResult(errors=[])
+    result = ImportResult()
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     missing = [c for c in ("email", "member") if c not in (reader.fieldnames or [])]
     if missing:
         raise SubscriberError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(COLUMNS)})")
-    members = {m["id"] for m in store.list_members()}
+    members = {m["id"] for m in store.members.list()}
     good = []
     for row in reader:
         try:
@@ -64,14 +66,31 @@ def import_csv(store: Store, text: str) -> ImportResult:
             result.errors.append((reader.line_num, str(e)))
     with store.transaction():
         for sub in good:
-            if store.upsert_subscriber(sub):
+            outcome = store.subscribers.upsert(sub)
+            if outcome == "added":
                 result.added += 1
-            else:
+            elif outcome == "updated":
                 result.updated += 1
+            else:
+                result.skipped_unsubscribed += 1
     return result
 
 
-def add(store: Store, row: dict) -> bool:
-    sub = check(row, {m["id"] for m in store.list_members()})
+def add(store: Store, row: dict) -> str:
+    """'added', 'updated', or 'unsubscribed' (the address opted out and stays out)."""
+    sub = check(row, {m["id"] for m in store.members.list()})
     with store.transaction():
-        return store.upsert_subscriber(sub)
+        return store.subscribers.upsert(sub)
+
+
+def resubscribe(store: Store, email: str, actor: str, reason: str) -> None:
+    """Undo an opt-out, on the subscriber's own request; audited with the reason."""
+    email = email.strip().lower()
+    if store.subscribers.get(email) is None:
+        raise SubscriberError(f"no subscriber {email!r}")
+    if not reason.strip():
+        raise SubscriberError("give the reason (e.g. the subscriber's request and its date)")
+    with store.transaction():
+        if not store.subscribers.resubscribe(email):
+            raise SubscriberError(f"{email} is subscribed already")
+        store.audit.add(actor, "resubscribe", email, {"reason": reason})

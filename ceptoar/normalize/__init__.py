@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from ceptoar.errors import CeptoarError
 from ceptoar.model import (
     TLP_IDS,
     Source,
@@ -19,28 +20,30 @@ from ceptoar.model import (
     identifier_reference,
     identity_id,
     iso_original,
-    marking_definition,
     stable_id,
     stix_time,
     vulnerability_id,
 )
 
 
-class FeedError(ValueError):
+class FeedError(CeptoarError, ValueError):
     """The body is not a usable feed of the expected kind; the message is one line for the user."""
 
 
 @dataclass
 class Entry:
-    key: str  # identity of the entry within its source (never a GUID alone: ids add the source)
-    objects: list[dict]  # the report first, then what it references
-    raw: str  # the entry as received, for provenance and re-normalization
-    tags: list[str] = field(default_factory=list)
-    tlp: str | None = None  # of the advisory as a whole; None: read it from the report's marking
+    """One advisory as its source tells it. Only source facts: the hub's own objects (the shared
+    vulnerability per CVE, the source identity, the TLP marking definitions) are made by ingest."""
 
-    @property
-    def report(self) -> dict:
-        return self.objects[0]
+    key: str  # identity of the entry within its source (never a GUID alone: ids add the source)
+    report: dict  # the source's report
+    raw: str  # the entry as received, for provenance and re-normalization
+    objects: list[dict] = field(default_factory=list)  # what the source supplied with it (STIX imports)
+    tags: list[str] = field(default_factory=list)
+    tlp: str = "CLEAR"  # of the advisory as a whole, as the source marks it
+    cves: list[str] = field(default_factory=list)
+    cve_facts: dict[str, dict] = field(default_factory=dict)  # CVE → facts for the shared vulnerability
+    object_tlps: dict[str, str] = field(default_factory=dict)  # own TLP of supplied objects, by id
 
 
 def source_identity(source: Source) -> dict:
@@ -155,32 +158,34 @@ def advisory(
         if v not in (None, "", [], {}):
             report[k] = v
 
-    vulns = []
+    # Facts about each CVE for the shared vulnerability object; ingest decides whether they may be
+    # shared (only public CLEAR sources' facts are).
+    cve_facts = {}
     for cve in cves:
-        v = {
-            "type": "vulnerability",
-            "spec_version": "2.1",
-            "id": vulnerability_id(cve),
-            "created": report["published"],
-            "modified": report["published"],
-            "name": cve,
-            "external_references": [identifier_reference(cve)],
-            "object_marking_refs": [TLP_IDS["CLEAR"]],
-        }
-        # Facts from a restricted source stay on its (restricted) report: the vulnerability
-        # object is shared by every reader of any advisory naming the CVE.
-        if tlp == "CLEAR":
-            facts = dict((per_cve or {}).get(cve, {}))
-            if cvss and "x_ceptoar_cvss" not in facts and len(cves) == 1:
-                facts["x_ceptoar_cvss"] = list(cvss)
-            if cpes and "x_ceptoar_cpes" not in facts:
-                facts["x_ceptoar_cpes"] = list(cpes)
-            v.update({k: val for k, val in facts.items() if val not in (None, [], {})})
-        vulns.append(v)
+        facts = dict((per_cve or {}).get(cve, {}))
+        if cvss and "x_ceptoar_cvss" not in facts and len(cves) == 1:
+            facts["x_ceptoar_cvss"] = list(cvss)
+        if cpes and "x_ceptoar_cpes" not in facts:
+            facts["x_ceptoar_cpes"] = list(cpes)
+        cve_facts[cve] = {k: v for k, v in facts.items() if v not in (None, [], {})}
+    return Entry(key=key, report=report, raw=raw, objects=list(included), tags=list(tags), tlp=tlp, cves=cves,
+                 cve_facts=cve_facts)
 
-    markings = [marking_definition(tlp)] + ([marking_definition("CLEAR")] if cves and tlp != "CLEAR" else [])
-    objects = [report, *vulns, *included, source_identity(source), *markings]
-    return Entry(key=key, objects=objects, raw=raw, tags=list(tags), tlp=tlp)
+
+def vulnerability(cve: str, created: str, facts: dict | None = None) -> dict:
+    """The hub's shared vulnerability object for a CVE (id from the CVE alone), always TLP:CLEAR."""
+    v = {
+        "type": "vulnerability",
+        "spec_version": "2.1",
+        "id": vulnerability_id(cve),
+        "created": created,
+        "modified": created,
+        "name": cve,
+        "external_references": [identifier_reference(cve)],
+        "object_marking_refs": [TLP_IDS["CLEAR"]],
+    }
+    v.update({k: val for k, val in (facts or {}).items() if val not in (None, [], {})})
+    return v
 
 
 def to_json(obj) -> str:

@@ -69,23 +69,40 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]
     return entries_from_objects(objects_of(doc), source, bundle_id)
 
 
+def _cves_of(report: dict, refs: list[dict]) -> list[str]:
+    """CVE ids the report names: its `cve` references and the CVEs of the vulnerabilities it refers to."""
+    found = []
+    for obj in [report, *(o for o in refs if o["type"] == "vulnerability")]:
+        for x in obj.get("external_references") or []:
+            if isinstance(x, dict) and str(x.get("source_name", "")).lower() == "cve":
+                found.extend(find_cves(str(x.get("external_id") or "")))
+    return list(dict.fromkeys(c.upper() for c in found))
+
+
 def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> list[Entry]:
+    """One entry per report (its referenced objects travel with it), and one wrapper entry for the
+    objects no report references. The producer's ids and versions are kept; each object's own TLP
+    (from its markings, the bundle's own TLP definitions included) is recorded."""
     markings = marking_tlps(objects)
     by_id = {o["id"]: o for o in objects}
     marking_objs = [o for o in objects if o["type"] == "marking-definition"]
+    own = {o["id"]: t for o in objects if (t := object_tlp(o, markings))}
     entries, referenced = [], set()
     for r in (o for o in objects if o["type"] == "report"):
-        refs = [by_id[i] for i in r.get("object_refs") or [] if i in by_id and i != r["id"]]
+        refs = [by_id[i] for i in r.get("object_refs") or [] if isinstance(i, str) and i in by_id and i != r["id"]]
         referenced.update(o["id"] for o in refs)
         referenced.add(r["id"])
-        members = [r, *refs]
-        tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in members))
+        tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"
+        supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
         entries.append(Entry(
             key=r["id"],
-            objects=[*members, *(m for m in marking_objs if m["id"] not in referenced)],
+            report=r,
             raw=to_json(r),
+            objects=supplied,
             tags=[t for t in r.get("labels") or [] if isinstance(t, str)],
             tlp=tlp,
+            cves=_cves_of(r, refs),
+            object_tlps={o["id"]: own[o["id"]] for o in [r, *supplied] if o["id"] in own},
         ))
     rest = [o for o in objects if o["id"] not in referenced and o["type"] != "marking-definition"]
     if rest:
@@ -94,8 +111,7 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         key = f"bundle:{bundle_id}" if bundle_id else "objects:" + hashlib.sha256(
             "".join(sorted(o["id"] for o in rest)).encode()).hexdigest()[:32]
         dates = sorted(o.get("created") for o in rest if isinstance(o.get("created"), str))
-        tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in rest))
-        cves = find_cves(text)
+        tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in rest)) or "CLEAR"
         entry = advisory(
             source,
             key,
@@ -105,11 +121,12 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
             published=parse_date(dates[0]) if dates else None,
             modified=parse_date(dates[-1]) if dates else None,
             identifiers=[(i, None) for i in find_identifiers(text) if not i.startswith("CVE-")][:50],
-            cves=cves,
+            cves=find_cves(text),
             tlp=tlp,
             object_refs=[o["id"] for o in rest],
             included=[*rest, *marking_objs],
             raw=text,
         )
+        entry.object_tlps = {o["id"]: own[o["id"]] for o in entry.objects if o["id"] in own}
         entries.append(entry)
     return entries

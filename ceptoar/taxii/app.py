@@ -128,12 +128,12 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
     def unsubscribe(token: str):
         """The link in every digest; POST is RFC 8058's one-click (List-Unsubscribe-Post)."""
         store = backend.store
-        sub = store.subscriber_by_token(token)
+        sub = store.subscribers.by_token(token)
         if sub is None:
             return _page("配信停止 / Unsubscribe", "このリンクは無効です。/ This link is not valid.", 404)
         if request.method == "POST":
-            store.unsubscribe(token)
-            store.audit("subscriber", "unsubscribe", sub["email"], {"via": "web"})
+            store.subscribers.unsubscribe(token)
+            store.audit.add("subscriber", "unsubscribe", sub["email"], {"via": "web"})
             return _page("配信停止 / Unsubscribe", "医療セプターからの配信を停止しました。<br>"
                          "You will no longer receive e-mail from the medical CEPTOAR.")
         return _page("配信停止 / Unsubscribe",
@@ -147,7 +147,7 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         # Unsubscribe tokens are credentials of a sort: never in the log.
         path = "/unsubscribe/…" if request.path.startswith("/unsubscribe/") else request.path
         try:
-            backend.store.audit(
+            backend.store.audit.add(
                 member["id"] if member else None,
                 "taxii" if response.status_code != 401 else "taxii-denied",
                 path,

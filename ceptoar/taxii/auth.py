@@ -32,11 +32,11 @@ def authenticate(store: Store, username: str | None, password: str | None) -> di
     if authz is not None and authz.type == "bearer" and authz.token:
         secret = authz.token
         key = members.key_id_of(secret)
-        member = store.member_by_key(key) if key else None
+        member = store.members.by_key(key) if key else None
         g.auth_username = member["id"] if member else "(bearer)"
     else:
         secret = password or ""
-        member = store.get_member(username) if username else None
+        member = store.members.get(username) if username else None
         g.auth_username = username or None
     if member is None or not member["enabled"] or not member["secret_hash"] or not secret:
         return None
@@ -56,7 +56,7 @@ def failure_delay(store: Store, address: str) -> float:
     """Seconds to wait before answering a failed attempt: nothing for the first few within five
     minutes, then doubling up to MAX_DELAY. Counted from the audit log, so shared by workers."""
     since = (datetime.now(UTC) - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    failures = store.recent_failures(address, since)
+    failures = store.members.recent_failures(address, since)
     if failures < FREE_FAILURES:
         return 0.0
     return min(MAX_DELAY, 0.25 * 2 ** (failures - FREE_FAILURES))

@@ -21,8 +21,8 @@ from medallion.backends.base import Backend
 from medallion.common import datetime_to_string
 from medallion.exceptions import ProcessingError
 
-from ceptoar.model import TLP_ORDER, Source
-from ceptoar.pipeline import ingest_objects
+from ceptoar.model import TLP_ORDER
+from ceptoar.pipeline import MEMBER_SUBMISSIONS, ingest_objects, source_of
 from ceptoar.store import Store
 
 MEDIA_STIX = "application/stix+json;version=2.1"
@@ -129,10 +129,10 @@ class HubBackend(Backend):
     def _collection(self, api_root: str, collection_id: str) -> tuple[dict, tuple[bool, bool]] | None:
         if api_root != self.api_root:
             return None
-        c = self.store.get_collection(collection_id)
+        c = self.store.collections.get(collection_id)
         if c is None or collection_id != c["uuid"]:
             return None  # TAXII names collections by UUID; the alias is informative
-        grant = self.store.grants_of(self.member["id"]).get(c["id"])
+        grant = self.store.members.grants_of(self.member["id"]).get(c["id"])
         return (c, grant) if grant else None
 
     def _resource(self, c: dict, grant: tuple[bool, bool]) -> dict:
@@ -156,8 +156,8 @@ class HubBackend(Backend):
     def get_collections(self, api_root: str) -> dict | None:
         if api_root != self.api_root:
             return None
-        grants = self.store.grants_of(self.member["id"])
-        cols = [self._resource(c, grants[c["id"]]) for c in self.store.list_collections(counts=False)
+        grants = self.store.members.grants_of(self.member["id"])
+        cols = [self._resource(c, grants[c["id"]]) for c in self.store.collections.list(counts=False)
                 if c["id"] in grants]
         return {"collections": cols} if cols else {}
 
@@ -167,11 +167,11 @@ class HubBackend(Backend):
 
     # --- reads ------------------------------------------------------------------------------
     def _page(self, collection_id: str, q: Query, limit: int, with_json: bool) -> tuple[list[dict], bool, str | None]:
-        c = self.store.get_collection(collection_id)
+        c = self.store.collections.get(collection_id)
         member = self.member
         fp = q.fingerprint(member["id"], c["id"])
         cursor = self._open_next(q.next, fp) if q.next else None
-        rows = self.store.membership_page(
+        rows = self.store.membership.page(
             c["id"], TLP_ORDER.index(member["clearance"]), object_id=q.object_id, added_after=q.added_after,
             cursor=cursor, ids=q.ids, types=q.types, spec_versions=q.spec_versions, versions=q.versions,
             timestamps=q.timestamps, limit=limit + 1, with_json=with_json)
@@ -248,35 +248,43 @@ class HubBackend(Backend):
 
     # --- writes -----------------------------------------------------------------------------
     def add_objects(self, api_root, collection_id, objs, request_time):
-        """Submitted objects enter triage as new advisories attributed to the member; nothing
-        goes straight into a published collection."""
+        """Submitted objects enter triage as new advisories of the member's own source; nothing
+        goes straight into a published collection, and an id another origin holds is kept apart
+        (stored under the member's origin, never served as that origin's object)."""
         if not isinstance(objs, dict) or not isinstance(objs.get("objects"), list):
             raise ProcessingError("The body must be a TAXII envelope with an 'objects' list", 422)
         member = self.member
-        c = self.store.get_collection(collection_id)
+        c = self.store.collections.get(collection_id)
         successes, failures, valid = [], [], []
         for i, o in enumerate(objs["objects"]):
             if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) \
                     and STIX_ID_RE.match(o["id"]) and o["id"].startswith(o["type"] + "--"):
                 valid.append(o)
-                successes.append({"id": o["id"], "version": o.get("modified") or o.get("created") or ""})
             else:
                 oid = o.get("id", f"objects[{i}]") if isinstance(o, dict) else f"objects[{i}]"
                 failures.append({"id": str(oid), "version": "",
                                  "message": "not a STIX object with a type and a valid id"})
         store = self.store
         source_id = f"member-{member['id']}"
-        if store.get_source(source_id) is None:
-            store.upsert_source({"id": source_id, "kind": "stix", "url": f"taxii://{member['id']}",
-                                 "name": f"TAXII submissions of {member['name']}", "tlp": SUBMISSION_TLP,
-                                 "enabled": False, "origin": "taxii"}, keep_enabled=False)
-        if valid:
-            source = Source(id=source_id, kind="stix", name=f"TAXII submissions of {member['name']}",
-                            tlp=SUBMISSION_TLP, lang="ja")
-            with store.transaction():  # the submission and its audit entry commit together
+        kept_apart: set[str] = set()
+        with store.transaction():  # the submission and its audit entry commit together
+            if store.sources.get(source_id) is None:
+                store.sources.upsert({"id": source_id, "kind": "stix", "url": f"taxii://{member['id']}",
+                                      "name": f"TAXII submissions of {member['name']}", "tlp": SUBMISSION_TLP,
+                                      "enabled": False, "defined_by": MEMBER_SUBMISSIONS}, keep_enabled=False)
+            if valid:
+                source = source_of(store.sources.get(source_id))
                 counts = ingest_objects(store, source, valid)  # keyed by the objects: a resend is a no-op
-                store.audit(member["id"], "taxii-add", c["id"], {"objects": len(valid), "new": counts.new,
-                                                               "updated": counts.updated}, member=member["id"])
+                kept_apart = set(counts.kept_apart)
+                store.audit.add(member["id"], "taxii-add", c["id"],
+                                {"objects": len(valid), "new": counts.new, "updated": counts.updated,
+                                 "kept_apart": sorted(kept_apart)}, member=member["id"])
+        for o in valid:
+            item = {"id": o["id"], "version": str(o.get("modified") or o.get("created") or "")}
+            if o["id"] in kept_apart:
+                item["message"] = ("kept apart: this id is held by another origin; the object is stored as "
+                                   "this member's own and never served as that origin's object")
+            successes.append(item)
         status = {"id": str(uuid.uuid4()), "status": "complete",
                   "request_timestamp": datetime_to_string(request_time),
                   "total_count": len(successes) + len(failures), "success_count": len(successes),
@@ -285,10 +293,10 @@ class HubBackend(Backend):
             status["successes"] = successes
         if failures:
             status["failures"] = failures
-        store.save_status(status, member["id"], c["id"])
+        store.members.save_status(status, member["id"], c["id"])
         return status
 
     def get_status(self, api_root, status_id):
         if api_root != self.api_root:
             return None
-        return self.store.get_status(status_id, self.member["id"])
+        return self.store.members.get_status(status_id, self.member["id"])

@@ -1,0 +1,167 @@
+"""The store: the hub's one database behind a facade, with a repository per room.
+
+The only package that speaks SQL. `Store` owns the connection and `transaction()`; each room is a
+repository reached as an attribute (`store.sources`, `store.objects`, `store.advisories`,
+`store.collections`, `store.publications`, `store.membership`, `store.members`,
+`store.subscribers`, `store.deliveries`, `store.incidents`, `store.audit`). SQLite (WAL, one file)
+is the embedded engine.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from ceptoar.errors import NotFound, StoreError
+
+__all__ = ["Store", "StoreError", "NotFound", "utcnow", "chunks", "dump"]
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def chunks(items: list, n: int = 500):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def dump(v) -> str:
+    """JSON text of a stored value (lists of strings and dicts, Japanese kept readable)."""
+    return "[]" if v == [] else json.dumps(v, ensure_ascii=False)
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None):
+        self.path = None if path is None or str(path) == ":memory:" else Path(path)
+        try:
+            if self.path is None:
+                self.db = sqlite_utils.Database(memory=True)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite_utils.Database(str(self.path))
+                self.db.enable_wal()
+            self.conn: sqlite3.Connection = self.db.conn
+            self.conn.execute("PRAGMA busy_timeout = 10000")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests touch many index pages
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open database {path}: {e}") from None
+        from ceptoar.store.access import Members
+        from ceptoar.store.advisories import Advisories
+        from ceptoar.store.audit import Audit
+        from ceptoar.store.incidents import Incidents
+        from ceptoar.store.mail import Deliveries, Subscribers
+        from ceptoar.store.membership import Collections, Membership, Publications
+        from ceptoar.store.objects import Objects
+        from ceptoar.store.sources import Sources
+
+        self.sources = Sources(self)
+        self.objects = Objects(self)
+        self.advisories = Advisories(self)
+        self.collections = Collections(self)
+        self.publications = Publications(self)
+        self.membership = Membership(self)
+        self.members = Members(self)
+        self.subscribers = Subscribers(self)
+        self.deliveries = Deliveries(self)
+        self.incidents = Incidents(self)
+        self.audit = Audit(self)
+
+    # --- SQL ------------------------------------------------------------------------------------
+    def execute(self, sql: str, args=()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
+
+    def rows(self, sql: str, args=()) -> list[dict]:
+        cur = self.conn.execute(sql, args)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def row(self, sql: str, args=()) -> dict | None:
+        found = self.rows(sql, args)
+        return found[0] if found else None
+
+    def scalar(self, sql: str, args=()):
+        r = self.conn.execute(sql, args).fetchone()
+        return r[0] if r else None
+
+    def changes(self) -> int:
+        return self.conn.total_changes
+
+    def table_names(self) -> list[str]:
+        return self.db.table_names()
+
+    @contextmanager
+    def transaction(self):
+        """One atomic unit: everything inside commits together or not at all (nested: joins)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- schema and settings -----------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Create or upgrade the schema; safe to run any number of times."""
+        from ceptoar.store import schema
+        version, _previous, _backup = schema.migrate(self, backup=self.backup_before_migration)
+        return version
+
+    def backup_before_migration(self) -> str | None:
+        """A copy of the database beside it, taken before an upgrade changes anything."""
+        if self.path is None:
+            return None
+        from ceptoar.store import schema
+        target = self.path.with_name(f"{self.path.name}.before-schema-{schema.version_of(self)}")
+        dest = sqlite3.connect(target)
+        try:
+            self.conn.backup(dest)
+        finally:
+            dest.close()
+        return str(target)
+
+    def is_initialized(self) -> bool:
+        return "meta" in self.table_names()
+
+    def require_initialized(self) -> None:
+        from ceptoar.store import schema
+        if not self.is_initialized():
+            raise StoreError("database not initialized: run `ceptoar init` first")
+        current = schema.version_of(self)
+        if current > schema.SCHEMA_VERSION:
+            raise StoreError(f"the database has schema {current}, newer than this hub's {schema.SCHEMA_VERSION}: "
+                             "upgrade the hub instead")
+        if current < schema.SCHEMA_VERSION:
+            raise StoreError(f"the database has schema {current}; run `ceptoar init` to upgrade it to "
+                             f"{schema.SCHEMA_VERSION}")
+
+    def meta(self, key: str) -> str | None:
+        return self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+
+    def count(self, table: str) -> int:
+        return self.scalar(f"SELECT COUNT(*) FROM {table}")  # table names are the code's own
+
+
+class Repository:
+    """One room of the store; reaches SQL only through the facade."""
+
+    def __init__(self, store: Store):
+        self.store = store

@@ -1,0 +1,81 @@
+"""Members (association secretariats): credentials, clearance, grants; TAXII status resources."""
+
+from __future__ import annotations
+
+import json
+
+from ceptoar.store import Repository, utcnow
+
+
+class Members(Repository):
+    def upsert(self, mid: str, name: str, clearance: str) -> bool:
+        s = self.store
+        with s.transaction():
+            if self.get(mid):
+                s.execute("UPDATE members SET name = ?, clearance = ? WHERE id = ?", (name, clearance, mid))
+                return False
+            s.execute("INSERT INTO members (id, name, clearance, created) VALUES (?, ?, ?, ?)",
+                      (mid, name, clearance, utcnow()))
+            return True
+
+    def get(self, mid: str) -> dict | None:
+        r = self.store.row("SELECT * FROM members WHERE id = ?", (mid,))
+        if r:
+            r["enabled"] = bool(r["enabled"])
+        return r
+
+    def by_key(self, key_id: str) -> dict | None:
+        r = self.store.row("SELECT * FROM members WHERE key_id = ?", (key_id,))
+        if r:
+            r["enabled"] = bool(r["enabled"])
+        return r
+
+    def list(self) -> list[dict]:
+        s = self.store
+        members = s.rows("SELECT id, name, clearance, enabled, secret_set, created FROM members ORDER BY id")
+        grants = s.rows("SELECT * FROM grants ORDER BY collection")
+        for m in members:
+            m["enabled"] = bool(m["enabled"])
+            m["grants"] = [{"collection": g["collection"], "read": bool(g["can_read"]),
+                            "write": bool(g["can_write"])} for g in grants if g["member"] == m["id"]]
+        return members
+
+    def set_enabled(self, mid: str, enabled: bool) -> bool:
+        with self.store.transaction():
+            return self.store.execute("UPDATE members SET enabled = ? WHERE id = ?", (int(enabled), mid)).rowcount == 1
+
+    def set_secret(self, mid: str, key_id: str, secret_hash: str) -> None:
+        with self.store.transaction():
+            self.store.execute("UPDATE members SET key_id = ?, secret_hash = ?, secret_set = ? WHERE id = ?",
+                               (key_id, secret_hash, utcnow(), mid))
+
+    def set_grant(self, mid: str, cid: str, can_read: bool, can_write: bool) -> None:
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO grants (member, collection, can_read, can_write) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (member, collection) DO UPDATE SET can_read = excluded.can_read, "
+                "can_write = excluded.can_write", (mid, cid, int(can_read), int(can_write)))
+
+    def remove_grant(self, mid: str, cid: str) -> bool:
+        with self.store.transaction():
+            return self.store.execute("DELETE FROM grants WHERE member = ? AND collection = ?",
+                                      (mid, cid)).rowcount == 1
+
+    def grants_of(self, mid: str) -> dict[str, tuple[bool, bool]]:
+        return {c: (bool(r), bool(w)) for c, r, w in self.store.execute(
+            "SELECT collection, can_read, can_write FROM grants WHERE member = ?", (mid,))}
+
+    def recent_failures(self, address: str, since: str) -> int:
+        return self.store.scalar("SELECT COUNT(*) FROM audit WHERE address = ? AND http_status = 401 AND time >= ?",
+                                 (address, since))
+
+    def save_status(self, status: dict, member: str, collection: str | None) -> None:
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO taxii_status (id, member, collection, created, json) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+                (status["id"], member, collection, utcnow(), json.dumps(status)))
+
+    def get_status(self, sid: str, member: str) -> dict | None:
+        text = self.store.scalar("SELECT json FROM taxii_status WHERE id = ? AND member = ?", (sid, member))
+        return json.loads(text) if text else None

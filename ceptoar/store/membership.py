@@ -1,0 +1,309 @@
+"""Collections, publications and what each collection serves.
+
+A publication pins exactly which object versions go out with a report version (`pins`, each with
+the rank it was pinned at: the higher of its own marking and the report's TLP). A placement puts a
+publication into a collection. `membership` is derived from both: one row per object version per
+collection, visible from the lowest rank any placement serves it at, where a pin is served at the
+higher of its pinned rank and its advisory's current TLP (tombstones keep their rank). `refresh`
+is the one function that keeps it so; TAXII pages are index range scans over it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ceptoar.store import Repository, chunks, marks, utcnow
+
+
+@dataclass
+class Publication:
+    advisory: str
+    version: str  # `modified` of the hub's report version
+    source_version: str | None  # `modified` of the source's report it was made from
+    tlp: str
+    revoked: bool
+    actor: str | None
+    published_at: str
+    view: dict  # the advisory as the analyst published it (the fields of `advisories list`)
+
+    @classmethod
+    def of(cls, r: dict) -> Publication:
+        return cls(r["advisory"], r["version"], r["source_version"], r["tlp"], bool(r["revoked"]), r["actor"],
+                   r["published_at"], json.loads(r["view"]))
+
+
+@dataclass
+class Pin:
+    object_id: str
+    modified: str
+    origin: str
+    type: str
+    spec_version: str
+    pin_rank: int
+    tombstone: bool = False
+
+
+class Collections(Repository):
+    def upsert(self, c: dict) -> bool:
+        s = self.store
+        now = utcnow()
+        if self.get(c["id"]) is None:
+            s.execute("INSERT INTO collections (id, uuid, title, description, filter, origin, created, updated) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      (c["id"], c["uuid"], c["title"], c.get("description"), c["filter"], c.get("origin"), now, now))
+            return True
+        s.execute("UPDATE collections SET title = ?, description = ?, filter = ?, updated = ? WHERE id = ?",
+                  (c["title"], c.get("description"), c["filter"], now, c["id"]))
+        return False
+
+    def get(self, cid: str) -> dict | None:
+        """By id or UUID, without counts (the TAXII server asks on every request)."""
+        return self.store.row("SELECT * FROM collections WHERE id = ? OR uuid = ?", (cid, cid))
+
+    def list(self, cid: str | None = None, counts: bool = True) -> list[dict]:
+        """Collections by id; with `counts`, their advisories and object versions."""
+        extra = (", (SELECT COUNT(*) FROM membership m WHERE m.collection = c.id) AS objects, "
+                 "(SELECT COUNT(DISTINCT advisory) FROM placements p WHERE p.collection = c.id) AS advisories"
+                 if counts else "")
+        where = " WHERE c.id = ? OR c.uuid = ?" if cid else ""
+        return self.store.rows(f"SELECT c.*{extra} FROM collections c{where} ORDER BY c.id", (cid, cid) if cid else ())
+
+    def remove(self, cid: str) -> bool:
+        s = self.store
+        s.execute("DELETE FROM membership WHERE collection = ?", (cid,))
+        s.execute("DELETE FROM placements WHERE collection = ?", (cid,))
+        return s.execute("DELETE FROM collections WHERE id = ?", (cid,)).rowcount == 1
+
+    def filters(self) -> list[tuple[str, str]]:
+        return list(self.store.execute("SELECT id, filter FROM collections ORDER BY id").fetchall())
+
+
+class Publications(Repository):
+    def add(self, advisory: str, version: str, source_version: str | None, tlp: str, view: dict, pins: list[Pin],
+            actor: str | None, revoked: bool = False) -> None:
+        s = self.store
+        s.execute("INSERT INTO publications (advisory, version, source_version, tlp, revoked, actor, published_at, "
+                  "view) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  (advisory, version, source_version, tlp, int(revoked), actor, utcnow(),
+                   json.dumps(view, ensure_ascii=False)))
+        s.executemany("INSERT INTO pins (advisory, version, object_id, modified, origin, type, spec_version, pin_rank, "
+                      "tombstone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      [(advisory, version, p.object_id, p.modified, p.origin, p.type, p.spec_version, p.pin_rank,
+                        int(p.tombstone)) for p in pins])
+
+    def of(self, advisory: str) -> list[Publication]:
+        """Every publication of an advisory, oldest first."""
+        return [Publication.of(r) for r in self.store.rows(
+            "SELECT * FROM publications WHERE advisory = ? ORDER BY version", (advisory,))]
+
+    def latest(self, advisories: list[str]) -> dict[str, Publication]:
+        out = {}
+        for chunk in chunks(advisories):
+            for r in self.store.rows(
+                    f"SELECT * FROM publications WHERE advisory IN ({marks(len(chunk))}) ORDER BY advisory, version",
+                    chunk):
+                out[r["advisory"]] = Publication.of(r)
+        return out
+
+    def get(self, advisory: str, version: str) -> Publication | None:
+        r = self.store.row("SELECT * FROM publications WHERE advisory = ? AND version = ?", (advisory, version))
+        return Publication.of(r) if r else None
+
+    def pins(self, advisory: str, version: str) -> list[Pin]:
+        return [Pin(r["object_id"], r["modified"], r["origin"], r["type"], r["spec_version"], r["pin_rank"],
+                    bool(r["tombstone"])) for r in self.store.rows(
+            "SELECT * FROM pins WHERE advisory = ? AND version = ? ORDER BY rowid", (advisory, version))]
+
+    def list_latest(self, *, collection: str | None = None, since: str | None = None,
+                    revoked: bool | None = None) -> list[Publication]:
+        """The latest publication of each advisory ever published (newest first), optionally only
+        those placed in a collection or published since a time."""
+        where, args = [], []
+        if collection:
+            where.append("p.advisory IN (SELECT advisory FROM placements WHERE collection = ?)")
+            args.append(collection)
+        if since:
+            where.append("p.published_at >= ?")
+            args.append(since)
+        if revoked is not None:
+            where.append("p.revoked = ?")
+            args.append(int(revoked))
+        q = ("SELECT p.* FROM publications p JOIN (SELECT advisory, MAX(version) AS version FROM publications "
+             "GROUP BY advisory) last ON last.advisory = p.advisory AND last.version = p.version")
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        return [Publication.of(r) for r in self.store.rows(q + " ORDER BY p.published_at DESC, p.advisory", args)]
+
+
+class Membership(Repository):
+    # --- placing and deriving ----------------------------------------------------------------------
+    def place(self, collection: str, advisory: str, version: str) -> int:
+        """Put a publication into a collection. Returns the membership rows added or made visible
+        to more readers."""
+        s = self.store
+        added = s.execute("INSERT INTO placements (collection, advisory, version, placed) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT DO NOTHING", (collection, advisory, version, utcnow())).rowcount
+        if not added:
+            return 0
+        keys = [(r["object_id"], r["modified"]) for r in s.rows(
+            "SELECT object_id, modified FROM pins WHERE advisory = ? AND version = ?", (advisory, version))]
+        return self.refresh(collection, keys)
+
+    def refresh_advisory(self, advisory: str) -> int:
+        """After the advisory's TLP changed: every object version it placed anywhere."""
+        changed = 0
+        for collection in self.holders(advisory):
+            keys = [(r["object_id"], r["modified"]) for r in self.store.rows(
+                "SELECT DISTINCT p.object_id, p.modified FROM placements pl JOIN pins p ON p.advisory = pl.advisory "
+                "AND p.version = pl.version WHERE pl.collection = ? AND pl.advisory = ?", (collection, advisory))]
+            changed += self.refresh(collection, keys)
+        return changed
+
+    def refresh(self, collection: str, keys: list[tuple[str, str]]) -> int:
+        """Recompute the rows of these (object id, modified) in a collection from placements, pins
+        and the advisories' current TLP. A version that becomes visible to more readers gets a new
+        row (a new date_added, so readers polling with added_after receive it); one that becomes
+        less visible is raised in place; one no placement serves any more is removed."""
+        s = self.store
+        keys = list(dict.fromkeys(keys))
+        changed = 0
+        now = utcnow()
+        for chunk in chunks(keys, 200):
+            cond = " OR ".join("(p.object_id = ? AND p.modified = ?)" for _ in chunk)
+            flat = [v for k in chunk for v in k]
+            targets = {(r["object_id"], r["modified"]): r for r in s.rows(
+                "SELECT p.object_id, p.modified, MIN(p.origin) AS origin, MIN(p.type) AS type, "
+                "MIN(p.spec_version) AS spec_version, MIN(CASE WHEN p.tombstone = 1 OR p.pin_rank >= a.tlp_rank "
+                "THEN p.pin_rank ELSE a.tlp_rank END) AS rank FROM pins p "
+                "JOIN placements pl ON pl.advisory = p.advisory AND pl.version = p.version AND pl.collection = ? "
+                f"JOIN advisories a ON a.id = p.advisory WHERE {cond} GROUP BY p.object_id, p.modified",
+                [collection, *flat])}
+            mcond = " OR ".join("(object_id = ? AND modified = ?)" for _ in chunk)
+            existing = {(r["object_id"], r["modified"]): r for r in s.rows(
+                f"SELECT seq, object_id, modified, tlp_rank FROM membership WHERE collection = ? AND ({mcond})",
+                [collection, *flat])}
+            inserts, raises, removals = [], [], []
+            for key in chunk:
+                t, e = targets.get(key), existing.get(key)
+                if t is None:
+                    if e is not None:
+                        removals.append((e["seq"],))
+                elif e is None or t["rank"] < e["tlp_rank"]:
+                    if e is not None:
+                        removals.append((e["seq"],))
+                    inserts.append((collection, key[0], key[1], t["origin"], t["type"], t["spec_version"], t["rank"],
+                                    now))
+                elif t["rank"] > e["tlp_rank"]:
+                    raises.append((t["rank"], e["seq"]))
+            s.executemany("DELETE FROM membership WHERE seq = ?", removals)
+            s.executemany("UPDATE membership SET tlp_rank = ? WHERE seq = ?", raises)
+            s.executemany("INSERT INTO membership (collection, object_id, modified, origin, type, spec_version, "
+                          "tlp_rank, date_added) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            changed += len(inserts)
+        return changed
+
+    def withdraw(self, taken: list[tuple[str, str]]) -> None:
+        """Versions of ids whose authorship went to the hub: out of every pin and collection."""
+        s = self.store
+        for oid, origin in taken:
+            keys = s.rows("SELECT DISTINCT pl.collection, p.modified FROM pins p JOIN placements pl ON "
+                          "pl.advisory = p.advisory AND pl.version = p.version WHERE p.object_id = ? AND p.origin = ?",
+                          (oid, origin))
+            s.execute("DELETE FROM pins WHERE object_id = ? AND origin = ?", (oid, origin))
+            for k in keys:
+                self.refresh(k["collection"], [(oid, k["modified"])])
+
+    # --- reading ---------------------------------------------------------------------------------
+    def holders(self, advisory: str) -> list[str]:
+        """Collections any version of the advisory was placed in."""
+        return [c for (c,) in self.store.execute(
+            "SELECT DISTINCT collection FROM placements WHERE advisory = ? ORDER BY collection", (advisory,))]
+
+    def collections_of(self, advisories: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for chunk in chunks(advisories):
+            for aid, cid in self.store.execute(
+                    f"SELECT DISTINCT advisory, collection FROM placements WHERE advisory IN ({marks(len(chunk))}) "
+                    "ORDER BY collection", chunk):
+                out.setdefault(aid, []).append(cid)
+        return out
+
+    def page(self, collection: str, max_rank: int, *, object_id: str | None = None,
+             added_after: str | None = None, cursor: tuple[str, int] | None = None,
+             ids: list[str] = (), types: list[str] = (), spec_versions: list[str] = (),
+             versions: list[str] = ("last",), timestamps: list[str] = (), limit: int = 100,
+             with_json: bool = True) -> list[dict]:
+        """One page of a collection as a reader with clearance `max_rank` may see it, in
+        (date_added, seq) order after `cursor`. Versions ('first', 'last') are taken among the
+        versions this reader may see."""
+        where, args = ["m.collection = ?", "m.tlp_rank <= ?"], [collection, max_rank]
+        if object_id:
+            where.append("m.object_id = ?")
+            args.append(object_id)
+        if added_after:
+            where.append("m.date_added > ?")
+            args.append(added_after)
+        if cursor:
+            where.append("(m.date_added, m.seq) > (?, ?)")
+            args.extend(cursor)
+        for col, values in (("m.object_id", ids), ("m.type", types), ("m.spec_version", spec_versions)):
+            if values:
+                where.append(f"{col} IN ({marks(len(values))})")
+                args.extend(values)
+        if "all" not in versions:
+            alternatives = []
+            for word, agg in (("last", "MAX"), ("first", "MIN")):
+                if word in versions:
+                    alternatives.append(
+                        f"m.modified = (SELECT {agg}(x.modified) FROM membership x WHERE x.collection = "
+                        "m.collection AND x.object_id = m.object_id AND x.tlp_rank <= ?)")
+                    args.append(max_rank)
+            if timestamps:
+                forms = [f for t in timestamps for f in timestamp_forms(t)]
+                alternatives.append(f"m.modified IN ({marks(len(forms))})")
+                args.extend(forms)
+            where.append("(" + " OR ".join(alternatives) + ")")
+        cols = "m.seq, m.date_added, m.object_id, m.modified" + (", o.json" if with_json else "")
+        join = (" JOIN objects o ON o.id = m.object_id AND o.modified = m.modified AND o.origin = m.origin"
+                if with_json else "")
+        q = (f"SELECT {cols} FROM membership m{join} WHERE {' AND '.join(where)} "
+             "ORDER BY m.date_added, m.seq LIMIT ?")
+        return self.store.rows(q, [*args, limit])
+
+    def reports(self, collections: list[str], max_rank: int, since: str | None, until: str,
+                ids: list[str] | None = None) -> list[dict]:
+        """Published report versions that entered any of the collections in (since, until] and that a
+        reader at `max_rank` may see: {advisory, version, rank, date_added}, one per advisory (its
+        newest visible version), revoked advisories and tombstones left out."""
+        if not collections:
+            return []
+        where = [f"m.collection IN ({marks(len(collections))})", "m.type = 'report'", "m.tlp_rank <= ?",
+                 "m.date_added <= ?", "p.revoked = 0", "a.status != 'revoked'"]
+        args = [*collections, max_rank, until]
+        if ids is not None:
+            where.append(f"m.object_id IN ({marks(len(ids))})")
+            args.extend(ids)
+        rows = self.store.rows(
+            "SELECT m.object_id AS advisory, m.modified AS version, m.tlp_rank AS rank, m.date_added "
+            "FROM membership m JOIN publications p ON p.advisory = m.object_id AND p.version = m.modified "
+            f"JOIN advisories a ON a.id = m.object_id WHERE {' AND '.join(where)}", args)
+        newest: dict[str, dict] = {}
+        entered: set[str] = set()
+        for r in rows:
+            if since is None or r["date_added"] > since:
+                entered.add(r["advisory"])
+            best = newest.get(r["advisory"])
+            if best is None or (r["version"], -r["rank"]) > (best["version"], -best["rank"]):
+                newest[r["advisory"]] = r
+        return [r for a, r in newest.items() if a in entered]
+
+
+def timestamp_forms(ts: str) -> list[str]:
+    """The spellings one instant may have in stored STIX: microseconds, milliseconds, seconds."""
+    base, _, frac = ts.rstrip("Z").partition(".")
+    frac = (frac + "000000")[:6]
+    forms = [f"{base}.{frac}Z", f"{base}.{frac[:3]}Z"]
+    if frac == "000000":
+        forms.append(f"{base}Z")
+    return forms

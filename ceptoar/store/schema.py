@@ -1,0 +1,235 @@
+"""The database schema and its migrations.
+
+A new database gets the current schema at once. An existing one is upgraded by numbered steps,
+each with its backfills, all in one transaction after a backup copy; a database written by a newer
+hub is refused. `schema_version` in `meta` says where a database stands.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ceptoar.errors import StoreError
+
+if TYPE_CHECKING:
+    from ceptoar.store import Store
+
+SCHEMA_VERSION = 7
+
+# Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
+# SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
+TABLES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE sources (
+    id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL, url TEXT NOT NULL DEFAULT '',
+    enabled INTEGER NOT NULL DEFAULT 1, tlp TEXT NOT NULL DEFAULT 'CLEAR', lang TEXT,
+    interval INTEGER, options TEXT NOT NULL DEFAULT '{}', defined_by TEXT,
+    etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT
+);
+CREATE TABLE raw_entries (
+    source TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, received TEXT NOT NULL,
+    version TEXT, raw TEXT NOT NULL, PRIMARY KEY (source, key)
+);
+CREATE TABLE followed (
+    source TEXT NOT NULL, id TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (source, id)
+);
+CREATE TABLE objects (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, origin TEXT NOT NULL, modified TEXT NOT NULL, type TEXT NOT NULL,
+    hash TEXT NOT NULL, added TEXT NOT NULL, own_rank INTEGER, kept_apart INTEGER NOT NULL DEFAULT 0,
+    json TEXT NOT NULL, UNIQUE (id, origin, modified)
+);
+CREATE TABLE object_owners (id TEXT PRIMARY KEY, origin TEXT NOT NULL, claimed TEXT NOT NULL);
+CREATE TABLE advisories (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, entry_key TEXT NOT NULL, source_report TEXT NOT NULL,
+    title TEXT, description TEXT, published TEXT, published_utc TEXT, modified TEXT, stix_modified TEXT, url TEXT,
+    identifiers TEXT NOT NULL DEFAULT '[]', cves TEXT NOT NULL DEFAULT '[]', cvss TEXT NOT NULL DEFAULT '[]',
+    cpes TEXT NOT NULL DEFAULT '[]', max_cvss REAL, source_tlp TEXT NOT NULL, lang TEXT,
+    auto_tags TEXT NOT NULL DEFAULT '[]', medical_signals TEXT NOT NULL DEFAULT '[]',
+    first_seen TEXT NOT NULL, updated_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'new', analyst_tlp TEXT, severity TEXT, medical INTEGER,
+    tags_added TEXT NOT NULL DEFAULT '[]', tags_removed TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '[]',
+    decided_at TEXT,
+    tlp TEXT NOT NULL, tlp_rank INTEGER NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
+    published_version TEXT, published_source TEXT
+);
+CREATE UNIQUE INDEX advisories_entry ON advisories (source, entry_key);
+CREATE INDEX advisories_source ON advisories (source, published_utc);
+CREATE INDEX advisories_published ON advisories (published_utc);
+CREATE INDEX advisories_status ON advisories (status, published_utc);
+CREATE TABLE advisory_cves (
+    cve TEXT NOT NULL, advisory TEXT NOT NULL, PRIMARY KEY (cve, advisory)
+);
+CREATE INDEX advisory_cves_advisory ON advisory_cves (advisory);
+CREATE TABLE collections (
+    id TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, title TEXT NOT NULL, description TEXT,
+    filter TEXT NOT NULL, origin TEXT, created TEXT NOT NULL, updated TEXT NOT NULL
+);
+CREATE TABLE publications (
+    seq INTEGER PRIMARY KEY, advisory TEXT NOT NULL, version TEXT NOT NULL, source_version TEXT,
+    tlp TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, actor TEXT, published_at TEXT NOT NULL,
+    view TEXT NOT NULL, UNIQUE (advisory, version)
+);
+CREATE TABLE pins (
+    advisory TEXT NOT NULL, version TEXT NOT NULL, object_id TEXT NOT NULL, modified TEXT NOT NULL,
+    origin TEXT NOT NULL, type TEXT NOT NULL, spec_version TEXT NOT NULL, pin_rank INTEGER NOT NULL,
+    tombstone INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (advisory, version, object_id)
+);
+CREATE INDEX pins_object ON pins (object_id, modified);
+CREATE TABLE placements (
+    collection TEXT NOT NULL, advisory TEXT NOT NULL, version TEXT NOT NULL, placed TEXT NOT NULL,
+    PRIMARY KEY (collection, advisory, version)
+);
+CREATE INDEX placements_advisory ON placements (advisory, collection);
+CREATE TABLE membership (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL, object_id TEXT NOT NULL,
+    modified TEXT NOT NULL, origin TEXT NOT NULL, type TEXT NOT NULL, spec_version TEXT NOT NULL DEFAULT '2.1',
+    tlp_rank INTEGER NOT NULL, date_added TEXT NOT NULL, UNIQUE (collection, object_id, modified)
+);
+CREATE INDEX membership_page ON membership (collection, date_added, seq);
+CREATE INDEX membership_object ON membership (collection, object_id, tlp_rank, modified);
+CREATE INDEX membership_report ON membership (type, collection, date_added);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, actor TEXT, action TEXT NOT NULL,
+    target TEXT, details TEXT, member TEXT, address TEXT, method TEXT, path TEXT, collection TEXT,
+    http_status INTEGER, objects INTEGER
+);
+CREATE INDEX audit_time ON audit (time);
+CREATE INDEX audit_failures ON audit (address, http_status, time);
+CREATE TABLE members (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, clearance TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
+    key_id TEXT UNIQUE, secret_hash TEXT, secret_set TEXT, created TEXT NOT NULL
+);
+CREATE TABLE grants (
+    member TEXT NOT NULL, collection TEXT NOT NULL, can_read INTEGER NOT NULL, can_write INTEGER NOT NULL,
+    PRIMARY KEY (member, collection)
+);
+CREATE TABLE subscribers (
+    email TEXT PRIMARY KEY, name TEXT, member TEXT NOT NULL, frequency TEXT NOT NULL, clearance TEXT NOT NULL,
+    lang TEXT NOT NULL, token TEXT NOT NULL UNIQUE, created TEXT NOT NULL, updated TEXT NOT NULL,
+    unsubscribed TEXT, last_daily TEXT, last_weekly TEXT
+);
+CREATE INDEX subscribers_segment ON subscribers (frequency, member, clearance, lang, email);
+CREATE TABLE digest_runs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, frequency TEXT, until TEXT NOT NULL, created TEXT NOT NULL,
+    advisory TEXT, finished TEXT
+);
+CREATE TABLE deliveries (
+    run TEXT NOT NULL, email TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT, last_error TEXT, updated TEXT NOT NULL, PRIMARY KEY (run, email)
+);
+CREATE TABLE alert_periods (
+    name TEXT PRIMARY KEY, start TEXT NOT NULL, "end" TEXT NOT NULL, note TEXT, created TEXT NOT NULL
+);
+CREATE TABLE flash_queue (
+    advisory TEXT PRIMARY KEY, period TEXT NOT NULL, queued TEXT NOT NULL, run TEXT
+);
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, prefecture TEXT NOT NULL, member TEXT NOT NULL,
+    created TEXT NOT NULL, updated TEXT NOT NULL, json TEXT NOT NULL
+);
+CREATE TABLE taxii_status (
+    id TEXT PRIMARY KEY, member TEXT NOT NULL, collection TEXT, created TEXT NOT NULL, json TEXT NOT NULL
+);
+"""
+
+SQLITE_EXTRAS = """
+CREATE TABLE advisory_order (
+    r INTEGER PRIMARY KEY, published_utc TEXT, status TEXT
+);
+CREATE TRIGGER advisory_order_insert AFTER INSERT ON advisories BEGIN
+    INSERT OR REPLACE INTO advisory_order VALUES (new.rowid, new.published_utc, new.status);
+END;
+CREATE TRIGGER advisory_order_update AFTER UPDATE OF published_utc, status ON advisories BEGIN
+    UPDATE advisory_order SET published_utc = new.published_utc, status = new.status WHERE r = new.rowid;
+END;
+CREATE TRIGGER advisory_order_delete AFTER DELETE ON advisories BEGIN
+    DELETE FROM advisory_order WHERE r = old.rowid;
+END;
+CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE VIRTUAL TABLE advisories_fts USING fts5 (
+    title, description, identifiers, content='advisories', content_rowid='rowid', tokenize='trigram'
+);
+CREATE TRIGGER advisories_fts_delete AFTER DELETE ON advisories BEGIN
+    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
+    VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
+END;
+CREATE TRIGGER advisories_fts_update AFTER UPDATE OF title, description, identifiers ON advisories
+BEGIN
+    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
+    VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
+    INSERT INTO advisories_fts (rowid, title, description, identifiers)
+    VALUES (new.rowid, new.title, new.description, new.identifiers);
+END;
+"""
+
+
+def statements(script: str) -> list[str]:
+    """Split a schema script on ';' outside trigger bodies."""
+    out, buf = [], []
+    for line in script.splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
+            out.append(text)
+            buf = []
+    return out
+
+
+def version_of(store: Store) -> int | None:
+    """The schema version of the database, None for an empty one."""
+    if "meta" not in store.table_names():
+        return None
+    value = store.scalar("SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(value) if value else 0
+
+
+def seed(store: Store) -> None:
+    """What every database holds from its first day: the `next` signing key and the fixed OASIS
+    TLP marking definitions, owned by the hub."""
+    from ceptoar.model import TLP_ORDER, marking_definition
+
+    store.execute("INSERT INTO meta (key, value) VALUES ('next_key', ?) ON CONFLICT (key) DO NOTHING",
+                  (secrets.token_hex(32),))
+    store.objects.put_hub([marking_definition(t) for t in TLP_ORDER], replace=True)
+
+
+def migrate(store: Store, backup: Callable[[], str | None] | None = None) -> tuple[int, int | None, str | None]:
+    """Bring the database to SCHEMA_VERSION. Returns (version, previous version, backup path)."""
+    from ceptoar.store import legacy
+
+    current = version_of(store)
+    if current is not None and current > SCHEMA_VERSION:
+        raise StoreError(f"the database has schema {current}, newer than this hub's {SCHEMA_VERSION}: "
+                         "upgrade the hub instead")
+    if current == SCHEMA_VERSION:
+        with store.transaction():
+            seed(store)
+        return SCHEMA_VERSION, current, None
+    saved = backup() if current is not None and backup else None
+    with store.transaction():
+        if current is None:
+            for stmt in statements(TABLES) + statements(SQLITE_EXTRAS):
+                store.execute(stmt)
+        else:
+            if current < 6:
+                legacy.upgrade_to_6(store)
+            for number, step in STEPS:
+                if number > max(current, 6):
+                    step(store)
+        seed(store)
+        store.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+    return SCHEMA_VERSION, current, saved
+
+
+def _step7(store: Store) -> None:
+    from ceptoar.store import legacy
+    legacy.trust_model(store)
+
+
+STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7)]

@@ -1,0 +1,91 @@
+"""Sources: the catalogue, each source's fetch state, its raw entries and followed index entries."""
+
+from __future__ import annotations
+
+import json
+
+from ceptoar.store import Repository, chunks, marks, utcnow
+
+FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "defined_by")
+
+
+class Sources(Repository):
+    def upsert(self, src: dict, *, keep_enabled: bool = True) -> bool:
+        """Insert or update a source definition; fetch state, and the enabled flag the operator
+        set, survive a reload of the catalogue. Returns True when the source is new."""
+        row = {k: src.get(k) for k in FIELDS if k in src}
+        row["options"] = json.dumps(src.get("options") or {}, ensure_ascii=False, sort_keys=True)
+        s = self.store
+        with s.transaction():
+            if self.get(row["id"]) is None:
+                s.execute(f"INSERT INTO sources ({', '.join(row)}) VALUES ({marks(len(row))})", list(row.values()))
+                return True
+            if keep_enabled:
+                row.pop("enabled", None)
+            cols = [k for k in row if k != "id"]
+            s.execute(f"UPDATE sources SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
+                      [row[k] for k in cols] + [row["id"]])
+            return False
+
+    @staticmethod
+    def _row(d: dict) -> dict:
+        d["options"] = json.loads(d.get("options") or "{}")
+        d["enabled"] = bool(d["enabled"])
+        return d
+
+    def get(self, source_id: str) -> dict | None:
+        r = self.store.row("SELECT * FROM sources WHERE id = ?", (source_id,))
+        return self._row(r) if r else None
+
+    def list(self) -> list[dict]:
+        return [self._row(r) for r in self.store.rows("SELECT * FROM sources ORDER BY id")]
+
+    def set_enabled(self, source_id: str, enabled: bool) -> bool:
+        with self.store.transaction():
+            return self.store.execute("UPDATE sources SET enabled = ? WHERE id = ?",
+                                      (int(enabled), source_id)).rowcount == 1
+
+    def record_fetch(self, source_id: str, status: str, error: str | None = None,
+                     etag: str | None = None, last_modified: str | None = None) -> None:
+        """Fetch outcome; ETag/Last-Modified only move forward on success."""
+        s = self.store
+        with s.transaction():
+            if status == "not-modified":
+                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL WHERE id = ?",
+                          (utcnow(), status, source_id))
+            elif status == "ok":
+                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, etag = ?, "
+                          "last_modified = ? WHERE id = ?", (utcnow(), status, etag, last_modified, source_id))
+            else:
+                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ? WHERE id = ?",
+                          (utcnow(), status, error, source_id))
+
+    # --- raw entries and followed index entries ----------------------------------------------------
+    def raw_versions(self, source_id: str, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """key → (hash, version) of the raw entries already held for a source."""
+        out = {}
+        for chunk in chunks(keys):
+            for k, h, v in self.store.execute(
+                    f"SELECT key, hash, version FROM raw_entries WHERE source = ? AND key IN ({marks(len(chunk))})",
+                    [source_id, *chunk]):
+                out[k] = (h, v)
+        return out
+
+    def write_raw(self, rows: list[tuple]) -> None:
+        """(source, key, hash, version, raw) rows: the entry as last received."""
+        now = utcnow()
+        self.store.executemany(
+            "INSERT INTO raw_entries (source, key, hash, received, version, raw) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, key) DO UPDATE SET hash = excluded.hash, received = excluded.received, "
+            "version = excluded.version, raw = excluded.raw",
+            [(s, k, h, now, v, raw) for s, k, h, v, raw in rows])
+
+    def followed(self, source_id: str) -> dict[str, str]:
+        """id → `updated` of the index entries (ROLIE, TAXII cursors) already followed for a source."""
+        return dict(self.store.execute("SELECT id, updated FROM followed WHERE source = ?", (source_id,)).fetchall())
+
+    def mark_followed(self, source_id: str, items: list[tuple[str, str]]) -> None:
+        self.store.executemany(
+            "INSERT INTO followed (source, id, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (source, id) DO UPDATE SET updated = excluded.updated",
+            [(source_id, i, u) for i, u in items])
