@@ -668,8 +668,10 @@ def serve(hub: Hub, host: str, port: int) -> None:
     """Serve TAXII 2.1 for development (production: gunicorn, see README)."""
     from werkzeug.serving import run_simple
 
+    from ceptoar.taxii.accesslog import mask_werkzeug
     from ceptoar.taxii.app import create_app
     hub.ready_store()
+    mask_werkzeug()
     app = create_app(hub.db_path)
     click.echo(f"TAXII 2.1 discovery at http://{host}:{port}/taxii2/ (Ctrl-C to stop)", err=True)
     run_simple(host, port, app, threaded=True)

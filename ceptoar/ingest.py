@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ceptoar import medical
 from ceptoar.model import (
     HUB,
+    CVE_RE,
     IDENTIFIER_RE,
     TLP_ORDER,
     Source,
@@ -184,9 +185,11 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     if not entries:
         return counts
 
-    # Ids the hub derives for this source's reports are this source's, whoever used them first.
+    # Ids the hub derives are taken back whoever used them first: a report a normalizer synthesized
+    # is this source's; the id under which the hub publishes a producer's report is the hub's.
     derived = [e.report["id"] for e in entries if e.report["id"] == adv_id[e.key]]
-    for oid, before in store.objects.reclaim(derived, origin):
+    published_as = [adv_id[e.key] for e in entries if e.report["id"] != adv_id[e.key]]
+    for oid, before in store.objects.reclaim(derived, origin) + store.objects.reclaim(published_as, HUB):
         counts.warnings.append(f"{oid}: id taken back from {before}")
     own_ids = [e.report["id"] for e in entries] + [o["id"] for e in entries for o in e.objects]
     owners = store.objects.owners(own_ids)
@@ -208,7 +211,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
         changed = False
         for obj in entry.objects:
             holder = owners.get(obj["id"])
-            apart = holder is not None and holder != origin
+            apart = (holder is not None and holder != origin) or _hub_reserved(obj)
             if apart:
                 counts.kept_apart.append(obj["id"])
             else:
@@ -287,6 +290,16 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
         if status in ("published", "revoked"):
             store.membership.refresh_advisory(aid)
     return counts
+
+
+def _hub_reserved(obj: dict) -> bool:
+    """A vulnerability under the hub's own id for a CVE it names: only the hub writes that object,
+    even before it has made it."""
+    if obj.get("type") != "vulnerability":
+        return False
+    named = [obj.get("name")] + [x.get("external_id") for x in obj.get("external_references") or []
+                                 if isinstance(x, dict)]
+    return any(isinstance(c, str) and CVE_RE.fullmatch(c) and obj["id"] == vulnerability_id(c) for c in named)
 
 
 def _rank(tlp: str | None) -> int | None:

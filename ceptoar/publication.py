@@ -32,6 +32,7 @@ DECISION_PROPERTIES = ("labels", "x_ceptoar_severity", "x_ceptoar_medical", "rev
 # What the published view of an advisory carries (the fields of `advisories list`, as published).
 VIEW_FIELDS = ("id", "title", "source", "published", "modified", "url", "identifiers", "cves", "cvss", "cpes",
                "max_cvss", "tlp", "severity", "medical", "tags", "lang")
+DECISION_FIELDS = ("tlp", "severity", "medical", "tags")
 
 
 def view_of(row: dict) -> dict:
@@ -108,8 +109,8 @@ def _store_report(store: Store, report: dict) -> str:
 
 def publish_version(store: Store, row: dict, source_report: dict, source_version: str | None, actor: str,
                     previous: dict[str, Pin] | None = None) -> str:
-    """Pin a publication of the advisory as `row` (its facts and decisions) says. Returns the
-    version published: the current one if nothing would change."""
+    """Pin a publication of the advisory as `row` (its view: facts and decisions) says. Returns
+    the version published: the current one if nothing would change."""
     report = overlay(source_report, row)
     current = store.objects.latest([row["id"]], HUB).get(row["id"])
     if current is not None and current.hash == content_hash(report) and \

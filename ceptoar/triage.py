@@ -42,11 +42,14 @@ def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: 
     """Pin a publication of the advisory and place it. `latest`: from the newest source version
     (publishing); otherwise from the one published before, keeping its objects (a decision changed)."""
     source_report, source_version = _source_report(store, row, None if latest else row.get("published_source"))
-    previous = None
+    view, previous = publication.view_of(row), None
     if not latest and row.get("published_version"):
+        # The source's facts as they were published; only the decisions are new.
+        before = store.publications.get(row["id"], row["published_version"])
+        view = before.view | {k: row.get(k) for k in publication.DECISION_FIELDS}
         previous = {p.object_id: p for p in store.publications.pins(row["id"], row["published_version"])}
-    version = publication.publish_version(store, row, source_report, source_version, actor, previous)
-    placed = colls.matching(store, row, kev)
+    version = publication.publish_version(store, view, source_report, source_version, actor, previous)
+    placed = colls.matching(store, view, kev)
     for cid in placed:
         store.membership.place(cid, row["id"], version)
     store.advisories.decide(row["id"], status="published", published_source=source_version,

@@ -26,11 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited: {log.read_text() if log else ''}")
         try:
             requests.get(url, timeout=1)
             return
@@ -45,6 +45,8 @@ class ServerProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the server's access log.
+        self.log_path = db.parent / f"server-{self.port}.log"
 
     def start(self) -> ServerProcess:
         env = dict(os.environ, CEPTOAR_DB=str(self.db), CEPTOAR_TAXII_BIND=f"127.0.0.1:{self.port}",
@@ -53,10 +55,13 @@ class ServerProcess:
             cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "taxii_server/gunicorn.conf.py")]
         else:
             cmd = [sys.executable, "-m", "ceptoar.cli", "--db", str(self.db), "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        wait_for(self.base + "/taxii2/", self.proc)
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        wait_for(self.base + "/taxii2/", self.proc, log=self.log_path)
         return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -223,3 +223,15 @@ def test_correct_shift_jis_is_read():
 def test_bad_json_is_refused(module, body, reason):
     with pytest.raises(FeedError, match=reason):
         module.parse(body, KEV)
+
+
+def test_a_bundle_cannot_redefine_the_oasis_tlp_ids():
+    green = "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"
+    bundle = {"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d", "objects": [
+        {"type": "marking-definition", "spec_version": "2.1", "id": green, "created": "2022-10-01T00:00:00.000Z",
+         "name": "TLP:GREEN", "definition_type": "tlp", "definition": {"tlp": "clear"}},
+        {"type": "report", "spec_version": "2.1", "id": "report--84e4d88f-44ea-4bcd-bbf3-b2c1c320bcb3",
+         "created": "2026-11-01T00:00:00.000Z", "modified": "2026-11-01T00:00:00.000Z", "name": "x",
+         "published": "2026-11-01T00:00:00.000Z", "object_refs": [green], "object_marking_refs": [green]}]}
+    (e,) = stix.parse(json.dumps(bundle).encode(), STIX)
+    assert e.tlp == "GREEN"

@@ -37,8 +37,8 @@ def marking_tlps(objects: list[dict]) -> dict[str, str]:
     """marking-definition id → TLP name, from the well-known ids and the bundle's own definitions."""
     known = dict(TLP_BY_ID)
     for o in objects:
-        if o["type"] != "marking-definition":
-            continue
+        if o["type"] != "marking-definition" or o["id"] in TLP_BY_ID:
+            continue  # the OASIS TLP definitions mean what OASIS says, whatever a bundle redefines
         candidates = [((o.get("definition") or {}).get("tlp") if isinstance(o.get("definition"), dict) else None),
                       o.get("name")]
         candidates += [ext.get("tlp_2_0") for ext in (o.get("extensions") or {}).values() if isinstance(ext, dict)]

@@ -51,6 +51,8 @@ class Store:
                 self.db = sqlite_utils.Database(str(self.path))
                 self.db.enable_wal()
             self.conn: sqlite3.Connection = self.db.conn
+            # Autocommit outside `transaction()`: no implicit transaction may swallow later commits.
+            self.conn.isolation_level = None
             self.conn.execute("PRAGMA busy_timeout = 10000")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests touch many index pages

@@ -146,9 +146,14 @@ class Membership(Repository):
                           "ON CONFLICT DO NOTHING", (collection, advisory, version, utcnow())).rowcount
         if not added:
             return 0
-        keys = [(r["object_id"], r["modified"]) for r in s.rows(
-            "SELECT object_id, modified FROM pins WHERE advisory = ? AND version = ?", (advisory, version))]
-        return self.refresh(collection, keys)
+        # Adding pins can only lower what a row needs: min(its rank, the new pin's), no rescan of the
+        # other pins of a shared object (the source identity is pinned by every advisory of a source).
+        floor = s.scalar("SELECT tlp_rank FROM advisories WHERE id = ?", (advisory,))
+        candidates = {(r["object_id"], r["modified"]): r | {"rank": r["pin_rank"] if r["tombstone"] or
+                                                            r["pin_rank"] >= floor else floor}
+                      for r in s.rows("SELECT object_id, modified, origin, type, spec_version, pin_rank, tombstone "
+                                      "FROM pins WHERE advisory = ? AND version = ?", (advisory, version))}
+        return self._apply(collection, candidates, lower_only=True)
 
     def refresh_advisory(self, advisory: str) -> int:
         """After the advisory's TLP changed: every object version it placed anywhere."""
@@ -165,27 +170,40 @@ class Membership(Repository):
         and the advisories' current TLP. A version that becomes visible to more readers gets a new
         row (a new date_added, so readers polling with added_after receive it); one that becomes
         less visible is raised in place; one no placement serves any more is removed."""
+        targets: dict[tuple[str, str], dict | None] = {}
+        for chunk in chunks(list(dict.fromkeys(keys)), 200):
+            found = self.derive(collection, chunk)
+            targets.update({k: found.get(k) for k in chunk})
+        return self._apply(collection, targets, lower_only=False)
+
+    def derive(self, collection: str, keys: list[tuple[str, str]] | None = None) -> dict[tuple[str, str], dict]:
+        """What the collection should serve for these (object id, modified), all when None: from
+        placements, pins and the advisories' current TLP, each at the lowest rank any pin serves it."""
+        cond, args = "", []
+        if keys is not None:
+            cond = " WHERE " + " OR ".join("(p.object_id = ? AND p.modified = ?)" for _ in keys)
+            args = [v for k in keys for v in k]
+        return {(r["object_id"], r["modified"]): r for r in self.store.rows(
+            "SELECT p.object_id, p.modified, MIN(p.origin) AS origin, MIN(p.type) AS type, "
+            "MIN(p.spec_version) AS spec_version, MIN(CASE WHEN p.tombstone = 1 OR p.pin_rank >= a.tlp_rank "
+            "THEN p.pin_rank ELSE a.tlp_rank END) AS rank FROM pins p "
+            "JOIN placements pl ON pl.advisory = p.advisory AND pl.version = p.version AND pl.collection = ? "
+            f"JOIN advisories a ON a.id = p.advisory{cond} GROUP BY p.object_id, p.modified", [collection, *args])}
+
+    def _apply(self, collection: str, targets: dict[tuple[str, str], dict | None], lower_only: bool) -> int:
+        """Make the rows of these keys serve from the target rank (None: not served). With
+        `lower_only`, a target only ever lowers a row's rank."""
         s = self.store
-        keys = list(dict.fromkeys(keys))
         changed = 0
         now = utcnow()
-        for chunk in chunks(keys, 200):
-            cond = " OR ".join("(p.object_id = ? AND p.modified = ?)" for _ in chunk)
-            flat = [v for k in chunk for v in k]
-            targets = {(r["object_id"], r["modified"]): r for r in s.rows(
-                "SELECT p.object_id, p.modified, MIN(p.origin) AS origin, MIN(p.type) AS type, "
-                "MIN(p.spec_version) AS spec_version, MIN(CASE WHEN p.tombstone = 1 OR p.pin_rank >= a.tlp_rank "
-                "THEN p.pin_rank ELSE a.tlp_rank END) AS rank FROM pins p "
-                "JOIN placements pl ON pl.advisory = p.advisory AND pl.version = p.version AND pl.collection = ? "
-                f"JOIN advisories a ON a.id = p.advisory WHERE {cond} GROUP BY p.object_id, p.modified",
-                [collection, *flat])}
-            mcond = " OR ".join("(object_id = ? AND modified = ?)" for _ in chunk)
+        for chunk in chunks(list(targets), 200):
+            cond = " OR ".join("(object_id = ? AND modified = ?)" for _ in chunk)
             existing = {(r["object_id"], r["modified"]): r for r in s.rows(
-                f"SELECT seq, object_id, modified, tlp_rank FROM membership WHERE collection = ? AND ({mcond})",
-                [collection, *flat])}
+                f"SELECT seq, object_id, modified, tlp_rank FROM membership WHERE collection = ? AND ({cond})",
+                [collection, *(v for k in chunk for v in k)])}
             inserts, raises, removals = [], [], []
             for key in chunk:
-                t, e = targets.get(key), existing.get(key)
+                t, e = targets[key], existing.get(key)
                 if t is None:
                     if e is not None:
                         removals.append((e["seq"],))
@@ -194,7 +212,7 @@ class Membership(Repository):
                         removals.append((e["seq"],))
                     inserts.append((collection, key[0], key[1], t["origin"], t["type"], t["spec_version"], t["rank"],
                                     now))
-                elif t["rank"] > e["tlp_rank"]:
+                elif t["rank"] > e["tlp_rank"] and not lower_only:
                     raises.append((t["rank"], e["seq"]))
             s.executemany("DELETE FROM membership WHERE seq = ?", removals)
             s.executemany("UPDATE membership SET tlp_rank = ? WHERE seq = ?", raises)
