@@ -73,22 +73,22 @@ SINK = textwrap.dedent("""
 def build(db: Path, subscribers: int, advisories: int) -> None:
     store = Store(db)
     store.migrate()
-    store.upsert_source({"id": "kev", "kind": "kev", "url": "https://feeds.example/kev", "name": "CISA KEV"})
+    store.sources.upsert({"id": "kev", "kind": "kev", "url": "https://feeds.example/kev", "name": "CISA KEV"})
     body = (DATA / "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json").read_bytes()
-    ingest_bytes(store, source_of(store.get_source("kev")), body)
+    ingest_bytes(store, source_of(store.sources.get("kev")), body)
     with store.transaction():
-        store.upsert_collection({"id": "kev", "uuid": collection_uuid("kev"), "title": "KEV", "filter": "kev"})
-    ids = [r["id"] for r in store.list_advisories(source="kev", limit=advisories)]
+        store.collections.upsert({"id": "kev", "uuid": collection_uuid("kev"), "title": "KEV", "filter": "kev"})
+    ids = [r["id"] for r in store.advisories.list(source="kev", limit=advisories)]
     triage.publish(store, ids, "bench")
     for m in ASSOCIATIONS:
         members.add(store, m, m, "GREEN")
         members.grant(store, m, "kev", True, False)
     with store.transaction():
         for i in range(subscribers):
-            store.upsert_subscriber({"email": f"clinic{i:06d}@{ASSOCIATIONS[i % 5]}.example.jp",
+            store.subscribers.upsert({"email": f"clinic{i:06d}@{ASSOCIATIONS[i % 5]}.example.jp",
                                      "name": f"診療所 {i}", "member": ASSOCIATIONS[i % 5], "frequency": "daily",
                                      "clearance": ["CLEAR", "GREEN"][i % 2], "lang": "ja" if i % 10 else "en"})
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def main() -> None:

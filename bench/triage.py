@@ -45,14 +45,14 @@ def build(path: Path, n: int) -> Store:
     step = 25000
     done = store.count("advisories")
     source = Source(id="jvndb", kind="jvn", name="JVN iPedia")
-    store.upsert_source({"id": "jvndb", "kind": "jvn", "url": "https://jvndb.example/", "name": "JVN"})
+    store.sources.upsert({"id": "jvndb", "kind": "jvn", "url": "https://jvndb.example/", "name": "JVN"})
     for start in range(done, n, step):
         feed = big_jvn_feed(min(step, n - start), offset=start)
         ingest_bytes(store, source, feed)
         print(f"  built {start + step:,} advisories", file=sys.stderr)
     for c in colls.load_defaults(project_file("taxii_server/collections.toml")):
         with store.transaction():
-            store.upsert_collection(c)
+            store.collections.upsert(c)
     return store
 
 
@@ -78,23 +78,23 @@ def main() -> None:
     lines = [f"Search over {total:,} advisories (`advisories list --search TEXT --limit 50`, newest first):", "",
              "| query | text | matches returned | p50 ms | p95 ms |", "|---|---|---:|---:|---:|"]
     for label, text in QUERIES:
-        p50, p95, n = timed(lambda text=text: store.list_advisories(search=text, status="all", limit=50))
+        p50, p95, n = timed(lambda text=text: store.advisories.list(search=text, status="all", limit=50))
         lines.append(f"| {label} | `{text}` | {n} | {p50:.1f} | {p95:.1f} |")
-    p50, p95, n = timed(lambda: store.list_advisories(status="new", limit=50))
+    p50, p95, n = timed(lambda: store.advisories.list(status="new", limit=50))
     lines.append(f"| triage queue, no search | (status new) | {n} | {p50:.1f} | {p95:.1f} |")
 
     # Publish throughput: the next N unpublished advisories, one transaction per 500.
-    ids = [r["id"] for r in store.list_advisories(status="new", limit=args.publish)]
+    ids = [r["id"] for r in store.advisories.list(status="new", limit=args.publish)]
     for i in range(0, len(ids), 500):  # give some a severity so several collections take them
         with store.transaction():
             for aid in ids[i:i + 500:3]:
-                store.update_advisory(aid, severity="high")
+                store.advisories.decide(aid, severity="high")
     t = time.perf_counter()
     placed = 0
     for i in range(0, len(ids), 500):
         placed += sum(len(r["collections"]) for r in triage.publish(store, ids[i:i + 500], "bench"))
     elapsed = time.perf_counter() - t
-    lines += ["", f"Publish: {len(ids):,} advisories into {len(store.list_collections())} collections "
+    lines += ["", f"Publish: {len(ids):,} advisories into {len(store.collections.list(counts=False))} collections "
                   f"({placed:,} placements) in {elapsed:.1f} s: **{len(ids) / elapsed:,.0f} advisories/s**.",
               "", "Target: search ≤ 50 ms over 200,000 advisories."]
     body = "\n".join(lines)
