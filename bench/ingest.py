@@ -53,9 +53,9 @@ def run(label: str, body: bytes, source: Source) -> tuple[str, int, float, float
             t1 = time.perf_counter()
         store = Store(Path(tmp) / "bench.db")
         t2 = time.perf_counter()
-        counts, _ = ingest_bytes(store, source, body)
+        counts = ingest_bytes(store, source, body)
         t3 = time.perf_counter()
-        again, _ = ingest_bytes(store, source, body)
+        again = ingest_bytes(store, source, body)
         t4 = time.perf_counter()
         assert counts.new == n and again.unchanged == n, (counts, again)
         return label, n, t1 - t0, t3 - t2, t4 - t3

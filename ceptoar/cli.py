@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -15,20 +15,21 @@ from ceptoar import catalogue, triage
 from ceptoar import collections as colls
 from ceptoar.digest.delivery import DeliveryError, SmtpConfig, run_digest, run_flash
 from ceptoar.model import parse_date, stix_time, to_utc
-from ceptoar.output import emit, format_option, progress_line
+from ceptoar.output import clean, csv_cell, echo, emit, format_option, progress_line, to_json
 from ceptoar.paths import project_file
-from ceptoar.pipeline import KINDS, Limits, fetch_source, ingest_file
+from ceptoar.pipeline import KINDS, MEMBER_SUBMISSIONS, Limits, fetch_source, ingest_file
 from ceptoar.sources.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from ceptoar.errors import CeptoarError
+from ceptoar.files import child, private_dir, write_private
 from ceptoar.model import TLP_ORDER, source_origin
-from ceptoar.output import csv_cell
 from ceptoar.store import Store
 
-SOURCE_COLUMNS = ["id", "kind", "enabled", "tlp", "last_fetched", "last_status", "last_error", "url"]
-ADVISORY_COLUMNS = ["id", "source", "published", "tlp", "severity", "status", "cves", "cvss", "tags", "title"]
+SOURCE_COLUMNS = ["id", "kind", "enabled", "tlp", "last_fetched", "last_status", "last_error", "last_note", "url"]
+ADVISORY_COLUMNS = ["id", "source", "submitted_by", "published", "tlp", "severity", "status", "cves", "cvss", "tags",
+                    "title"]
 ADVISORY_FIELDS = ["id", "title", "source", "published", "modified", "stix_modified", "url", "identifiers",
                    "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "status",
-                   "notes", "collections", "pending_update", "lang", "medical_signals", "first_seen"]
+                   "notes", "collections", "pending_update", "submitted_by", "lang", "medical_signals", "first_seen"]
 TLP_CHOICES = ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
 COLLECTION_COLUMNS = ["id", "uuid", "title", "filter", "advisories", "objects"]
 AUDIT_COLUMNS = ["time", "actor", "action", "target", "details", "member", "http_status"]
@@ -41,7 +42,7 @@ class HubGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (CeptoarError, ValueError, sqlite3.IntegrityError, OSError) as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(clean(str(e))) from None
 
 
 class Hub:
@@ -73,6 +74,7 @@ pass_hub = click.make_pass_decorator(Hub)
 @click.pass_context
 def main(ctx: click.Context, db_path: str, actor: str | None) -> None:
     """CEPTOAR hub (医療セプター): ingest, triage and share security advisories."""
+    os.umask(0o077)  # the database, notices, digests and exports hold TLP:RED and secrets: owner only
     ctx.obj = Hub(db_path, actor or _os_user())
 
 
@@ -101,14 +103,14 @@ def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> 
     version = store.migrate()
     if before is not None and before != version:
         store.audit.add(hub.actor, "schema-upgrade", str(hub.db_path), {"from": before, "to": version})
-        click.echo(f"upgraded the database from schema {before} to {version} "
+        echo(f"upgraded the database from schema {before} to {version} "
                    f"(a copy of the old one: {hub.db_path}.before-schema-{before})", err=True)
     added = sum(store.sources.upsert(d | {"defined_by": "catalogue"}) for d in defs)
     with store.transaction():
         new_colls = [c["id"] for c in coll_defs if store.collections.upsert(c | {"origin": "catalogue"})]
         for cid in new_colls:
             colls.backfill(store, cid)
-    click.echo(f"database {hub.db_path} ready (schema {version}); {len(defs)} sources from {path} "
+    echo(f"database {hub.db_path} ready (schema {version}); {len(defs)} sources from {path} "
                f"({added} new, {len(defs) - added} updated); {len(coll_defs)} collections from {coll_path} "
                f"({len(new_colls)} new)")
 
@@ -126,7 +128,7 @@ def sources() -> None:
 def sources_list(hub: Hub, fmt: str) -> None:
     """List sources with their last fetch outcome."""
     rows = [{k: r.get(k) for k in ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options",
-                                   "last_fetched", "last_status", "last_error")}
+                                   "last_fetched", "last_status", "last_error", "last_note")}
             for r in hub.ready_store().sources.list()]
     emit(rows, fmt, SOURCE_COLUMNS, widths={"last_error": 40, "url": 60})
 
@@ -157,7 +159,7 @@ def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None,
                                 "lang": lang, "interval": interval, "auto_publish": auto_publish, "options": opts})
     new = store.sources.upsert(d | {"defined_by": "cli"}, keep_enabled=False)
     store.audit.add(hub.actor, "source-add" if new else "source-update", d["id"], {"url": url, "kind": kind})
-    click.echo(f"{'added' if new else 'updated'} source {d['id']} ({kind}, TLP:{d['tlp']})")
+    echo(f"{'added' if new else 'updated'} source {d['id']} ({kind}, TLP:{d['tlp']})")
 
 
 def _set_enabled(hub: Hub, noun: str, oid: str, enabled: bool) -> None:
@@ -167,7 +169,7 @@ def _set_enabled(hub: Hub, noun: str, oid: str, enabled: bool) -> None:
     if not setter(oid, enabled):
         raise click.ClickException(f"no {noun} {oid!r} (see `ceptoar {noun}s list`)")
     store.audit.add(hub.actor, f"{noun}-{'enable' if enabled else 'disable'}", oid)
-    click.echo(f"{'enabled' if enabled else 'disabled'} {oid}")
+    echo(f"{'enabled' if enabled else 'disabled'} {oid}")
 
 
 @sources.command("disable")
@@ -204,7 +206,7 @@ def with_limits(f):
     return f
 
 
-FETCH_COLUMNS = ["source", "status", "new", "updated", "unchanged", "error"]
+FETCH_COLUMNS = ["source", "status", "new", "updated", "unchanged", "skipped", "error"]
 
 
 @main.command()
@@ -229,10 +231,19 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], fmt: str, timeout: float, max_b
         res = fetch_source(store, row, _limits(timeout, max_bytes), progress=progress_line)
         detail = res.error or f"{res.new} new, {res.updated} updated, {res.unchanged} unchanged"
         progress_line(f"[{i}/{len(rows)}] {row['id']}: {res.status}: {detail}" + (f" ({res.note})" if res.note else ""))
+        _warn(res)
         results.append(res)
     emit([r.as_dict() for r in results], fmt, FETCH_COLUMNS, widths={"error": 60})
     if any(r.status == "error" for r in results):
         sys.exit(1)
+
+
+def _warn(res) -> None:
+    """What a fetch skipped or dropped, one line each on stderr (the JSON output has them too)."""
+    for w in res.warnings[:50]:
+        echo(f"{res.source}: warning: {w}", err=True)
+    if len(res.warnings) > 50:
+        echo(f"{res.source}: … and {len(res.warnings) - 50} more warnings", err=True)
 
 
 @main.command()
@@ -248,6 +259,7 @@ def ingest(hub: Hub, file: Path, source_id: str, fmt: str, timeout: float, max_b
     if row is None:
         raise click.ClickException(f"no source {source_id!r} (add it with `ceptoar sources add`)")
     res = ingest_file(store, file, row, _limits(timeout, max_bytes), progress=progress_line)
+    _warn(res)
     emit([res.as_dict()], fmt, FETCH_COLUMNS, widths={"error": 60})
     if res.status == "error":
         sys.exit(1)
@@ -262,12 +274,15 @@ def advisories() -> None:
 
 def _advisory_json(rows: list[dict], store: Store) -> list[dict]:
     holders = store.membership.collections_of([r["id"] for r in rows])
+    submissions = {s["id"]: s["id"].removeprefix("member-") for s in store.sources.list()
+                   if s.get("defined_by") == MEMBER_SUBMISSIONS}
     out = []
     for r in rows:
         pending = r["status"] == "published" and bool(r.get("published_source")) and \
             r.get("published_source") != r.get("stix_modified")
         out.append({k: r.get(k) for k in ADVISORY_FIELDS}
-                   | {"collections": holders.get(r["id"], []), "pending_update": pending})
+                   | {"collections": holders.get(r["id"], []), "pending_update": pending,
+                      "submitted_by": submissions.get(r["source"])})
     return out
 
 
@@ -332,15 +347,15 @@ def advisories_show(hub: Hub, advisory_id: str, fmt: str) -> None:
     if fmt == "stix":
         published = store.publications.latest([row["id"]]).get(row["id"])
         bundle = published_bundle(store, [(published, 0)]) if published else report_bundle(store, row["id"])
-        click.echo(json.dumps(bundle, ensure_ascii=False, indent=2))
+        echo(to_json(bundle))
         return
     if fmt == "source":
-        click.echo(json.dumps(report_bundle(store, row["id"]), ensure_ascii=False, indent=2))
+        echo(to_json(report_bundle(store, row["id"])))
         return
     versions = {v.modified for v in store.objects.versions(row["id"])}
     versions |= {v.modified for v in store.objects.versions(row["source_report"], source_origin(row["source"]))}
     out = _advisory_json([row], store)[0] | {"description": row.get("description"), "versions": sorted(versions)}
-    click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+    echo(to_json(out))
 
 
 @advisories.command("tag")
@@ -350,7 +365,7 @@ def advisories_show(hub: Hub, advisory_id: str, fmt: str) -> None:
 def advisories_tag(hub: Hub, advisory_id: str, tags: tuple[str, ...]) -> None:
     """Add tags (a published advisory gets a new STIX version)."""
     (r,) = triage.retag(hub.ready_store(), [advisory_id], list(tags), [], hub.actor)
-    click.echo(f"{r['id']}: {', '.join(r['tags']) or '(no tags)'}")
+    echo(f"{r['id']}: {', '.join(r['tags']) or '(no tags)'}")
 
 
 @advisories.command("untag")
@@ -360,7 +375,7 @@ def advisories_tag(hub: Hub, advisory_id: str, tags: tuple[str, ...]) -> None:
 def advisories_untag(hub: Hub, advisory_id: str, tags: tuple[str, ...]) -> None:
     """Remove tags."""
     (r,) = triage.retag(hub.ready_store(), [advisory_id], [], list(tags), hub.actor)
-    click.echo(f"{r['id']}: {', '.join(r['tags']) or '(no tags)'}")
+    echo(f"{r['id']}: {', '.join(r['tags']) or '(no tags)'}")
 
 
 @advisories.command("triage")
@@ -390,13 +405,13 @@ def _bulk(hub: Hub, ids: tuple[str, ...], filters: dict, verb: str, yes: bool) -
         raise click.UsageError(f"name the advisories to {verb}, or select them (e.g. --source ID --medical)")
     rows = _select(store, **filters)
     if not rows:
-        click.echo(f"no advisories match; nothing to {verb}", err=True)
+        echo(f"no advisories match; nothing to {verb}", err=True)
         return []
     if not yes:
         for r in rows[:10]:
-            click.echo(f"  {r['id']}  {r['title'][:70]}", err=True)
+            echo(f"  {r['id']}  {(r['title'] or '')[:70]}", err=True)
         if len(rows) > 10:
-            click.echo(f"  … and {len(rows) - 10} more", err=True)
+            echo(f"  … and {len(rows) - 10} more", err=True)
         click.confirm(f"{verb.capitalize()} {len(rows)} advisories?", abort=True, err=True)
     return [r["id"] for r in rows]
 
@@ -422,7 +437,7 @@ def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
     ids = _bulk(hub, advisory_ids, filters, "publish", yes)
     results = triage.publish(hub.store, ids, hub.actor) if ids else []
     for r in results:
-        click.echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
+        echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
                    + (" [flash alert queued]" if r["flash"] else ""))
     if any(r["flash"] for r in results):
         _send_flashes(hub, SmtpConfig.from_env(), None, False, None, _base_url(None))
@@ -435,7 +450,7 @@ def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float |
     if not pending:
         return
     if smtp is None and out is None and not dry_run:
-        click.echo(f"{len(pending)} flash alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
+        echo(f"{len(pending)} flash alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
                    "--smtp-host HOST`) to send them", err=True)
         return
     for f in pending:
@@ -443,7 +458,7 @@ def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float |
         if smtp and not dry_run:
             store.deliveries.mark_flash(f["advisory"], res.run)
         store.audit.add(hub.actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
-        click.echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
+        echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
 
 
 @advisories.command("reject")
@@ -454,7 +469,7 @@ def advisories_reject(hub: Hub, advisory_ids, yes: bool, reason: str, **filters)
     """Reject advisories that should not reach members."""
     ids = _bulk(hub, advisory_ids, filters, "reject", yes)
     for r in triage.reject(hub.store, ids, reason, hub.actor) if ids else []:
-        click.echo(f"rejected {r['id']}")
+        echo(f"rejected {r['id']}")
 
 
 @advisories.command("revoke")
@@ -465,7 +480,7 @@ def advisories_revoke(hub: Hub, advisory_ids, yes: bool, reason: str, **filters)
     """Revoke published advisories: subscribers receive a `revoked: true` version."""
     ids = _bulk(hub, advisory_ids, filters, "revoke", yes)
     for r in triage.revoke(hub.store, ids, reason, hub.actor) if ids else []:
-        click.echo(f"revoked {r['id']} in {', '.join(r['collections']) or '(no collection)'}")
+        echo(f"revoked {r['id']} in {', '.join(r['collections']) or '(no collection)'}")
 
 
 # --- collections ----------------------------------------------------------------------------
@@ -492,7 +507,7 @@ def collections_add(hub: Hub, collection_id: str, title: str, description: str |
         store.collections.upsert(c | {"origin": "cli"})
         placed = colls.backfill(store, collection_id)
         store.audit.add(hub.actor, "collection-add", collection_id, {"filter": c["filter"], "advisories": placed})
-    click.echo(f"added collection {collection_id} ({c['uuid']}); {placed} published advisories entered it")
+    echo(f"added collection {collection_id} ({c['uuid']}); {placed} published advisories entered it")
 
 
 @collections.command("list")
@@ -515,7 +530,7 @@ def collections_show(hub: Hub, collection_id: str, fmt: str) -> None:
         raise click.ClickException(f"no collection {collection_id!r}")
     c = found[0]
     if fmt == "json":
-        click.echo(json.dumps(c, ensure_ascii=False, indent=2))
+        echo(to_json(c))
     else:
         emit([c], fmt, COLLECTION_COLUMNS)
 
@@ -530,7 +545,7 @@ def collections_remove(hub: Hub, collection_id: str) -> None:
         if not store.collections.remove(collection_id):
             raise click.ClickException(f"no collection {collection_id!r}")
         store.audit.add(hub.actor, "collection-remove", collection_id)
-    click.echo(f"removed collection {collection_id}")
+    echo(f"removed collection {collection_id}")
 
 
 # --- audit ----------------------------------------------------------------------------------
@@ -583,7 +598,7 @@ def members_add(hub: Hub, member_id: str, name: str, clearance: str) -> None:
     store = hub.ready_store()
     new = m.add(store, member_id, name, clearance)
     store.audit.add(hub.actor, "member-add" if new else "member-update", member_id, {"clearance": clearance.upper()})
-    click.echo(f"{'added' if new else 'updated'} member {member_id} (clearance TLP:{clearance.upper()})")
+    echo(f"{'added' if new else 'updated'} member {member_id} (clearance TLP:{clearance.upper()})")
 
 
 @members.command("list")
@@ -627,7 +642,7 @@ def members_grant(hub: Hub, member_id: str, collection_id: str, read: bool, writ
     store = hub.ready_store()
     m.grant(store, member_id, collection_id, read, write)
     store.audit.add(hub.actor, "member-grant", member_id, {"collection": collection_id, "read": read, "write": write})
-    click.echo(f"{member_id} may {'read' if read else ''}{' and ' if read and write else ''}"
+    echo(f"{member_id} may {'read' if read else ''}{' and ' if read and write else ''}"
                f"{'write' if write else ''} {collection_id}")
 
 
@@ -641,7 +656,7 @@ def members_ungrant(hub: Hub, member_id: str, collection_id: str) -> None:
     if not store.members.remove_grant(member_id, collection_id):
         raise click.ClickException(f"{member_id} has no grant on {collection_id}")
     store.audit.add(hub.actor, "member-ungrant", member_id, {"collection": collection_id})
-    click.echo(f"{member_id} no longer has {collection_id}")
+    echo(f"{member_id} no longer has {collection_id}")
 
 
 @members.command("secret")
@@ -653,8 +668,8 @@ def members_secret(hub: Hub, member_id: str) -> None:
     store = hub.ready_store()
     secret = m.new_secret(store, member_id)
     store.audit.add(hub.actor, "member-secret", member_id)  # never the secret itself
-    click.echo(secret)
-    click.echo(f"(new secret for {member_id}: shown once, store it now; HTTP Basic user {member_id!r}, "
+    echo(secret)
+    echo(f"(new secret for {member_id}: shown once, store it now; HTTP Basic user {member_id!r}, "
                "or Authorization: Bearer <secret>)", err=True)
 
 
@@ -669,11 +684,11 @@ def serve(hub: Hub, host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     from ceptoar.taxii.accesslog import mask_werkzeug
-    from ceptoar.taxii.app import create_app
+    from ceptoar.taxii.app import create_app_from_env
     hub.ready_store()
     mask_werkzeug()
-    app = create_app(hub.db_path)
-    click.echo(f"TAXII 2.1 discovery at http://{host}:{port}/taxii2/ (Ctrl-C to stop)", err=True)
+    app = create_app_from_env(hub.db_path)
+    echo(f"TAXII 2.1 discovery at http://{host}:{port}/taxii2/ (Ctrl-C to stop)", err=True)
     run_simple(host, port, app, threaded=True)
 
 
@@ -700,11 +715,11 @@ def subscribers_import(hub: Hub, file: Path) -> None:
         raise click.ClickException(f"{file} is not UTF-8 (byte {e.start}): save the CSV as UTF-8") from None
     res = subs.import_csv(store, text)
     for line, message in res.errors:
-        click.echo(f"{file}:{line}: {message}", err=True)
+        echo(f"{file}:{line}: {message}", err=True)
     store.audit.add(hub.actor, "subscribers-import", str(file), {"added": res.added, "updated": res.updated,
                                                                  "skipped_unsubscribed": res.skipped_unsubscribed,
                                                                  "errors": len(res.errors)})
-    click.echo(f"{res.added} added, {res.updated} updated, {res.skipped_unsubscribed} skipped: unsubscribed, "
+    echo(f"{res.added} added, {res.updated} updated, {res.skipped_unsubscribed} skipped: unsubscribed, "
                f"{len(res.errors)} rejected")
     if res.errors:
         sys.exit(1)
@@ -725,11 +740,11 @@ def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang) -
     outcome = subs.add(store, {"email": email, "member": member, "name": name, "frequency": frequency,
                                "clearance": clearance, "lang": lang})
     if outcome == "unsubscribed":
-        click.echo(f"1 skipped: unsubscribed ({email.lower()} opted out; `ceptoar subscribers resubscribe` "
+        echo(f"1 skipped: unsubscribed ({email.lower()} opted out; `ceptoar subscribers resubscribe` "
                    "only on their own request)")
         return
     store.audit.add(hub.actor, f"subscriber-{'add' if outcome == 'added' else 'update'}", email.lower())
-    click.echo(f"{outcome} {email.lower()}")
+    echo(f"{outcome} {email.lower()}")
 
 
 @subscribers.command("resubscribe")
@@ -740,7 +755,7 @@ def subscribers_resubscribe(hub: Hub, email: str, reason: str) -> None:
     """Undo an opt-out, on the subscriber's own request (audited)."""
     from ceptoar.digest import subscribers as subs
     subs.resubscribe(hub.ready_store(), email, hub.actor, reason)
-    click.echo(f"resubscribed {email.strip().lower()}")
+    echo(f"resubscribed {email.strip().lower()}")
 
 
 @subscribers.command("list")
@@ -762,7 +777,7 @@ def subscribers_remove(hub: Hub, email: str) -> None:
     if not store.subscribers.remove(email.strip().lower()):
         raise click.ClickException(f"no subscriber {email!r}")
     store.audit.add(hub.actor, "subscriber-remove", email.strip().lower())
-    click.echo(f"removed {email.strip().lower()}")
+    echo(f"removed {email.strip().lower()}")
 
 
 @main.command()
@@ -775,7 +790,7 @@ def unsubscribe(hub: Hub, token: str) -> None:
     if email is None:
         raise click.ClickException("unknown unsubscribe token")
     store.audit.add(hub.actor, "unsubscribe", email)
-    click.echo(f"unsubscribed {email}")
+    echo(f"unsubscribed {email}")
 
 
 def _base_url(value: str | None) -> str:
@@ -839,15 +854,15 @@ def digest_preview(hub: Hub, member, frequency, clearance, lang, as_html) -> Non
     since = (now - WINDOW[frequency]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     rows, name = advisories_for(store, member, _tlp(clearance), since, until)
     if not rows:
-        click.echo(f"(nothing published for {member} in the last {frequency} period: no digest would be sent)",
+        echo(f"(nothing published for {member} in the last {frequency} period: no digest would be sent)",
                    err=True)
         return
     r = render(store, rows, lang=lang, member_name=name, until=until,
                periods=store.deliveries.active_alert_periods(until))
     text = r.body.decode("utf-8").replace("\r\n", "\n")
     parts = text.split("Content-Transfer-Encoding: 8bit\n\n")
-    click.echo(f"Subject: {r.subject}\n")
-    click.echo(parts[2].rsplit("\n--", 1)[0] if as_html else parts[1].rsplit("\n--", 1)[0])
+    echo(f"Subject: {r.subject}\n")
+    echo(parts[2].rsplit("\n--", 1)[0] if as_html else parts[1].rsplit("\n--", 1)[0])
 
 
 @digest.command("send")
@@ -870,7 +885,7 @@ def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, 
         raise click.ClickException(f"{e} — nothing was marked sent for the rest; rerun to continue") from None
     store.audit.add(hub.actor, "digest-send", res.run, {k: v for k, v in res.as_dict().items() if k != "errors"})
     for err in res.errors[:20]:
-        click.echo(f"refused: {err}", err=True)
+        echo(f"refused: {err}", err=True)
     emit([{k: v for k, v in res.as_dict().items() if k != "errors"}], fmt,
          ["run", "segments", "rendered", "sent", "failed", "skipped", "written", "empty_segments"])
     if res.failed:
@@ -885,7 +900,7 @@ def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_
     store = hub.ready_store()
     smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
     if not store.deliveries.pending_flashes():
-        click.echo("no flash alerts queued")
+        echo("no flash alerts queued")
         return
     try:
         _send_flashes(hub, smtp, out, dry_run, rate, _base_url(base_url))
@@ -912,7 +927,7 @@ def alert_periods_add(hub: Hub, name: str, start: str, end: str, note: str | Non
         raise click.BadParameter("the end must be after the start", param_hint="--end")
     store.deliveries.add_alert_period(name, s, e, note)
     store.audit.add(hub.actor, "alert-period-add", name, {"start": s, "end": e})
-    click.echo(f"alert period {name}: {s} – {e} (UTC)")
+    echo(f"alert period {name}: {s} – {e} (UTC)")
 
 
 def _jst_time(value: str, hint: str) -> str:
@@ -977,9 +992,11 @@ def export_bundle(hub: Hub, collection_id, since, status, clearance, output) -> 
 
 @export.command("csv")
 @with_export_options
+@click.option("--bom", is_flag=True, help="Start with a UTF-8 byte order mark (for Excel).")
 @pass_hub
-def export_csv(hub: Hub, collection_id, since, status, clearance, output) -> None:
-    """One line per published advisory, as published (the same publications as `export bundle`)."""
+def export_csv(hub: Hub, collection_id, since, status, clearance, output, bom) -> None:
+    """One line per published advisory, as published (the same publications as `export bundle`).
+    Cells a spreadsheet would evaluate as a formula start with an apostrophe."""
     import csv
     import io
 
@@ -992,18 +1009,17 @@ def export_csv(hub: Hub, collection_id, since, status, clearance, output) -> Non
     writer.writerow(CSV_FIELDS)
     for r in csv_rows(store, chosen):
         writer.writerow([csv_cell(r.get(c)) for c in CSV_FIELDS])
-    _write_export(output, buf.getvalue(), len(chosen))
+    _write_export(output, ("\ufeff" if bom else "") + buf.getvalue(), len(chosen))
     store.audit.add(hub.actor, "export-csv", str(output or "-"),
                     {"collection": collection_id, "advisories": len(chosen), "clearance": clearance})
 
 
 def _write_export(output: Path | None, text: str, n: int) -> None:
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {n} advisories to {output}", err=True)
+        write_private(output, text)
+        echo(f"wrote {n} advisories to {output} (readable by you only)", err=True)
     else:
-        click.echo(text, nl=not text.endswith("\n"))
+        echo(text, nl=not text.endswith("\n"))
 
 
 def _export_selection(store: Store, collection_id, since, status, rank):
@@ -1067,11 +1083,11 @@ def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summ
                          personal_data_leak=personal_data_leak, care_disrupted=care_disrupted)
     out = _incident_json(inc)
     if fmt == "json":
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        echo(to_json(out))
         return
-    click.echo(f"recorded {inc['id']} (TLP:RED){'; MHLW report due' if out['mhlw_due'] else ''}")
+    echo(f"recorded {inc['id']} (TLP:RED){'; MHLW report due' if out['mhlw_due'] else ''}")
     for step in out["next_steps"]:
-        click.echo(f"  次に: {step}")
+        echo(f"  次に: {step}")
 
 
 @incidents.command("update")
@@ -1086,9 +1102,9 @@ def incidents_update(hub: Hub, incident_id, status, note, note_kind) -> None:
     """Move an incident forward and record damage, response, recovery, prevention notes."""
     from ceptoar import incidents as inc_mod
     inc = inc_mod.update(hub.ready_store(), incident_id, hub.actor, status=status, note=note, note_kind=note_kind)
-    click.echo(f"{inc['id']}: {inc['status']} ({len(inc['notes'])} notes)")
+    echo(f"{inc['id']}: {inc['status']} ({len(inc['notes'])} notes)")
     for step in inc_mod.next_steps(inc):
-        click.echo(f"  次に: {step}")
+        echo(f"  次に: {step}")
 
 
 @incidents.command("list")
@@ -1115,7 +1131,7 @@ def incidents_show(hub: Hub, incident_id) -> None:
     store = hub.ready_store()
     inc = inc_mod.find(store, incident_id)
     store.audit.add(hub.actor, "incident-show", inc["id"])
-    click.echo(json.dumps(_incident_json(inc), ensure_ascii=False, indent=2))
+    echo(to_json(_incident_json(inc)))
 
 
 @incidents.command("notify")
@@ -1155,9 +1171,8 @@ def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_
             data = msg.as_bytes(policy=email.policy.SMTP)
             how = "printed"
             if out is not None:
-                out.mkdir(parents=True, exist_ok=True)
-                path = out / f"{inc['id'][10:18]}-{party}.eml"
-                path.write_bytes(data)
+                path = child(private_dir(out), f"{inc['id'][10:18]}-{party}.eml")
+                write_private(path, data)
                 how = f"written {path}"
             if mailer is not None:
                 refusal = mailer.send(_sender(), address, data)
@@ -1165,10 +1180,10 @@ def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_
                     raise click.ClickException(f"{party} ({address}) refused: {refusal}")
                 how = "sent"
             if out is None and mailer is None:
-                click.echo(f"To: {address}\nSubject: {subject}\n\n{body}\n")
+                echo(f"To: {address}\nSubject: {subject}\n\n{body}\n")
             if not dry_run:
                 inc_mod.record_notice(store, inc, party, address, how, hub.actor)
-            click.echo(f"{party}: {how} ({address})", err=True)
+            echo(f"{party}: {how} ({address})", err=True)
     except DeliveryError as e:
         raise click.ClickException(str(e)) from None
     finally:
@@ -1186,7 +1201,7 @@ def incidents_share(hub: Hub, incident_id, tlp, summary) -> None:
     """Turn an anonymized lesson into a new advisory for triage."""
     from ceptoar import incidents as inc_mod
     aid = inc_mod.share(hub.ready_store(), incident_id, hub.actor, tlp=tlp, summary=summary)
-    click.echo(f"lesson {aid} is waiting for triage (ceptoar advisories show {aid})")
+    echo(f"lesson {aid} is waiting for triage (ceptoar advisories show {aid})")
 
 
 @main.command()
@@ -1200,7 +1215,7 @@ def poster(facility, vendor, vendor_phone, vendor_contact, output) -> None:
     """The in-hospital notice (院内掲示): whom to call after a suspected cyberattack."""
     from ceptoar.incidents import write_poster
     write_poster(output, facility=facility, vendor=vendor, vendor_phone=vendor_phone, vendor_contact=vendor_contact)
-    click.echo(f"wrote {output}")
+    echo(f"wrote {output}")
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ceptoar.digest import subscribers
 from ceptoar.digest.delivery import run_digest
 from ceptoar import collections as colls
 from ceptoar.devserver import serve_directory
-from ceptoar.output import emit
+from ceptoar.output import echo, emit
 from ceptoar.paths import project_file
 from ceptoar.pipeline import fetch_source
 from ceptoar.store import Store
@@ -53,9 +53,9 @@ def serve_taxii(store: Store, db_path: Path) -> None:
             kinds = {}
             for o in objects:
                 kinds[o["type"]] = kinds.get(o["type"], 0) + 1
-            click.echo(f"{base}/ceptoar/collections/{coll.id}/ ({coll._raw['alias']}): "
+            echo(f"{base}/ceptoar/collections/{coll.id}/ ({coll._raw['alias']}): "
                        f"{len(objects)} objects {kinds}")
-        click.echo(f"TAXII: ceptoar --db {db_path} serve, then discovery at http://127.0.0.1:8000/taxii2/")
+        echo(f"TAXII: ceptoar --db {db_path} serve, then discovery at http://127.0.0.1:8000/taxii2/")
     finally:
         server.shutdown()
 
@@ -82,7 +82,7 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         rows = store.advisories.list()
         emit(rows, "table", ["id", "source", "published", "tlp", "cves", "max_cvss", "tags", "title"],
              widths={"id": 20, "title": 40, "cves": 32, "tags": 26, "published": 25})
-        click.echo(f"\n{len(rows)} advisories, {store.count('objects')} STIX object versions.")
+        echo(f"\n{len(rows)} advisories, {store.count('objects')} STIX object versions.")
 
         step("Triage: rate, confirm medical relevance, publish (every action audited)")
         with store.transaction():
@@ -97,7 +97,7 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         triage.retag(store, [vpn["id"]], ["jma"], [], actor)
         chosen = [r["id"] for r in store.advisories.list(medical=True, status="new")]
         for r in triage.publish(store, chosen, actor):
-            click.echo(f"published {r['id'][:20]}… → {', '.join(r['collections']) or '-'}")
+            echo(f"published {r['id'][:20]}… → {', '.join(r['collections']) or '-'}")
         office = store.advisories.list(search="オフィス文書")[0]
         triage.reject(store, [office["id"]], "医療機関への影響が限定的", actor)
         emit(store.collections.list(), "table", ["id", "title", "filter", "advisories", "objects"],
@@ -110,23 +110,23 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
                                     "clearance": clearance, "lang": lang})
         out = db_path.parent / "digests"
         res = run_digest(store, "daily", smtp=None, out_dir=out)
-        click.echo(f"{res.written} digests written to {out}/ ({res.rendered} renderings)")
+        echo(f"{res.written} digests written to {out}/ ({res.rendered} renderings)")
         for eml in sorted(out.glob("*.eml")):
             msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
-            click.echo(f"  {eml.name}: {msg['Subject']}")
+            echo(f"  {eml.name}: {msg['Subject']}")
         step("Incident at a clinic (TLP:RED, never shared as is) and the in-hospital poster")
         inc = incidents.report(store, actor, facility="さくら診療所 (demo)", facility_type="clinic",
                                prefecture="東京都", member="jma", summary="電子カルテ端末に身代金要求画面が表示された",
                                vendor="サンプル医療システム", vendor_phone="03-0000-1111", service_impact=True)
         for line in incidents.next_steps(inc):
-            click.echo(f"次に: {line}")
+            echo(f"次に: {line}")
         poster = db_path.parent / "poster.html"
         incidents.write_poster(poster, facility="さくら診療所 (demo)", vendor="サンプル医療システム",
                                vendor_phone="03-0000-1111", vendor_contact="佐藤")
-        click.echo(f"poster: {poster}")
-        click.echo(f"\naudit log: {len(store.audit.list())} entries "
+        echo(f"poster: {poster}")
+        echo(f"\naudit log: {len(store.audit.list())} entries "
                    f"(ceptoar --db {db_path} audit list)")
-        click.echo(f"Explore: ceptoar --db {db_path} advisories list --status all --format json")
+        echo(f"Explore: ceptoar --db {db_path} advisories list --status all --format json")
         return 1 if failed else 0
     finally:
         server.shutdown()

@@ -7,11 +7,11 @@ clearance, only what a reader at that TLP may receive, each object at the rank i
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from ceptoar import publication
 from ceptoar.model import TLP_ORDER, source_origin
+from ceptoar.output import to_json
 from ceptoar.store import Store
 from ceptoar.store.membership import Pin, Publication
 
@@ -78,4 +78,4 @@ def _bundle(objects: list[dict]) -> dict:
 
 
 def to_text(bundle: dict) -> str:
-    return json.dumps(bundle, ensure_ascii=False, indent=2)
+    return to_json(bundle)

@@ -21,6 +21,8 @@ from ceptoar.errors import CeptoarError
 from ceptoar.model import TLP_ORDER, tlp_name
 
 SEVERITIES = ["low", "medium", "high", "critical"]
+MAX_DEPTH = 50  # parentheses and `not`s nested deeper than this are refused, not recursed into
+MAX_LENGTH = 2000
 OPS = ("<=", ">=", "!=", "=", "<", ">")
 FIELDS = {"tlp", "severity", "cvss", "medical", "kev", "tag", "source"}
 _TOKEN = re.compile(r"\s*(?:(?P<op><=|>=|!=|=|<|>)|(?P<paren>[()])|\"(?P<q>[^\"]*)\"|'(?P<sq>[^']*)'"
@@ -65,9 +67,17 @@ Predicate = Callable[[dict], bool]
 
 class _Parser:
     def __init__(self, src: str):
+        if len(src) > MAX_LENGTH:
+            raise FilterError(f"filter error: longer than {MAX_LENGTH} characters")
         self.src = src
         self.tokens = tokenize(src)
         self.i = 0
+        self.depth = 0
+
+    def nested(self, tok: Token | None):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"nested more than {MAX_DEPTH} levels deep", tok)
 
     def peek(self) -> Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -104,19 +114,23 @@ class _Parser:
         return parts[0] if len(parts) == 1 else (lambda row, ps=parts: all(p(row) for p in ps))
 
     def factor(self) -> Predicate:
-        if self.keyword("not"):
-            inner = self.factor()
-            return lambda row: not inner(row)
         tok = self.peek()
+        if self.keyword("not"):
+            self.nested(tok)
+            inner = self.factor()
+            self.depth -= 1
+            return lambda row: not inner(row)
         if tok is None:
             raise self.error("expected a field, 'not' or '('")
         if tok.kind == "paren" and tok.text == "(":
+            self.nested(tok)
             self.i += 1
             inner = self.expr()
             close = self.peek()
             if close is None or close.text != ")":
                 raise self.error("expected ')'", close)
             self.i += 1
+            self.depth -= 1
             return inner
         return self.test()
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from ceptoar.digest.render import JST
 from ceptoar.errors import CeptoarError
+from ceptoar.files import write_private
 from ceptoar.ingest import store_entries
+from ceptoar.mail import check_address
 from ceptoar.model import (
     INCIDENT,
     TLP_IDS,
@@ -109,6 +111,8 @@ def report(store: Store, actor: str, *, facility: str, facility_type: str, prefe
         raise IncidentError(f"no member {member!r} (see `ceptoar members list`)")
     if not facility.strip() or not summary.strip() or not prefecture.strip():
         raise IncidentError("facility, prefecture and summary are required")
+    if vendor_email:
+        vendor_email = check_address(vendor_email)
     now = datetime.now(UTC)
     key = uuid.uuid4()
     inc = {"id": f"incident--{key}", "stix_id": f"incident--{key}", "report_id": f"report--{uuid.uuid4()}",
@@ -185,6 +189,7 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
     if not address:
         raise IncidentError(f"no e-mail address for {party} ({to_name}): give --vendor-email when reporting, or "
                             "add it to ceptoar/relay.toml")
+    address = check_address(address)
     detected = datetime.fromisoformat(inc["detected_at"].replace("Z", "+00:00")).astimezone(JST)
     lines = [
         f"{to_name} 御中", "", opening, "",
@@ -246,5 +251,4 @@ def poster_html(facility: str, vendor: str | None, vendor_phone: str | None, ven
 
 
 def write_poster(path: Path, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(poster_html(**kw), encoding="utf-8")
+    write_private(path, poster_html(**kw))

@@ -46,10 +46,6 @@ class Counts:
     kept_apart: list[str] = field(default_factory=list)  # ids held by another origin, stored apart
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged}
-
-
 def _union(a: list, b: list, key=lambda x: json.dumps(x, sort_keys=True)) -> list:
     seen = {key(x) for x in a}
     return a + [x for x in b if key(x) not in seen and not seen.add(key(x))]

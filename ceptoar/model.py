@@ -82,8 +82,9 @@ def marking_rank(obj: dict, known: dict[str, str] | None = None) -> int | None:
     if obj.get("type") == "marking-definition":
         return 0
     table = TLP_BY_ID if known is None else TLP_BY_ID | known
-    ranks = [TLP_ORDER.index(table[m]) for m in obj.get("object_marking_refs") or []
-             if isinstance(m, str) and m in table]
+    refs = obj.get("object_marking_refs")
+    ranks = [TLP_ORDER.index(table[m]) for m in refs if isinstance(m, str) and m in table] \
+        if isinstance(refs, list) else []
     return max(ranks) if ranks else None
 
 
@@ -104,20 +105,22 @@ def identity_id(source_id: str) -> str:
 # --- timestamps -------------------------------------------------------------------------------
 
 def parse_date(text: str | None) -> datetime | date | None:
-    """ISO 8601 (seconds optional, as JVN writes them) or RFC 2822; the original offset is kept."""
-    if not text or not text.strip():
+    """ISO 8601 (seconds optional, as JVN writes them) or RFC 2822; the original offset is kept.
+    None for anything else, and for years outside 1970–2200 (which UTC conversion cannot carry)."""
+    if not text or not isinstance(text, str) or not text.strip():
         return None
-    s = text.strip()
+    s = text.strip()[:64]
+    d = None
     try:
-        if len(s) == 10:
-            return date.fromisoformat(s)
-        return datetime.fromisoformat(s.replace("z", "Z"))
+        d = date.fromisoformat(s) if len(s) == 10 else datetime.fromisoformat(s.replace("z", "Z"))
     except ValueError:
-        pass
-    try:
-        return parsedate_to_datetime(s)
-    except (TypeError, ValueError, IndexError):
+        try:
+            d = parsedate_to_datetime(s)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if d is None or not 1970 <= d.year <= 2200:
         return None
+    return d
 
 
 def iso_original(d: datetime | date | None) -> str | None:
@@ -164,10 +167,10 @@ def now_stix() -> str:
 
 # Ids the operator chooses (sources, collections, members): safe in URLs, file names and filters.
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-CVE_RE = re.compile(r"\bCVE-\d{4}-\d{4,7}\b", re.IGNORECASE)
+CVE_RE = re.compile(r"\bCVE-\d{4}-\d{4,19}\b", re.IGNORECASE)
 IDENTIFIER_RE = re.compile(
     r"(JVNDB-\d{4}-\d{6}|JVN#\d{8}|JVNVU#\d{5,8}|JVNTA#?\d{5,8}|ICSMA-\d{2}-\d{3}-\d{2}[A-Z]?"
-    r"|ICSA-\d{2}-\d{3}-\d{2}[A-Z]?|CVE-\d{4}-\d{4,7}|CWE-\d+|VU#\d+)",
+    r"|ICSA-\d{2}-\d{3}-\d{2}[A-Z]?|CVE-\d{4}-\d{4,19}|CWE-\d+|VU#\d+)",
     re.IGNORECASE,
 )
 _SCHEMES = {

@@ -7,19 +7,18 @@ the store keeps nothing partial from it.
 from __future__ import annotations
 
 import gc
-import re
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ceptoar import triage
-from ceptoar.ingest import Counts, store_entries
+from ceptoar.ingest import store_entries
+from ceptoar.errors import StoreError
 from ceptoar.model import Source
-from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, rss, stix
-from ceptoar.normalize.kev import load_json
-from ceptoar.sources import http, taxii
+from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, load_json, rss, stix
+from ceptoar.sources import http, rolie, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
 
@@ -30,7 +29,6 @@ KINDS: dict[str, Callable[..., list[Entry]]] = {
     "csaf": csaf.parse,
     "stix": stix.parse,
 }
-DEFAULT_MAX_DOCUMENTS = 100
 
 Progress = Callable[[str], None]
 
@@ -48,12 +46,24 @@ class FetchResult:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    skipped: int = 0
     error: str | None = None
     note: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"source": self.source, "status": self.status, "new": self.new, "updated": self.updated,
-                "unchanged": self.unchanged, "error": self.error}
+                "unchanged": self.unchanged, "skipped": self.skipped, "error": self.error, "note": self.note,
+                "warnings": self.warnings}
+
+    def summary_note(self) -> str | None:
+        """One line for the source's status: a run cut short, items skipped."""
+        parts = [self.note] if self.note else []
+        if self.skipped:
+            parts.append(f"{self.skipped} item(s) skipped")
+        if self.warnings:
+            parts.append(f"{len(self.warnings)} warning(s), first: {self.warnings[0]}")
+        return "; ".join(parts)[:500] or None
 
 
 MEMBER_SUBMISSIONS = "taxii"  # `defined_by` of the sources that hold members' TAXII submissions
@@ -66,18 +76,10 @@ def source_of(row: dict) -> Source:
                   public=tlp == "CLEAR" and row.get("defined_by") != MEMBER_SUBMISSIONS)
 
 
-def _map_url(url: str, source: Source) -> str:
-    """Rewrite document URLs of an index by prefix (`url_map` option): mirrors, local copies."""
-    for prefix, replacement in (source.options.get("url_map") or {}).items():
-        if url.startswith(prefix):
-            return replacement + url[len(prefix):]
-    return url
-
-
 def normalize(source: Source, body: bytes, charset: str | None, store: Store, limits: Limits,
               progress: Progress | None = None) -> tuple[list[Entry], list[tuple[str, str]], str | None]:
-    """Entries of a body; a ROLIE index is followed to its CSAF documents (newest first,
-    unchanged ones skipped, at most `max_documents` a run). Returns (entries, followed, note)."""
+    """Entries of a body; a ROLIE index is followed to its CSAF documents (ceptoar.sources.rolie).
+    Returns (entries, followed, note)."""
     if source.kind not in KINDS:
         raise FeedError(f"unknown source kind {source.kind!r}")
     if source.kind != "csaf":
@@ -85,24 +87,7 @@ def normalize(source: Source, body: bytes, charset: str | None, store: Store, li
     doc = load_json(body, "the CSAF document or ROLIE index")
     if not csaf.is_rolie(doc):
         return [csaf.document(doc, source)], [], None
-    include = source.options.get("include")
-    pattern = re.compile(include, re.IGNORECASE) if include else None
-    seen = store.sources.followed(source.id)
-    todo = [e for e in csaf.rolie_entries(doc)
-            if (pattern is None or pattern.search(e["id"])) and seen.get(e["id"]) != e["updated"]]
-    cap = int(source.options.get("max_documents", DEFAULT_MAX_DOCUMENTS))
-    entries, followed = [], []
-    for i, e in enumerate(todo[:cap], 1):
-        if progress:
-            progress(f"{source.id}: document {i}/{min(cap, len(todo))} {e['id']}")
-        try:
-            resp = http.get(_map_url(e["url"], source), timeout=limits.timeout, max_bytes=limits.max_bytes)
-            entries.append(csaf.document(load_json(resp.body, f"CSAF document {e['id']}"), source))
-        except (FetchError, FeedError) as err:
-            raise FetchError(f"{e['id']}: {err}") from None
-        followed.append((e["id"], e["updated"]))
-    note = f"{len(todo) - cap} more documents left for the next run" if len(todo) > cap else None
-    return entries, followed, note
+    return rolie.follow(doc, source, store.sources.followed(source.id), limits.timeout, limits.max_bytes, progress)
 
 
 @contextmanager
@@ -120,16 +105,15 @@ def paused_gc():
 
 def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None = None,
                  limits: Limits | None = None, progress: Progress | None = None,
-                 before_commit: Callable[[str | None], None] | None = None) -> tuple[Counts, str | None]:
-    """Normalize a body and store it in one transaction; `before_commit(note)` runs inside it."""
+                 before_commit: Callable[[FetchResult], None] | None = None) -> FetchResult:
+    """Normalize a body and store it in one transaction; `before_commit(result)` runs inside it."""
     with paused_gc():
         entries, followed, note = normalize(source, body, charset, store, limits or Limits(), progress)
         return store_all(store, source, entries, followed, note, before_commit)
 
 
 def store_all(store: Store, source: Source, entries: list[Entry], followed: list[tuple[str, str]],
-              note: str | None = None, before_commit: Callable[[str | None], None] | None = None
-              ) -> tuple[Counts, str | None]:
+              note: str | None = None, before_commit: Callable[[FetchResult], None] | None = None) -> FetchResult:
     """Store one source's entries in one transaction, then its auto-publish rule."""
     with paused_gc():
         with store.transaction():
@@ -140,18 +124,22 @@ def store_all(store: Store, source: Source, entries: list[Entry], followed: list
                 # transaction as the ingest it follows.
                 triage.auto_publish(store, {"id": source.id, "options": source.options},
                                     counts.new_ids + counts.updated_ids)
+            result = FetchResult(source.id, "ok", counts.new, counts.updated, counts.unchanged,
+                                 skipped=getattr(entries, "skipped", 0), note=note,
+                                 warnings=[*getattr(entries, "warnings", []), *counts.warnings])
+            result.counts = counts
             if before_commit:
-                before_commit(note)
-    return counts, note
+                before_commit(result)
+    return result
 
 
 def ingest_objects(store: Store, source: Source, objects: list[dict], followed: list[tuple[str, str]] = (),
-                   before_commit: Callable[[str | None], None] | None = None) -> Counts:
+                   note: str | None = None, before_commit: Callable[[FetchResult], None] | None = None
+                   ) -> FetchResult:
     """STIX objects received over TAXII (pulled upstream, or added by a member) through the
     tolerant STIX import, stored like any source's entries."""
-    entries = stix.entries_from_objects(objects, source) if objects else []
-    counts, _ = store_all(store, source, entries, list(followed), before_commit=before_commit)
-    return counts
+    entries = stix.entries_from_objects(stix.objects_of(objects), source) if objects else []
+    return store_all(store, source, entries, list(followed), note, before_commit=before_commit)
 
 
 def fetch_source(store: Store, row: dict, limits: Limits | None = None,
@@ -161,12 +149,11 @@ def fetch_source(store: Store, row: dict, limits: Limits | None = None,
     opts = source.options
     try:
         if source.kind == "taxii":
-            objects, cursors = taxii.pull(source.url, opts, store.sources.followed(source.id),
-                                          float(opts.get("timeout", limits.timeout)),
-                                          int(opts.get("max_bytes", limits.max_bytes)), progress)
-            counts = ingest_objects(store, source, objects, cursors,
-                                    before_commit=lambda _note: store.sources.record_fetch(source.id, "ok"))
-            return FetchResult(source.id, "ok", **counts.as_dict())
+            objects, cursors, note = taxii.pull(source.url, opts, store.sources.followed(source.id),
+                                                float(opts.get("timeout", limits.timeout)),
+                                                int(opts.get("max_bytes", limits.max_bytes)), progress)
+            return ingest_objects(store, source, objects, cursors, note, before_commit=lambda r: store.sources
+                                  .record_fetch(source.id, "ok", note=r.summary_note()))
         resp = http.get(source.url, etag=row.get("etag"), last_modified=row.get("last_modified"),
                         timeout=float(opts.get("timeout", limits.timeout)),
                         max_bytes=int(opts.get("max_bytes", limits.max_bytes)))
@@ -174,14 +161,13 @@ def fetch_source(store: Store, row: dict, limits: Limits | None = None,
             store.sources.record_fetch(source.id, "not-modified")
             return FetchResult(source.id, "not-modified")
 
-        def record(note: str | None) -> None:
+        def record(result: FetchResult) -> None:
             # A ROLIE run that left documents for later must not be skipped next time by a 304.
-            etag, lm = (None, None) if note else (resp.etag, resp.last_modified)
-            store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm)
+            etag, lm = (None, None) if result.note else (resp.etag, resp.last_modified)
+            store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note())
 
-        counts, note = ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
-        return FetchResult(source.id, "ok", **counts.as_dict(), note=note)
-    except (FetchError, FeedError) as e:
+        return ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
+    except (FetchError, FeedError, StoreError) as e:
         reason = str(e)
     except Exception as e:  # a bug must still fail this source alone, in one line
         reason = f"internal error: {type(e).__name__}: {e}"
@@ -201,8 +187,7 @@ def ingest_file(store: Store, path: Path, row: dict, limits: Limits | None = Non
         size = path.stat().st_size
         if size > limits.max_bytes:
             raise FetchError(f"{path} is {size} bytes, over the {limits.max_bytes}-byte cap")
-        counts, note = ingest_bytes(store, source, path.read_bytes(), None, limits, progress)
-        return FetchResult(source.id, "ok", **counts.as_dict(), note=note)
+        return ingest_bytes(store, source, path.read_bytes(), None, limits, progress)
     except OSError as e:
         return FetchResult(source.id, "error", error=f"cannot read {path}: {e.strerror}")
     except (FetchError, FeedError) as e:

@@ -4,23 +4,19 @@
 
 Settings come from the environment: CEPTOAR_DB (required), CEPTOAR_TAXII_API_ROOT (default
 "ceptoar"), CEPTOAR_TAXII_MAX_CONTENT_LENGTH (bytes, default 10 MiB), CEPTOAR_TAXII_PAGE_SIZE
-(default 100), CEPTOAR_TAXII_TRUST_PROXY=1 when a TLS-terminating proxy sets X-Forwarded-For.
+(default 100), CEPTOAR_TAXII_PROXIES=N when N reverse proxies (nginx: 1) set X-Forwarded-For,
+-Proto and -Host (CEPTOAR_TAXII_TRUST_PROXY=1 means 1), CEPTOAR_PUBLIC_URL the hub's external URL
+(https://taxii.example.jp), advertised by discovery.
 """
 
 import os
 
 from ceptoar.store import Store
-from ceptoar.taxii.app import create_app
+from ceptoar.taxii.app import create_app_from_env
 
 _db = os.environ.get("CEPTOAR_DB")
 if not _db:
     raise SystemExit("CEPTOAR_DB is not set: point it at the hub's database")
 Store(_db).require_initialized()
 
-application = create_app(
-    _db,
-    api_root=os.environ.get("CEPTOAR_TAXII_API_ROOT", "ceptoar"),
-    max_content_length=int(os.environ.get("CEPTOAR_TAXII_MAX_CONTENT_LENGTH", 10 * 1024 * 1024)),
-    page_size=int(os.environ.get("CEPTOAR_TAXII_PAGE_SIZE", 100)),
-    trust_proxy=os.environ.get("CEPTOAR_TAXII_TRUST_PROXY") == "1",
-)
+application = create_app_from_env(_db)

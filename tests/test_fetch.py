@@ -45,12 +45,14 @@ def test_fetch_real_feeds_twice_adds_nothing(hub, feed_server):
     add(hub, "kev", feed_server.url(KEV_FULL), "kev", "--lang", "en")
     add(hub, "myjvn", feed_server.url("/jvn/spiegel_go-myjvn_getVulnOverviewList_2018-03-13_extracted.rdf"), "jvn")
     first = fetch(hub, "jvn2022", "kev", "myjvn")
-    assert first["jvn2022"] == {"source": "jvn2022", "status": "ok", "new": 3, "updated": 0, "unchanged": 0, "error": None}
+    assert first["jvn2022"] == {"source": "jvn2022", "status": "ok", "new": 3, "updated": 0, "unchanged": 0, "skipped": 0, "error": None,
+                                **{"note": None, "warnings": []}}
     assert first["kev"]["new"] == 1404 and first["myjvn"]["new"] == 2
     # The ETag goes back as If-None-Match; the server without ETags still yields nothing new.
     second = fetch(hub, "jvn2022", "kev", "myjvn")
     assert second["jvn2022"]["status"] == "not-modified"
-    assert second["kev"] == {"source": "kev", "status": "ok", "new": 0, "updated": 0, "unchanged": 1404, "error": None}
+    assert second["kev"] == {"source": "kev", "status": "ok", "new": 0, "updated": 0, "unchanged": 1404, "skipped": 0,
+                              "error": None, "note": None, "warnings": []}
     conditional = [h for p, h in feed_server.hits if p == "/jvndb_2022.rdf"]
     assert conditional[-1].get("If-None-Match") == '"v1"'
     assert re.match(r"ceptoar-hub/\S+", conditional[-1]["User-Agent"])
@@ -66,7 +68,7 @@ def test_changed_entry_becomes_a_new_version(hub, feed_server, data):
     changed = body[:at] + "<title>[更新] " + body[at + len("<title>"):]
     feed_server.route("/feed.rdf", changed)
     assert fetch(hub)["jvn"] == {"source": "jvn", "status": "ok", "new": 0, "updated": 1, "unchanged": 1,
-                                      "error": None}
+                                 "skipped": 0, "error": None, "note": None, "warnings": []}
     updated = [a for a in hub.json("advisories", "list") if a["title"].startswith("[更新]")]
     assert len(updated) == 1
     shown = json.loads(hub.run("advisories", "show", updated[0]["id"][8:20]).stdout)  # a UUID prefix
@@ -159,13 +161,29 @@ def test_each_bad_source_fails_alone(hub, feed_server):
     assert len(hub.json("advisories", "list", "--source", "good")) == 2
 
 
-def test_a_bad_entry_late_in_a_feed_commits_nothing(hub, feed_server, data):
+def test_a_malformed_entry_is_skipped_and_named_the_rest_kept(hub, feed_server, data):
     kev = json.loads((data / "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json").read_text())
     del kev["vulnerabilities"][1000]["cveID"]
+    kev["vulnerabilities"][1001]["vendorProject"] = ["not", "text"]
     feed_server.route("/kev.json", json.dumps(kev))
     add(hub, "kev", feed_server.url("/kev.json"), "kev")
+    result = hub.run("fetch", "--format", "json")
+    out = json.loads(result.stdout)[0]
+    assert out["status"] == "ok" and out["new"] == 1403 and out["skipped"] == 1
+    assert out["warnings"][0] == "skipped KEV entry 1001: it has no cveID"
+    assert any("vendorProject is not text: dropped" in w for w in out["warnings"])
+    assert "warning: skipped KEV entry 1001" in result.stderr
+    (src,) = hub.json("sources", "list")
+    assert src["last_status"] == "ok" and "1 item(s) skipped" in src["last_note"]
+    assert len(hub.json("advisories", "list", "--source", "kev")) == 1403
+
+
+def test_a_document_that_cannot_be_read_commits_nothing(hub, feed_server, data):
+    body = (data / "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json").read_bytes()
+    feed_server.route("/kev.json", body[: len(body) // 2])
+    add(hub, "kev", feed_server.url("/kev.json"), "kev")
     out = fetch(hub, ok=False)
-    assert out["kev"]["status"] == "error" and "entry 1001" in out["kev"]["error"]
+    assert out["kev"]["status"] == "error" and "malformed JSON" in out["kev"]["error"]
     assert hub.json("advisories", "list", "--source", "kev") == []
 
 
@@ -201,7 +219,7 @@ def test_rolie_index_is_followed_to_csaf_documents(hub, feed_server, data):
     assert fetch(hub)["csaf"]["new"] == 3  # capped; the rest next run
     assert fetch(hub)["csaf"]["new"] == 2
     assert fetch(hub)["csaf"] == {"source": "csaf", "status": "ok", "new": 0, "updated": 0, "unchanged": 0,
-                                  "error": None}
+                                  "skipped": 0, "error": None, "note": None, "warnings": []}
     medical = hub.json("advisories", "list", "--tag", "medical-suggested")
     assert len(medical) == 5
     vue = hub.json("advisories", "list", "--cve", "CVE-2024-22100")
@@ -222,7 +240,7 @@ def test_ingest_local_file_and_stix(hub, data):
                                "partner", "--format", "json").stdout)
     assert again[0]["new"] == 0 and again[0]["unchanged"] == 2
     bad = hub.run("ingest", str(data / "jvn/vulsdata_jvndb_feed_checksum.txt"), "--source", "partner", ok=None)
-    assert bad.exit_code == 1 and "no object with a type and id" in bad.output  # a JSON list, not STIX
+    assert bad.exit_code == 1 and "no object with a type and a valid id" in bad.output  # a JSON list, not STIX
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path, hub):

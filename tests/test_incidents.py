@@ -6,8 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
-import shutil
 import subprocess
 
 import pytest
@@ -129,10 +127,6 @@ def test_share_anonymized_lesson_and_red_stays_home(world, tmp_path):
     assert "さくら診療所" not in preview
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_poster_renders_in_a_real_browser(tmp_path):
     from PIL import Image
 
@@ -142,11 +136,8 @@ def test_poster_renders_in_a_real_browser(tmp_path):
                                "--vendor-phone", "03-1111-2222", "--vendor-contact", "佐藤", "-o", str(html))
     text = html.read_text(encoding="utf-8")
     assert "03-1111-2222" in text and "03-3595-2430" in text and "医療技術情報推進室" in text and "佐藤" in text
-    browser = chromium()
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: .ci/run installs it with tests/browser.sh")
-        pytest.skip("no Chromium here (tests/browser.sh installs it)")
+    from tests import chromium
+    browser = chromium.require()
     shot = tmp_path / "poster.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",

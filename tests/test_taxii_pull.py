@@ -131,7 +131,7 @@ def test_pull_from_medallion_memory_backend(medallion_peer, downstream, monkeypa
     downstream.run("sources", "add", "medallion", url, "--kind", "taxii", "--option", "user_env=PEER_USER",
                    "--option", "password_env=PEER_PASSWORD", "--option", "page_size=10")
     out = fetch(downstream)["medallion"]
-    assert out["status"] == "ok" and out["new"] == 2  # the AIS report, and a wrapper for the unreferenced object
+    assert out["status"] == "ok" and out["new"] == 2, (out["note"], out["warnings"], out["unchanged"])  # the AIS report, and a wrapper for the unreferenced object
     ais = [r for r in downstream.json("advisories", "list", "--source", "medallion") if r["title"].startswith("AA23")]
     shown = json.loads(downstream.run("advisories", "show", ais[0]["id"], "--format", "stix").stdout)
     assert sum(o["type"] == "indicator" for o in shown["objects"]) == 18

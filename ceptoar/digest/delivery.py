@@ -20,6 +20,9 @@ from pathlib import Path
 
 from ceptoar.digest.render import JST, compose, render
 from ceptoar.errors import CeptoarError
+from ceptoar.files import child, private_dir, write_private
+from ceptoar.mail import eml_name
+from ceptoar.output import clean
 from ceptoar.model import HUB, TLP_ORDER
 from ceptoar.store import Store, utcnow
 
@@ -190,6 +193,8 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
     until = run["until"]
     periods = store.deliveries.active_alert_periods(until)
     mailer = None
+    if out_dir is not None:
+        private_dir(out_dir)
     if smtp and not dry_run:
         mailer = Mailer(smtp)
         mailer.connect()  # a dead server stops the run before anything is marked
@@ -221,12 +226,18 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
                         result.skipped += 1
                         continue
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
-                    data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
-                                   unsubscribe_url=url)
-                    if out_dir is not None:
-                        out_dir.mkdir(parents=True, exist_ok=True)
-                        (out_dir / f"{r['email']}.eml").write_bytes(data)
-                        result.written += 1
+                    try:  # an address stored before addresses were checked fails alone
+                        data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
+                                       unsubscribe_url=url)
+                        if out_dir is not None:
+                            write_private(child(out_dir, eml_name(r["email"])), data)
+                            result.written += 1
+                    except (CeptoarError, ValueError) as e:
+                        result.failed += 1
+                        result.errors.append(f"{clean(r['email'])}: {clean(str(e))}")
+                        if mailer is not None and not dry_run:
+                            store.deliveries.record(run["id"], r["email"], "failed", None, error=str(e)[:300])
+                        continue
                     if mailer is None:
                         continue
                     if interval:

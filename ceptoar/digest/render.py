@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import textwrap
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from email.header import Header
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader
 
+from ceptoar.mail import header, mailbox
 from ceptoar.model import TLP_ORDER, effective_severity
+from ceptoar.output import clean
 from ceptoar.store import Store
 
 JST = timezone(timedelta(hours=9))
@@ -68,10 +70,23 @@ def contacts() -> dict:
     return tomllib.loads((HERE / "contacts.toml").read_text(encoding="utf-8"))
 
 
+def _html(name: str | None) -> bool:
+    return bool(name) and name.endswith((".html", ".html.j2"))
+
+
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+    """Every value from data is escaped in HTML templates (`*.html.j2`)."""
+    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=_html,
                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def safe_url(url: str | None) -> str | None:
+    """A link worth making clickable: http(s) only, no spaces, quotes or control characters;
+    anything else is shown as text."""
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s\"'<>\\\x00-\x1f\x7f-\x9f]+", url, re.I):
+        return None
+    return url
 
 
 @dataclass
@@ -126,11 +141,12 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
     for a in advisories:
         report = a["report"]
         tlps.append(a["tlp"])
-        items.append({"title": a["title"], "severity_label": SEVERITY[lang][effective_severity(a)],
+        items.append({"title": clean(a["title"] or ""), "severity_label": SEVERITY[lang][effective_severity(a)],
                       "tlp": a["tlp"],
                       "cves": a["cves"][:10] + (["…"] if len(a["cves"]) > 10 else []),
                       "kev": "kev" in a.get("tags", []) or bool(report.get("x_ceptoar_kev")),
-                      "action": action_of(report, lang), "url": a.get("url")})
+                      "action": clean(action_of(report, lang)), "url": safe_url(a.get("url")),
+                      "url_text": clean(a.get("url") or "")})
     tlp = max(tlps, key=TLP_ORDER.index) if tlps else "CLEAR"
     period_rows = [{"name": p["name"], "note": p.get("note"), "start_jst": f"{jst(p['start']):%Y-%m-%d %H:%M}",
                     "end_jst": f"{jst(p['end']):%Y-%m-%d %H:%M}"} for p in periods]
@@ -145,17 +161,18 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
     body = (f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
             f"{text}\r\n--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n"
             f"Content-Transfer-Encoding: 8bit\r\n\r\n{html}\r\n--{boundary}--\r\n").encode()
-    head = (f"From: {_address(c['ceptoar']['from'])}\r\nSubject: {Header(subject, 'utf-8').encode()}\r\n"
-            f"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n"
-            f"X-CEPTOAR-TLP: {tlp}\r\n").encode("ascii")
+    head = (header("From", _address(c["ceptoar"]["from"])) + header("Subject", subject)
+            + header("MIME-Version", "1.0")
+            + header("Content-Type", f'multipart/alternative; boundary="{boundary}"') + header("X-CEPTOAR-TLP", tlp))
     return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp)
 
 
-def _address(value: str) -> str:
+def _address(value: str):
+    """The sender from the contacts file: 'Name <addr>' or a bare address."""
     if "<" in value:
         name, _, addr = value.partition("<")
-        return formataddr((name.strip(), addr.rstrip(">").strip()), charset="utf-8")
-    return value
+        return mailbox(name.strip(), addr.rstrip(">").strip())
+    return mailbox(None, value)
 
 
 def message_id(run_id: str, email: str) -> str:
@@ -164,11 +181,13 @@ def message_id(run_id: str, email: str) -> str:
 
 
 def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str) -> bytes:
+    """One recipient's message: the segment's bytes with the recipient's headers (built with the
+    header API: an address or name cannot add a header) and unsubscribe link."""
     c = contacts()["ceptoar"]
-    headers = (f"To: {formataddr((name, email), charset='utf-8') if name else email}\r\n"
-               f"Date: {formatdate(localtime=False)}\r\nMessage-ID: {message_id(run_id, email)}\r\n"
-               f"List-Unsubscribe: <{unsubscribe_url}>, <mailto:{c['email']}?subject=unsubscribe>\r\n"
-               "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n").encode()
+    headers = (header("To", mailbox(name, email)) + header("Date", formatdate(localtime=False))
+               + header("Message-ID", message_id(run_id, email))
+               + header("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{c['email']}?subject=unsubscribe>")
+               + header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + b"\r\n")
     return r.head + headers + r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())
 
 

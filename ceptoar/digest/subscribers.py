@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass, field
 
 from ceptoar.errors import CeptoarError
+from ceptoar.mail import AddressError, check_address, clean_name
 from ceptoar.model import tlp_name
 from ceptoar.store import Store
 
 COLUMNS = ("email", "name", "member", "frequency", "clearance", "lang")
-EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 
 class SubscriberError(CeptoarError, ValueError):
@@ -28,9 +27,10 @@ class ImportResult:
 
 
 def check(row: dict, members: set[str]) -> dict:
-    email = (row.get("email") or "").strip().lower()
-    if not EMAIL_RE.match(email):
-        raise SubscriberError(f"invalid e-mail address {row.get('email')!r}")
+    try:
+        email = check_address(row.get("email") or "")
+    except AddressError as e:
+        raise SubscriberError(str(e)) from None
     member = (row.get("member") or "").strip()
     if member not in members:
         raise SubscriberError(f"unknown member {member!r} (see `ceptoar members list`)")
@@ -44,7 +44,7 @@ def check(row: dict, members: set[str]) -> dict:
         clearance = tlp_name(row.get("clearance") or "CLEAR")
     except ValueError as e:
         raise SubscriberError(str(e)) from None
-    return {"email": email, "name": (row.get("name") or "").strip(), "member": member, "frequency": frequency,
+    return {"email": email, "name": clean_name(row.get("name")), "member": member, "frequency": frequency,
             "clearance": clearance, "lang": lang}
 
 

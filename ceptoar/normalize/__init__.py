@@ -9,12 +9,14 @@ source identity and TLP marking.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model import (
     TLP_IDS,
+    parse_date,
     Source,
     canonical_identifier,
     identifier_reference,
@@ -28,6 +30,85 @@ from ceptoar.model import (
 
 class FeedError(CeptoarError, ValueError):
     """The body is not a usable feed of the expected kind; the message is one line for the user."""
+
+
+class Entries(list):
+    """What a normalizer read from a document: its entries, and the items it skipped or fields it
+    dropped, each in one line naming the item and the field."""
+
+    def __init__(self, items=(), warnings: list[str] | None = None):
+        super().__init__(items)
+        self.warnings: list[str] = list(warnings or [])
+        self.skipped = 0
+
+
+# What a malformed item raises while it is read: it is skipped, the document's other items are kept.
+ITEM_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def each_item(items, describe, build, out: Entries) -> Entries:
+    """`build(item)` for each item; an item that fails is skipped with a warning saying which."""
+    for i, item in enumerate(items, 1):
+        try:
+            out.append(build(item))
+        except FeedError:
+            raise
+        except ITEM_ERRORS as e:
+            out.skipped += 1
+            out.warnings.append(f"skipped {describe(i, item)}: {plain_reason(e)}")
+    return out
+
+
+def plain_reason(e: Exception) -> str:
+    text = " ".join(str(e).split())[:200]
+    return text if text and not text.startswith("'") else f"a field has the wrong type ({type(e).__name__})"
+
+
+def score(value, where: str, warnings: list[str]) -> float | None:
+    """A CVSS score: a finite number from 0 to 10, else dropped with a warning."""
+    if value is None or value == "":
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if math.isfinite(v) and 0 <= v <= 10:
+        return v
+    warnings.append(f"{where}: CVSS score {str(value)[:40]!r} is not a number from 0 to 10: dropped")
+    return None
+
+
+def text_field(value, where: str, name: str, warnings: list[str]) -> str | None:
+    """A text field of a JSON feed: a string, else dropped with a warning."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    warnings.append(f"{where}: {name} is not text: dropped")
+    return None
+
+
+def list_field(value, where: str, name: str, warnings: list[str], kind=str) -> list:
+    """A list field: the items of the expected type; anything else dropped with a warning."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        warnings.append(f"{where}: {name} is not a list: dropped")
+        return []
+    good = [v for v in value if isinstance(v, kind)]
+    if len(good) != len(value):
+        warnings.append(f"{where}: {len(value) - len(good)} item(s) of {name} of the wrong type dropped")
+    return good
+
+
+def date_field(text, where: str, name: str, warnings: list[str]):
+    """A date the STIX timestamps can carry (years 1970–2200), else dropped with a warning."""
+    if text in (None, ""):
+        return None
+    d = parse_date(text) if isinstance(text, str) else None
+    if d is None:
+        warnings.append(f"{where}: {name} {str(text)[:40]!r} is not a usable date: dropped")
+    return d
 
 
 @dataclass
@@ -185,6 +266,41 @@ def vulnerability(cve: str, created: str, facts: dict | None = None) -> dict:
         "object_marking_refs": [TLP_IDS["CLEAR"]],
     }
     v.update({k: val for k, val in (facts or {}).items() if val not in (None, [], {})})
+    return v
+
+
+def load_json(raw: bytes, what: str):
+    if not raw or not raw.strip():
+        raise FeedError("empty body")
+    try:
+        text = raw.decode("utf-8-sig")
+        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        if "\\ud" in text.lower():  # an escaped surrogate: a lone one cannot be stored or sent on
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        return doc
+    except UnicodeEncodeError:
+        raise FeedError(f"{what} holds a lone surrogate (an invalid \\ud800–\\udfff escape) in a string") from None
+    except RecursionError:
+        raise FeedError(f"{what} is nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise FeedError(f"{what} is not UTF-8 (bad byte at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        head = raw.lstrip()[:15].lower()
+        if head.startswith((b"<!doctype", b"<html")):
+            raise FeedError(f"got an HTML page instead of {what}") from None
+        raise FeedError(f"malformed JSON in {what}: {e}") from None
+    except ValueError as e:  # NaN, Infinity, 1e999: not numbers a feed may carry
+        raise FeedError(f"malformed JSON in {what}: {e}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text[:20]} is not a finite number")
     return v
 
 

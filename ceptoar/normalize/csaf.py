@@ -6,9 +6,19 @@ since following means I/O.
 
 from __future__ import annotations
 
-from ceptoar.model import Source, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entry, FeedError, advisory, to_json
-from ceptoar.normalize.kev import load_json
+from ceptoar.model import CVE_RE, Source, tlp_max, tlp_name
+from ceptoar.normalize import (
+    Entries,
+    Entry,
+    FeedError,
+    advisory,
+    date_field,
+    list_field,
+    load_json,
+    score,
+    text_field,
+    to_json,
+)
 
 HEALTHCARE_SECTOR = "healthcare"
 
@@ -17,108 +27,143 @@ def is_rolie(doc) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("feed"), dict) and "entry" in doc["feed"]
 
 
-def rolie_entries(doc) -> list[dict]:
-    """`{id, url, updated, title}` of each entry of a ROLIE JSON feed, newest first."""
+def rolie_entries(doc, warnings: list[str] | None = None) -> list[dict]:
+    """`{id, url, updated, title}` of each entry of a ROLIE JSON feed, newest first; entries of the
+    wrong shape are left out (with a warning when a list is given)."""
     out = []
-    for e in doc["feed"].get("entry") or []:
-        if not isinstance(e, dict):
+    entries = doc["feed"].get("entry")
+    for i, e in enumerate(entries if isinstance(entries, list) else [], 1):
+        content = e.get("content") if isinstance(e, dict) else None
+        links = e.get("link") if isinstance(e, dict) else None
+        url = content.get("src") if isinstance(content, dict) else None
+        if not isinstance(url, str) and isinstance(links, list):
+            url = next((lk.get("href") for lk in links if isinstance(lk, dict) and lk.get("rel") == "self"
+                        and isinstance(lk.get("href"), str)), None)
+        updated = (e.get("updated") or e.get("published") or "") if isinstance(e, dict) else ""
+        if not isinstance(url, str) or not isinstance(updated, str):
+            if warnings is not None:
+                warnings.append(f"skipped ROLIE entry {i}: no document URL")
             continue
-        url = (e.get("content") or {}).get("src") or next(
-            (lk.get("href") for lk in e.get("link") or [] if lk.get("rel") == "self"), None)
-        if url:
-            out.append({"id": str(e.get("id") or url), "url": url, "title": e.get("title"),
-                        "updated": e.get("updated") or e.get("published") or ""})
+        ident = e.get("id") if isinstance(e.get("id"), str) and e.get("id") else url
+        out.append({"id": ident, "url": url, "title": e.get("title"), "updated": updated})
     out.sort(key=lambda x: x["updated"], reverse=True)
     return out
 
 
-def _product_names(node) -> list[str]:
-    names = []
-    if isinstance(node, dict):
-        if isinstance(node.get("product"), dict) and node["product"].get("name"):
-            names.append(node["product"]["name"])
-        for fp in node.get("full_product_names") or []:
-            if isinstance(fp, dict) and fp.get("name"):
+def _product_names(tree) -> list[str]:
+    """Every product name in a product tree, walked without recursion (trees can be deep)."""
+    names, stack = [], [tree]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        product = node.get("product")
+        if isinstance(product, dict) and isinstance(product.get("name"), str):
+            names.append(product["name"])
+        for fp in node.get("full_product_names") if isinstance(node.get("full_product_names"), list) else []:
+            if isinstance(fp, dict) and isinstance(fp.get("name"), str):
                 names.append(fp["name"])
-        for b in node.get("branches") or []:
-            names.extend(_product_names(b))
+        branches = node.get("branches")
+        stack.extend(reversed(branches) if isinstance(branches, list) else [])
     return names
 
 
-def _scores(vuln: dict, cve: str) -> list[dict]:
+def _scores(vuln: dict, cve: str | None, where: str, warnings: list[str]) -> list[dict]:
     out = []
-    for s in vuln.get("scores") or []:
+    for s in list_field(vuln.get("scores"), where, "scores", warnings, dict):
         for key in ("cvss_v3", "cvss_v2"):
             c = s.get(key)
-            if isinstance(c, dict):
-                out.append({"version": c.get("version"), "score": c.get("baseScore"),
-                            "severity": (c.get("baseSeverity") or "").capitalize() or None,
-                            "vector": c.get("vectorString"), "type": "Base", "source": "CSAF", "cve": cve})
+            if not isinstance(c, dict):
+                continue
+            value = score(c.get("baseScore"), where, warnings)
+            if value is None:
+                continue
+            severity = c.get("baseSeverity")
+            out.append({"version": text_field(c.get("version"), where, "cvss version", warnings), "score": value,
+                        "severity": severity.capitalize() if isinstance(severity, str) and severity else None,
+                        "vector": text_field(c.get("vectorString"), where, "vectorString", warnings),
+                        "type": "Base", "source": "CSAF", "cve": cve})
     return out
 
 
-def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]:
+def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
     doc = load_json(raw, "the CSAF document")
     if is_rolie(doc):
         raise FeedError("this is a ROLIE index: fetch it as a csaf source so its documents are followed")
-    return [document(doc, source)]
+    out = Entries()
+    out.append(document(doc, source, out.warnings))
+    return out
 
 
-def document(doc, source: Source) -> Entry:
+def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
+    """One CSAF document: the document's frame must be readable; a malformed vulnerability or field
+    inside it is dropped with a warning."""
+    warnings = [] if warnings is None else warnings
     meta = doc.get("document") if isinstance(doc, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("tracking"), dict):
         raise FeedError("not a CSAF document (no document.tracking)")
     tracking = meta["tracking"]
-    tracking_id = str(tracking.get("id") or "").strip()
+    tracking_id = str(tracking.get("id") or "").strip() if isinstance(tracking.get("id"), str) else ""
     if not tracking_id:
         raise FeedError("CSAF document without tracking.id")
-    notes = [n for n in meta.get("notes") or [] if isinstance(n, dict)]
-    sectors = [n.get("text", "") for n in notes if (n.get("title") or "").lower() == "critical infrastructure sectors"]
-    summary = "\n\n".join(n.get("text", "") for n in notes if n.get("category") == "summary")
-    self_urls = [r.get("url") for r in meta.get("references") or [] if r.get("category") == "self" and r.get("url")]
+    where = tracking_id
+    notes = list_field(meta.get("notes"), where, "notes", warnings, dict)
+    sectors = [n["text"] for n in notes if str(n.get("title") or "").lower() == "critical infrastructure sectors"
+               and isinstance(n.get("text"), str)]
+    summary = "\n\n".join(n["text"] for n in notes if n.get("category") == "summary" and isinstance(n.get("text"), str))
+    refs = list_field(meta.get("references"), where, "references", warnings, dict)
+    self_urls = [r["url"] for r in refs if r.get("category") == "self" and isinstance(r.get("url"), str)]
     url = next((u for u in self_urls if not u.endswith(".json")), self_urls[0] if self_urls else None)
 
     cves, cwes, cvss, per_cve, remediations = [], [], [], {}, []
-    for v in doc.get("vulnerabilities") or []:
-        cve = str(v.get("cve") or "").upper()
-        cwe = (v.get("cwe") or {}).get("id")
-        scores = _scores(v, cve or None)
+    for i, v in enumerate(list_field(doc.get("vulnerabilities"), where, "vulnerabilities", warnings, dict), 1):
+        cve = v.get("cve")
+        if cve is not None and not (isinstance(cve, str) and CVE_RE.fullmatch(cve.strip())):
+            warnings.append(f"{where}: vulnerability {i} has cve {str(cve)[:40]!r}, not a CVE id: dropped")
+            cve = None
+        cve = cve.strip().upper() if cve else None
+        cwe = v.get("cwe").get("id") if isinstance(v.get("cwe"), dict) else None
+        cwe = cwe if isinstance(cwe, str) and cwe else None
+        scores = _scores(v, cve, f"{where} vulnerability {i}", warnings)
         cvss.extend(scores)
         if cwe:
             cwes.append(cwe)
-        for r in v.get("remediations") or []:
-            if r.get("details") and r["details"] not in remediations:
+        for r in list_field(v.get("remediations"), where, "remediations", warnings, dict):
+            if isinstance(r.get("details"), str) and r["details"] not in remediations:
                 remediations.append(r["details"])
         if cve:
             cves.append(cve)
             per_cve[cve] = {"x_ceptoar_cvss": scores, "x_ceptoar_cwes": [cwe] if cwe else []}
-    tlp_label = ((meta.get("distribution") or {}).get("tlp") or {}).get("label")
+    distribution = meta.get("distribution") if isinstance(meta.get("distribution"), dict) else {}
+    tlp_label = (distribution.get("tlp") or {}).get("label") if isinstance(distribution.get("tlp"), dict) else None
     try:
-        tlp = tlp_max(source.tlp, tlp_name(tlp_label)) if tlp_label else source.tlp
+        tlp = tlp_max(source.tlp, tlp_name(tlp_label)) if isinstance(tlp_label, str) else source.tlp
     except ValueError:
         tlp = source.tlp
     signals = []
     if tracking_id.upper().startswith("ICSMA-"):
         signals.append("icsma")
     signals += [f"csaf-sector:{s}" for s in sectors if HEALTHCARE_SECTOR in s.lower()]
+    title = meta.get("title") if isinstance(meta.get("title"), str) and meta.get("title") else tracking_id
+    lang = meta.get("lang") if isinstance(meta.get("lang"), str) and meta.get("lang") else "en"
     return advisory(
         source,
         tracking_id,
-        title=meta.get("title") or tracking_id,
+        title=title,
         description=summary,
-        published=parse_date(tracking.get("initial_release_date")),
-        modified=parse_date(tracking.get("current_release_date")),
+        published=date_field(tracking.get("initial_release_date"), where, "initial_release_date", warnings),
+        modified=date_field(tracking.get("current_release_date"), where, "current_release_date", warnings),
         url=url,
         own_id=tracking_id,
         cves=cves,
         cvss=cvss,
         cwes=cwes,
-        lang=(meta.get("lang") or "en")[:2],
+        lang=lang[:2],
         tlp=tlp,
         extra={
             "x_ceptoar_csaf": {
                 "tracking_id": tracking_id,
-                "version": tracking.get("version"),
+                "version": tracking.get("version") if isinstance(tracking.get("version"), str) else None,
                 "products": sorted(set(_product_names(doc.get("product_tree") or {}))),
                 "sectors": sectors,
                 "remediations": remediations,

@@ -6,11 +6,20 @@ their text, so the whole item is read here with defusedxml, under both mod_sec n
 
 from __future__ import annotations
 
-import re
 from xml.etree.ElementTree import Element
 
-from ceptoar.model import Source, find_cves, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entry, FeedError, advisory, to_json, xmlsafe
+from ceptoar.model import Source, find_cves, tlp_max, tlp_name
+from ceptoar.normalize import (
+    Entries,
+    Entry,
+    FeedError,
+    advisory,
+    date_field,
+    each_item,
+    score,
+    to_json,
+    xmlsafe,
+)
 
 RSS = "{http://purl.org/rss/1.0/}"
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
@@ -36,23 +45,46 @@ def _feed_tlp(root: Element) -> str | None:
     return None
 
 
-ITEM_TEXT_RE = re.compile(r"<item[\s>].*?</item>", re.S)
+def item_texts(text: str) -> list[str]:
+    """Each `<item …>…</item>` of the document as written, in one linear pass (a lazy regex over
+    the document is quadratic when items are not closed)."""
+    out, i = [], 0
+    while True:
+        start = text.find("<item", i)
+        if start < 0:
+            return out
+        if start + 5 < len(text) and text[start + 5] not in " \t\r\n>":
+            i = start + 5
+            continue
+        end = text.find("</item>", start)
+        if end < 0:
+            return out
+        out.append(text[start:end + 7])
+        i = end + 7
 
 
-def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]:
+def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
     text = xmlsafe.decode(raw, charset)
     root = xmlsafe.parse_text(text)
     tlp = tlp_max(source.tlp, _feed_tlp(root))
+    out = Entries()
     if root.tag == RDF + "RDF":
         items = list(root.iter(RSS + "item"))
         # Provenance: each item's own text, cut from the document (ElementTree cannot give it back).
-        texts = ITEM_TEXT_RE.findall(text)
+        texts = item_texts(text)
         if len(texts) != len(items):
             texts = [None] * len(items)
-        return [_rss_item(item, source, tlp, t) for item, t in zip(items, texts, strict=True)]
+        return each_item(list(zip(items, texts, strict=True)), _describe,
+                         lambda pair: _rss_item(pair[0], source, tlp, pair[1], out.warnings), out)
     if root.tag == ATOM + "feed":
-        return [_atom_entry(e, source, tlp) for e in root.iter(ATOM + "entry")]
+        return each_item(list(root.iter(ATOM + "entry")), lambda i, e: f"entry {i}",
+                         lambda e: _atom_entry(e, source, tlp, out.warnings), out)
     raise FeedError(f"not a JVN RDF/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
+
+
+def _describe(i: int, pair) -> str:
+    ident = "".join(xmlsafe.text(e) for e in _sec(pair[0], "identifier")[:1])
+    return f"item {i}" + (f" ({ident[:40]})" if ident else "")
 
 
 def _raw(el: Element) -> str:
@@ -62,13 +94,14 @@ def _raw(el: Element) -> str:
     return to_json(tree(el))
 
 
-def _rss_item(item: Element, source: Source, tlp: str, raw: str | None = None) -> Entry:
+def _rss_item(item: Element, source: Source, tlp: str, raw: str | None, warnings: list[str]) -> Entry:
     def child(path: str) -> str:
         return xmlsafe.text(item.find(path))
 
     link = child(RSS + "link") or item.get(RDF + "about", "")
     jvndb = "".join(xmlsafe.text(e) for e in _sec(item, "identifier")[:1])
     title, description = child(RSS + "title"), child(RSS + "description").replace("\r", "")
+    where = jvndb or link or title[:40] or "an item"
 
     identifiers, references, cves, cwes = [], [], [], []
     for ref in _sec(item, "references"):
@@ -96,7 +129,7 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None = None) -
     cvss = [
         {
             "version": c.get("version"),
-            "score": float(c.get("score")) if c.get("score") else None,
+            "score": score(c.get("score"), where, warnings),
             "severity": c.get("severity"),
             "vector": c.get("vector"),
             "type": c.get("type") or "Base",
@@ -112,13 +145,15 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None = None) -
     ]
     issued = child(DCTERMS + "issued") or child(DC + "date")
     modified = child(DCTERMS + "modified") or child(DC + "date")
+    if not (jvndb or link):
+        raise ValueError("it has neither an identifier nor a link")
     return advisory(
         source,
         jvndb or link,
         title=title,
         description=description,
-        published=parse_date(issued),
-        modified=parse_date(modified),
+        published=date_field(issued, where, "issued date", warnings),
+        modified=date_field(modified, where, "modified date", warnings),
         url=link or None,
         own_id=jvndb or None,
         identifiers=identifiers,
@@ -134,7 +169,7 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None = None) -
     )
 
 
-def _atom_entry(entry: Element, source: Source, tlp: str) -> Entry:
+def _atom_entry(entry: Element, source: Source, tlp: str, warnings: list[str]) -> Entry:
     def child(name: str) -> str:
         return xmlsafe.text(entry.find(ATOM + name))
 
@@ -147,13 +182,14 @@ def _atom_entry(entry: Element, source: Source, tlp: str) -> Entry:
         for ns in SEC_NAMESPACES for i in entry.iter(ns + "item")
     ]
     text_all = " ".join([title, summary, *[i["title"] for i in items]])
+    where = eid or link or title[:40] or "an entry"
     return advisory(
         source,
         eid or link or title,
         title=title,
         description=summary,
-        published=parse_date(child("published")),
-        modified=parse_date(child("updated")),
+        published=date_field(child("published"), where, "published date", warnings),
+        modified=date_field(child("updated"), where, "updated date", warnings),
         url=link,
         own_id=eid or None,
         cves=find_cves(text_all),

@@ -11,31 +11,38 @@ import warnings
 
 import feedparser
 
-from ceptoar.model import Source, find_cves, find_identifiers, parse_date
-from ceptoar.normalize import Entry, FeedError, advisory, to_json, xmlsafe
+from ceptoar.model import Source, find_cves, find_identifiers
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, date_field, each_item, to_json, xmlsafe
 
 _FEED_ROOTS = {"RDF", "rss", "feed", "channel"}
 
 
-def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]:
-    root = xmlsafe.parse(raw, charset)
+def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
+    text = xmlsafe.decode(raw, charset)
+    root = xmlsafe.parse_text(text)
     if xmlsafe.local(root.tag) not in _FEED_ROOTS:
         raise FeedError(f"not an RSS/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
-    text = xmlsafe.decode(raw, charset)
     with warnings.catch_warnings():  # feedparser's notice about its updated→published fallback
         warnings.simplefilter("ignore", DeprecationWarning)
         parsed = feedparser.parse(text, sanitize_html=True, resolve_relative_uris=False)
-        lang = (parsed.feed.get("language") or source.lang or "ja")[:2]
-        return [_entry(e, source, lang) for e in parsed.entries]
+    lang = str(parsed.feed.get("language") or source.lang or "ja")[:2]
+    out = Entries()
+    return each_item(parsed.entries, lambda i, e: f"item {i}" + (f" ({e.get('title', '')[:40]})" if
+                                                                   e.get("title") else ""),
+                     lambda e: _entry(e, source, lang, out.warnings), out)
 
 
-def _entry(e: dict, source: Source, lang: str) -> Entry:
+def _entry(e: dict, source: Source, lang: str, notes: list[str]) -> Entry:
     title = e.get("title", "")
     description = e.get("summary", "") or ""
     link = e.get("link")
-    key = e.get("id") or link or hashlib.sha256(title.encode()).hexdigest()[:32]
-    published = parse_date(e.get("published") or e.get("dc_date") or e.get("updated"))
-    modified = parse_date(e.get("updated") or e.get("published") or e.get("dc_date"))
+    published_text = e.get("published") or e.get("dc_date") or e.get("updated")
+    # An item without link or guid is known by its content: two such items stay two advisories.
+    key = e.get("id") or link or "content:" + hashlib.sha256(
+        "\x1f".join([title, description, published_text or ""]).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    where = link or title[:40] or "an item"
+    published = date_field(published_text, where, "date", notes)
+    modified = date_field(e.get("updated") or published_text, where, "updated date", notes)
     idents = [i for i in find_identifiers(title, description, link) if not i.startswith("CVE-")]
     raw = {k: e.get(k) for k in ("id", "title", "link", "summary", "published", "updated", "tags") if e.get(k)}
     return advisory(

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from ceptoar.model import TLP_BY_ID, Source, find_cves, find_identifiers, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entry, FeedError, advisory, to_json
-from ceptoar.normalize.kev import load_json
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, each_item, load_json, to_json
 
 
-def objects_of(doc) -> list[dict]:
+STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def objects_of(doc, warnings: list[str] | None = None) -> list[dict]:
+    """The bundle's objects that have a STIX type and an id of that type; others are skipped."""
     if isinstance(doc, list):
         objs = doc
     elif isinstance(doc, dict) and isinstance(doc.get("objects"), list):
@@ -26,10 +34,12 @@ def objects_of(doc) -> list[dict]:
         objs = [doc]
     else:
         raise FeedError("not a STIX bundle (no 'objects' list)")
-    valid = [o for o in objs if isinstance(o, dict) and isinstance(o.get("id"), str) and "--" in o["id"]
-             and isinstance(o.get("type"), str)]
+    valid = [o for o in objs if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str)
+             and STIX_ID_RE.fullmatch(o["id"]) and o["id"].startswith(o["type"] + "--")]
     if objs and not valid:
-        raise FeedError("STIX bundle holds no object with a type and id")
+        raise FeedError("STIX bundle holds no object with a type and a valid id")
+    if warnings is not None and len(valid) != len(objs):
+        warnings.append(f"skipped {len(objs) - len(valid)} object(s) without a STIX type and a valid id of that type")
     return valid
 
 
@@ -41,7 +51,8 @@ def marking_tlps(objects: list[dict]) -> dict[str, str]:
             continue  # the OASIS TLP definitions mean what OASIS says, whatever a bundle redefines
         candidates = [((o.get("definition") or {}).get("tlp") if isinstance(o.get("definition"), dict) else None),
                       o.get("name")]
-        candidates += [ext.get("tlp_2_0") for ext in (o.get("extensions") or {}).values() if isinstance(ext, dict)]
+        extensions = o.get("extensions") if isinstance(o.get("extensions"), dict) else {}
+        candidates += [ext.get("tlp_2_0") for ext in extensions.values() if isinstance(ext, dict)]
         for c in candidates:
             if isinstance(c, str):
                 try:
@@ -53,8 +64,8 @@ def marking_tlps(objects: list[dict]) -> dict[str, str]:
 
 
 def object_tlp(o: dict, markings: dict[str, str]) -> str | None:
-    found = [markings[m] for m in o.get("object_marking_refs") or [] if m in markings]
-    for label in o.get("labels") or []:
+    found = [markings[m] for m in _list(o.get("object_marking_refs")) if isinstance(m, str) and m in markings]
+    for label in _list(o.get("labels")):
         if isinstance(label, str) and label.lower().startswith("tlp:"):
             try:
                 found.append(tlp_name(label))
@@ -63,23 +74,27 @@ def object_tlp(o: dict, markings: dict[str, str]) -> str | None:
     return tlp_max(*found)
 
 
-def parse(raw: bytes, source: Source, charset: str | None = None) -> list[Entry]:
+def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
     doc = load_json(raw, "the STIX bundle")
-    bundle_id = doc.get("id") if isinstance(doc, dict) else None
-    return entries_from_objects(objects_of(doc), source, bundle_id)
+    bundle_id = doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
+    warnings: list[str] = []
+    objects = objects_of(doc, warnings)
+    out = entries_from_objects(objects, source, bundle_id)
+    out.warnings[:0] = warnings
+    return out
 
 
 def _cves_of(report: dict, refs: list[dict]) -> list[str]:
     """CVE ids the report names: its `cve` references and the CVEs of the vulnerabilities it refers to."""
     found = []
     for obj in [report, *(o for o in refs if o["type"] == "vulnerability")]:
-        for x in obj.get("external_references") or []:
+        for x in _list(obj.get("external_references")):
             if isinstance(x, dict) and str(x.get("source_name", "")).lower() == "cve":
                 found.extend(find_cves(str(x.get("external_id") or "")))
     return list(dict.fromkeys(c.upper() for c in found))
 
 
-def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> list[Entry]:
+def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> Entries:
     """One entry per report (its referenced objects travel with it), and one wrapper entry for the
     objects no report references. The producer's ids and versions are kept; each object's own TLP
     (from its markings, the bundle's own TLP definitions included) is recorded."""
@@ -87,23 +102,22 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
     by_id = {o["id"]: o for o in objects}
     marking_objs = [o for o in objects if o["type"] == "marking-definition"]
     own = {o["id"]: t for o in objects if (t := object_tlp(o, markings))}
-    entries, referenced = [], set()
-    for r in (o for o in objects if o["type"] == "report"):
-        refs = [by_id[i] for i in r.get("object_refs") or [] if isinstance(i, str) and i in by_id and i != r["id"]]
+    out, referenced = Entries(), set()
+
+    def entry(r: dict) -> Entry:
+        if not isinstance(r.get("object_refs"), list):
+            out.warnings.append(f"{r['id']}: object_refs is not a list: read as empty")
+        refs = [by_id[i] for i in _list(r.get("object_refs")) if isinstance(i, str) and i in by_id and i != r["id"]]
         referenced.update(o["id"] for o in refs)
         referenced.add(r["id"])
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"
         supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
-        entries.append(Entry(
-            key=r["id"],
-            report=r,
-            raw=to_json(r),
-            objects=supplied,
-            tags=[t for t in r.get("labels") or [] if isinstance(t, str)],
-            tlp=tlp,
-            cves=_cves_of(r, refs),
-            object_tlps={o["id"]: own[o["id"]] for o in [r, *supplied] if o["id"] in own},
-        ))
+        return Entry(key=r["id"], report=r, raw=to_json(r), objects=supplied,
+                     tags=[t for t in _list(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
+                     object_tlps={o["id"]: own[o["id"]] for o in [r, *supplied] if o["id"] in own})
+
+    each_item([o for o in objects if o["type"] == "report"], lambda i, r: f"report {r['id']}", entry, out)
+    entries = out
     rest = [o for o in objects if o["id"] not in referenced and o["type"] != "marking-definition"]
     if rest:
         text = json.dumps(rest, ensure_ascii=False)
@@ -112,7 +126,7 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
             "".join(sorted(o["id"] for o in rest)).encode()).hexdigest()[:32]
         dates = sorted(o.get("created") for o in rest if isinstance(o.get("created"), str))
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in rest)) or "CLEAR"
-        entry = advisory(
+        wrapper = advisory(
             source,
             key,
             title=f"{source.name or source.id}: " + (", ".join(names) if names else f"{len(rest)} STIX objects"),
@@ -127,6 +141,6 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
             included=[*rest, *marking_objs],
             raw=text,
         )
-        entry.object_tlps = {o["id"]: own[o["id"]] for o in entry.objects if o["id"] in own}
-        entries.append(entry)
+        wrapper.object_tlps = {o["id"]: own[o["id"]] for o in wrapper.objects if o["id"] in own}
+        entries.append(wrapper)
     return entries

@@ -13,7 +13,24 @@ from defusedxml.ElementTree import fromstring
 from ceptoar.normalize import FeedError
 
 _DECL_RE = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"']")
-_HTML_RE = re.compile(r"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+_HTML_START = re.compile(r"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
+# C1 controls: what UTF-8 (Japanese above all) looks like when decoded as ISO-8859-1 or cp1252.
+_IMPLAUSIBLE = re.compile("[\x80-\x9f]")
+
+
+def looks_like_html(text: str) -> bool:
+    """Whether the body is an HTML page (after leading comments), in one linear pass."""
+    i = 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if not text.startswith("<!--", i):
+            break
+        end = text.find("-->", i + 4)
+        if end < 0:
+            return False
+        i = end + 3
+    return _HTML_START.match(text, i) is not None
 
 
 def _codec(name: str) -> str:
@@ -24,24 +41,37 @@ def _codec(name: str) -> str:
 
 
 def decode(raw: bytes, charset: str | None = None) -> str:
-    """Text of an XML body, decoded strictly with the declared charset (HTTP first, then the XML
-    declaration, UTF-8 when neither says). Undecodable bytes are an error, never mojibake."""
+    """Text of an XML body, decoded strictly as RFC 7303 says: a byte order mark first, then the
+    HTTP charset, then the XML declaration, UTF-8 when none says. Undecodable bytes, and text that
+    decodes to control characters (UTF-8 read as ISO-8859-1), are an error, never mojibake."""
     if not raw or not raw.strip():
         raise FeedError("empty body")
+    declared = None
     if raw.startswith(codecs.BOM_UTF8):
-        candidates = ["utf-8-sig"]
+        name, why = "utf-8-sig", "the byte order mark"
     elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        candidates = ["utf-16"]
+        name, why = "utf-16", "the byte order mark"
     else:
         m = _DECL_RE.match(raw[:400])
-        candidates = [c for c in (charset, m.group(1).decode() if m else None) if c] or ["utf-8"]
-    tried = []
-    for name in dict.fromkeys(_codec(c) for c in candidates):
-        try:
-            return raw.decode(name)
-        except UnicodeDecodeError as e:
-            tried.append(f"{name} (bad byte at offset {e.start})")
-    raise FeedError(f"body does not decode as declared charset {', '.join(tried)}: wrong or missing charset")
+        declared = m.group(1).decode() if m else None
+        if charset:
+            name, why = charset, "the HTTP Content-Type"
+        elif declared:
+            name, why = declared, "the XML declaration"
+        else:
+            name, why = "utf-8", "the default"
+    codec = _codec(name)
+    disagree = f" (the XML declaration says {declared})" if declared and _codec(declared) != codec else ""
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError as e:
+        raise FeedError(f"body does not decode as {codec} declared by {why} (bad byte at offset {e.start})"
+                        f"{disagree}: wrong or missing charset") from None
+    bad = _IMPLAUSIBLE.search(text)
+    if bad:
+        raise FeedError(f"body decoded as {codec} declared by {why} gives control characters (at offset "
+                        f"{bad.start()}){disagree}: wrong charset label")
+    return text
 
 
 def parse(raw: bytes, charset: str | None = None) -> Element:
@@ -50,7 +80,7 @@ def parse(raw: bytes, charset: str | None = None) -> Element:
 
 
 def parse_text(text: str) -> Element:
-    if _HTML_RE.match(text):
+    if looks_like_html(text):
         raise FeedError("got an HTML page instead of a feed")
     # Re-encode as UTF-8 with a matching declaration: expat cannot read multi-byte legacy charsets.
     body = re.sub(r"^\s*<\?xml[^>]*\?>", '<?xml version="1.0" encoding="UTF-8"?>', text.lstrip("\ufeff"), count=1)

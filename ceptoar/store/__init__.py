@@ -10,6 +10,7 @@ is the embedded engine.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,6 +49,9 @@ class Store:
                 self.db = sqlite_utils.Database(memory=True)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():
+                    # Created private: SQLite gives the WAL and SHM files the database file's mode.
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 self.db = sqlite_utils.Database(str(self.path))
                 self.db.enable_wal()
             self.conn: sqlite3.Connection = self.db.conn
@@ -111,20 +115,49 @@ class Store:
         if self.conn.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._explain(e) from None
         try:
             yield
+        except sqlite3.OperationalError as e:
+            self._rollback()
+            raise self._explain(e) from None
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            self._rollback()
+            raise self._explain(e) from None
+
+    def _rollback(self) -> None:
+        # SQLite has already rolled back on some errors (a full disk): only roll back what is open.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def _explain(self, e: sqlite3.OperationalError) -> Exception:
+        """The store's errors a user can act on, in one line; anything else unchanged."""
+        text = str(e)
+        where = str(self.path) if self.path else "the in-memory database"
+        if "disk is full" in text or "disk I/O error" in text:
+            return StoreError(f"disk full: cannot write {where} (nothing was saved; free space there and rerun)")
+        if "database is locked" in text or "database is busy" in text:
+            return StoreError(f"the database {where} is busy (another command holds it); try again")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"the database {where} is read-only for this user")
+        return e
 
     # --- schema and settings -----------------------------------------------------------------------
     def migrate(self) -> int:
         """Create or upgrade the schema; safe to run any number of times."""
+        from ceptoar.files import make_private
         from ceptoar.store import schema
         version, _previous, _backup = schema.migrate(self, backup=self.backup_before_migration)
+        if self.path is not None:  # a database made by an earlier version may be world-readable
+            make_private(self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
         return version
 
     def backup_before_migration(self) -> str | None:
@@ -133,6 +166,8 @@ class Store:
             return None
         from ceptoar.store import schema
         target = self.path.with_name(f"{self.path.name}.before-schema-{schema.version_of(self)}")
+        target.unlink(missing_ok=True)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         dest = sqlite3.connect(target)
         try:
             self.conn.backup(dest)

@@ -65,9 +65,18 @@ class Members(Repository):
         return {c: (bool(r), bool(w)) for c, r, w in self.store.execute(
             "SELECT collection, can_read, can_write FROM grants WHERE member = ?", (mid,))}
 
-    def recent_failures(self, address: str, since: str) -> int:
-        return self.store.scalar("SELECT COUNT(*) FROM audit WHERE address = ? AND http_status = 401 AND time >= ?",
-                                 (address, since))
+    def recent_failures(self, *, since: str, address: str | None = None, member: str | None = None
+                        ) -> tuple[int, str | None]:
+        """(failed logins, time of the last one) since a time, from one address or for one member."""
+        col, value = ("address", address) if address is not None else ("member", member)
+        row = self.store.execute(f"SELECT COUNT(*), MAX(time) FROM audit WHERE {col} = ? AND http_status = 401 "
+                                 "AND action = 'taxii-denied' AND time >= ?", (value, since)).fetchone()
+        return row[0], row[1]
+
+    def objects_submitted(self, member: str, since: str) -> int:
+        """Objects the member has added over TAXII since a time (from the audit log)."""
+        return sum((json.loads(d) or {}).get("objects", 0) for (d,) in self.store.execute(
+            "SELECT details FROM audit WHERE action = 'taxii-add' AND member = ? AND time >= ?", (member, since)))
 
     def save_status(self, status: dict, member: str, collection: str | None) -> None:
         with self.store.transaction():

@@ -182,6 +182,7 @@ def trust_model(store: Store) -> None:
     """Schema 6 → 7."""
     s = store
     s.execute("ALTER TABLE sources RENAME COLUMN origin TO defined_by")
+    s.execute("ALTER TABLE sources ADD COLUMN last_note TEXT")
 
     # --- object versions get their origin ---------------------------------------------------------
     advisory_source = dict(s.execute("SELECT id, source FROM advisories").fetchall())

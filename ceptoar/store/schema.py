@@ -26,7 +26,7 @@ CREATE TABLE sources (
     id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL, url TEXT NOT NULL DEFAULT '',
     enabled INTEGER NOT NULL DEFAULT 1, tlp TEXT NOT NULL DEFAULT 'CLEAR', lang TEXT,
     interval INTEGER, options TEXT NOT NULL DEFAULT '{}', defined_by TEXT,
-    etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT
+    etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT, last_note TEXT
 );
 CREATE TABLE raw_entries (
     source TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, received TEXT NOT NULL,

@@ -46,16 +46,18 @@ class Sources(Repository):
                                       (int(enabled), source_id)).rowcount == 1
 
     def record_fetch(self, source_id: str, status: str, error: str | None = None,
-                     etag: str | None = None, last_modified: str | None = None) -> None:
-        """Fetch outcome; ETag/Last-Modified only move forward on success."""
+                     etag: str | None = None, last_modified: str | None = None, note: str | None = None) -> None:
+        """Fetch outcome; ETag/Last-Modified only move forward on success. `note`: what the operator
+        should know of a successful run (items skipped, a run cut short)."""
         s = self.store
         with s.transaction():
             if status == "not-modified":
-                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL WHERE id = ?",
-                          (utcnow(), status, source_id))
+                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, last_note = NULL "
+                          "WHERE id = ?", (utcnow(), status, source_id))
             elif status == "ok":
                 s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, etag = ?, "
-                          "last_modified = ? WHERE id = ?", (utcnow(), status, etag, last_modified, source_id))
+                          "last_modified = ?, last_note = ? WHERE id = ?",
+                          (utcnow(), status, etag, last_modified, note, source_id))
             else:
                 s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ? WHERE id = ?",
                           (utcnow(), status, error, source_id))

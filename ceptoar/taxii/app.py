@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from http import HTTPStatus
 import logging
-import time
 import traceback
 
 import medallion
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from medallion.exceptions import BackendError, ProcessingError
 from medallion.views import collections, discovery, manifest, objects
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ceptoar import web
 from ceptoar.taxii import auth
 from ceptoar.taxii.backend import MEDIA_TAXII, HubBackend
 
@@ -33,13 +35,6 @@ def taxii_error(status: int, title: str, description: str | None = None, headers
     if description:
         body["description"] = description
     return Response(json.dumps(body), status=status, headers=headers, mimetype=MEDIA_TAXII)
-
-
-def _page(title: str, body: str, status: int = 200) -> Response:
-    html = (f'<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8"><title>{title}</title></head>'
-            f'<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto;"><h1>{title}</h1>'
-            f"<p>{body}</p></body></html>")
-    return Response(html, status=status, mimetype="text/html")
 
 
 def _versioned(value: str) -> str:
@@ -55,7 +50,9 @@ def _versioned(value: str) -> str:
 
 
 class TaxiiMiddleware:
-    """WSGI layer in front of Flask: media-type defaults and request bodies without a length."""
+    """WSGI layer in front of Flask: media-type defaults, and request bodies measured and checked
+    before anyone parses them (no length and not chunked: 411, never a read that waits forever;
+    over the limit: 413; JSON nested deeper than any STIX object: 400)."""
 
     def __init__(self, app, max_content_length: int):
         self.app = app
@@ -66,44 +63,86 @@ class TaxiiMiddleware:
             environ["HTTP_ACCEPT"] = _versioned(environ["HTTP_ACCEPT"])
         if environ.get("CONTENT_TYPE"):
             environ["CONTENT_TYPE"] = _versioned(environ["CONTENT_TYPE"])
-        if environ.get("REQUEST_METHOD") == "POST":
+        if environ.get("REQUEST_METHOD") in ("POST", "PUT", "PATCH"):
             length = environ.get("CONTENT_LENGTH") or ""
+            chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() or \
+                environ.get("wsgi.input_terminated")
             if not length.isdigit():
+                if not chunked:
+                    return taxii_error(411, "Length Required", "send Content-Length or a chunked body")(
+                        environ, start_response)
                 body = environ["wsgi.input"].read(self.max + 1)
                 environ["wsgi.input"] = io.BytesIO(body)
-                environ["CONTENT_LENGTH"] = str(len(body))
-                length = str(len(body))
+                environ["CONTENT_LENGTH"] = length = str(len(body))
             if int(length) > self.max:
-                resp = taxii_error(413, "Request Entity Too Large",
-                                   f"bodies are limited to {self.max} bytes (max_content_length)")
-                return resp(environ, start_response)
+                return taxii_error(413, "Request Entity Too Large",
+                                   f"bodies are limited to {self.max} bytes (max_content_length)")(
+                    environ, start_response)
+            body = environ["wsgi.input"].read(int(length))
+            environ["wsgi.input"] = io.BytesIO(body)
+            if json_depth(body) > MAX_JSON_DEPTH:
+                return taxii_error(400, "Bad Request", f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")(
+                    environ, start_response)
         return self.app(environ, start_response)
 
 
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (strings skipped), in one pass,
+    without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    return deepest
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: int = 10 * 1024 * 1024,
-               page_size: int = 100, trust_proxy: bool = False) -> Flask:
+               page_size: int = 100, proxies: int = 0, public_url: str | None = None, max_objects: int = 1000,
+               max_objects_per_day: int = 10000) -> Flask:
+    """The TAXII app. `proxies`: how many reverse proxies in front set X-Forwarded-For/-Proto/-Host
+    (only those are believed); `public_url`: the hub's external URL, for discovery; `max_objects`
+    and `max_objects_per_day`: what one member may submit."""
     app = Flask("ceptoar.taxii")
+    app.url_map.strict_slashes = False  # no redirects built from the Host header
     app.taxii_config = {"max_page_size": page_size}
     app.users_backend = {}  # medallion's plain-text user table stays empty: members are in the store
-    app.medallion_backend = HubBackend(db=db_path, api_root=api_root, max_content_length=max_content_length)
+    app.medallion_backend = HubBackend(db=db_path, api_root=api_root, max_content_length=max_content_length,
+                                       public_url=public_url, max_objects=max_objects,
+                                       max_objects_per_day=max_objects_per_day)
     for bp in (collections.collections_bp, discovery.discovery_bp, manifest.manifest_bp, objects.objects_bp):
         app.register_blueprint(bp)
     backend: HubBackend = app.medallion_backend
 
-    @medallion.auth.verify_password
     def verify(username, password):
-        member = auth.authenticate(backend.store, username, password)
+        member = auth.authenticate(backend.store, username, password, request.remote_addr or "")
         if member is not None:
             g.member = member
         return member
 
-    @medallion.auth.error_handler
-    def unauthorized(status):
-        delay = auth.failure_delay(backend.store, _address())
-        if delay:
-            time.sleep(delay)
-        return taxii_error(status, "Unauthorized", "valid credentials are required (HTTP Basic or Bearer)",
-                           {"WWW-Authenticate": 'Basic realm="CEPTOAR TAXII"'})
+    app.ceptoar_verify = verify  # medallion's auth object is shared by every app: each answers for itself
+
+    @app.errorhandler(auth.TooManyFailures)
+    def locked(e):
+        return taxii_error(429, "Too Many Requests", str(e), {"Retry-After": str(e.retry_after)})
 
     @app.errorhandler(ProcessingError)
     @app.errorhandler(BackendError)
@@ -119,26 +158,7 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         log.error("internal error on %s %s: %s", request.method, request.path, traceback.format_exc())
         return taxii_error(500, "Internal Server Error", "the server could not complete the request")
 
-    def _address() -> str:
-        if trust_proxy and request.headers.get("X-Forwarded-For"):
-            return request.headers["X-Forwarded-For"].split(",")[0].strip()
-        return request.remote_addr or ""
-
-    @app.route("/unsubscribe/<token>", methods=["GET", "POST"])
-    def unsubscribe(token: str):
-        """The link in every digest; POST is RFC 8058's one-click (List-Unsubscribe-Post)."""
-        store = backend.store
-        sub = store.subscribers.by_token(token)
-        if sub is None:
-            return _page("配信停止 / Unsubscribe", "このリンクは無効です。/ This link is not valid.", 404)
-        if request.method == "POST":
-            store.subscribers.unsubscribe(token)
-            store.audit.add("subscriber", "unsubscribe", sub["email"], {"via": "web"})
-            return _page("配信停止 / Unsubscribe", "医療セプターからの配信を停止しました。<br>"
-                         "You will no longer receive e-mail from the medical CEPTOAR.")
-        return _page("配信停止 / Unsubscribe",
-                     "医療セプターからのセキュリティ情報の配信を停止しますか?<br>Stop the CEPTOAR e-mails?"
-                     '<form method="post"><button type="submit">配信を停止する / Unsubscribe</button></form>')
+    web.register(app, lambda: backend.store)
 
     @app.after_request
     def audit(response):
@@ -149,11 +169,12 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         try:
             backend.store.audit.add(
                 member["id"] if member else None,
-                "taxii" if response.status_code != 401 else "taxii-denied",
+                "taxii" if response.status_code != 401 else
+                "taxii-denied" if getattr(g, "auth_username", None) else "taxii-anonymous",
                 path,
                 {"query": request.query_string.decode("latin-1")} if request.query_string else None,
                 member=member["id"] if member else getattr(g, "auth_username", None),
-                address=_address(), method=request.method, path=path,
+                address=request.remote_addr or "", method=request.method, path=path,
                 collection=view_args.get("collection_id"), http_status=response.status_code,
                 objects=getattr(g, "objects_returned", None))
         except Exception:  # an access that cannot be audited is not served
@@ -162,4 +183,32 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         return response
 
     app.wsgi_app = TaxiiMiddleware(app.wsgi_app, max_content_length)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
+
+
+def create_app_from_env(db_path: str) -> Flask:
+    """The app as the environment configures it (the same for gunicorn and `ceptoar serve`)."""
+    env = os.environ
+    return create_app(
+        db_path,
+        api_root=env.get("CEPTOAR_TAXII_API_ROOT", "ceptoar"),
+        max_content_length=int(env.get("CEPTOAR_TAXII_MAX_CONTENT_LENGTH", 10 * 1024 * 1024)),
+        page_size=int(env.get("CEPTOAR_TAXII_PAGE_SIZE", 100)),
+        proxies=int(env.get("CEPTOAR_TAXII_PROXIES") or env.get("CEPTOAR_TAXII_TRUST_PROXY") or 0),
+        public_url=env.get("CEPTOAR_PUBLIC_URL"),
+        max_objects=int(env.get("CEPTOAR_TAXII_MAX_OBJECTS", 1000)),
+        max_objects_per_day=int(env.get("CEPTOAR_TAXII_MAX_OBJECTS_PER_DAY", 10000)),
+    )
+
+
+@medallion.auth.verify_password
+def _verify(username, password):
+    return current_app.ceptoar_verify(username, password)
+
+
+@medallion.auth.error_handler
+def _unauthorized(status):
+    return taxii_error(status, "Unauthorized", "valid credentials are required (HTTP Basic, Bearer or Token)",
+                       {"WWW-Authenticate": 'Basic realm="CEPTOAR TAXII"'})

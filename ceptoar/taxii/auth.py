@@ -1,10 +1,18 @@
 """Who is asking: HTTP Basic (member id + secret) or Bearer (the secret), checked against the
-salted hashes in the store; repeated failures from one address are slowed down."""
+salted hashes in the store.
+
+Repeated failures are refused at once (429 with Retry-After), never slept on: a worker is never
+held by an attacker. Failures are counted per client address and per member id, from the audit log,
+so every worker sees them. An unknown member id costs the same as a wrong secret (verified against
+a dummy hash), so ids cannot be enumerated by timing; a username that is not a member id is never
+stored (it may be a secret typed in the wrong field).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,51 +20,70 @@ from datetime import UTC, datetime, timedelta
 from flask import g, request
 
 from ceptoar import members
+from ceptoar.errors import CeptoarError
 from ceptoar.store import Store
 
 _PROCESS_KEY = secrets.token_bytes(32)
 _verified: dict[str, float] = {}  # HMAC(member, secret, stored hash) → expiry; no plaintext kept
+_DUMMY_HASH = members.hash_secret(secrets.token_urlsafe(32))
 CACHE_SECONDS = 300
-FAILURE_WINDOW = timedelta(minutes=5)
-FREE_FAILURES = 5
-MAX_DELAY = 5.0
+FAILURE_WINDOW = timedelta(minutes=15)
+FREE_FAILURES = {"member": 5, "address": 20}  # an address may be a hospital's NAT: more room
+MAX_LOCK_SECONDS = 300
+UNKNOWN = "(not a member)"  # what the audit log records for a username that is no member id
+
+
+class TooManyFailures(CeptoarError):
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many failed logins; try again in {retry_after} s")
+        self.retry_after = retry_after
 
 
 def _cache_key(mid: str, secret: str, stored: str) -> str:
     return hmac.new(_PROCESS_KEY, f"{mid}\0{secret}\0{stored}".encode(), hashlib.sha256).hexdigest()
 
 
-def authenticate(store: Store, username: str | None, password: str | None) -> dict | None:
-    """The member behind the request's credentials, or None."""
+def lock_remaining(store: Store, address: str, member_id: str | None) -> int:
+    """Seconds until this address (or this member id) may try again; 0 when it may now. Past its
+    free failures within the window, each further failure doubles the wait (up to MAX_LOCK_SECONDS)."""
+    since = (datetime.now(UTC) - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    worst = 0.0
+    counted = [("address", *store.members.recent_failures(address=address, since=since))]
+    if member_id:
+        counted.append(("member", *store.members.recent_failures(member=member_id, since=since)))
+    for kind, count, last in counted:
+        if count < FREE_FAILURES[kind] or not last:
+            continue
+        wait = min(MAX_LOCK_SECONDS, 2 ** (count - FREE_FAILURES[kind]))
+        last_at = datetime.fromisoformat(last.replace("Z", "+00:00"))
+        worst = max(worst, wait - (datetime.now(UTC) - last_at).total_seconds())
+    return math.ceil(worst) if worst > 0 else 0
+
+
+def authenticate(store: Store, username: str | None, password: str | None, address: str) -> dict | None:
+    """The member behind the request's credentials, or None; TooManyFailures while locked out."""
     authz = request.authorization
-    if authz is not None and authz.type == "bearer" and authz.token:
+    if authz is not None and authz.type in ("bearer", "token") and authz.token:
         secret = authz.token
         key = members.key_id_of(secret)
         member = store.members.by_key(key) if key else None
-        g.auth_username = member["id"] if member else "(bearer)"
     else:
         secret = password or ""
         member = store.members.get(username) if username else None
-        g.auth_username = username or None
-    if member is None or not member["enabled"] or not member["secret_hash"] or not secret:
-        return None
-    ck = _cache_key(member["id"], secret, member["secret_hash"])
+    g.auth_username = member["id"] if member else (UNKNOWN if (username or authz is not None) else None)
+    wait = lock_remaining(store, address, member["id"] if member else None)
+    if wait:
+        raise TooManyFailures(wait)
+    usable = member is not None and member["enabled"] and member["secret_hash"] and secret
+    stored = member["secret_hash"] if usable else _DUMMY_HASH
+    ck = _cache_key(member["id"] if usable else "", secret, stored)
     now = time.monotonic()
-    if _verified.get(ck, 0) > now:
+    if usable and _verified.get(ck, 0) > now:
         return member
-    if not members.verify_secret(secret, member["secret_hash"]):
+    good = members.verify_secret(secret, stored)  # the same cost whether or not the member exists
+    if not (usable and good):
         return None
     if len(_verified) > 10000:
         _verified.clear()
     _verified[ck] = now + CACHE_SECONDS
     return member
-
-
-def failure_delay(store: Store, address: str) -> float:
-    """Seconds to wait before answering a failed attempt: nothing for the first few within five
-    minutes, then doubling up to MAX_DELAY. Counted from the audit log, so shared by workers."""
-    since = (datetime.now(UTC) - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    failures = store.members.recent_failures(address, since)
-    if failures < FREE_FAILURES:
-        return 0.0
-    return min(MAX_DELAY, 0.25 * 2 ** (failures - FREE_FAILURES))

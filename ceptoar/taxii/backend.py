@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import g, request
 from medallion.backends.base import Backend
@@ -22,12 +22,12 @@ from medallion.common import datetime_to_string
 from medallion.exceptions import ProcessingError
 
 from ceptoar.model import TLP_ORDER
+from ceptoar.normalize.stix import STIX_ID_RE
 from ceptoar.pipeline import MEMBER_SUBMISSIONS, ingest_objects, source_of
 from ceptoar.store import Store
 
 MEDIA_STIX = "application/stix+json;version=2.1"
 MEDIA_TAXII = "application/taxii+json;version=2.1"
-STIX_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*--[0-9a-fA-F-]{36}$")
 TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 SUBMISSION_TLP = "AMBER"  # what members send is AMBER until an analyst decides otherwise
 
@@ -107,6 +107,9 @@ class HubBackend(Backend):
         self.api_root = kwargs.get("api_root", "ceptoar")
         self.max_content_length = int(kwargs.get("max_content_length", 10 * 1024 * 1024))
         self.title = kwargs.get("title", "CEPTOAR hub (医療セプター)")
+        self.public_url = (kwargs.get("public_url") or "").rstrip("/") or None
+        self.max_objects = int(kwargs.get("max_objects", 1000))
+        self.max_objects_per_day = int(kwargs.get("max_objects_per_day", 10000))
         self._local = threading.local()
         self._next_key: bytes | None = None
 
@@ -144,7 +147,8 @@ class HubBackend(Backend):
 
     # --- discovery, API root, collections ---------------------------------------------------
     def server_discovery(self) -> dict:
-        root = request.host_url.rstrip("/") + f"/{self.api_root}/"
+        # From the configured public URL; only without one (development) from the request.
+        root = (self.public_url or request.host_url.rstrip("/")) + f"/{self.api_root}/"
         return {"title": self.title, "description": "Threat information of the medical CEPTOAR for member associations",
                 "contact": "CEPTOAR secretariat", "default": root, "api_roots": [root]}
 
@@ -258,13 +262,22 @@ class HubBackend(Backend):
         successes, failures, valid = [], [], []
         for i, o in enumerate(objs["objects"]):
             if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) \
-                    and STIX_ID_RE.match(o["id"]) and o["id"].startswith(o["type"] + "--"):
+                    and STIX_ID_RE.fullmatch(o["id"]) and o["id"].startswith(o["type"] + "--"):
                 valid.append(o)
             else:
                 oid = o.get("id", f"objects[{i}]") if isinstance(o, dict) else f"objects[{i}]"
                 failures.append({"id": str(oid), "version": "",
                                  "message": "not a STIX object with a type and a valid id"})
         store = self.store
+        # Caps: per request and per member per day; the excess is refused, object by object.
+        since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        room = max(0, min(self.max_objects, self.max_objects_per_day - store.members.objects_submitted(member["id"],
+                                                                                                      since)))
+        for o in valid[room:]:
+            failures.append({"id": o["id"], "version": str(o.get("modified") or o.get("created") or ""),
+                             "message": f"refused: over the cap of {self.max_objects} objects per request or "
+                                        f"{self.max_objects_per_day} per member per day"})
+        valid = valid[:room]
         source_id = f"member-{member['id']}"
         kept_apart: set[str] = set()
         with store.transaction():  # the submission and its audit entry commit together
@@ -274,7 +287,8 @@ class HubBackend(Backend):
                                       "enabled": False, "defined_by": MEMBER_SUBMISSIONS}, keep_enabled=False)
             if valid:
                 source = source_of(store.sources.get(source_id))
-                counts = ingest_objects(store, source, valid)  # keyed by the objects: a resend is a no-op
+                result = ingest_objects(store, source, valid)  # keyed by the objects: a resend is a no-op
+                counts = result.counts
                 kept_apart = set(counts.kept_apart)
                 store.audit.add(member["id"], "taxii-add", c["id"],
                                 {"objects": len(valid), "new": counts.new, "updated": counts.updated,

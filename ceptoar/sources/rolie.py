@@ -1,0 +1,89 @@
+"""ROLIE indexes (CISA CSAF): followed to their documents, newest first, only where the source allows.
+
+An index is data from outside: it must not make the hub request arbitrary URLs. A document is fetched
+only over http(s), only from the index's own host, the hosts of the source's `url_map` targets or its
+`allow_hosts` option, and never from a private, loopback or link-local address unless the source's own
+URL is on one (a mirror on the operator's network, the tests' loopback server). Redirects are held to
+the same rule. A refused URL gets a generic error, so nothing is learned about what answers there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from ceptoar.model import Source
+from ceptoar.normalize import Entry, FeedError, csaf, load_json
+from ceptoar.sources import http
+from ceptoar.sources.http import FetchError
+
+DEFAULT_MAX_DOCUMENTS = 100
+DEFAULT_RUN_SECONDS = 600.0
+
+
+def _internal(host: str) -> bool:
+    """Whether any address the host resolves to is private, loopback, link-local or otherwise not
+    a public internet address."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False  # unresolvable: the request itself will fail
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
+                or ip.is_unspecified:
+            return True
+    return False
+
+
+def url_policy(source: Source) -> Callable[[str], bool]:
+    own = urlsplit(source.url).hostname or ""
+    hosts = {own.lower()}
+    hosts |= {(urlsplit(t).hostname or "").lower() for t in (source.options.get("url_map") or {}).values()}
+    hosts |= {str(h).lower() for h in source.options.get("allow_hosts") or []}
+    internal_ok = _internal(own) if own else False
+
+    def allowed(url: str) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme.lower() not in ("http", "https") or not host or host not in hosts:
+            return False
+        return internal_ok or not _internal(host)
+    return allowed
+
+
+def map_url(url: str, source: Source) -> str:
+    """Rewrite document URLs of an index by prefix (`url_map` option): mirrors, local copies."""
+    for prefix, replacement in (source.options.get("url_map") or {}).items():
+        if url.startswith(prefix):
+            return replacement + url[len(prefix):]
+    return url
+
+
+def follow(doc: dict, source: Source, seen: dict[str, str], timeout: float, max_bytes: int,
+           progress: Callable[[str], None] | None = None) -> tuple[list[Entry], list[tuple[str, str]], str | None]:
+    """The documents of an index not yet followed (or updated since), at most `max_documents` a run,
+    within the source's run time. Returns (entries, followed, note)."""
+    include = source.options.get("include")
+    pattern = re.compile(include, re.IGNORECASE) if include else None
+    todo = [e for e in csaf.rolie_entries(doc)
+            if (pattern is None or pattern.search(e["id"])) and seen.get(e["id"]) != e["updated"]]
+    cap = int(source.options.get("max_documents", DEFAULT_MAX_DOCUMENTS))
+    allowed = url_policy(source)
+    entries, followed = [], []
+    with http.deadline(float(source.options.get("run_seconds", DEFAULT_RUN_SECONDS)), f"source {source.id}"):
+        for i, e in enumerate(todo[:cap], 1):
+            if progress:
+                progress(f"{source.id}: document {i}/{min(cap, len(todo))} {e['id']}")
+            url = map_url(e["url"], source)
+            try:
+                resp = http.get(url, timeout=timeout, max_bytes=max_bytes, allowed=allowed)
+                entries.append(csaf.document(load_json(resp.body, f"CSAF document {e['id']}"), source))
+            except (FetchError, FeedError) as err:
+                raise FetchError(f"{e['id']}: {err}") from None
+            followed.append((e["id"], e["updated"]))
+    note = f"{len(todo) - cap} more documents left for the next run" if len(todo) > cap else None
+    return entries, followed, note
