@@ -106,7 +106,7 @@ def identity_id(source_id: str) -> str:
 
 def parse_date(text: str | None) -> datetime | date | None:
     """ISO 8601 (seconds optional, as JVN writes them) or RFC 2822; the original offset is kept.
-    None for anything else, and for years outside 1970–2200 (which UTC conversion cannot carry)."""
+    None for anything else, and for years outside 1970–9000 (year 1 or 9999 cannot carry an offset)."""
     if not text or not isinstance(text, str) or not text.strip():
         return None
     s = text.strip()[:64]
@@ -118,7 +118,7 @@ def parse_date(text: str | None) -> datetime | date | None:
             d = parsedate_to_datetime(s)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
-    if d is None or not 1970 <= d.year <= 2200:
+    if d is None or not 1970 <= d.year <= 9000:
         return None
     return d
 

@@ -102,7 +102,7 @@ def list_field(value, where: str, name: str, warnings: list[str], kind=str) -> l
 
 
 def date_field(text, where: str, name: str, warnings: list[str]):
-    """A date the STIX timestamps can carry (years 1970–2200), else dropped with a warning."""
+    """A date the STIX timestamps can carry (years 1970–9000), else dropped with a warning."""
     if text in (None, ""):
         return None
     d = parse_date(text) if isinstance(text, str) else None
