@@ -40,8 +40,13 @@ def keyword_signals(texts: list[str], path: Path | None = None) -> list[str]:
 
 
 def signals(report: dict) -> list[str]:
-    structural = list(report.get("x_ceptoar_medical_signals") or [])
-    csaf = report.get("x_ceptoar_csaf") or {}
-    texts = [report.get("name", ""), report.get("description", ""), *csaf.get("products", []),
-             *[p.get("product") or "" for p in report.get("x_ceptoar_products") or []]]
-    return structural + keyword_signals(texts)
+    """Why a report looks medical: structural signals from its normalizer, then keywords in its text
+    (any property of the wrong shape, as a producer's report may have, is simply not read)."""
+    def listed(value) -> list:
+        return value if isinstance(value, list) else []
+
+    structural = [s for s in listed(report.get("x_ceptoar_medical_signals")) if isinstance(s, str)]
+    csaf = report.get("x_ceptoar_csaf") if isinstance(report.get("x_ceptoar_csaf"), dict) else {}
+    texts = [report.get("name"), report.get("description"), *listed(csaf.get("products")),
+             *[p.get("product") for p in listed(report.get("x_ceptoar_products")) if isinstance(p, dict)]]
+    return structural + keyword_signals([t for t in texts if isinstance(t, str)])

@@ -25,11 +25,11 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
     with warnings.catch_warnings():  # feedparser's notice about its updated→published fallback
         warnings.simplefilter("ignore", DeprecationWarning)
         parsed = feedparser.parse(text, sanitize_html=True, resolve_relative_uris=False)
-    lang = str(parsed.feed.get("language") or source.lang or "ja")[:2]
-    out = Entries()
-    return each_item(parsed.entries, lambda i, e: f"item {i}" + (f" ({e.get('title', '')[:40]})" if
-                                                                   e.get("title") else ""),
-                     lambda e: _entry(e, source, lang, out.warnings), out)
+        lang = str(parsed.feed.get("language") or source.lang or "ja")[:2]
+        out = Entries()
+        return each_item(parsed.entries, lambda i, e: f"item {i}" + (f" ({e.get('title', '')[:40]})" if
+                                                                       e.get("title") else ""),
+                         lambda e: _entry(e, source, lang, out.warnings), out)
 
 
 def _entry(e: dict, source: Source, lang: str, notes: list[str]) -> Entry:

@@ -1,10 +1,10 @@
 """ROLIE indexes (CISA CSAF): followed to their documents, newest first, only where the source allows.
 
 An index is data from outside: it must not make the hub request arbitrary URLs. A document is fetched
-only over http(s), only from the index's own host, the hosts of the source's `url_map` targets or its
-`allow_hosts` option, and never from a private, loopback or link-local address unless the source's own
-URL is on one (a mirror on the operator's network, the tests' loopback server). Redirects are held to
-the same rule. A refused URL gets a generic error, so nothing is learned about what answers there.
+only over http(s), only from the index's own host and port, the `url_map` targets or the `allow_hosts`
+option, and never from a private, loopback or link-local address unless the source's own URL is on one
+(a mirror on the operator's network, the tests' loopback server). Redirects are held to the same rule.
+A refused URL gets a generic error, so nothing is learned about what answers there.
 """
 
 from __future__ import annotations
@@ -39,17 +39,30 @@ def _internal(host: str) -> bool:
     return False
 
 
+def _endpoint(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # not a port: never allowed
+    return (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
 def url_policy(source: Source) -> Callable[[str], bool]:
-    own = urlsplit(source.url).hostname or ""
-    hosts = {own.lower()}
-    hosts |= {(urlsplit(t).hostname or "").lower() for t in (source.options.get("url_map") or {}).values()}
-    hosts |= {str(h).lower() for h in source.options.get("allow_hosts") or []}
-    internal_ok = _internal(own) if own else False
+    """Which document URLs this source's index may lead to: the index's own host and port, the
+    `url_map` targets, and the `allow_hosts` option ("host" for any port, "host:port")."""
+    own = _endpoint(source.url)
+    allowed_at = {own, *(_endpoint(t) for t in (source.options.get("url_map") or {}).values())}
+    for entry in source.options.get("allow_hosts") or []:
+        host, _, port = str(entry).lower().partition(":")
+        allowed_at.add((host, int(port) if port.isdigit() else None))
+    internal_ok = _internal(own[0]) if own[0] else False
 
     def allowed(url: str) -> bool:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme.lower() not in ("http", "https") or not host or host not in hosts:
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return False
+        host, port = _endpoint(url)
+        if not host or ((host, port) not in allowed_at and (host, None) not in allowed_at):
             return False
         return internal_ok or not _internal(host)
     return allowed
