@@ -21,6 +21,7 @@ from ceptoar.pipeline import KINDS, MEMBER_SUBMISSIONS, Limits, fetch_source, in
 from ceptoar.sources.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from ceptoar.errors import CeptoarError
 from ceptoar.files import child, private_dir, write_private
+from ceptoar.leases import held
 from ceptoar.model import TLP_ORDER, source_origin
 from ceptoar.store import Store
 
@@ -55,6 +56,8 @@ class Hub:
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(self.db_path)
+            if self._store.degraded:
+                echo(f"warning: {self._store.degraded}", err=True)
         return self._store
 
     def ready_store(self) -> Store:
@@ -443,22 +446,27 @@ def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
         _send_flashes(hub, SmtpConfig.from_env(), None, False, None, _base_url(None))
 
 
-def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float | None, base_url: str) -> None:
-    """Alert period: flash alerts go out at once when SMTP is configured (env CEPTOAR_SMTP_HOST)."""
+def _send_flashes(hub: Hub, smtp, out: Path | None, dry_run: bool, rate: float | None, base_url: str,
+                  wait: float = 0.0) -> None:
+    """Alert period: flash alerts go out at once when SMTP is configured (env CEPTOAR_SMTP_HOST).
+    The queue is drained by one process at a time (a lease)."""
     store = hub.store
     pending = store.deliveries.pending_flashes()
     if not pending:
         return
     if smtp is None and out is None and not dry_run:
         echo(f"{len(pending)} flash alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
-                   "--smtp-host HOST`) to send them", err=True)
+             "--smtp-host HOST`) to send them", err=True)
         return
-    for f in pending:
-        res = run_flash(store, f["advisory"], smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate, base_url=base_url)
-        if smtp and not dry_run:
-            store.deliveries.mark_flash(f["advisory"], res.run)
-        store.audit.add(hub.actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
-        echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
+    with held(store, "flash-queue", "the flash-alert queue", wait):
+        for f in store.deliveries.pending_flashes():  # read again under the lease
+            res = run_flash(store, f["advisory"], smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate,
+                            base_url=base_url)
+            if smtp and not dry_run:
+                store.deliveries.mark_flash(f["advisory"], res.run)
+            store.audit.add(hub.actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent,
+                                                                "failed": res.failed})
+            echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
 
 
 @advisories.command("reject")
@@ -865,21 +873,26 @@ def digest_preview(hub: Hub, member, frequency, clearance, lang, as_html) -> Non
     echo(parts[2].rsplit("\n--", 1)[0] if as_html else parts[1].rsplit("\n--", 1)[0])
 
 
+WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+                           help="When another run holds this work, wait up to SECONDS for it (else stop at once).")
+
+
 @digest.command("send")
 @click.option("--frequency", type=click.Choice(["daily", "weekly"]), required=True)
 @with_smtp
+@WAIT_OPTION
 @format_option(("table", "json"))
 @pass_hub
 def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out, base_url,
-                fmt) -> None:
-    """Send the daily or weekly digest (resumable: a rerun sends only the rest)."""
+                wait, fmt) -> None:
+    """Send the daily or weekly digest (resumable: a rerun sends only the rest; one run at a time)."""
     store = hub.ready_store()
     smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
     if smtp is None and out is None and not dry_run:
         raise click.UsageError("give --smtp-host (or env CEPTOAR_SMTP_HOST), --out DIR, or --dry-run")
     try:
         res = run_digest(store, frequency, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate,
-                         base_url=_base_url(base_url), progress=progress_line)
+                         base_url=_base_url(base_url), progress=progress_line, wait=wait)
     except DeliveryError as e:
         store.audit.add(hub.actor, "digest-send", frequency, {"error": str(e)})
         raise click.ClickException(f"{e} — nothing was marked sent for the rest; rerun to continue") from None
@@ -894,8 +907,9 @@ def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, 
 
 @digest.command("flash")
 @with_smtp
+@WAIT_OPTION
 @pass_hub
-def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out, base_url) -> None:
+def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out, base_url, wait) -> None:
     """Send the queued flash alerts (normally sent at once when an advisory is published)."""
     store = hub.ready_store()
     smtp = _smtp(smtp_host, smtp_port, smtp_user, starttls)
@@ -903,7 +917,7 @@ def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_
         echo("no flash alerts queued")
         return
     try:
-        _send_flashes(hub, smtp, out, dry_run, rate, _base_url(base_url))
+        _send_flashes(hub, smtp, out, dry_run, rate, _base_url(base_url), wait)
     except DeliveryError as e:
         raise click.ClickException(f"{e} — rerun to continue") from None
 

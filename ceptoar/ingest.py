@@ -24,6 +24,7 @@ from ceptoar.model import (
     content_hash,
     identity_id,
     later_than,
+    listed,
     now_stix,
     serialize,
     source_origin,
@@ -65,14 +66,14 @@ def merge_vulnerability(old: dict, facts: dict) -> dict:
 def advisory_row(entry: Entry, source_id: str) -> dict:
     """The facts of one advisory, from its source report."""
     r = entry.report
-    refs = [x for x in _listed(r.get("external_references")) if isinstance(x, dict)]
+    refs = [x for x in listed(r.get("external_references")) if isinstance(x, dict)]
     identifiers = list(dict.fromkeys(
         x["external_id"] for x in refs
         if isinstance(x.get("external_id"), str) and IDENTIFIER_RE.fullmatch(x["external_id"])))
     url = next((x["url"] for x in refs if isinstance(x.get("url"), str)), None)
     cvss = [{k: c.get(k) for k in ("version", "score", "severity", "vector")}
             | ({"cve": c["cve"]} if c.get("cve") else {})
-            for c in _listed(r.get("x_ceptoar_cvss")) if isinstance(c, dict)]
+            for c in listed(r.get("x_ceptoar_cvss")) if isinstance(c, dict)]
     scores = [c["score"] for c in cvss if isinstance(c.get("score"), (int, float)) and not isinstance(c["score"], bool)]
     dates = r.get("x_ceptoar_dates") if isinstance(r.get("x_ceptoar_dates"), dict) else {}
     title = r.get("name") if isinstance(r.get("name"), str) else None
@@ -91,16 +92,11 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
         "identifiers": identifiers,
         "cves": list(entry.cves),
         "cvss": cvss,
-        "cpes": [c for c in _listed(r.get("x_ceptoar_cpes")) if isinstance(c, str)],
+        "cpes": [c for c in listed(r.get("x_ceptoar_cpes")) if isinstance(c, str)],
         "max_cvss": max(scores) if scores else None,
         "source_tlp": entry.tlp,
         "lang": r.get("lang") if isinstance(r.get("lang"), str) else None,
     }
-
-
-def _listed(value) -> list:
-    """A producer's list property, or nothing when it is not a list."""
-    return value if isinstance(value, list) else []
 
 
 def _newest_per_key(entries: list[Entry], counts: Counts) -> list[Entry]:

@@ -10,6 +10,7 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 
+from ceptoar.model import listed
 from ceptoar.paths import project_file
 
 TAG = "medical-suggested"
@@ -42,9 +43,6 @@ def keyword_signals(texts: list[str], path: Path | None = None) -> list[str]:
 def signals(report: dict) -> list[str]:
     """Why a report looks medical: structural signals from its normalizer, then keywords in its text
     (any property of the wrong shape, as a producer's report may have, is simply not read)."""
-    def listed(value) -> list:
-        return value if isinstance(value, list) else []
-
     structural = [s for s in listed(report.get("x_ceptoar_medical_signals")) if isinstance(s, str)]
     csaf = report.get("x_ceptoar_csaf") if isinstance(report.get("x_ceptoar_csaf"), dict) else {}
     texts = [report.get("name"), report.get("description"), *listed(csaf.get("products")),

@@ -72,6 +72,11 @@ def marking_definition(tlp: str) -> dict:
     }
 
 
+def listed(value) -> list:
+    """A producer's list property, or nothing when it is not a list (real bundles get shapes wrong)."""
+    return value if isinstance(value, list) else []
+
+
 def tlp_rank(tlp: str) -> int:
     return TLP_ORDER.index(tlp)
 
@@ -82,9 +87,8 @@ def marking_rank(obj: dict, known: dict[str, str] | None = None) -> int | None:
     if obj.get("type") == "marking-definition":
         return 0
     table = TLP_BY_ID if known is None else TLP_BY_ID | known
-    refs = obj.get("object_marking_refs")
-    ranks = [TLP_ORDER.index(table[m]) for m in refs if isinstance(m, str) and m in table] \
-        if isinstance(refs, list) else []
+    ranks = [TLP_ORDER.index(table[m]) for m in listed(obj.get("object_marking_refs"))
+             if isinstance(m, str) and m in table]
     return max(ranks) if ranks else None
 
 
@@ -217,7 +221,7 @@ def identifier_reference(ident: str, url: str | None = None) -> dict:
     known = IDENTIFIER_RE.fullmatch(ident) is not None
     if known:
         ident = ident.upper()
-    m = _PREFIX_RE.match(ident)
+    m = _PREFIX_RE.match(ident) if known else None  # "CVE-… in some title" is no CVE reference
     source_name, template = _SCHEMES[m.group(1).upper()] if m else ("other", None)
     ref = {"source_name": source_name, "external_id": ident}
     if url is None and template and known:

@@ -16,6 +16,7 @@ from pathlib import Path
 from ceptoar import triage
 from ceptoar.ingest import store_entries
 from ceptoar.errors import StoreError
+from ceptoar.leases import LeaseHeld, held
 from ceptoar.model import Source
 from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, load_json, rss, stix
 from ceptoar.sources import http, rolie, taxii
@@ -144,7 +145,15 @@ def ingest_objects(store: Store, source: Source, objects: list[dict], followed: 
 
 def fetch_source(store: Store, row: dict, limits: Limits | None = None,
                  progress: Progress | None = None) -> FetchResult:
-    limits = limits or Limits()
+    """One source's run, while holding its lease (the same source is never fetched twice at once)."""
+    try:
+        with held(store, f"fetch:{row['id']}", f"the fetch of {row['id']}"):
+            return _fetch_held(store, row, limits or Limits(), progress)
+    except LeaseHeld as e:
+        return FetchResult(row["id"], "error", error=str(e))
+
+
+def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | None) -> FetchResult:
     source = source_of(row)
     opts = source.options
     try:

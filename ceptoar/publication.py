@@ -17,6 +17,7 @@ from ceptoar.model import (
     content_hash,
     identity_id,
     later_than,
+    listed,
     marking_rank,
     now_stix,
     serialize,
@@ -45,7 +46,7 @@ def overlay(source_report: dict, row: dict) -> dict:
     pub = {k: v for k, v in source_report.items() if k not in DECISION_PROPERTIES}
     pub["id"] = row["id"]
     pub["spec_version"] = "2.1"
-    refs = [r for r in pub.get("object_refs") or [] if isinstance(r, str) and r != row["id"]]
+    refs = [r for r in listed(pub.get("object_refs")) if isinstance(r, str) and r != row["id"]]
     refs += [vulnerability_id(c) for c in row.get("cves") or []]
     refs.append(identity_id(row["source"]))
     pub["object_refs"] = list(dict.fromkeys(refs))
@@ -90,7 +91,7 @@ def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | 
                 continue
             found[i] = v
             obj = v.obj
-            wanted.extend(m for m in obj.get("object_marking_refs") or [] if isinstance(m, str))
+            wanted.extend(m for m in listed(obj.get("object_marking_refs")) if isinstance(m, str))
             wanted.append(obj.get("created_by_ref"))
     return list(found.values())
 

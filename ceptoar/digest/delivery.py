@@ -21,6 +21,7 @@ from pathlib import Path
 from ceptoar.digest.render import JST, compose, render
 from ceptoar.errors import CeptoarError
 from ceptoar.files import child, private_dir, write_private
+from ceptoar.leases import held
 from ceptoar.mail import eml_name
 from ceptoar.output import clean
 from ceptoar.model import HUB, TLP_ORDER
@@ -172,23 +173,35 @@ def _stamp(d: datetime) -> str:
 
 def run_digest(store: Store, frequency: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
                dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
-               now: datetime | None = None, progress=None) -> RunResult:
+               now: datetime | None = None, progress=None, wait: float = 0.0) -> RunResult:
     now = now or datetime.now(UTC)
     run = store.deliveries.create_run(f"{frequency}-{now.astimezone(JST):%Y-%m-%d}", "digest", frequency, _stamp(now))
     return _deliver(store, run, frequency, None, smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
-                    base_url=base_url, progress=progress)
+                    base_url=base_url, progress=progress, wait=wait)
 
 
 def run_flash(store: Store, advisory_id: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
               dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
-              progress=None) -> RunResult:
+              progress=None, wait: float = 0.0) -> RunResult:
     run = store.deliveries.create_run(f"flash-{advisory_id.split('--')[-1]}", "flash", None, utcnow(), advisory_id)
     return _deliver(store, run, None, [advisory_id], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
-                    base_url=base_url, progress=progress)
+                    base_url=base_url, progress=progress, wait=wait)
 
 
 def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | None, *, smtp, out_dir, dry_run,
-             rate, base_url, progress) -> RunResult:
+             rate, base_url, progress, wait: float) -> RunResult:
+    """A run sends only while it holds the run's lease: two runs started together (cron and a
+    person) never send the same digest twice."""
+    if not smtp or dry_run:
+        return _deliver_held(store, run, frequency, ids, None, smtp=None, out_dir=out_dir, dry_run=dry_run,
+                             rate=rate, base_url=base_url, progress=progress)
+    with held(store, f"digest:{run['id']}", f"digest run {run['id']}", wait) as lease:
+        return _deliver_held(store, run, frequency, ids, lease, smtp=smtp, out_dir=out_dir, dry_run=dry_run,
+                             rate=rate, base_url=base_url, progress=progress)
+
+
+def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str] | None, lease, *, smtp, out_dir,
+                  dry_run, rate, base_url, progress) -> RunResult:
     result = RunResult(run=run["id"])
     until = run["until"]
     periods = store.deliveries.active_alert_periods(until)
@@ -222,6 +235,8 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
                 after = batch[-1]["email"]
                 states = store.deliveries.states(run["id"], [r["email"] for r in batch])
                 for r in batch:
+                    if lease is not None:
+                        lease.keep()
                     if states.get(r["email"], {}).get("status") == "sent":
                         result.skipped += 1
                         continue

@@ -15,7 +15,9 @@ from datetime import UTC, date, datetime
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model import (
+    CVE_RE,
     TLP_IDS,
+    find_cves,
     parse_date,
     Source,
     canonical_identifier,
@@ -189,7 +191,10 @@ def advisory(
     published = published or modified or fetched
     modified = modified or published
     tlp = tlp or source.tlp
-    cves = _dedupe([c.upper() for c in cves])
+    # Only well-formed CVE ids are CVEs; one found inside other text (a related document's title
+    # listing CVEs) is linked as the CVE it names.
+    cves = _dedupe([c.upper() for c in cves if CVE_RE.fullmatch(c)]
+                   + [f for c in cves if not CVE_RE.fullmatch(c) for f in find_cves(c)])
     ident = identity_id(source.id)
 
     refs: list[dict] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import Element
 
-from ceptoar.model import Source, find_cves, tlp_max, tlp_name
+from ceptoar.model import CVE_RE, Source, find_cves, tlp_max, tlp_name
 from ceptoar.normalize import (
     Entries,
     Entry,
@@ -110,12 +110,18 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None, warnings
         if rid.upper().startswith("CWE-"):
             cwes.append(rid)
             identifiers.append((rid, url))
-        elif src in ("CVE", "NVD") or rid.upper().startswith("CVE-"):
+        elif CVE_RE.fullmatch(rid) and (src in ("CVE", "NVD") or rid.upper().startswith("CVE-")):
             cves.append(rid)
             if src == "CVE":
                 identifiers.append((rid, url))
             elif url:  # NVD's page: a CVE-like external_id is only valid under source_name "cve"
                 references.append({"source_name": src or "nvd", "description": rid, "url": url})
+        elif find_cves(rid):  # a related document whose title lists CVEs: linked, not a CVE itself
+            cves.extend(find_cves(rid))
+            related = {"source_name": src or "reference", "description": rid[:500]}
+            if url:
+                related["url"] = url
+            references.append(related)
         elif src == "JVN" or rid.upper().startswith(("JVN#", "JVNVU#", "JVNTA")):
             identifiers.append((rid, url))
         else:

@@ -13,15 +13,11 @@ import hashlib
 import json
 import re
 
-from ceptoar.model import TLP_BY_ID, Source, find_cves, find_identifiers, parse_date, tlp_max, tlp_name
+from ceptoar.model import TLP_BY_ID, Source, listed, find_cves, find_identifiers, parse_date, tlp_max, tlp_name
 from ceptoar.normalize import Entries, Entry, FeedError, advisory, each_item, load_json, to_json
 
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-
-
-def _list(value) -> list:
-    return value if isinstance(value, list) else []
 
 
 def objects_of(doc, warnings: list[str] | None = None) -> list[dict]:
@@ -64,8 +60,8 @@ def marking_tlps(objects: list[dict]) -> dict[str, str]:
 
 
 def object_tlp(o: dict, markings: dict[str, str]) -> str | None:
-    found = [markings[m] for m in _list(o.get("object_marking_refs")) if isinstance(m, str) and m in markings]
-    for label in _list(o.get("labels")):
+    found = [markings[m] for m in listed(o.get("object_marking_refs")) if isinstance(m, str) and m in markings]
+    for label in listed(o.get("labels")):
         if isinstance(label, str) and label.lower().startswith("tlp:"):
             try:
                 found.append(tlp_name(label))
@@ -88,32 +84,51 @@ def _cves_of(report: dict, refs: list[dict]) -> list[str]:
     """CVE ids the report names: its `cve` references and the CVEs of the vulnerabilities it refers to."""
     found = []
     for obj in [report, *(o for o in refs if o["type"] == "vulnerability")]:
-        for x in _list(obj.get("external_references")):
+        for x in listed(obj.get("external_references")):
             if isinstance(x, dict) and str(x.get("source_name", "")).lower() == "cve":
                 found.extend(find_cves(str(x.get("external_id") or "")))
     return list(dict.fromkeys(c.upper() for c in found))
 
 
+def newest(objects: list[dict], warnings: list[str]) -> list[dict]:
+    """Each id once, at its newest `modified` (a bundle may carry several versions); two versions at
+    the same `modified` with different content are reported and the first kept."""
+    chosen: dict[str, dict] = {}
+    for o in objects:
+        prev = chosen.get(o["id"])
+        if prev is None:
+            chosen[o["id"]] = o
+            continue
+        a, b = str(prev.get("modified") or prev.get("created") or ""), str(o.get("modified") or o.get("created") or "")
+        if b > a:
+            chosen[o["id"]] = o
+        elif b == a and prev != o:
+            warnings.append(f"{o['id']}: two different versions at {b or 'no modified'}; the first stands")
+    return list(chosen.values())
+
+
 def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> Entries:
     """One entry per report (its referenced objects travel with it), and one wrapper entry for the
-    objects no report references. The producer's ids and versions are kept; each object's own TLP
-    (from its markings, the bundle's own TLP definitions included) is recorded."""
+    objects no report references. The producer's ids are kept, each at its newest version; each
+    object's own TLP (from its markings, the bundle's own TLP definitions included) is recorded."""
+    out = Entries()
+    objects = newest(objects, out.warnings)
     markings = marking_tlps(objects)
     by_id = {o["id"]: o for o in objects}
     marking_objs = [o for o in objects if o["type"] == "marking-definition"]
     own = {o["id"]: t for o in objects if (t := object_tlp(o, markings))}
-    out, referenced = Entries(), set()
+    referenced = set()
 
     def entry(r: dict) -> Entry:
         if not isinstance(r.get("object_refs"), list):
             out.warnings.append(f"{r['id']}: object_refs is not a list: read as empty")
-        refs = [by_id[i] for i in _list(r.get("object_refs")) if isinstance(i, str) and i in by_id and i != r["id"]]
+        refs = [by_id[i] for i in listed(r.get("object_refs")) if isinstance(i, str) and i in by_id and i != r["id"]]
         referenced.update(o["id"] for o in refs)
         referenced.add(r["id"])
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"
         supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
         return Entry(key=r["id"], report=r, raw=to_json(r), objects=supplied,
-                     tags=[t for t in _list(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
+                     tags=[t for t in listed(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
                      object_tlps={o["id"]: own[o["id"]] for o in [r, *supplied] if o["id"] in own})
 
     each_item([o for o in objects if o["type"] == "report"], lambda i, r: f"report {r['id']}", entry, out)

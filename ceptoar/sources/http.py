@@ -38,7 +38,7 @@ class DeadlineExceeded(FetchError):
 @dataclass
 class Response:
     status: int  # 200 or 304
-    body: bytes = b""
+    body: bytes | bytearray = b""
     etag: str | None = None
     last_modified: str | None = None
     charset: str | None = None
@@ -183,11 +183,10 @@ def _read(r: requests.Response, url: str, conditional: bool, etag, last_modified
     length = r.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > max_bytes:
         raise FetchError(f"body of {int(length)} bytes exceeds the {max_bytes}-byte cap")
-    chunks, size = [], 0
+    body = bytearray()  # one buffer, never a list of chunks joined at the end (that doubles the peak)
     for chunk in r.iter_content(65536):  # decompressed as it streams: a gzip bomb stops at the cap
-        size += len(chunk)
-        if size > max_bytes:
+        body += chunk
+        if len(body) > max_bytes:
             raise FetchError(f"body exceeds the {max_bytes}-byte cap")
-        chunks.append(chunk)
-    return Response(r.status_code, b"".join(chunks), r.headers.get("ETag"), r.headers.get("Last-Modified"),
+    return Response(r.status_code, body, r.headers.get("ETag"), r.headers.get("Last-Modified"),
                     charset_of(r.headers.get("Content-Type")), r.url)

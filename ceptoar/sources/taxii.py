@@ -62,7 +62,7 @@ class _Session(requests.Session):
                         raise FetchError(f"TAXII response exceeds the {self.max_bytes}-byte cap")
             finally:
                 resp.close()
-        resp._content = bytes(body)  # what requests keeps after reading a body itself
+        resp._content = body  # what requests keeps after reading a body itself (no copy)
         if resp.headers.get("X-TAXII-Date-Added-Last"):
             self.last_added.append(resp.headers["X-TAXII-Date-Added-Last"])
         return resp

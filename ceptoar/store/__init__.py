@@ -3,7 +3,7 @@
 The only package that speaks SQL. `Store` owns the connection and `transaction()`; each room is a
 repository reached as an attribute (`store.sources`, `store.objects`, `store.advisories`,
 `store.collections`, `store.publications`, `store.membership`, `store.members`,
-`store.subscribers`, `store.deliveries`, `store.incidents`, `store.audit`). SQLite (WAL, one file)
+`store.subscribers`, `store.deliveries`, `store.incidents`, `store.audit`, `store.leases`). SQLite (WAL, one file)
 is the embedded engine.
 """
 
@@ -44,6 +44,7 @@ def marks(n: int) -> str:
 class Store:
     def __init__(self, path: str | Path | None = None):
         self.path = None if path is None or str(path) == ":memory:" else Path(path)
+        self.degraded: str | None = None  # why this connection can only read, when it can only read
         try:
             if self.path is None:
                 self.db = sqlite_utils.Database(memory=True)
@@ -61,11 +62,32 @@ class Store:
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests touch many index pages
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open database {path}: {e}") from None
+            if self.path is None or not self.path.exists() or "disk I/O error" not in str(e):
+                raise StoreError(f"cannot open database {path}: {e}") from None
+            if getattr(self, "db", None) is not None:
+                self.db.conn.close()  # its shared lock would keep the exclusive one out
+            self._open_without_shm()
+        self._repositories()
+
+    def _open_without_shm(self) -> None:
+        """A full disk leaves no room for the WAL index file: read with the index in memory
+        (exclusive locking mode), so read-only commands still work; writes fail with 'disk full'."""
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None)
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open database {self.path}: {e}") from None
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        self.degraded = f"the disk of {self.path} is full: reading only"
+
+    def _repositories(self) -> None:
         from ceptoar.store.access import Members
         from ceptoar.store.advisories import Advisories
         from ceptoar.store.audit import Audit
         from ceptoar.store.incidents import Incidents
+        from ceptoar.store.leases import Leases
         from ceptoar.store.mail import Deliveries, Subscribers
         from ceptoar.store.membership import Collections, Membership, Publications
         from ceptoar.store.objects import Objects
@@ -82,6 +104,7 @@ class Store:
         self.deliveries = Deliveries(self)
         self.incidents = Incidents(self)
         self.audit = Audit(self)
+        self.leases = Leases(self)
 
     # --- SQL ------------------------------------------------------------------------------------
     def execute(self, sql: str, args=()) -> sqlite3.Cursor:

@@ -183,6 +183,8 @@ def trust_model(store: Store) -> None:
     s = store
     s.execute("ALTER TABLE sources RENAME COLUMN origin TO defined_by")
     s.execute("ALTER TABLE sources ADD COLUMN last_note TEXT")
+    s.execute("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, what TEXT, acquired TEXT NOT NULL, "
+              "expires TEXT NOT NULL)")
 
     # --- object versions get their origin ---------------------------------------------------------
     advisory_source = dict(s.execute("SELECT id, source FROM advisories").fetchall())

@@ -129,6 +129,9 @@ CREATE TABLE incidents (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, prefecture TEXT NOT NULL, member TEXT NOT NULL,
     created TEXT NOT NULL, updated TEXT NOT NULL, json TEXT NOT NULL
 );
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, what TEXT, acquired TEXT NOT NULL, expires TEXT NOT NULL
+);
 CREATE TABLE taxii_status (
     id TEXT PRIMARY KEY, member TEXT NOT NULL, collection TEXT, created TEXT NOT NULL, json TEXT NOT NULL
 );

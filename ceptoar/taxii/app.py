@@ -140,6 +140,16 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
 
     app.ceptoar_verify = verify  # medallion's auth object is shared by every app: each answers for itself
 
+    @app.before_request
+    def methods():
+        """HEAD is no TAXII method (405); OPTIONS says what is, in TAXII JSON."""
+        allow = {"Allow": "GET, POST, DELETE, OPTIONS"}
+        if request.method == "HEAD":
+            return taxii_error(405, "Method Not Allowed", "use GET", allow)
+        if request.method == "OPTIONS":
+            return Response("{}", status=200, mimetype=MEDIA_TAXII, headers=allow)
+        return None
+
     @app.errorhandler(auth.TooManyFailures)
     def locked(e):
         return taxii_error(429, "Too Many Requests", str(e), {"Retry-After": str(e.retry_after)})

@@ -40,6 +40,29 @@ ALLOWED = {
 }
 
 
+# STIX 2.1 common properties and the type each must have (a malformed envelope is a 400, never a 500).
+_LIST_OF_STR = (list, str)
+COMMON = {"spec_version": str, "created": str, "modified": str, "created_by_ref": str, "revoked": bool,
+          "lang": str, "confidence": int, "extensions": dict, "object_refs": _LIST_OF_STR,
+          "object_marking_refs": _LIST_OF_STR, "labels": _LIST_OF_STR, "external_references": (list, dict),
+          "granular_markings": (list, dict)}
+
+
+def malformed(o: dict) -> str | None:
+    """What is wrong with an object's common properties, or None."""
+    for name, kind in COMMON.items():
+        if name not in o:
+            continue
+        v = o[name]
+        if isinstance(kind, tuple):
+            container, item = kind
+            if not isinstance(v, container) or not all(isinstance(x, item) for x in v):
+                return f"{name} must be a list of {'strings' if item is str else 'objects'}"
+        elif not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            return f"{name} must be {'a ' + kind.__name__ if kind is not dict else 'an object'}"
+    return None
+
+
 def bad(message: str) -> ProcessingError:
     return ProcessingError(f"The server did not understand the request or filter parameters: {message}", 400)
 
@@ -47,12 +70,11 @@ def bad(message: str) -> ProcessingError:
 def parse_timestamp(text: str, name: str) -> str:
     """An RFC 3339 timestamp, normalized to the store's form (UTC, microseconds, Z)."""
     try:
-        if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", text):
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", text):
             raise ValueError
-        d = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad(f"{name} must be an RFC 3339 timestamp, not {text!r}") from None
-    return datetime_to_string(d)
+        return datetime_to_string(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):  # year 9999 at -14:00 is past what a timestamp can hold
+        raise bad(f"{name} must be an RFC 3339 timestamp within years 0001–9999 in UTC, not {text!r}") from None
 
 
 class Query:
@@ -257,8 +279,16 @@ class HubBackend(Backend):
         (stored under the member's origin, never served as that origin's object)."""
         if not isinstance(objs, dict) or not isinstance(objs.get("objects"), list):
             raise ProcessingError("The body must be a TAXII envelope with an 'objects' list", 422)
+        try:
+            json.dumps(objs, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad("a string holds a lone surrogate (an invalid \\ud800–\\udfff escape)") from None
         member = self.member
         c = self.store.collections.get(collection_id)
+        problems = [f"objects[{i}] ({o['id'] if isinstance(o.get('id'), str) else 'no id'}): {why}"
+                    for i, o in enumerate(objs["objects"]) if isinstance(o, dict) and (why := malformed(o))]
+        if problems:
+            raise bad("; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
         successes, failures, valid = [], [], []
         for i, o in enumerate(objs["objects"]):
             if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) \
