@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ceptoar import extensions
 from ceptoar.digest.render import JST
 from ceptoar.errors import CeptoarError
 from ceptoar.files import write_private
@@ -76,9 +77,10 @@ def _stix(inc: dict, created: str, modified: str) -> list[dict]:
     incident = {
         "type": "incident", "spec_version": "2.1", "id": inc["stix_id"], "created": created, "modified": modified,
         "name": f"{inc['facility']}: サイバー攻撃の疑い", "description": inc["summary"], "object_marking_refs": [red],
-        "x_ceptoar_incident": {k: inc[k] for k in ("facility_type", "prefecture", "member", "detected_at", "status",
-                                                   "service_impact", "personal_data_leak", "care_disrupted")},
     }
+    incident = extensions.with_props(incident, extensions.INCIDENT, incident={
+        k: inc[k] for k in ("facility_type", "prefecture", "member", "detected_at", "status", "service_impact",
+                            "personal_data_leak", "care_disrupted")})
     report = {
         "type": "report", "spec_version": "2.1", "id": inc["report_id"], "created": created, "modified": modified,
         "name": f"インシデント報告: {inc['facility']}", "published": created, "report_types": ["incident"],

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ceptoar import medical
+from ceptoar import extensions, medical
 from ceptoar.model import (
     HUB,
     CVE_RE,
@@ -53,14 +53,17 @@ def _union(a: list, b: list, key=lambda x: json.dumps(x, sort_keys=True)) -> lis
 
 
 def merge_vulnerability(old: dict, facts: dict) -> dict:
-    """The shared vulnerability object gathers the (public) facts every source tells about its CVE."""
-    merged = dict(old)
-    merged["x_ceptoar_cvss"] = _union(old.get("x_ceptoar_cvss", []), facts.get("x_ceptoar_cvss", []), cvss_key)
-    for k in ("x_ceptoar_cpes", "x_ceptoar_cwes"):
-        merged[k] = _union(old.get(k, []), facts.get(k, []), key=str)
-    if "x_ceptoar_kev" in facts:
-        merged["x_ceptoar_kev"] = facts["x_ceptoar_kev"]
-    return {k: v for k, v in merged.items() if v not in ([], None)}
+    """The shared vulnerability object gathers the (public) facts every source tells about its CVE;
+    the properties consumers read (description, CWE references, OpenCTI's CVSS) follow from them."""
+    have = extensions.props(old, extensions.VULNERABILITY)
+    merged = {"cvss": _union(listed(have.get("cvss")), facts.get("cvss", []), cvss_key)}
+    for k in ("cpes", "cwes"):
+        merged[k] = _union(listed(have.get(k)), facts.get(k, []), key=str)
+    merged["kev"] = facts.get("kev") or have.get("kev")
+    pages = [r for r in listed(old.get("external_references")) if isinstance(r, dict)
+             and r.get("source_name") not in ("cve", "cwe")]
+    merged["references"] = _union(pages, facts.get("references", []), key=lambda r: r.get("url"))
+    return vulnerability(old["name"], old["created"], merged) | {"modified": old["modified"]}
 
 
 def advisory_row(entry: Entry, source_id: str) -> dict:
@@ -71,11 +74,12 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
         x["external_id"] for x in refs
         if isinstance(x.get("external_id"), str) and IDENTIFIER_RE.fullmatch(x["external_id"])))
     url = next((x["url"] for x in refs if isinstance(x.get("url"), str)), None)
+    hub = extensions.props(r, extensions.ADVISORY)
     cvss = [{k: c.get(k) for k in ("version", "score", "severity", "vector")}
             | ({"cve": c["cve"]} if c.get("cve") else {})
-            for c in listed(r.get("x_ceptoar_cvss")) if isinstance(c, dict)]
+            for c in listed(hub.get("cvss")) if isinstance(c, dict)]
     scores = [c["score"] for c in cvss if isinstance(c.get("score"), (int, float)) and not isinstance(c["score"], bool)]
-    dates = r.get("x_ceptoar_dates") if isinstance(r.get("x_ceptoar_dates"), dict) else {}
+    dates = hub.get("dates") if isinstance(hub.get("dates"), dict) else {}
     title = r.get("name") if isinstance(r.get("name"), str) else None
     description = r.get("description") if isinstance(r.get("description"), str) else None
     return {
@@ -92,7 +96,7 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
         "identifiers": identifiers,
         "cves": list(entry.cves),
         "cvss": cvss,
-        "cpes": [c for c in listed(r.get("x_ceptoar_cpes")) if isinstance(c, str)],
+        "cpes": [c for c in listed(hub.get("cpes")) if isinstance(c, str)],
         "max_cvss": max(scores) if scores else None,
         "source_tlp": entry.tlp,
         "lang": r.get("lang") if isinstance(r.get("lang"), str) else None,
@@ -304,7 +308,7 @@ def _rank(tlp: str | None) -> int | None:
 
 
 # Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
-NORMALIZER_VERSION = "3"
+NORMALIZER_VERSION = "4"
 
 
 def _raw_hash(raw: str) -> str:

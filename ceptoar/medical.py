@@ -10,6 +10,7 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 
+from ceptoar import extensions
 from ceptoar.model import listed
 from ceptoar.paths import project_file
 
@@ -43,8 +44,9 @@ def keyword_signals(texts: list[str], path: Path | None = None) -> list[str]:
 def signals(report: dict) -> list[str]:
     """Why a report looks medical: structural signals from its normalizer, then keywords in its text
     (any property of the wrong shape, as a producer's report may have, is simply not read)."""
-    structural = [s for s in listed(report.get("x_ceptoar_medical_signals")) if isinstance(s, str)]
-    csaf = report.get("x_ceptoar_csaf") if isinstance(report.get("x_ceptoar_csaf"), dict) else {}
+    hub = extensions.props(report, extensions.ADVISORY)
+    structural = [s for s in listed(hub.get("medical_signals")) if isinstance(s, str)]
+    csaf = hub.get("csaf") if isinstance(hub.get("csaf"), dict) else {}
     texts = [report.get("name"), report.get("description"), *listed(csaf.get("products")),
-             *[p.get("product") for p in listed(report.get("x_ceptoar_products")) if isinstance(p, dict)]]
+             *[p.get("product") for p in listed(hub.get("products")) if isinstance(p, dict)]]
     return structural + keyword_signals([t for t in texts if isinstance(t, str)])

@@ -10,6 +10,7 @@ these pins and nothing else.
 
 from __future__ import annotations
 
+from ceptoar import extensions
 from ceptoar.model import (
     HUB,
     TLP_IDS,
@@ -29,7 +30,9 @@ from ceptoar.store.membership import Pin
 from ceptoar.store.objects import ObjectVersion
 
 REVOKED_NAME = "取り消された情報 / Revoked advisory"
-DECISION_PROPERTIES = ("labels", "x_ceptoar_severity", "x_ceptoar_medical", "revoked")
+DECISION_PROPERTIES = ("labels", "revoked")  # and the extension's severity, medical and clinic text
+DECISION_EXTENSION = ("severity", "medical", "clinic")
+SEVERITY_LABEL = 'ceptoar:severity="{}"'  # a machine tag, as MISP and OpenCTI keep labels
 # What the published view of an advisory carries (the fields of `advisories list`, as published).
 VIEW_FIELDS = ("id", "title", "source", "published", "modified", "url", "identifiers", "cves", "cvss", "cpes",
                "max_cvss", "tlp", "severity", "medical", "tags", "lang")
@@ -44,6 +47,7 @@ def overlay(source_report: dict, row: dict) -> dict:
     """The report as the hub publishes it: the source's report under the advisory's id, with the
     analyst's labels, TLP marking, severity and medical decision."""
     pub = {k: v for k, v in source_report.items() if k not in DECISION_PROPERTIES}
+    pub = extensions.without(pub, *DECISION_EXTENSION, ext_id=extensions.ADVISORY)
     pub["id"] = row["id"]
     pub["spec_version"] = "2.1"
     refs = [r for r in listed(pub.get("object_refs")) if isinstance(r, str) and r != row["id"]]
@@ -56,14 +60,12 @@ def overlay(source_report: dict, row: dict) -> dict:
         pub["name"] = row.get("title") or row["id"]
     if not isinstance(pub.get("published"), str):
         pub["published"] = pub.get("created") or now_stix()
-    if row.get("tags"):
-        pub["labels"] = sorted(row["tags"])
+    labels = sorted(row.get("tags") or []) + ([SEVERITY_LABEL.format(row["severity"])] if row.get("severity") else [])
+    if labels:
+        pub["labels"] = labels
     pub["object_marking_refs"] = [TLP_IDS[row["tlp"]]]
-    if row.get("severity"):
-        pub["x_ceptoar_severity"] = row["severity"]
-    if row.get("medical") is not None:
-        pub["x_ceptoar_medical"] = bool(row["medical"])
-    return pub
+    medical = None if row.get("medical") is None else bool(row["medical"])
+    return extensions.with_props(pub, extensions.ADVISORY, severity=row.get("severity"), medical=medical)
 
 
 def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | None = None) -> list[ObjectVersion]:
@@ -72,7 +74,8 @@ def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | 
     non-report objects. `previous` pins win for the own origin (a republish after a decision keeps
     the source's objects as they were published)."""
     found: dict[str, ObjectVersion] = {}
-    wanted = [*report.get("object_refs", []), report.get("created_by_ref"), *report.get("object_marking_refs", [])]
+    wanted = [*report.get("object_refs", []), report.get("created_by_ref"), *report.get("object_marking_refs", []),
+              *extensions.used(report)]
     while wanted:
         ids = [i for i in dict.fromkeys(w for w in wanted if isinstance(w, str))
                if i not in found and i != report["id"]]
@@ -93,6 +96,7 @@ def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | 
             obj = v.obj
             wanted.extend(m for m in listed(obj.get("object_marking_refs")) if isinstance(m, str))
             wanted.append(obj.get("created_by_ref"))
+            wanted.extend(extensions.used(obj))
     return list(found.values())
 
 

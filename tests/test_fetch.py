@@ -10,6 +10,7 @@ import sys
 
 from tests.conftest import DATA, ROOT, Hub
 from tests.test_normalize import BOMB, HTML, SJIS_AS_UTF8, XXE
+from ceptoar.extensions import props
 
 KEV_FULL = "/cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json"
 
@@ -75,7 +76,7 @@ def test_changed_entry_becomes_a_new_version(hub, feed_server, data):
     assert len(shown["versions"]) == 2 and shown["versions"][0] < shown["versions"][1]
     bundle = json.loads(hub.run("advisories", "show", updated[0]["id"], "--format", "stix").stdout)
     types = {o["type"] for o in bundle["objects"]}
-    assert types == {"report", "vulnerability", "identity", "marking-definition"}
+    assert types == {"report", "vulnerability", "identity", "marking-definition", "extension-definition"}
     assert bundle["objects"][0]["name"].startswith("[更新]")
 
 
@@ -117,8 +118,8 @@ def test_same_cve_from_two_sources_is_one_vulnerability(hub, feed_server, data):
     vulns = [[o for o in b["objects"] if o["type"] == "vulnerability"] for b in bundles]
     assert vulns[0][0]["id"] == vulns[1][0]["id"]
     merged = vulns[0][0]
-    assert merged["x_ceptoar_kev"]["due_date"] == "2022-09-08"
-    assert {c["score"] for c in merged["x_ceptoar_cvss"]} == {4.6, 7.8}
+    assert props(merged)["kev"]["due_date"] == "2022-09-08"
+    assert {c["score"] for c in props(merged)["cvss"]} == {4.6, 7.8}
 
 
 BAD = {

@@ -13,6 +13,7 @@ from aiosmtpd.controller import Controller
 
 from ceptoar.store import Store
 from tests.taxii_fixtures import build_world, free_port
+from ceptoar.extensions import props
 
 
 class Sink:
@@ -65,7 +66,7 @@ def test_report_update_list_due(world):
     assert world.hub.json("incidents", "list", "--status", "recovering")[0]["id"] == inc["id"]
     store = Store(world.db)
     versions = store.objects.versions(inc["stix_id"])
-    assert len(versions) >= 4 and versions[-1].obj["x_ceptoar_incident"]["status"] == "recovering"
+    assert len(versions) >= 4 and props(versions[-1].obj)["incident"]["status"] == "recovering"
     assert {v.origin for v in versions} == {"incident"}
     actions = [a["action"] for a in world.hub.json("audit", "list") if a["target"] == inc["id"]]
     assert actions.count("incident-update") == 4 and "incident-report" in actions and "incident-show" in actions

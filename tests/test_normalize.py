@@ -9,6 +9,7 @@ import pytest
 
 from ceptoar.model import TLP_IDS, Source, vulnerability_id
 from ceptoar.normalize import FeedError, csaf, jvn, kev, rss, stix
+from ceptoar.extensions import ADVISORY, props
 
 JVN = Source(id="jvndb", kind="jvn", name="JVN iPedia", lang="ja")
 KEV = Source(id="cisa-kev", kind="kev", name="CISA KEV", lang="en")
@@ -30,8 +31,8 @@ def test_jvn_keeps_every_reference_cvss_and_cpe(data):
     r = entries["JVNDB-2018-000024"].report
     ids = {x.get("external_id") for x in r["external_references"]}
     assert {"CVE-2017-10852", "CVE-2017-10853", "CVE-2017-10854", "JVN#15201064", "CWE-78", "CWE-264"} <= ids
-    assert sorted((c["version"], c["score"]) for c in r["x_ceptoar_cvss"]) == [("2.0", 5.8), ("3.0", 8.8)]
-    assert r["x_ceptoar_cpes"] == ["cpe:/h:corega:cg-wgr1200"]
+    assert sorted((c["version"], c["score"]) for c in props(r)["cvss"]) == [("2.0", 5.8), ("3.0", 8.8)]
+    assert props(r)["cpes"] == ["cpe:/h:corega:cg-wgr1200"]
     cves = entries["JVNDB-2018-000024"].cves
     assert sorted(cves) == ["CVE-2017-10852", "CVE-2017-10853", "CVE-2017-10854"]
     assert set(r["object_refs"]) >= {vulnerability_id(c) for c in cves}
@@ -52,17 +53,17 @@ def test_jvn_both_namespaces_dates_and_japanese(data):
     old_ns = by_key(jvn.parse(read(data, "jvn/vulsdata_jvndb_2022.rdf"), JVN))
     r = old_ns["JVNDB-2021-018345"].report
     assert r["name"] == "Android における脆弱性"
-    assert [c["score"] for c in r["x_ceptoar_cvss"]] == [4.6, 7.8]
-    assert r["x_ceptoar_cpes"] == ["cpe:/o:google:android"]
+    assert [c["score"] for c in props(r)["cvss"]] == [4.6, 7.8]
+    assert props(r)["cpes"] == ["cpe:/o:google:android"]
     # JVN omits seconds; the offset is kept, STIX gets UTC.
-    assert r["x_ceptoar_dates"]["published"] == "2023-06-01T11:12:00+09:00"
+    assert props(r)["dates"]["published"] == "2023-06-01T11:12:00+09:00"
     assert r["published"] == "2023-06-01T02:12:00.000Z"
     new_ns = by_key(jvn.parse(read(data, "jvn/myjvn_np_getVulnOverviewList_hnd.xml"), JVN))
-    assert new_ns["JVNDB-2025-002953"].report["x_ceptoar_cvss"][0]["score"] == 9.8
+    assert props(new_ns["JVNDB-2025-002953"].report)["cvss"][0]["score"] == 9.8
     old = by_key(jvn.parse(read(data, "jvn/vulsdata_jvndb_2007.rdf"), JVN))["JVNDB-2007-000127"].report
     ids = {x.get("external_id") for x in old["external_references"]}
     assert {"JVNVU#276432", "CVE-2007-0851", "VU#276432"} <= ids
-    assert [(c["version"], c["score"]) for c in old["x_ceptoar_cvss"]] == [("2.0", 5.4)]
+    assert [(c["version"], c["score"]) for c in props(old)["cvss"]] == [("2.0", 5.4)]
 
 
 def test_jvn_item_without_cpe_and_with_ampersand(data):
@@ -74,7 +75,7 @@ def test_jvn_item_without_cpe_and_with_ampersand(data):
 
 def test_jvn_atom_alert_list(data):
     entries = by_key(jvn.parse(read(data, "jvn/myjvn_np_getAlertList_hnd_atom.xml"), JVN))
-    assert entries["MYJVN-ALT-2025-0011"].report["x_ceptoar_cpes"] == ["cpe:/a:wordpress:wordpress"]
+    assert props(entries["MYJVN-ALT-2025-0011"].report)["cpes"] == ["cpe:/a:wordpress:wordpress"]
 
 
 def test_real_malformed_jvn_feed_is_an_error(data):
@@ -98,8 +99,8 @@ def test_kev_full_catalog_trusts_the_list(data):
     assert len(entries) == 1404
     assert sum("ransomware" in e.tags for e in entries) == 293
     first = by_key(entries)["CVE-2025-48384"]
-    assert first.report["x_ceptoar_kev"]["due_date"] == "2025-09-15"
-    assert first.report["x_ceptoar_cwes"] == ["CWE-59", "CWE-436"]
+    assert props(first.report)["kev"]["due_date"] == "2025-09-15"
+    assert props(first.report)["cwes"] == ["CWE-59", "CWE-436"]
     partial = kev.parse(read(data, "cisa_kev/vulsdata_kev_2022-08-18_partial.json"), KEV)
     assert len(partial) == 1  # its `count` says 801
 
@@ -108,16 +109,16 @@ def test_csaf_icsma(data):
     e = csaf.parse(read(data, "cisa_icsma/cisagov_CSAF_icsma-24-200-01.json"), CSAF)[0]
     r = e.report
     assert r["name"] == "Philips Vue PACS"
-    assert len(r["x_ceptoar_cvss"]) == 13  # one v3.1 score per CVE, 13 CVEs
+    assert len(props(r)["cvss"]) == 13  # one v3.1 score per CVE, 13 CVEs
     assert len(e.cves) == 13
-    assert max(c["score"] for c in r["x_ceptoar_cvss"]) == 9.8
-    assert "icsma" in r["x_ceptoar_medical_signals"]
-    assert r["x_ceptoar_csaf"]["sectors"] == ["Healthcare and Public Health"]
+    assert max(c["score"] for c in props(r)["cvss"]) == 9.8
+    assert "icsma" in props(r)["medical_signals"]
+    assert props(r)["csaf"]["sectors"] == ["Healthcare and Public Health"]
     assert "ICSMA-24-200-01" in {x.get("external_id") for x in r["external_references"]}
     two = csaf.parse(read(data, "cisa_icsma/cisagov_CSAF_icsma-24-060-01.json"), CSAF)[0]
     assert set(two.cve_facts) == {"CVE-2024-22100", "CVE-2024-25578"}
-    assert two.cve_facts["CVE-2024-22100"]["x_ceptoar_cvss"][0]["score"] == 7.8
-    assert two.cve_facts["CVE-2024-22100"]["x_ceptoar_cwes"] == ["CWE-122"]
+    assert two.cve_facts["CVE-2024-22100"]["cvss"][0]["score"] == 7.8
+    assert two.cve_facts["CVE-2024-22100"]["cwes"] == ["CWE-122"]
 
 
 def test_rolie_index(data):
@@ -160,7 +161,7 @@ def test_stix_tlp_clear_under_three_encodings(data):
 
 def test_stix_report_and_custom_sdo(data):
     poison = stix.parse(read(data, "stix/oasis_threat-reports_poisonivy.json"), STIX)
-    reports = [e for e in poison if e.report["type"] == "report" and "x_ceptoar_source" not in e.report]
+    reports = [e for e in poison if e.report["type"] == "report" and ADVISORY not in e.report.get("extensions", {})]
     assert len(reports) == 1 and len(reports[0].objects) > 100
     myjvn = stix.parse(read(data, "stix/myjvn_np_getVulnDetailInfo_oka_JVNDB-2017-009608_jvnstix.json"), STIX)
     wrapped = myjvn[0].report
@@ -180,14 +181,14 @@ def test_rss_links_cves_in_title_and_text():
 <dc:date>2024-01-11T12:00+09:00</dc:date></item></rdf:RDF>""".encode()
     (e,) = rss.parse(body, RSS)
     assert sorted(e.cves) == ["CVE-2023-46805", "CVE-2024-21887"]
-    assert e.report["x_ceptoar_dates"]["published"] == "2024-01-11T12:00:00+09:00"
+    assert props(e.report)["dates"]["published"] == "2024-01-11T12:00:00+09:00"
     atom = b"""<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
 <entry><id>urn:x:1</id><title>MHLW notice</title><link href="https://www.mhlw.go.jp/a.html"/>
 <updated>2024-05-01T09:00:00+09:00</updated></entry></feed>"""
     assert rss.parse(atom, RSS)[0].report["name"] == "MHLW notice"
     rss2 = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>IPA alert</title>
 <link>https://www.ipa.go.jp/x.html</link><pubDate>Tue, 10 Jun 2025 09:00:00 +0900</pubDate></item></channel></rss>"""
-    assert rss.parse(rss2, RSS)[0].report["x_ceptoar_dates"]["published"] == "2025-06-10T09:00:00+09:00"
+    assert props(rss.parse(rss2, RSS)[0].report)["dates"]["published"] == "2025-06-10T09:00:00+09:00"
 
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>

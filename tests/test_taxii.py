@@ -85,7 +85,7 @@ def test_as_pages_walks_every_object_once(server, world):
     published = store.advisories.list(source="kev", status="published")
     reports = [o for o in objects if o["type"] == "report"]
     assert len(reports) == len(published)
-    assert {o["type"] for o in objects} == {"report", "vulnerability", "identity", "marking-definition"}
+    assert {o["type"] for o in objects} == {"report", "vulnerability", "identity", "marking-definition", "extension-definition"}
     manifest = [m for e in as_pages(coll.get_manifest, per_request=100) for m in e.get("objects", [])]
     assert [(m["id"], m["version"]) for m in manifest] == [(o["id"], o.get("modified") or o["created"]) for o in objects]
     dates = [m["date_added"] for m in manifest]

@@ -10,6 +10,7 @@ from ceptoar.filters import FilterError, compile_filter
 from ceptoar.store import Store
 from ceptoar.store.advisories import Advisories
 from tests.conftest import DATA
+from ceptoar.extensions import props
 
 FILES = {
     "jvn2022": ("jvn", "jvn/vulsdata_jvndb_2022.rdf"),
@@ -67,7 +68,7 @@ def test_triage_publish_and_versions(loaded):
     assert len(shown["versions"]) == 2  # as ingested, as published
     bundle = json.loads(loaded.run("advisories", "show", pacs["id"], "--format", "stix").stdout)
     report = bundle["objects"][0]
-    assert report["x_ceptoar_severity"] == "critical" and report["x_ceptoar_medical"] is True
+    assert props(report)["severity"] == "critical" and props(report)["medical"] is True
     assert "medical" in report["labels"]
     # A change to published content is a new version, in the same collections.
     loaded.run("advisories", "tag", pacs["id"], "jma")
@@ -89,7 +90,7 @@ def test_membership_travels_with_references_and_tlp(loaded, tmp_path):
     store = Store(loaded.db)
     members = [r["object_id"] for r in store.rows("SELECT object_id FROM membership WHERE collection = 'jda-amber'")]
     types = {m.split("--")[0] for m in members}
-    assert types == {"report", "vulnerability", "identity", "marking-definition"}
+    assert types == {"report", "vulnerability", "identity", "marking-definition", "extension-definition"}
     assert sum(t.startswith("vulnerability--") for t in members) == 13
     assert store.scalar("SELECT COUNT(DISTINCT date_added) FROM membership WHERE collection = 'jda-amber'") == 1
     # Every pinned object is served at AMBER in that collection: the report's TLP, whatever its own marking.

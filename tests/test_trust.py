@@ -11,6 +11,7 @@ from ceptoar.publication import REVOKED_NAME
 from ceptoar.store import Store
 from tests.conftest import DATA
 from tests.trust_helpers import TLP, Reader, indicator, report, sid, write_bundle
+from ceptoar.extensions import ADVISORY, HUB_IDENTITY, props
 
 CSAF = DATA / "cisa_icsma" / "cisagov_CSAF_icsma-24-060-01.json"
 
@@ -56,7 +57,7 @@ def test_1_upstream_change_keeps_the_analysts_decisions(hub, tmp_path):
             assert (aid in text) is (r is amber), (cid, r)
     (last,) = amber.object("jma-amber", aid).get_json()["objects"]
     assert last["name"] == "Baxter Welch Allyn v2" and last["object_marking_refs"] == [TLP["AMBER"]]
-    assert last["x_ceptoar_severity"] == "critical" and "jma" in last["labels"]
+    assert props(last)["severity"] == "critical" and "jma" in last["labels"]
     # Later decisions republish at the same TLP; nothing reaches CLEAR readers or subscribers.
     hub.run("advisories", "tag", aid, "vpn")
     hub.run("members", "add", "m", "--name", "M", "--clearance", "AMBER")
@@ -127,7 +128,7 @@ def test_2_shared_ids_never_carry_another_origins_version(hub, tmp_path):
     # The hub's vulnerability object has only the public KEV facts.
     store = Store(hub.db)
     hub_vuln = store.objects.latest([vulnerability_id(cve)], "hub")[vulnerability_id(cve)].obj
-    assert "SECRET" not in json.dumps(hub_vuln) and hub_vuln["x_ceptoar_kev"]["product"] == "Connect Secure"
+    assert "SECRET" not in json.dumps(hub_vuln) and props(hub_vuln)["kev"]["product"] == "Connect Secure"
     # The restricted copies are stored, apart, under their own origin.
     apart = {(v.id, v.origin) for v in store.objects.versions(shared) + store.objects.versions(vulnerability_id(cve))
              if v.kept_apart}
@@ -331,20 +332,25 @@ def test_migrates_a_database_made_by_the_released_hub(tmp_path):
     assert stale.exit_code == 1 and "ceptoar init" in stale.output
     (tmp_path / "none.toml").write_text("")
     out = hub.run("init", "--sources", str(tmp_path / "none.toml")).output
-    assert "from schema 6 to 7" in out and (tmp_path / "hub.db.before-schema-6").exists()
+    assert "from schema 6 to 8" in out and (tmp_path / "hub.db.before-schema-6").exists()
     rows = {r["source"]: r for r in hub.json("advisories", "list", "--status", "all")}
     assert (rows["icsma"]["tlp"], rows["icsma"]["analyst_tlp"], rows["icsma"]["source_tlp"]) == (
         "AMBER", "AMBER", "CLEAR")
     assert rows["icsma"]["status"] == "published" and "jma" in rows["icsma"]["tags"]
     assert {r["status"] for r in hub.json("advisories", "list", "--status", "revoked")} == {"revoked"}
     store = Store(db)
-    assert store.meta("schema_version") == "7"
+    assert store.meta("schema_version") == "8"
+    # The hub's custom properties are its extensions now, in every stored version.
+    assert store.execute("SELECT count(*) FROM objects WHERE json LIKE '%x_ceptoar_%'").fetchone()[0] == 0
     assert store.publications.latest([rows["icsma"]["id"]])[rows["icsma"]["id"]].tlp == "AMBER"
     # What members were served is still served, the marking definitions now the OASIS ones.
     reader = Reader(db, "reader", "AMBER", ["jma-amber", "medical", "kev"])
     amber = reader.objects("jma-amber")
     assert rows["icsma"]["id"] in {o["id"] for o in amber}
     assert all(m == marking_definition(m["name"][4:]) for m in amber if m["type"] == "marking-definition")
+    (icsma,) = [o for o in amber if o["id"] == rows["icsma"]["id"]]
+    assert props(icsma)["source"] == "icsma" and props(icsma)["cvss"]
+    assert {o["id"] for o in amber} >= {ADVISORY, HUB_IDENTITY}  # served with what uses them
     (b,) = [s for s in hub.json("subscribers", "list") if s["email"] == "b@clinic.example.jp"]
     assert b["unsubscribed"]
     assert "schema-upgrade" in {a["action"] for a in hub.json("audit", "list")}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
+from ceptoar import extensions
 from ceptoar.mail import header, mailbox
 from ceptoar.model import TLP_ORDER, effective_severity
 from ceptoar.output import clean
@@ -103,12 +104,12 @@ def jst(ts: str) -> datetime:
 
 
 def action_of(report: dict, lang: str) -> str:
-    kev = report.get("x_ceptoar_kev") or {}
+    kev = extensions.prop(report, "kev", dict) or {}
     if kev.get("required_action"):
         due = f" (CISA 期限 {kev['due_date']})" if lang == "ja" and kev.get("due_date") else (
             f" (CISA due {kev['due_date']})" if kev.get("due_date") else "")
         return kev["required_action"] + due
-    remediations = (report.get("x_ceptoar_csaf") or {}).get("remediations") or []
+    remediations = (extensions.prop(report, "csaf", dict) or {}).get("remediations") or []
     if remediations:
         return " / ".join(remediations[:3])
     return DEFAULT_ACTION[lang]
@@ -144,7 +145,7 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
         items.append({"title": clean(a["title"] or ""), "severity_label": SEVERITY[lang][effective_severity(a)],
                       "tlp": a["tlp"],
                       "cves": a["cves"][:10] + (["…"] if len(a["cves"]) > 10 else []),
-                      "kev": "kev" in a.get("tags", []) or bool(report.get("x_ceptoar_kev")),
+                      "kev": "kev" in a.get("tags", []) or bool(extensions.prop(report, "kev", dict)),
                       "action": clean(action_of(report, lang)), "url": safe_url(a.get("url")),
                       "url_text": clean(a.get("url") or "")})
     tlp = max(tlps, key=TLP_ORDER.index) if tlps else "CLEAR"

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from ceptoar import extensions
 from ceptoar.errors import CeptoarError
 from ceptoar.model import (
     CVE_RE,
@@ -138,7 +140,7 @@ def source_identity(source: Source) -> dict:
         "modified": "2020-01-01T00:00:00.000Z",
         "name": source.name or source.id,
         "identity_class": "organization",
-        "x_ceptoar_source": source.id,
+        "extensions": {extensions.SOURCE: {"extension_type": "property-extension", "source": source.id}},
     }
 
 
@@ -200,7 +202,7 @@ def advisory(
     refs: list[dict] = []
     if url or own_id:
         top = {"source_name": source.id}
-        if own_id:
+        if own_id and not CVE_RE.fullmatch(own_id.strip()):  # a CVE is named by its `cve` reference
             top["external_id"] = canonical_identifier(own_id)
         if url:
             top["url"] = url
@@ -224,42 +226,42 @@ def advisory(
         "object_refs": _dedupe([vulnerability_id(c) for c in cves] + list(object_refs) + [ident]),
         "object_marking_refs": [TLP_IDS[tlp]],
         "lang": lang or source.lang,
-        "x_ceptoar_source": source.id,
-        "x_ceptoar_entry": key,
-        "x_ceptoar_dates": {"published": iso_original(published), "modified": iso_original(modified)},
     }
     if description and description.strip():
         report["description"] = description.strip()
     if refs:
         report["external_references"] = refs
-    if cvss:
-        report["x_ceptoar_cvss"] = _dedupe(list(cvss), cvss_key)
-    if cpes:
-        report["x_ceptoar_cpes"] = _dedupe(list(cpes))
-    if cwes:
-        report["x_ceptoar_cwes"] = _dedupe([canonical_identifier(w) for w in cwes])
-    if medical_signals:
-        report["x_ceptoar_medical_signals"] = _dedupe(list(medical_signals))
-    for k, v in (extra or {}).items():
-        if v not in (None, "", [], {}):
-            report[k] = v
+    report = extensions.with_props(
+        report, extensions.ADVISORY, source=source.id, entry=key,
+        dates={"published": iso_original(published), "modified": iso_original(modified)},
+        cvss=_dedupe(list(cvss), cvss_key), cpes=_dedupe(list(cpes)),
+        cwes=_dedupe([canonical_identifier(w) for w in cwes]), medical_signals=_dedupe(list(medical_signals)),
+        **(extra or {}))
 
     # Facts about each CVE for the shared vulnerability object; ingest decides whether they may be
     # shared (only public CLEAR sources' facts are).
     cve_facts = {}
     for cve in cves:
         facts = dict((per_cve or {}).get(cve, {}))
-        if cvss and "x_ceptoar_cvss" not in facts and len(cves) == 1:
-            facts["x_ceptoar_cvss"] = list(cvss)
-        if cpes and "x_ceptoar_cpes" not in facts:
-            facts["x_ceptoar_cpes"] = list(cpes)
+        if cvss and "cvss" not in facts and len(cves) == 1:
+            facts["cvss"] = list(cvss)
+        if cpes and "cpes" not in facts:
+            facts["cpes"] = list(cpes)
+        if url and url.lower().startswith(("https://", "http://")):  # the page importers keep as a reference
+            facts["references"] = [{k: v for k, v in refs[0].items() if k != "external_id"}]
         cve_facts[cve] = {k: v for k, v in facts.items() if v not in (None, [], {})}
     return Entry(key=key, report=report, raw=raw, objects=list(included), tags=list(tags), tlp=tlp, cves=cves,
                  cve_facts=cve_facts)
 
 
 def vulnerability(cve: str, created: str, facts: dict | None = None) -> dict:
-    """The hub's shared vulnerability object for a CVE (id from the CVE alone), always TLP:CLEAR."""
+    """The hub's shared vulnerability object for a CVE (id from the CVE alone), always TLP:CLEAR.
+    `facts` (cvss, cpes, cwes, kev) go in the hub's extension, `references` (advisories' pages) in
+    its external references; what importers read is derived from the facts: CWE references, a
+    description stating the scores, weaknesses and KEV listing, and the CVSS properties OpenCTI
+    imports."""
+    facts = {k: v for k, v in (facts or {}).items() if v not in (None, [], {})}
+    cwes = [w for w in listed_strings(facts.get("cwes")) if CWE_ID_RE.fullmatch(w)]
     v = {
         "type": "vulnerability",
         "spec_version": "2.1",
@@ -267,11 +269,89 @@ def vulnerability(cve: str, created: str, facts: dict | None = None) -> dict:
         "created": created,
         "modified": created,
         "name": cve,
-        "external_references": [identifier_reference(cve)],
+        "external_references": [identifier_reference(cve), *(identifier_reference(w) for w in cwes),
+                                *facts.pop("references", [])],
         "object_marking_refs": [TLP_IDS["CLEAR"]],
     }
-    v.update({k: val for k, val in (facts or {}).items() if val not in (None, [], {})})
-    return v
+    text = describe_vulnerability(facts, cwes)
+    if text:
+        v["description"] = text
+    v.update(opencti_properties(facts, cwes))
+    return extensions.with_props(v, extensions.VULNERABILITY, **facts)
+
+
+CWE_ID_RE = re.compile(r"CWE-\d{1,7}")
+CVSS_SEVERITIES = ((9.0, "CRITICAL"), (7.0, "HIGH"), (4.0, "MEDIUM"), (0.1, "LOW"), (0.0, "NONE"))
+
+
+def listed_strings(value) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _cvss_entries(facts: dict, major: str) -> list[dict]:
+    """The CVSS entries of one major version (\"3\", \"2\", \"4\") with a usable score, best first:
+    the latest minor version, then the highest score."""
+    found = []
+    for c in facts.get("cvss") or []:
+        if not isinstance(c, dict):
+            continue
+        version, value = str(c.get("version") or ""), c.get("score")
+        vector = c.get("vector") if isinstance(c.get("vector"), str) else ""
+        if not version and vector.startswith("CVSS:"):
+            version = vector[5:].split("/")[0]
+        if version.split(".")[0] == major and isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append((version, float(value), vector, c))
+    found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+    return [{"version": v, "score": sc, "vector": vec, "severity": c.get("severity")} for v, sc, vec, c in found]
+
+
+def cvss_severity(value: float, given=None) -> str:
+    if isinstance(given, str) and given.strip():
+        return given.strip().upper()
+    return next(name for floor, name in CVSS_SEVERITIES if value >= floor)
+
+
+def opencti_properties(facts: dict, cwes: list[str]) -> dict:
+    """OpenCTI imports a vulnerability's scores only from its own `x_opencti_*` properties."""
+    out = {}
+    for major, prefix in (("3", "x_opencti_cvss_"), ("2", "x_opencti_cvss_v2_"), ("4", "x_opencti_cvss_v4_")):
+        best = _cvss_entries(facts, major)
+        if not best:
+            continue
+        b = best[0]
+        vector = b["vector"]
+        if vector and major in ("3", "4") and not vector.startswith("CVSS:"):
+            vector = f"CVSS:{b['version']}/{vector}"
+        out[prefix + "base_score"] = b["score"]
+        if major != "2":
+            out[prefix + "base_severity"] = cvss_severity(b["score"], b["severity"])
+        if vector:
+            out[prefix + "vector_string"] = vector
+    if cwes:
+        out["x_opencti_cwe"] = cwes
+    if isinstance(facts.get("kev"), dict):
+        out["x_opencti_cisa_kev"] = True
+    return out
+
+
+def describe_vulnerability(facts: dict, cwes: list[str]) -> str:
+    """One line per fact, for importers that keep a description and little else (MISP)."""
+    lines = []
+    for major in ("4", "3", "2"):
+        for c in _cvss_entries(facts, major):
+            sev = "" if major == "2" else f" {cvss_severity(c['score'], c['severity'])}"
+            lines.append(f"CVSS {c['version']}: {c['score']:.1f}{sev}" + (f" ({c['vector']})" if c["vector"] else ""))
+    if cwes:
+        lines.append("CWE: " + ", ".join(cwes))
+    kev = facts.get("kev") if isinstance(facts.get("kev"), dict) else None
+    if kev:
+        added = f", added {kev['date_added']}" if isinstance(kev.get("date_added"), str) else ""
+        lines.append(f"CISA Known Exploited Vulnerabilities catalog{added}.")
+        if isinstance(kev.get("required_action"), str):
+            lines.append(f"Required action: {kev['required_action']}")
+        if kev.get("known_ransomware_campaign_use") == "Known":
+            lines.append("Known to be used in ransomware campaigns.")
+    return "\n".join(dict.fromkeys(lines))
 
 
 def load_json(raw: bytes, what: str):

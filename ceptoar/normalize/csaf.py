@@ -133,7 +133,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
                 remediations.append(r["details"])
         if cve:
             cves.append(cve)
-            per_cve[cve] = {"x_ceptoar_cvss": scores, "x_ceptoar_cwes": [cwe] if cwe else []}
+            per_cve[cve] = {"cvss": scores, "cwes": [cwe] if cwe else []}
     distribution = meta.get("distribution") if isinstance(meta.get("distribution"), dict) else {}
     tlp_label = (distribution.get("tlp") or {}).get("label") if isinstance(distribution.get("tlp"), dict) else None
     try:
@@ -161,7 +161,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
         lang=lang[:2],
         tlp=tlp,
         extra={
-            "x_ceptoar_csaf": {
+            "csaf": {
                 "tracking_id": tracking_id,
                 "version": tracking.get("version") if isinstance(tracking.get("version"), str) else None,
                 "products": sorted(set(_product_names(doc.get("product_tree") or {}))),

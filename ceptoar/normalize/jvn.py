@@ -170,7 +170,7 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None, warnings
         cwes=cwes,
         tlp=tlp,
         lang=item.get("{http://www.w3.org/XML/1998/namespace}lang"),
-        extra={"x_ceptoar_products": cpe_products},
+        extra={"products": cpe_products},
         raw=raw or _raw(item),
     )
 
@@ -201,6 +201,6 @@ def _atom_entry(entry: Element, source: Source, tlp: str, warnings: list[str]) -
         cves=find_cves(text_all),
         cpes=[xmlsafe.text(c) for c in _sec(entry, "cpe") if xmlsafe.text(c)],
         tlp=tlp,
-        extra={"x_ceptoar_items": items},
+        extra={"items": items},
         raw=_raw(entry),
     )

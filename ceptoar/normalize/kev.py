@@ -5,10 +5,9 @@ The catalog's `count` has been seen wrong in published copies: the list is the t
 
 from __future__ import annotations
 
-import re
-
 from ceptoar.model import CVE_RE, Source
 from ceptoar.normalize import (
+    CWE_ID_RE,
     Entries,
     Entry,
     FeedError,
@@ -21,7 +20,6 @@ from ceptoar.normalize import (
     to_json,
 )
 
-CWE_RE = re.compile(r"CWE-\d{1,6}")
 
 CATALOG_URL = "https://www.cisa.gov/known-exploited-vulnerabilities-catalog"
 
@@ -62,7 +60,7 @@ def _entry(v, source: Source, warnings: list[str]) -> Entry:
         "notes": text("notes"),
     }
     kev = {k: val for k, val in kev.items() if val not in (None, "")}
-    cwes = [c for c in list_field(v.get("cwes"), cve, "cwes", warnings) if CWE_RE.fullmatch(c)]
+    cwes = [c for c in list_field(v.get("cwes"), cve, "cwes", warnings) if CWE_ID_RE.fullmatch(c)]
     return advisory(
         source,
         cve,
@@ -74,8 +72,8 @@ def _entry(v, source: Source, warnings: list[str]) -> Entry:
         cves=[cve],
         cwes=cwes,
         lang="en",
-        extra={"x_ceptoar_kev": kev},
-        per_cve={cve: {"x_ceptoar_kev": kev, "x_ceptoar_cwes": cwes}},
+        extra={"kev": kev},
+        per_cve={cve: {"kev": kev, "cwes": cwes}},
         tags=["kev"] + (["ransomware"] if ransomware.lower() == "known" else []),
         raw=to_json(v),
     )

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 
+from ceptoar import extensions
 from ceptoar.model import TLP_BY_ID, Source, listed, find_cves, find_identifiers, parse_date, tlp_max, tlp_name
 from ceptoar.normalize import Entries, Entry, FeedError, advisory, each_item, load_json, to_json
 
@@ -107,6 +108,20 @@ def newest(objects: list[dict], warnings: list[str]) -> list[dict]:
     return list(chosen.values())
 
 
+def travelling(report: dict, by_id: dict[str, dict]) -> list[dict]:
+    """What goes with a report: the objects it refers to, and the creators and extension-definitions
+    of it and of them (markings travel separately)."""
+    found: dict[str, dict] = {}
+    wanted = [*listed(report.get("object_refs")), report.get("created_by_ref"), *extensions.used(report)]
+    while wanted:
+        i = wanted.pop(0)
+        if not isinstance(i, str) or i in found or i == report["id"] or i not in by_id:
+            continue
+        found[i] = obj = by_id[i]
+        wanted += [obj.get("created_by_ref"), *extensions.used(obj)]
+    return [o for o in found.values() if o["type"] != "marking-definition"]
+
+
 def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> Entries:
     """One entry per report (its referenced objects travel with it), and one wrapper entry for the
     objects no report references. The producer's ids are kept, each at its newest version; each
@@ -122,7 +137,7 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
     def entry(r: dict) -> Entry:
         if not isinstance(r.get("object_refs"), list):
             out.warnings.append(f"{r['id']}: object_refs is not a list: read as empty")
-        refs = [by_id[i] for i in listed(r.get("object_refs")) if isinstance(i, str) and i in by_id and i != r["id"]]
+        refs = travelling(r, by_id)
         referenced.update(o["id"] for o in refs)
         referenced.add(r["id"])
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"

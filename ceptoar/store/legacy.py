@@ -2,7 +2,8 @@
 
 `upgrade_to_6` brings any pre-7 database to the released schema 6 (what the hub's `init` did then);
 `trust_model` is step 7: origins for every object version, facts and decisions apart, pinned
-publications, membership derived from them. Each step only reads what its predecessor wrote.
+publications, membership derived from them; `hub_extensions` is step 8: the hub's custom properties
+as STIX property extensions. Each step only reads what its predecessor wrote.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ceptoar.model import HUB, INCIDENT, TLP_BY_ID, TLP_ORDER, marking_rank, source_origin, vulnerability_id
+from ceptoar.model import (
+    HUB,
+    INCIDENT,
+    TLP_BY_ID,
+    TLP_ORDER,
+    marking_definition,
+    marking_rank,
+    source_origin,
+    vulnerability_id,
+)
 
 if TYPE_CHECKING:
     from ceptoar.store import Store
@@ -316,3 +326,55 @@ def trust_model(store: Store) -> None:
     s.executemany("INSERT INTO membership (seq, collection, object_id, modified, origin, type, spec_version, "
                   "tlp_rank, date_added) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     s.execute("DROP TABLE membership_6")
+
+
+def hub_extensions(store: Store) -> None:
+    """Step 8: the hub's `x_ceptoar_*` custom properties become its STIX property extensions, in
+    place in every stored version (the information is the same; only its encoding changes). Hub
+    vulnerabilities also gain what importers read (description, CWE references, OpenCTI's CVSS);
+    published reports gain the severity label."""
+    from ceptoar import extensions
+    from ceptoar.ingest import merge_vulnerability
+    from ceptoar.model import serialize
+    from ceptoar.publication import SEVERITY_LABEL
+
+    rows = store.execute("SELECT id, modified, origin, json FROM objects WHERE json LIKE '%\"x\\_ceptoar\\_%' "
+                         "ESCAPE '\\'").fetchall()
+    updates = []
+    for oid, modified, origin, text in rows:
+        obj = json.loads(text)
+        new = extensions.converted(obj)
+        if origin == HUB and new.get("type") == "vulnerability" and isinstance(new.get("name"), str):
+            new = merge_vulnerability(new, {})
+        severity = extensions.prop(new, "severity", str) if new.get("type") == "report" else None
+        if origin == HUB and severity and SEVERITY_LABEL.format(severity) not in new.get("labels", []):
+            new["labels"] = [*new.get("labels", []), SEVERITY_LABEL.format(severity)]
+        if new != obj:
+            text, h = serialize(new)
+            updates.append((text, h, oid, modified, origin))
+    store.executemany("UPDATE objects SET json = ?, hash = ? WHERE id = ? AND modified = ? AND origin = ?", updates)
+
+    # Publications go out with the extension-definitions their objects use, and the hub identity
+    # that authors them (the definitions themselves are written by `seed`, after the steps).
+    clear = marking_definition("CLEAR")
+    fixed = {o["id"]: o for o in extensions.hub_objects()} | {clear["id"]: clear | {"modified": clear["created"]}}
+    converted_ids = {u[2] for u in updates}
+    new_pins = []
+    for adv, version, rank in store.execute(
+            "SELECT p.advisory, p.version, pn.pin_rank FROM publications p JOIN pins pn ON pn.advisory = p.advisory "
+            "AND pn.version = p.version AND pn.object_id = p.advisory WHERE p.revoked = 0").fetchall():
+        pinned = store.execute("SELECT p.object_id, o.json FROM pins p JOIN objects o ON o.id = p.object_id AND "
+                               "o.modified = p.modified AND o.origin = p.origin WHERE p.advisory = ? AND p.version = ?",
+                               (adv, version)).fetchall()
+        if not any(oid in converted_ids for oid, _ in pinned):
+            continue
+        used = {e for _, text in pinned for e in extensions.used(json.loads(text)) if e in fixed}
+        have = {oid for oid, _ in pinned}
+        for oid in sorted(used) + ([extensions.HUB_IDENTITY, clear["id"]] if used else []):
+            if oid not in have:
+                new_pins.append((adv, version, oid, fixed[oid]["modified"], HUB, fixed[oid]["type"], "2.1", rank, 0))
+    store.executemany("INSERT INTO pins (advisory, version, object_id, modified, origin, type, spec_version, pin_rank, "
+                      "tombstone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new_pins)
+    keys = [(o["id"], o["modified"]) for o in fixed.values()]
+    for (collection,) in store.execute("SELECT DISTINCT collection FROM placements").fetchall():
+        store.membership.refresh(collection, keys)

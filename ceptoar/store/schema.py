@@ -16,7 +16,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -192,13 +192,14 @@ def version_of(store: Store) -> int | None:
 
 
 def seed(store: Store) -> None:
-    """What every database holds from its first day: the `next` signing key and the fixed OASIS
-    TLP marking definitions, owned by the hub."""
+    """What every database holds from its first day: the `next` signing key, the fixed OASIS
+    TLP marking definitions, the hub identity and its extension-definitions, owned by the hub."""
+    from ceptoar.extensions import hub_objects
     from ceptoar.model import TLP_ORDER, marking_definition
 
     store.execute("INSERT INTO meta (key, value) VALUES ('next_key', ?) ON CONFLICT (key) DO NOTHING",
                   (secrets.token_hex(32),))
-    store.objects.put_hub([marking_definition(t) for t in TLP_ORDER], replace=True)
+    store.objects.put_hub([marking_definition(t) for t in TLP_ORDER] + hub_objects(), replace=True)
 
 
 def migrate(store: Store, backup: Callable[[], str | None] | None = None) -> tuple[int, int | None, str | None]:
@@ -235,4 +236,9 @@ def _step7(store: Store) -> None:
     legacy.trust_model(store)
 
 
-STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7)]
+def _step8(store: Store) -> None:
+    from ceptoar.store import legacy
+    legacy.hub_extensions(store)
+
+
+STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8)]
