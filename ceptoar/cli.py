@@ -585,7 +585,7 @@ def audit_list(hub: Hub, since, actor, action, member, limit, fmt: str) -> None:
 
 # --- members ----------------------------------------------------------------------------------
 
-MEMBER_COLUMNS = ["id", "name", "clearance", "enabled", "secret_set", "grants"]
+MEMBER_COLUMNS = ["id", "name", "clearance", "enabled", "secret_set", "certificate", "grants"]
 
 
 @main.group()
@@ -599,14 +599,57 @@ def members() -> None:
 @click.option("--clearance", required=True, type=click.Choice(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"],
                                                               case_sensitive=False),
               help="The highest TLP this member may receive.")
+@click.option("--collection-titles", type=click.Choice(["title", "name"]),
+              help="What this member's clients see as each collection's title: its title (default) or its "
+                   "name, for clients that select collections by title (OpenCTI's TAXII2 connector).")
 @pass_hub
-def members_add(hub: Hub, member_id: str, name: str, clearance: str) -> None:
+def members_add(hub: Hub, member_id: str, name: str, clearance: str, collection_titles: str | None) -> None:
     """Add a member (or change its name and clearance)."""
     from ceptoar import members as m
     store = hub.ready_store()
     new = m.add(store, member_id, name, clearance)
-    store.audit.add(hub.actor, "member-add" if new else "member-update", member_id, {"clearance": clearance.upper()})
+    if collection_titles:
+        m.set_collection_titles(store, member_id, collection_titles)
+    store.audit.add(hub.actor, "member-add" if new else "member-update", member_id,
+                    {"clearance": clearance.upper()} | ({"collection_titles": collection_titles}
+                                                        if collection_titles else {}))
     echo(f"{'added' if new else 'updated'} member {member_id} (clearance TLP:{clearance.upper()})")
+
+
+@members.command("cert")
+@click.argument("member_id")
+@click.option("--fingerprint", help="SHA-256 fingerprint of the member's client certificate (hex, colons allowed).")
+@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False),
+              help="The member's client certificate (PEM): its fingerprint is taken.")
+@click.option("--subject", help="Subject DN as the TLS proxy reports it (nginx: RFC 2253, e.g. 'CN=jma,O=JMA,C=JP').")
+@click.option("--required/--optional", default=False, show_default=True,
+              help="Refuse this member's secret unless its certificate is presented.")
+@click.option("--clear", is_flag=True, help="Forget the member's certificate.")
+@pass_hub
+def members_cert(hub: Hub, member_id: str, fingerprint: str | None, cert_file: str | None, subject: str | None,
+                 required: bool, clear: bool) -> None:
+    """Authenticate a member by a TLS client certificate that the proxy in front verified (see README)."""
+    from ceptoar import members as m
+    store = hub.ready_store()
+    if clear and (fingerprint or cert_file or subject):
+        raise click.UsageError("--clear forgets the certificate: give no --fingerprint, --cert-file or --subject")
+    if not clear and not (fingerprint or cert_file or subject):
+        raise click.UsageError("give --fingerprint, --cert-file or --subject (or --clear)")
+    if fingerprint and cert_file:
+        raise click.UsageError("give --fingerprint or --cert-file, not both")
+    if cert_file:
+        fp = m.certificate_fingerprint(Path(cert_file).read_text("ascii", errors="replace"))
+    else:
+        fp = m.fingerprint_of(fingerprint) if fingerprint else None
+    m.set_certificate(store, member_id, fingerprint=fp, subject=subject, required=required and not clear)
+    store.audit.add(hub.actor, "member-cert", member_id,
+                    {"fingerprint": fp, "subject": subject, "required": required and not clear})
+    if clear:
+        echo(f"{member_id} authenticates by its secret only")
+    else:
+        echo(f"{member_id} authenticates by its client certificate"
+             + (f" (SHA-256 {fp})" if fp else "") + (f" (subject {subject})" if subject else "")
+             + ("; its secret alone is refused" if required else "; its secret still works"))
 
 
 @members.command("list")

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ceptoar import extensions, medical
+from ceptoar import extensions, medical, stixcheck
 from ceptoar.model import (
     HUB,
     CVE_RE,
@@ -217,6 +217,10 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                 counts.kept_apart.append(obj["id"])
             else:
                 owners[obj["id"]] = origin
+                invalid = stixcheck.problems(obj)
+                if invalid and own.modified(obj["id"]) != version_key(obj):
+                    apart = True
+                    counts.warnings.append(f"{obj['id']}: not sent on ({invalid[0]}); stored as received")
             changed |= _put_supplied(own, obj, _rank(entry.object_tlps.get(obj["id"])), apart, counts)
         # The report itself.
         report = entry.report

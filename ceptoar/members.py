@@ -6,10 +6,13 @@ authentication; only a salted scrypt hash of the whole secret is stored.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
 import secrets
+from urllib.parse import unquote
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model import SLUG_RE, tlp_name
@@ -75,3 +78,50 @@ def grant(store: Store, mid: str, cid: str, can_read: bool, can_write: bool) -> 
     if not (can_read or can_write):
         raise MemberError("grant --read, --write or both")
     store.members.set_grant(mid, coll["id"], can_read, can_write)
+
+
+FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+
+
+def certificate_fingerprint(pem: str) -> str:
+    """The SHA-256 fingerprint (lowercase hex) of the first certificate in a PEM text, as the hub
+    computes it from what the TLS proxy forwards (nginx's $ssl_client_escaped_cert, URL-encoded)."""
+    m = PEM_RE.search(unquote(pem) if "%" in pem else pem)
+    if not m:
+        raise MemberError("no PEM certificate (-----BEGIN CERTIFICATE-----) found")
+    try:
+        der = base64.b64decode("".join(m.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise MemberError("the PEM certificate is not valid base64") from None
+    return hashlib.sha256(der).hexdigest()
+
+
+def fingerprint_of(text: str) -> str:
+    """A SHA-256 fingerprint as people write it (AB:CD:…, any case) in the hub's form."""
+    fp = text.replace(":", "").replace(" ", "").lower()
+    if not FINGERPRINT_RE.match(fp):
+        raise MemberError("a SHA-256 fingerprint is 64 hex digits (colons allowed), e.g. from "
+                          "`openssl x509 -noout -fingerprint -sha256 -in member.pem`")
+    return fp
+
+
+def set_certificate(store: Store, mid: str, *, fingerprint: str | None = None, subject: str | None = None,
+                    required: bool = False) -> None:
+    member = store.members.get(mid)
+    if member is None:
+        raise MemberError(f"no member {mid!r}")
+    if required and not (fingerprint or subject):
+        raise MemberError("a member can only be required to use a certificate it has (--fingerprint or --subject)")
+    for other in (store.members.by_certificate(fingerprint, None), store.members.by_certificate(None, subject)):
+        if other and other["id"] != mid:
+            raise MemberError(f"that certificate already belongs to member {other['id']!r}")
+    store.members.set_certificate(mid, fingerprint, subject, required)
+
+
+def set_collection_titles(store: Store, mid: str, titles: str) -> None:
+    if store.members.get(mid) is None:
+        raise MemberError(f"no member {mid!r}")
+    if titles not in ("title", "name"):
+        raise MemberError("collection titles are 'title' or 'name'")
+    store.members.set_collection_titles(mid, titles)

@@ -10,7 +10,7 @@ these pins and nothing else.
 
 from __future__ import annotations
 
-from ceptoar import extensions
+from ceptoar import extensions, stixcheck
 from ceptoar.model import (
     HUB,
     TLP_IDS,
@@ -46,7 +46,7 @@ def view_of(row: dict) -> dict:
 def overlay(source_report: dict, row: dict) -> dict:
     """The report as the hub publishes it: the source's report under the advisory's id, with the
     analyst's labels, TLP marking, severity and medical decision."""
-    pub = {k: v for k, v in source_report.items() if k not in DECISION_PROPERTIES}
+    pub = {k: v for k, v in stixcheck.repaired_report(source_report).items() if k not in DECISION_PROPERTIES}
     pub = extensions.without(pub, *DECISION_EXTENSION, ext_id=extensions.ADVISORY)
     pub["id"] = row["id"]
     pub["spec_version"] = "2.1"

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -22,7 +20,8 @@ from ceptoar.model import Source
 from ceptoar.normalize import jvn, xmlsafe
 from ceptoar.sources.rolie import url_policy
 from ceptoar.store import Store
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA
+from tests.nginx_proxy import Nginx, nginx, self_signed
 from tests.taxii_fixtures import TAXII, ServerProcess, free_port
 from tests.trust_helpers import Reader, report, write_bundle
 
@@ -403,58 +402,25 @@ def test_discovery_and_redirects_never_follow_the_host_header(hub):
     assert r.status_code == 200 and "Location" not in r.headers
 
 
-def nginx() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if not found:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is missing: .ci/run installs it with tests/packages.sh")
-        pytest.skip("no nginx here (tests/packages.sh installs it)")
-    return found
-
-
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # our own self-signed test cert
 def test_behind_nginx_with_tls(hub, tmp_path, monkeypatch):
-    binary = nginx()
+    nginx()
     Reader(hub.db, "jma", "GREEN", [])
     secret = members.new_secret(Store(hub.db), "jma")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=taxii.example.jp", "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
-                   check=True, capture_output=True)
+    server = self_signed(tmp_path, "server", "/CN=taxii.example.jp")
     port = free_port()
     public = f"https://taxii.example.jp:{port}"
     monkeypatch.setenv("CEPTOAR_TAXII_PROXIES", "1")
     monkeypatch.setenv("CEPTOAR_PUBLIC_URL", public)
     upstream = ServerProcess(hub.db, gunicorn=True, workers=1).start()
-    site = (ROOT / "taxii_server/nginx.conf.example").read_text()
-    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
-    site = site.replace("/etc/ssl/ceptoar/fullchain.pem", str(tmp_path / "cert.pem"))
-    site = site.replace("/etc/ssl/ceptoar/privkey.pem", str(tmp_path / "key.pem"))
-    site = site.replace("http://127.0.0.1:8000", upstream.base)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;
-events {{}}
-http {{ access_log off; client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;
-fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;
-{site} }}""")
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
     try:
-        base = f"https://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                requests.get(base + "/taxii2/", verify=False, timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, (tmp_path / "error.log").read_text()
-                time.sleep(0.1)
-        r = requests.get(base + "/taxii2/", auth=("jma", secret), verify=False,
-                         headers={"Accept": TAXII, "Host": "evil.example", "X-Forwarded-For": "203.0.113.99"})
-        assert r.status_code == 200 and r.json()["api_roots"] == [f"{public}/ceptoar/"]
-        entry = [a for a in Store(hub.db).audit.list(member="jma") if a["path"] == "/taxii2/"][-1]
-        assert entry["address"] == "127.0.0.1"  # the proxy's view of the client, not the client's claim
-        assert requests.get(base + "/taxii2", verify=False, headers={"Accept": TAXII}).status_code == 401
+        with Nginx(tmp_path, upstream.base, server=server, members_ca=server[0], port=port) as proxy:
+            base = proxy.base
+            r = requests.get(base + "/taxii2/", auth=("jma", secret), verify=False,
+                             headers={"Accept": TAXII, "Host": "evil.example", "X-Forwarded-For": "203.0.113.99"})
+            assert r.status_code == 200 and r.json()["api_roots"] == [f"{public}/ceptoar/"]
+            entry = [a for a in Store(hub.db).audit.list(member="jma") if a["path"] == "/taxii2/"][-1]
+            assert entry["address"] == "127.0.0.1"  # the proxy's view of the client, not the client's claim
+            assert requests.get(base + "/taxii2", verify=False, headers={"Accept": TAXII}).status_code == 401
     finally:
-        proc.terminate()
-        proc.wait(10)
         upstream.stop()

@@ -168,7 +168,7 @@ def test_empty_results_still_carry_headers_and_no_empty_lists(server, world):
 @pytest.mark.parametrize("query", [
     "added_after=yesterday", "added_after=2024-13-01T00:00:00Z", "limit=0", "limit=abc", "limit=-1",
     "match[type]=report&match[type]=identity", "match[version]=all,first", "match[version]=sometime",
-    "match[id]=not-an-id", "match[spec_version]=3.0", "match[foo]=bar", "next=garbage", "match[type]=",
+    "match[id]=not-an-id", "match[spec_version]=3.0", "match[foo]=bar", "next=garbage", "match[type]=", "next=",
 ])
 def test_bad_parameters_are_taxii_400(server, world, query):
     r = get(server, world, coll_url(server, world, "kev", ) + "objects/?" + query)
@@ -178,18 +178,25 @@ def test_bad_parameters_are_taxii_400(server, world, query):
     assert body["http_status"] == "400" and body["title"]
 
 
-def test_next_is_bound_to_query_and_member_and_survives_restart(world, tmp_path):
+def test_next_carries_its_query_and_survives_restart(world, tmp_path):
     s = ServerProcess(world.db).start()
     try:
         url = coll_url(s, world, "kev") + "objects/"
         page1 = get(s, world, url + "?limit=50").json()
         token = page1["next"]
-        other_query = get(s, world, url, params={"limit": 50, "next": token, "match[type]": "report"})
-        assert other_query.status_code == 400 and "another query" in other_query.json()["description"]
+        # The token's query governs whatever filters come with it (OpenCTI's connector drops
+        # added_after and keeps other parameters as they were).
+        with_other_filters = get(s, world, url, params={"limit": 50, "next": token, "match[type]": "malware",
+                                                         "added_after": "2999-01-01T00:00:00Z"})
+        assert with_other_filters.status_code == 200 and len(with_other_filters.json()["objects"]) == 50
         tampered = get(s, world, url, params={"limit": 50, "next": token[:-2] + "00"})
-        assert tampered.status_code == 400
-        other_member = get(s, world, coll_url(s, world, "kev").replace("kev", "kev") + "objects/",
-                           member="gone", params={"next": token})
+        assert tampered.status_code == 400 and "not valid" in tampered.json()["description"]
+        # A token of another collection is ignored: the request is served as if it had none.
+        other = coll_url(s, world, "medical") + "objects/"
+        fresh = get(s, world, other, params={"limit": 5}).json()
+        stale = get(s, world, other, params={"limit": 5, "next": token}).json()
+        assert [o["id"] for o in stale["objects"]] == [o["id"] for o in fresh["objects"]]
+        other_member = get(s, world, coll_url(s, world, "kev") + "objects/", member="gone", params={"next": token})
         assert other_member.status_code == 401  # disabled member
     finally:
         s.stop()
@@ -234,6 +241,12 @@ def test_plain_media_type_is_accepted(server, world):
     assert r.status_code == 200 and r.headers["Content-Type"] == TAXII
     r = get(server, world, "/taxii2/", accept="application/taxii+json;version=2.0")
     assert r.status_code == 406 and r.json()["http_status"] == "406"
+    # curl's default, a browser's, a wildcard, none at all: TAXII 2.1 JSON, never a 406.
+    for accept in ("*/*", "application/*", "", "text/html, application/xhtml+xml;q=0.9, */*;q=0.8",
+                   "application/taxii+json;version=2.1;q=0.9"):
+        r = get(server, world, "/taxii2/", accept=accept)
+        assert r.status_code == 200 and r.headers["Content-Type"] == TAXII and r.json()["api_roots"], accept
+    assert get(server, world, "/taxii2/", accept="text/html, */*;q=0").status_code == 406
 
 
 def bundle(n=2, prefix="demo"):

@@ -30,12 +30,35 @@ class Members(Repository):
             r["enabled"] = bool(r["enabled"])
         return r
 
+    def by_certificate(self, fingerprint: str | None, subject: str | None) -> dict | None:
+        """The member a verified client certificate belongs to: by its SHA-256 fingerprint, else by
+        its subject DN."""
+        for column, value in (("cert_fingerprint", fingerprint), ("cert_subject", subject)):
+            if value:
+                r = self.store.row(f"SELECT * FROM members WHERE {column} = ?", (value,))
+                if r:
+                    r["enabled"] = bool(r["enabled"])
+                    return r
+        return None
+
+    def set_certificate(self, mid: str, fingerprint: str | None, subject: str | None, required: bool) -> None:
+        with self.store.transaction():
+            self.store.execute("UPDATE members SET cert_fingerprint = ?, cert_subject = ?, cert_required = ? "
+                               "WHERE id = ?", (fingerprint, subject, int(required), mid))
+
+    def set_collection_titles(self, mid: str, titles: str) -> None:
+        with self.store.transaction():
+            self.store.execute("UPDATE members SET collection_titles = ? WHERE id = ?", (titles, mid))
+
     def list(self) -> list[dict]:
         s = self.store
-        members = s.rows("SELECT id, name, clearance, enabled, secret_set, created FROM members ORDER BY id")
+        members = s.rows("SELECT id, name, clearance, enabled, secret_set, collection_titles, "
+                         "cert_fingerprint IS NOT NULL OR cert_subject IS NOT NULL AS certificate, cert_required, "
+                         "created FROM members ORDER BY id")
         grants = s.rows("SELECT * FROM grants ORDER BY collection")
         for m in members:
             m["enabled"] = bool(m["enabled"])
+            m["certificate"] = ("required" if m.pop("cert_required") else "yes") if m["certificate"] else "no"
             m["grants"] = [{"collection": g["collection"], "read": bool(g["can_read"]),
                             "write": bool(g["can_write"])} for g in grants if g["member"] == m["id"]]
         return members

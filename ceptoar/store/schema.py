@@ -99,7 +99,9 @@ CREATE INDEX audit_time ON audit (time);
 CREATE INDEX audit_failures ON audit (address, http_status, time);
 CREATE TABLE members (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, clearance TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
-    key_id TEXT UNIQUE, secret_hash TEXT, secret_set TEXT, created TEXT NOT NULL
+    key_id TEXT UNIQUE, secret_hash TEXT, secret_set TEXT, created TEXT NOT NULL,
+    collection_titles TEXT NOT NULL DEFAULT 'title', cert_fingerprint TEXT UNIQUE, cert_subject TEXT UNIQUE,
+    cert_required INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE grants (
     member TEXT NOT NULL, collection TEXT NOT NULL, can_read INTEGER NOT NULL, can_write INTEGER NOT NULL,
@@ -239,6 +241,12 @@ def _step7(store: Store) -> None:
 def _step8(store: Store) -> None:
     from ceptoar.store import legacy
     legacy.hub_extensions(store)
+    store.execute("ALTER TABLE members ADD COLUMN collection_titles TEXT NOT NULL DEFAULT 'title'")
+    store.execute("ALTER TABLE members ADD COLUMN cert_fingerprint TEXT")
+    store.execute("ALTER TABLE members ADD COLUMN cert_subject TEXT")
+    store.execute("ALTER TABLE members ADD COLUMN cert_required INTEGER NOT NULL DEFAULT 0")
+    store.execute("CREATE UNIQUE INDEX members_cert_fingerprint ON members (cert_fingerprint)")
+    store.execute("CREATE UNIQUE INDEX members_cert_subject ON members (cert_subject)")
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8)]

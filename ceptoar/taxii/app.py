@@ -2,7 +2,8 @@
 per-request audit, and the fixes medallion 3.0.0 needs (TAXII-CHECKLIST.md), all in this layer:
 
 - every response, errors and 401 included, is TAXII JSON with the TAXII media type (#1);
-- `application/taxii+json` without a version is accepted in Accept and Content-Type (#2, #3);
+- `application/taxii+json` without a version is accepted in Accept and Content-Type (#2, #3), and
+  `*/*`, `application/*` or no Accept at all get TAXII 2.1 JSON (curl's default);
 - a POST without Content-Length (chunked) is measured here, never refused for it (#14);
 - query parameters are validated by the backend (#7), `next` is stateless (#8, #9).
 """
@@ -49,6 +50,26 @@ def _versioned(value: str) -> str:
     return ",".join(items)
 
 
+def negotiated(accept: str | None) -> str | None:
+    """The Accept header medallion should see. A client that takes TAXII 2.1, or anything
+    (`*/*`, `application/*`, no Accept at all: curl, browsers, some TAXII clients), gets TAXII 2.1;
+    a client that asks only for other types or versions is left to medallion's 406."""
+    if not accept or not accept.strip():
+        return MEDIA_TAXII
+    for item in accept.split(","):
+        parts = [p.strip().lower() for p in item.split(";")]
+        base, params = parts[0], dict(p.partition("=")[::2] for p in parts[1:] if "=" in p)
+        try:
+            if float(params.get("q", "1")) <= 0:
+                continue  # q=0: explicitly not acceptable
+        except ValueError:
+            pass
+        if base in ("*/*", "application/*") or (base == "application/taxii+json"
+                                                and params.get("version", "2.1") == "2.1"):
+            return MEDIA_TAXII
+    return _versioned(accept)
+
+
 class TaxiiMiddleware:
     """WSGI layer in front of Flask: media-type defaults, and request bodies measured and checked
     before anyone parses them (no length and not chunked: 411, never a read that waits forever;
@@ -59,8 +80,7 @@ class TaxiiMiddleware:
         self.max = max_content_length
 
     def __call__(self, environ, start_response):
-        if environ.get("HTTP_ACCEPT"):
-            environ["HTTP_ACCEPT"] = _versioned(environ["HTTP_ACCEPT"])
+        environ["HTTP_ACCEPT"] = negotiated(environ.get("HTTP_ACCEPT"))
         if environ.get("CONTENT_TYPE"):
             environ["CONTENT_TYPE"] = _versioned(environ["CONTENT_TYPE"])
         if environ.get("REQUEST_METHOD") in ("POST", "PUT", "PATCH"):
@@ -117,10 +137,11 @@ def json_depth(body: bytes) -> int:
 
 def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: int = 10 * 1024 * 1024,
                page_size: int = 100, proxies: int = 0, public_url: str | None = None, max_objects: int = 1000,
-               max_objects_per_day: int = 10000) -> Flask:
+               max_objects_per_day: int = 10000, proxy_key: str | None = None) -> Flask:
     """The TAXII app. `proxies`: how many reverse proxies in front set X-Forwarded-For/-Proto/-Host
     (only those are believed); `public_url`: the hub's external URL, for discovery; `max_objects`
-    and `max_objects_per_day`: what one member may submit."""
+    and `max_objects_per_day`: what one member may submit; `proxy_key`: the secret the TLS proxy
+    sends with the client certificates it verified (none: certificates are not used)."""
     app = Flask("ceptoar.taxii")
     app.url_map.strict_slashes = False  # no redirects built from the Host header
     app.taxii_config = {"max_page_size": page_size}
@@ -133,7 +154,7 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
     backend: HubBackend = app.medallion_backend
 
     def verify(username, password):
-        member = auth.authenticate(backend.store, username, password, request.remote_addr or "")
+        member = auth.authenticate(backend.store, username, password, request.remote_addr or "", proxy_key)
         if member is not None:
             g.member = member
         return member
@@ -182,7 +203,8 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
                 "taxii" if response.status_code != 401 else
                 "taxii-denied" if getattr(g, "auth_username", None) else "taxii-anonymous",
                 path,
-                {"query": request.query_string.decode("latin-1")} if request.query_string else None,
+                ({"query": request.query_string.decode("latin-1")} if request.query_string else {})
+                | ({"via": g.auth_method} if getattr(g, "auth_method", None) else {}) or None,
                 member=member["id"] if member else getattr(g, "auth_username", None),
                 address=request.remote_addr or "", method=request.method, path=path,
                 collection=view_args.get("collection_id"), http_status=response.status_code,
@@ -210,6 +232,7 @@ def create_app_from_env(db_path: str) -> Flask:
         public_url=env.get("CEPTOAR_PUBLIC_URL"),
         max_objects=int(env.get("CEPTOAR_TAXII_MAX_OBJECTS", 1000)),
         max_objects_per_day=int(env.get("CEPTOAR_TAXII_MAX_OBJECTS_PER_DAY", 10000)),
+        proxy_key=env.get("CEPTOAR_TAXII_PROXY_KEY") or None,
     )
 
 

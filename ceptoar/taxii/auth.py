@@ -1,5 +1,9 @@
-"""Who is asking: HTTP Basic (member id + secret) or Bearer (the secret), checked against the
-salted hashes in the store.
+"""Who is asking: a client certificate verified by the TLS proxy in front, HTTP Basic (member id +
+secret), or Bearer/Token (the secret), checked against the salted hashes in the store.
+
+Certificate headers are believed only with the proxy's shared key (`CEPTOAR_TAXII_PROXY_KEY`, which
+nginx sends in X-Ceptoar-Proxy-Key and clients never see): without it they are ignored, whoever
+sends them. A member may be required to present its certificate; its secret alone is then refused.
 
 Repeated failures are refused at once (429 with Retry-After), never slept on: a worker is never
 held by an attacker. Failures are counted per client address and per member id, from the audit log,
@@ -60,8 +64,41 @@ def lock_remaining(store: Store, address: str, member_id: str | None) -> int:
     return math.ceil(worst) if worst > 0 else 0
 
 
-def authenticate(store: Store, username: str | None, password: str | None, address: str) -> dict | None:
+CERT_HEADERS = ("X-SSL-Client-Verify", "X-SSL-Client-Cert", "X-SSL-Client-S-DN")
+
+
+def certificate_member(store: Store, proxy_key: str | None) -> dict | None:
+    """The member of a client certificate the trusted proxy verified, or None."""
+    h = request.headers
+    if not proxy_key or not hmac.compare_digest(h.get("X-Ceptoar-Proxy-Key", "").encode(), proxy_key.encode()):
+        return None
+    if h.get("X-SSL-Client-Verify") != "SUCCESS":
+        return None
+    try:
+        fingerprint = members.certificate_fingerprint(h["X-SSL-Client-Cert"]) if h.get("X-SSL-Client-Cert") else None
+    except members.MemberError:
+        fingerprint = None
+    member = store.members.by_certificate(fingerprint, h.get("X-SSL-Client-S-DN") or None)
+    g.certificate = fingerprint or h.get("X-SSL-Client-S-DN")
+    return member if member and member["enabled"] else None
+
+
+def authenticate(store: Store, username: str | None, password: str | None, address: str,
+                 proxy_key: str | None = None) -> dict | None:
     """The member behind the request's credentials, or None; TooManyFailures while locked out."""
+    by_cert = certificate_member(store, proxy_key)
+    if by_cert is not None:
+        g.auth_username = by_cert["id"]
+        g.auth_method = "certificate"
+        return by_cert
+    member = _by_secret(store, username, password, address)
+    if member is not None and member.get("cert_required"):
+        g.auth_username = member["id"]
+        return None  # this member's secret alone is not enough
+    return member
+
+
+def _by_secret(store: Store, username: str | None, password: str | None, address: str) -> dict | None:
     authz = request.authorization
     if authz is not None and authz.type in ("bearer", "token") and authz.token:
         secret = authz.token

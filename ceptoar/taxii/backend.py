@@ -1,8 +1,9 @@
 """medallion's backend seam, implemented over the hub's store.
 
 Reads come from the materialized collection membership, filtered by the member's grant and TLP
-clearance in SQL, paged by keyset on (date_added, seq). `next` is a signed, stateless token
-bound to the member, the collection and the query, so it is valid across workers and restarts.
+clearance in SQL, paged by keyset on (date_added, seq). `next` is a signed, stateless token that
+carries its query and cursor, bound to the member, the collection and the endpoint, so it is valid
+across workers and restarts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import re
 import threading
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 
 from flask import g, request
@@ -78,7 +80,7 @@ def parse_timestamp(text: str, name: str) -> str:
 
 
 class Query:
-    """The validated filters of one request."""
+    """The filters of one request: from its parameters, or from the `next` token it carries."""
 
     def __init__(self, kind: str, object_id: str | None = None):
         args = request.args
@@ -88,21 +90,35 @@ class Query:
             values = args.getlist(key)
             if len(values) > 1:
                 raise bad(f"parameter {key!r} given {len(values)} times; separate values with commas")
-            if not values[0].strip():
-                raise bad(f"parameter {key!r} is empty")
+        if "next" in args and not args["next"].strip():
+            raise bad("parameter 'next' is empty")
         self.kind = kind
         self.object_id = object_id
+        self.next = args.get("next")
+        self.added_after: str | None = None
+        self.ids: list[str] = []
+        self.types: list[str] = []
+        self.spec_versions: list[str] = []
+        self.versions: list[str] = []
+        self.timestamps: list[str] = []
+
+    def parse(self) -> Query:
+        """The filters from the request's parameters (each checked)."""
+        args = request.args
+        for key in args:
+            if key != "next" and not args[key].strip():
+                raise bad(f"parameter {key!r} is empty")
         self.added_after = parse_timestamp(args["added_after"], "added_after") if "added_after" in args else None
         self.ids = self._list("match[id]", STIX_ID_RE, "a STIX id")
         self.types = self._list("match[type]", TYPE_RE, "a STIX type")
         self.spec_versions = self._list("match[spec_version]", re.compile(r"^2\.[01]$"), "2.0 or 2.1")
-        raw_versions = self._list("match[version]", None, None) or (["all"] if kind == "versions" else ["last"])
+        raw_versions = self._list("match[version]", None, None) or (["all"] if self.kind == "versions" else ["last"])
         keywords = [v for v in raw_versions if v in ("first", "last", "all")]
         if "all" in keywords and len(raw_versions) > 1:
             raise bad("match[version]=all cannot be combined with other values")
         self.versions = keywords
         self.timestamps = [parse_timestamp(v, "match[version]") for v in raw_versions if v not in keywords]
-        self.next = args.get("next")
+        return self
 
     def _list(self, key: str, pattern, what) -> list[str]:
         if key not in request.args:
@@ -113,12 +129,53 @@ class Query:
                 raise bad(f"{key} value {v!r} is not {what}" if what else f"{key} has an empty value")
         return values
 
-    def fingerprint(self, member: str, collection: str) -> str:
-        """What a `next` token is bound to: everything but the cursor and the page size."""
-        lists = (self.ids, self.types, self.spec_versions, self.versions, self.timestamps)
-        parts = [self.kind, member, collection, self.object_id or "", self.added_after or "",
-                 *(",".join(sorted(values)) for values in lists)]
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    FILTERS = ("added_after", "ids", "types", "spec_versions", "versions", "timestamps")
+
+    def filters(self) -> dict:
+        return {k: getattr(self, k) for k in self.FILTERS}
+
+    def load(self, filters: dict) -> Query:
+        for k in self.FILTERS:
+            setattr(self, k, filters[k])
+        return self
+
+
+class Token:
+    """A signed, stateless `next`: who asked, where, the query's filters and the cursor reached.
+    With a token bound to the same member, collection and endpoint, its query governs whatever
+    filter parameters come with it (clients such as OpenCTI's connector drop or keep them as they
+    please); a token of another member, collection or endpoint is ignored."""
+
+    VERSION = 2
+
+    def __init__(self, key: bytes):
+        self.key = key
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self.key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def make(self, bound: list, filters: dict, row: dict) -> str:
+        raw = json.dumps([self.VERSION, bound, filters, row["date_added"], row["seq"]], separators=(",", ":"))
+        payload = base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).decode().rstrip("=")
+        return f"{payload}.{self._sign(payload)}"
+
+    def open(self, token: str, bound: list) -> tuple[dict, tuple[str, int]] | None:
+        """(filters, cursor) for a token bound to `bound`; None for a genuine token bound elsewhere
+        or made by an earlier version of the hub; a 400 for anything the hub did not sign."""
+        try:
+            payload, sig = token.split(".")
+            if not hmac.compare_digest(sig, self._sign(payload)):
+                raise ValueError
+            data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        except (ValueError, TypeError):
+            raise bad("'next' is not valid") from None
+        try:
+            version, was_bound, filters, date_added, seq = json.loads(zlib.decompress(data))
+        except (ValueError, TypeError, zlib.error):
+            return None  # signed by this hub in an older form: start afresh
+        if version != self.VERSION or was_bound != bound:
+            return None
+        return filters, (date_added, int(seq))
 
 
 class HubBackend(Backend):
@@ -161,10 +218,16 @@ class HubBackend(Backend):
         return (c, grant) if grant else None
 
     def _resource(self, c: dict, grant: tuple[bool, bool]) -> dict:
-        out = {"id": c["uuid"], "title": c["title"], "alias": c["id"], "can_read": grant[0], "can_write": grant[1],
+        """A collection as this member sees it. Members whose client selects collections by title
+        and cannot type the titles (OpenCTI's connector splits its setting at '.') may be set to
+        see each collection's name as its title, the title then leading the description."""
+        title, description = c["title"], c.get("description")
+        if self.member.get("collection_titles") == "name":
+            title, description = c["id"], " — ".join(t for t in (c["title"], description) if t)
+        out = {"id": c["uuid"], "title": title, "alias": c["id"], "can_read": grant[0], "can_write": grant[1],
                "media_types": [MEDIA_STIX]}
-        if c.get("description"):
-            out["description"] = c["description"]
+        if description:
+            out["description"] = description
         return out
 
     # --- discovery, API root, collections ---------------------------------------------------
@@ -195,44 +258,32 @@ class HubBackend(Backend):
     def _page(self, collection_id: str, q: Query, limit: int, with_json: bool) -> tuple[list[dict], bool, str | None]:
         c = self.store.collections.get(collection_id)
         member = self.member
-        fp = q.fingerprint(member["id"], c["id"])
-        cursor = self._open_next(q.next, fp) if q.next else None
+        bound = [member["id"], c["id"], q.kind, q.object_id]
+        tokens = Token(self._key())
+        opened = tokens.open(q.next, bound) if q.next else None
+        if opened:
+            q.load(opened[0])
+            cursor = opened[1]
+        else:
+            q.parse()
+            cursor = None
         rows = self.store.membership.page(
             c["id"], TLP_ORDER.index(member["clearance"]), object_id=q.object_id, added_after=q.added_after,
             cursor=cursor, ids=q.ids, types=q.types, spec_versions=q.spec_versions, versions=q.versions,
             timestamps=q.timestamps, limit=limit + 1, with_json=with_json)
         more = len(rows) > limit
         rows = rows[:limit]
-        token = self._make_next(fp, rows[-1]) if more else None
+        token = tokens.make(bound, q.filters(), rows[-1]) if more else None
         g.objects_returned = len(rows)
+        g.query = q
         return rows, more, token
-
-    def _make_next(self, fp: str, row: dict) -> str:
-        raw = json.dumps([fp, row["date_added"], row["seq"]]).encode()
-        payload = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        sig = hmac.new(self._key(), payload.encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{payload}.{sig}"
-
-    def _open_next(self, token: str, fp: str) -> tuple[str, int]:
-        try:
-            payload, sig = token.split(".")
-            good = hmac.new(self._key(), payload.encode(), hashlib.sha256).hexdigest()[:32]
-            if not hmac.compare_digest(sig, good):
-                raise ValueError
-            bound, date_added, seq = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (ValueError, TypeError):
-            raise bad("'next' is not valid") from None
-        if bound != fp:
-            raise bad("'next' belongs to another query, collection or member")
-        return date_added, int(seq)
 
     @staticmethod
     def _headers(rows: list[dict]) -> dict:
         if not rows:
             # TAXII asks for both headers on every 200; with nothing to return, the request's own
             # added_after (or the epoch) is a cursor that skips nothing.
-            first = last = parse_timestamp(request.args["added_after"], "added_after") \
-                if "added_after" in request.args else "1970-01-01T00:00:00.000000Z"
+            first = last = g.query.added_after or "1970-01-01T00:00:00.000000Z"
         else:
             first, last = rows[0]["date_added"], rows[-1]["date_added"]
         return {"X-TAXII-Date-Added-First": first, "X-TAXII-Date-Added-Last": last}
@@ -269,7 +320,7 @@ class HubBackend(Backend):
         return self._envelope("versions", [r["modified"] for r in rows], more, token), self._headers(rows)
 
     def delete_object(self, api_root, collection_id, object_id, filter_args, allowed_filters):
-        Query("delete", object_id)
+        Query("delete", object_id).parse()
         raise ProcessingError("Objects are withdrawn by revocation at the CEPTOAR secretariat, not deleted", 403)
 
     # --- writes -----------------------------------------------------------------------------
