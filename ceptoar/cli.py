@@ -1017,8 +1017,9 @@ def export() -> None:
 export_options = [
     click.option("--collection", "collection_id", help="Only advisories placed in this collection."),
     click.option("--since", help="Published (or revoked) on or after this date."),
-    click.option("--status", type=click.Choice(["published", "revoked", "all"]), default="published",
-                 show_default=True, help="Live publications, revocations, or both."),
+    click.option("--status", type=click.Choice(["published", "revoked", "all"]),
+                 help="Live publications, revocations, or both [default: all for bundles, so consumers "
+                      "apply revocations; published for CSV]."),
     click.option("--clearance", type=click.Choice(TLP_CHOICES, case_sensitive=False),
                  help="Only what a reader with this TLP clearance may receive."),
     click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout)."),
@@ -1040,7 +1041,7 @@ def export_bundle(hub: Hub, collection_id, since, status, clearance, output) -> 
     from ceptoar.export import published_bundle, to_text
     store = hub.ready_store()
     rank = TLP_ORDER.index(clearance.upper()) if clearance else None
-    chosen = _export_selection(store, collection_id, since, status, rank)
+    chosen = _export_selection(store, collection_id, since, status or "all", rank)
     text = to_text(published_bundle(store, chosen, rank))
     _write_export(output, text, len(chosen))
     store.audit.add(hub.actor, "export-bundle", str(output or "-"),
@@ -1060,7 +1061,7 @@ def export_csv(hub: Hub, collection_id, since, status, clearance, output, bom) -
     from ceptoar.export import CSV_FIELDS, csv_rows
     store = hub.ready_store()
     rank = TLP_ORDER.index(clearance.upper()) if clearance else None
-    chosen = _export_selection(store, collection_id, since, status, rank)
+    chosen = _export_selection(store, collection_id, since, status or "published", rank)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_FIELDS)

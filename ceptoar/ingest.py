@@ -44,6 +44,7 @@ class Counts:
     unchanged: int = 0
     new_ids: list[str] = field(default_factory=list)
     updated_ids: list[str] = field(default_factory=list)
+    revoked_ids: list[str] = field(default_factory=list)  # advisories their source has revoked
     kept_apart: list[str] = field(default_factory=list)  # ids held by another origin, stored apart
     warnings: list[str] = field(default_factory=list)
 
@@ -208,6 +209,12 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     for entry in entries:
         aid = adv_id[entry.key]
         state = states.get(aid)
+        # A producer's report revoked upstream: the advisory is withdrawn here too (by the caller),
+        # its facts kept as they were; one never seen live is never offered.
+        revoked = entry.report.get("revoked") is True and entry.report["id"] != aid
+        if revoked and state is None:
+            counts.warnings.append(f"{entry.report['id']}: revoked by the source, never received live: not stored")
+            continue
         # What the source supplied with the report: its own versions, or kept apart.
         changed = False
         for obj in entry.objects:
@@ -248,6 +255,10 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                     counts.warnings.append(f"{rid}: changed content at the same modified {prev}; "
                                            "the first copy stands")
                 report = own.obj(rid)
+        if revoked:
+            counts.revoked_ids.append(aid)
+            raw_rows.append((source.id, entry.key, raw_hashes[entry.key], report.get("modified"), entry.raw))
+            continue
         # The hub's vulnerability per CVE: public CLEAR facts only.
         share = source.public and entry.tlp == "CLEAR"
         for cve in entry.cves:

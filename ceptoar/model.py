@@ -77,6 +77,15 @@ def listed(value) -> list:
     return value if isinstance(value, list) else []
 
 
+def spec_version_of(obj: dict) -> str:
+    """The STIX version of an object: its `spec_version`; without one, 2.0 for a domain or
+    relationship object (STIX 2.0 had no such property) and 2.1 for a cyber-observable."""
+    v = obj.get("spec_version")
+    if isinstance(v, str) and v in ("2.0", "2.1"):
+        return v
+    return "2.0" if "created" in obj else "2.1"
+
+
 def tlp_rank(tlp: str) -> int:
     return TLP_ORDER.index(tlp)
 

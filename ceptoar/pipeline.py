@@ -120,6 +120,7 @@ def store_all(store: Store, source: Source, entries: list[Entry], followed: list
         with store.transaction():
             counts = store_entries(store, source, entries)
             store.sources.mark_followed(source.id, followed)
+            triage.revoked_by_source(store, source.id, counts.revoked_ids)
             if source.options.get("auto_publish"):
                 # A triage decision the operator delegated to the catalogue, taken in the same
                 # transaction as the ingest it follows.

@@ -23,6 +23,7 @@ from ceptoar.model import (
     now_stix,
     serialize,
     source_origin,
+    spec_version_of,
     vulnerability_id,
 )
 from ceptoar.store import Store
@@ -30,6 +31,7 @@ from ceptoar.store.membership import Pin
 from ceptoar.store.objects import ObjectVersion
 
 REVOKED_NAME = "取り消された情報 / Revoked advisory"
+REVOKED_LABEL = "revoked"  # importers that ignore `revoked` (misp-stix) keep labels as tags
 DECISION_PROPERTIES = ("labels", "revoked")  # and the extension's severity, medical and clinic text
 DECISION_EXTENSION = ("severity", "medical", "clinic")
 SEVERITY_LABEL = 'ceptoar:severity="{}"'  # a machine tag, as MISP and OpenCTI keep labels
@@ -127,7 +129,7 @@ def publish_version(store: Store, row: dict, source_report: dict, source_version
     for v in closure(store, report, source_origin(row["source"]), previous):
         obj = v.obj
         own = v.own_rank if v.own_rank is not None else rank
-        pins.append(Pin(v.id, v.modified, v.origin, v.type, str(obj.get("spec_version", "2.1")), max(own, rank)))
+        pins.append(Pin(v.id, v.modified, v.origin, v.type, spec_version_of(obj), max(own, rank)))
     store.publications.add(row["id"], version, source_version, row["tlp"], view_of(row), pins, actor)
     return version
 
@@ -144,7 +146,7 @@ def tombstone(store: Store, row: dict, actor: str) -> str:
     report = {"type": "report", "spec_version": "2.1", "id": row["id"], "created": first.get("created", now_stix()),
               "name": REVOKED_NAME, "published": first.get("published", now_stix()), "report_types": ["threat-report"],
               "created_by_ref": ident, "object_refs": [ident], "object_marking_refs": [TLP_IDS[TLP_ORDER[rank]]],
-              "revoked": True}
+              "labels": [REVOKED_LABEL], "revoked": True}
     version = _store_report(store, report)
     hub = store.objects.latest([ident, TLP_IDS[TLP_ORDER[rank]]], HUB)
     pins = [Pin(row["id"], version, HUB, "report", "2.1", rank, tombstone=True)]

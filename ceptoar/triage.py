@@ -62,6 +62,8 @@ def publish(store: Store, refs: list[str], actor: str) -> list[dict]:
     for r in rows:
         if r["status"] == "revoked":
             raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
+        if _source_report(store, r, None)[0].get("revoked") is True:
+            raise TriageError(f"{r['id']} was revoked by its source ({r['source']}); it is not published")
     out = []
     with store.transaction():
         kev = store.advisories.kev_cves()
@@ -108,6 +110,19 @@ def revoke(store: Store, refs: list[str], reason: str, actor: str) -> list[dict]
             store.audit.add(actor, "revoke", r["id"], {"reason": reason, "collections": holders})
             out.append({"id": r["id"], "collections": holders})
     return out
+
+
+def revoked_by_source(store: Store, source_id: str, ids: list[str]) -> None:
+    """An upstream revocation: a published advisory is revoked here too, one not yet published is
+    rejected (never offered); each audited as the ingest's act."""
+    actor, reason = f"ingest:{source_id}", f"revoked by its source {source_id}"
+    rows = _rows(store, ids)
+    live = [r["id"] for r in rows if r["status"] == "published"]
+    pending = [r["id"] for r in rows if r["status"] == "new"]
+    if live:
+        revoke(store, live, reason, actor)
+    if pending:
+        reject(store, pending, reason, actor)
 
 
 def _note(actor: str, text: str) -> dict:

@@ -226,7 +226,7 @@ def test_4_a_revocation_reaches_everyone_who_received_a_version(hub, tmp_path):
         for cid in ("medical", "jma-amber"):
             (last,) = reader.object(cid, aid).get_json()["objects"]
             assert last["revoked"] is True and last["name"] == REVOKED_NAME
-            assert "description" not in last and "external_references" not in last and "labels" not in last
+            assert "description" not in last and "external_references" not in last and last["labels"] == ["revoked"]
             assert last["object_marking_refs"] == [TLP["GREEN"]]
     for r in (green, amber):  # the pages carry it too, and the GREEN reader gets nothing else of it
         assert any(o.get("revoked") for o in r.objects("medical") if o["id"] == aid)

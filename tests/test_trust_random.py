@@ -31,7 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from ceptoar.extensions import hub_objects, props
 from ceptoar.model import TLP_BY_ID, TLP_ORDER, marking_definition, vulnerability_id
-from ceptoar.publication import REVOKED_NAME
+from ceptoar.publication import REVOKED_LABEL, REVOKED_NAME
 from ceptoar.store import Store
 from tests.conftest import Hub
 from tests.taxii_fixtures import TAXII, ServerProcess
@@ -287,7 +287,7 @@ class TrustMachine(RuleBasedStateMachine):
         if o["type"] == "report":
             if o.get("revoked"):
                 adv = next(a for a in mine if a.id == o["id"])
-                assert o["name"] == REVOKED_NAME and "description" not in o and "labels" not in o, where
+                assert o["name"] == REVOKED_NAME and "description" not in o and o["labels"] == [REVOKED_LABEL], where
                 assert adv.status == "revoked" and marks == [min(adv.ranks)], where
                 return
             adv = self._by_title(o["name"])

@@ -265,29 +265,47 @@ class Membership(Repository):
         if cursor:
             where.append("(m.date_added, m.seq) > (?, ?)")
             args.extend(cursor)
-        for col, values in (("m.object_id", ids), ("m.type", types), ("m.spec_version", spec_versions)):
+        for col, values in (("m.object_id", ids), ("m.type", types)):
             if values:
                 where.append(f"{col} IN ({marks(len(values))})")
                 args.extend(values)
+        # Without match[spec_version], only each object's latest spec version (TAXII 2.1 §3.4.2);
+        # first/last are then taken among the versions of the spec versions chosen.
+        if spec_versions:
+            spec, spec_args = f"IN ({marks(len(spec_versions))})", list(spec_versions)
+        elif self.mixed_spec_versions(collection):
+            spec, spec_args = ("= (SELECT MAX(y.spec_version) FROM membership y WHERE y.collection = m.collection "
+                               "AND y.object_id = m.object_id AND y.tlp_rank <= ?)"), [max_rank]
+        else:
+            spec, spec_args = None, []  # every object is STIX 2.1
+        if spec:
+            where.append(f"m.spec_version {spec}")
+            args.extend(spec_args)
         if "all" not in versions:
             alternatives = []
             for word, agg in (("last", "MAX"), ("first", "MIN")):
                 if word in versions:
                     alternatives.append(
                         f"m.modified = (SELECT {agg}(x.modified) FROM membership x WHERE x.collection = "
-                        "m.collection AND x.object_id = m.object_id AND x.tlp_rank <= ?)")
-                    args.append(max_rank)
+                        "m.collection AND x.object_id = m.object_id AND x.tlp_rank <= ?"
+                        + (f" AND x.spec_version {spec})" if spec else ")"))
+                    args.extend([max_rank, *spec_args])
             if timestamps:
                 forms = [f for t in timestamps for f in timestamp_forms(t)]
                 alternatives.append(f"m.modified IN ({marks(len(forms))})")
                 args.extend(forms)
             where.append("(" + " OR ".join(alternatives) + ")")
-        cols = "m.seq, m.date_added, m.object_id, m.modified" + (", o.json" if with_json else "")
+        cols = "m.seq, m.date_added, m.object_id, m.modified, m.spec_version" + (", o.json" if with_json else "")
         join = (" JOIN objects o ON o.id = m.object_id AND o.modified = m.modified AND o.origin = m.origin"
                 if with_json else "")
         q = (f"SELECT {cols} FROM membership m{join} WHERE {' AND '.join(where)} "
              "ORDER BY m.date_added, m.seq LIMIT ?")
         return self.store.rows(q, [*args, limit])
+
+    def mixed_spec_versions(self, collection: str) -> bool:
+        """Whether the collection serves anything but STIX 2.1 (objects from STIX 2.0 producers)."""
+        return self.store.scalar("SELECT 1 FROM membership WHERE collection = ? AND spec_version != '2.1' LIMIT 1",
+                                 (collection,)) is not None
 
     def reports(self, collections: list[str], max_rank: int, since: str | None, until: str,
                 ids: list[str] | None = None) -> list[dict]:

@@ -90,6 +90,7 @@ CREATE TABLE membership (
 CREATE INDEX membership_page ON membership (collection, date_added, seq);
 CREATE INDEX membership_object ON membership (collection, object_id, tlp_rank, modified);
 CREATE INDEX membership_report ON membership (type, collection, date_added);
+CREATE INDEX membership_spec ON membership (collection, spec_version);
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, actor TEXT, action TEXT NOT NULL,
     target TEXT, details TEXT, member TEXT, address TEXT, method TEXT, path TEXT, collection TEXT,
@@ -247,6 +248,13 @@ def _step8(store: Store) -> None:
     store.execute("ALTER TABLE members ADD COLUMN cert_required INTEGER NOT NULL DEFAULT 0")
     store.execute("CREATE UNIQUE INDEX members_cert_fingerprint ON members (cert_fingerprint)")
     store.execute("CREATE UNIQUE INDEX members_cert_subject ON members (cert_subject)")
+    store.execute("CREATE INDEX IF NOT EXISTS membership_spec ON membership (collection, spec_version)")
+    # STIX 2.0 objects (no spec_version) were recorded as 2.1.
+    for table in ("pins", "membership"):
+        store.execute(f"UPDATE {table} SET spec_version = '2.0' WHERE spec_version = '2.1' AND EXISTS (SELECT 1 "
+                      f"FROM objects o WHERE o.id = {table}.object_id AND o.modified = {table}.modified AND "
+                      f"o.origin = {table}.origin AND json_extract(o.json, '$.spec_version') IS NULL AND "
+                      "json_extract(o.json, '$.created') IS NOT NULL)")
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8)]

@@ -304,7 +304,7 @@ class HubBackend(Backend):
     def get_object_manifest(self, api_root, collection_id, filter_args, allowed_filters, limit):
         rows, more, token = self._page(collection_id, Query("objects"), limit, with_json=False)
         items = [{"id": r["object_id"], "date_added": r["date_added"], "version": r["modified"] or r["date_added"],
-                  "media_type": MEDIA_STIX} for r in rows]
+                  "media_type": f"application/stix+json;version={r['spec_version']}"} for r in rows]
         return self._envelope("objects", items, more, token), self._headers(rows)
 
     def get_object(self, api_root, collection_id, object_id, filter_args, allowed_filters, limit):
