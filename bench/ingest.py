@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA, write_section  # noqa: E402
 from ceptoar.model import Source  # noqa: E402
-from ceptoar.pipeline import KINDS, ingest_bytes, paused_gc  # noqa: E402
+from ceptoar.pipeline import PARSERS, ingest_bytes, paused_gc  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 
 ITEM_RE = re.compile(r"<item .*?</item>", re.S)
@@ -49,7 +49,7 @@ def run(label: str, body: bytes, source: Source) -> tuple[str, int, float, float
         store.migrate()
         with paused_gc():
             t0 = time.perf_counter()
-            n = len(KINDS[source.kind](body, source))
+            n = len(PARSERS[source.kind](body, source))
             t1 = time.perf_counter()
         store = Store(Path(tmp) / "bench.db")
         t2 = time.perf_counter()

@@ -6,15 +6,17 @@ import re
 import tomllib
 from pathlib import Path
 
+from ceptoar.errors import CeptoarError
 from ceptoar.filters import FilterError, compile_filter
-from ceptoar.model import SLUG_RE, tlp_name
+from ceptoar.model import SLUG_RE, SYSTEM, tlp_name
+from ceptoar.sources import KINDS
 
-KIND_NAMES = ("jvn", "rss", "kev", "csaf", "stix", "taxii")
+KIND_NAMES = tuple(KINDS)
 SECRET_OPTION_RE = re.compile(r"(password|secret|token|key)$", re.IGNORECASE)
 
 
-class CatalogueError(ValueError):
-    pass
+class CatalogueError(CeptoarError, ValueError):
+    """A catalogue entry (file or `sources add`) that cannot be used."""
 
 
 def check_source(src: dict, where: str = "") -> dict:
@@ -73,3 +75,20 @@ def load(path: Path) -> list[dict]:
     if dup:
         raise CatalogueError(f"{path}: duplicate source ids {', '.join(sorted(dup))}")
     return sources
+
+
+def add_source(store, src: dict, actor: str = SYSTEM) -> bool:
+    """Add (or redefine) one source as the operator defined it; its enabled flag is the operator's.
+    True when it is new."""
+    d = check_source(src)
+    with store.transaction():
+        new = store.sources.upsert(d | {"defined_by": "cli"}, keep_enabled=False)
+        store.audit.add(actor, "source-add" if new else "source-update", d["id"], {"url": d["url"], "kind": d["kind"]})
+    return new
+
+
+def set_enabled(store, source_id: str, enabled: bool, actor: str = SYSTEM) -> None:
+    with store.transaction():
+        if not store.sources.set_enabled(source_id, enabled):
+            raise CatalogueError(f"no source {source_id!r} (see `ceptoar sources list`)")
+        store.audit.add(actor, f"source-{'enable' if enabled else 'disable'}", source_id)

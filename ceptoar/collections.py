@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ceptoar.errors import CeptoarError
 from ceptoar.filters import compile_filter
-from ceptoar.model import NAMESPACE, SLUG_RE
+from ceptoar.model import NAMESPACE, SLUG_RE, SYSTEM
 from ceptoar.store import Store
 
 SUGGESTED = "medical-suggested"
@@ -86,3 +86,25 @@ def backfill(store: Store, cid: str) -> int:
         if pred(filter_view([pub.view], kev)[0]):
             placed += bool(store.membership.place(cid, pub.advisory, pub.version))
     return placed
+
+
+def add(store: Store, cid: str, title: str, filter_text: str, description: str | None = None,
+        actor: str = SYSTEM) -> tuple[dict, int]:
+    """A new collection (an existing one must be removed first); the published advisories that
+    match enter it now. Returns (collection, advisories placed)."""
+    c = check(cid, title, filter_text, description)
+    with store.transaction():
+        if store.collections.get(cid):
+            raise CollectionError(f"collection {cid!r} exists (remove it first to redefine it)")
+        store.collections.upsert(c | {"origin": "cli"})
+        placed = backfill(store, cid)
+        store.audit.add(actor, "collection-add", cid, {"filter": c["filter"], "advisories": placed})
+    return c, placed
+
+
+def remove(store: Store, cid: str, actor: str = SYSTEM) -> None:
+    """Remove a collection and its membership (the advisories stay)."""
+    with store.transaction():
+        if not store.collections.remove(cid):
+            raise CollectionError(f"no collection {cid!r}")
+        store.audit.add(actor, "collection-remove", cid)

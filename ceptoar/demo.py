@@ -16,10 +16,10 @@ from taxii2client.v21 import ApiRoot, as_pages
 from werkzeug.serving import make_server
 
 from ceptoar import catalogue, incidents, members, triage
-from ceptoar.digest import subscribers
-from ceptoar.digest.delivery import run_digest
 from ceptoar import collections as colls
 from ceptoar.devserver import serve_directory
+from ceptoar.digest import subscribers
+from ceptoar.digest.delivery import run_digest
 from ceptoar.output import echo, emit
 from ceptoar.paths import project_file
 from ceptoar.pipeline import fetch_source

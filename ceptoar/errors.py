@@ -16,3 +16,7 @@ class StoreError(CeptoarError):
 
 class NotFound(StoreError):
     """No such row (advisory, incident, source…)."""
+
+
+class Conflict(StoreError):
+    """The change contradicts what is stored (a duplicate key, a broken reference)."""

@@ -7,11 +7,14 @@ clearance, only what a reader at that TLP may receive, each object at the rank i
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 
 from ceptoar import publication
-from ceptoar.model import TLP_ORDER, source_origin
-from ceptoar.output import to_json
+from ceptoar.errors import CeptoarError
+from ceptoar.model import SYSTEM, TLP_ORDER, source_origin, tlp_name
+from ceptoar.output import csv_cell, to_json
 from ceptoar.store import Store
 from ceptoar.store.membership import Pin, Publication
 
@@ -79,3 +82,42 @@ def _bundle(objects: list[dict]) -> dict:
 
 def to_text(bundle: dict) -> str:
     return to_json(bundle)
+
+
+def choose(store: Store, *, collection: str | None, since: str | None, status: str,
+           clearance: str | None) -> tuple[list[tuple[Publication, int]], int | None]:
+    """The selection of an export by a collection id or UUID, a time, a status and a clearance."""
+    cid = None
+    if collection:
+        found = store.collections.get(collection)
+        if found is None:
+            raise CeptoarError(f"no collection {collection!r}")
+        cid = found["id"]
+    rank = TLP_ORDER.index(tlp_name(clearance)) if clearance else None
+    return selection(store, collection=cid, since=since, status=status, max_rank=rank), rank
+
+
+def bundle_export(store: Store, actor: str = SYSTEM, *, collection: str | None = None, since: str | None = None,
+                  status: str = "all", clearance: str | None = None, target: str = "-") -> tuple[str, int]:
+    """The STIX bundle text of an export and how many advisories it holds; audited."""
+    chosen, rank = choose(store, collection=collection, since=since, status=status, clearance=clearance)
+    text = to_text(published_bundle(store, chosen, rank))
+    store.audit.add(actor, "export-bundle", target,
+                    {"collection": collection, "advisories": len(chosen), "clearance": clearance})
+    return text, len(chosen)
+
+
+def csv_export(store: Store, actor: str = SYSTEM, *, collection: str | None = None, since: str | None = None,
+               status: str = "published", clearance: str | None = None, bom: bool = False,
+               target: str = "-") -> tuple[str, int]:
+    """The CSV text of an export (cells a spreadsheet would run as formulas made inert) and how many
+    advisories it holds; audited."""
+    chosen, _rank = choose(store, collection=collection, since=since, status=status, clearance=clearance)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in csv_rows(store, chosen):
+        writer.writerow([csv_cell(r.get(c)) for c in CSV_FIELDS])
+    store.audit.add(actor, "export-csv", target,
+                    {"collection": collection, "advisories": len(chosen), "clearance": clearance})
+    return ("\ufeff" if bom else "") + buf.getvalue(), len(chosen)

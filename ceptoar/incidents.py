@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import tomllib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ceptoar import extensions
-from ceptoar.digest.render import JST
+from ceptoar import extensions, mail
 from ceptoar.errors import CeptoarError
-from ceptoar.files import write_private
+from ceptoar.files import child, private_dir, write_private
 from ceptoar.ingest import store_entries
-from ceptoar.mail import check_address
+from ceptoar.mail import SmtpConfig, check_address
 from ceptoar.model import (
     INCIDENT,
+    JST,
     TLP_IDS,
     TLP_ORDER,
     Source,
@@ -140,6 +141,13 @@ def find(store: Store, ref: str) -> dict:
     return inc
 
 
+def show(store: Store, ref: str, actor: str) -> dict:
+    """An incident as a person reads it (TLP:RED facts): every reading is audited."""
+    inc = find(store, ref)
+    store.audit.add(actor, "incident-show", inc["id"])
+    return inc
+
+
 def update(store: Store, ref: str, actor: str, *, status: str | None = None, note: str | None = None,
            note_kind: str = "general") -> dict:
     inc = find(store, ref)
@@ -213,6 +221,52 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
     return address, subject, "\n".join(lines)
 
 
+@dataclass
+class NoticeSent:
+    party: str
+    address: str
+    how: str  # sent | written PATH | printed
+    subject: str
+    body: str
+
+
+def send_notices(store: Store, inc: dict, parties: list[str], actor: str, *, smtp: SmtpConfig | None = None,
+                 out_dir: Path | None = None, dry_run: bool = False) -> list[NoticeSent]:
+    """Build each party's notice (one message builder, base64 since Japanese lines run long), send
+    it when SMTP is given, write it as .eml under `out_dir`, and record it on the incident (audited)
+    unless `dry_run`. A refusal or an unreachable server stops with a DeliveryError."""
+    notices = []
+    for party in parties:
+        address, subject, body = notice(inc, party)
+        msg = mail.message(subject, body, to=address, eight_bit=False,
+                           headers={"Message-ID": mail.message_id(f"{inc['id']}|{party}|{utcnow()}"),
+                                    "X-CEPTOAR-TLP": "RED"})
+        notices.append((party, address, subject, body, msg.as_bytes()))
+    mailer = mail.Mailer(smtp) if smtp and not dry_run else None
+    if mailer is not None:
+        mailer.connect()
+    done = []
+    try:
+        for party, address, subject, body, data in notices:
+            how = "printed"
+            if out_dir is not None:
+                path = child(private_dir(out_dir), f"{inc['id'][10:18]}-{party}.eml")
+                write_private(path, data)
+                how = f"written {path}"
+            if mailer is not None:
+                refusal = mailer.send(mail.sender().addr_spec, address, data)
+                if refusal:
+                    raise mail.DeliveryError(f"{party} ({address}) refused: {refusal}")
+                how = "sent"
+            if not dry_run:
+                record_notice(store, inc, party, address, how, actor)
+            done.append(NoticeSent(party, address, how, subject, body))
+    finally:
+        if mailer is not None:
+            mailer.close()
+    return done
+
+
 def record_notice(store: Store, inc: dict, party: str, address: str, how: str, actor: str) -> None:
     inc["notices"].append({"party": party, "to": address, "how": how, "time": utcnow(), "actor": actor})
     with store.transaction():
@@ -246,9 +300,10 @@ def share(store: Store, ref: str, actor: str, *, tlp: str, summary: str) -> str:
 
 
 def poster_html(facility: str, vendor: str | None, vendor_phone: str | None, vendor_contact: str | None) -> str:
-    from ceptoar.digest.render import _env
+    from ceptoar.digest.render import templates
     cfg = relay_config()
-    return _env().get_template("poster.html.j2").render(facility=facility, vendor=vendor, vendor_phone=vendor_phone,
+    return templates().get_template("poster.html.j2").render(facility=facility, vendor=vendor,
+                                                             vendor_phone=vendor_phone,
                                                          vendor_contact=vendor_contact, mhlw=cfg["mhlw"])
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from ceptoar import extensions, medical, stixcheck
 from ceptoar.model import (
-    HUB,
     CVE_RE,
+    HUB,
     IDENTIFIER_RE,
     TLP_ORDER,
     Source,

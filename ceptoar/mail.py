@@ -1,15 +1,24 @@
-"""E-mail shared by digests, flash alerts and incident notices: addresses checked strictly, names
-made safe, headers built with the `email` package's header API (never by string concatenation, so a
-line break in a name can never become a header of its own)."""
+"""E-mail, for digests, flash alerts and incident notices alike: one message builder (`message`,
+an `EmailMessage`), addresses checked strictly, names made safe, headers built with the `email`
+package's header API (never by string concatenation, so a line break in a name can never become a
+header of its own), and the SMTP client (pipelined when the server allows) with its settings."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import smtplib
+import ssl
+from dataclasses import dataclass
 from email.headerregistry import Address
+from email.message import EmailMessage
 from email.policy import SMTP
+from email.utils import formatdate
 
 from ceptoar.errors import CeptoarError
+
+_DOT_RE = re.compile(rb"(?m)^\.")  # SMTP dot-stuffing
 
 # RFC 5322 dot-atom addr-spec, without '/' (a path character): what clinics' addresses look like.
 _ATOM = r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+"
@@ -50,3 +59,138 @@ def eml_name(address: str) -> str:
     if _FILE_SAFE.fullmatch(address) and ".." not in address and not address.startswith("."):
         return f"{address}.eml"
     return f"{hashlib.sha256(address.encode()).hexdigest()[:24]}.eml"
+
+
+def sender() -> Address:
+    """The hub's From mailbox (display name and address) from the contacts file."""
+    from ceptoar.digest.render import contacts
+
+    value = contacts()["ceptoar"]["from"]
+    if "<" in value:
+        name, _, addr = value.partition("<")
+        return mailbox(name.strip(), addr.rstrip(">").strip())
+    return mailbox(None, value)
+
+
+def message_id(seed: str) -> str:
+    """A Message-ID derived from `seed` (a resend carries the same one), on the sender's domain."""
+    return f"<{hashlib.sha256(seed.encode()).hexdigest()[:40]}@{sender().domain}>"
+
+
+def message(subject: str, text: str, html: str | None = None, *, to: Address | str | None = None,
+            headers: dict[str, str] | None = None, eight_bit: bool = True) -> EmailMessage:
+    """The one builder of the hub's mail: a text part (and an HTML alternative), From the hub,
+    dated now. `eight_bit`: UTF-8 sent as it is (lines already under 998 octets), else base64."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = sender()
+    if to is not None:
+        msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False)
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    cte = "8bit" if eight_bit else "base64"
+    msg.set_content(text, subtype="plain", charset="utf-8", cte=cte)
+    if html is not None:
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte=cte)
+    return msg
+
+
+def segment(msg: EmailMessage) -> tuple[bytes, bytes]:
+    """A message serialized once as (headers, body): recipients' own headers go between the two."""
+    data = msg.as_bytes(policy=SMTP)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head + b"\r\n", body
+
+
+# --- sending --------------------------------------------------------------------------------------
+
+class DeliveryError(CeptoarError):
+    """The run cannot go on (SMTP server unreachable or gone); one line for the operator."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class SmtpConfig:
+    host: str
+    port: int = 25
+    user: str | None = None
+    password: str | None = None  # from the environment only (CEPTOAR_SMTP_PASSWORD)
+    starttls: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> SmtpConfig | None:
+        """CEPTOAR_SMTP_HOST, _PORT, _USER, _PASSWORD and _STARTTLS (1, true, yes or on)."""
+        host = os.environ.get("CEPTOAR_SMTP_HOST")
+        if not host:
+            return None
+        return cls(host=host, port=int(os.environ.get("CEPTOAR_SMTP_PORT", "25")),
+                   user=os.environ.get("CEPTOAR_SMTP_USER"), password=os.environ.get("CEPTOAR_SMTP_PASSWORD"),
+                   starttls=_truthy(os.environ.get("CEPTOAR_SMTP_STARTTLS")))
+
+
+class Mailer:
+    def __init__(self, cfg: SmtpConfig):
+        self.cfg = cfg
+        self.smtp: smtplib.SMTP | None = None
+        self.pipelining = False
+
+    def connect(self) -> None:
+        try:
+            self.smtp = smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout)
+            self.smtp.ehlo()
+            if self.cfg.starttls:
+                self.smtp.starttls(context=ssl.create_default_context())
+                self.smtp.ehlo()
+            if self.cfg.user:
+                self.smtp.login(self.cfg.user, self.cfg.password or "")
+            self.pipelining = self.smtp.has_extn("pipelining") and self.smtp.has_extn("8bitmime")
+        except (OSError, smtplib.SMTPException) as e:
+            raise DeliveryError(f"cannot use SMTP server {self.cfg.host}:{self.cfg.port}: "
+                                f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+
+    def send(self, sender: str, to: str, data: bytes) -> str | None:
+        """None when accepted; the refusal text for this recipient; DeliveryError when the
+        server is gone."""
+        try:
+            if self.pipelining:
+                return self._send_pipelined(sender, to, data)
+            self.smtp.sendmail(sender, [to], data, mail_options=["BODY=8BITMIME"])
+            return None
+        except smtplib.SMTPRecipientsRefused as e:
+            code, msg = next(iter(e.recipients.values()))
+            return f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
+            return f"{e.smtp_code} {e.smtp_error.decode(errors='replace') if isinstance(e.smtp_error, bytes) else e}"
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as e:
+            raise DeliveryError(f"SMTP server {self.cfg.host}:{self.cfg.port} went away: {type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:200]}") from None
+
+    def _send_pipelined(self, sender: str, to: str, data: bytes) -> str | None:
+        """RFC 2920: MAIL, RCPT and DATA in one write, then the message: two round trips, not four."""
+        smtp = self.smtp
+        smtp.send(f"MAIL FROM:<{sender}> BODY=8BITMIME\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode())
+        replies = [smtp.getreply() for _ in range(3)]
+        (mail_code, mail_msg), (rcpt_code, rcpt_msg), (data_code, _) = replies
+        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
+            smtp.send(b".\r\n")  # the server entered DATA anyway: end an empty message
+            smtp.getreply()
+        if mail_code != 250 or rcpt_code not in (250, 251) or data_code != 354:
+            smtp.rset()
+            code, msg = (mail_code, mail_msg) if mail_code != 250 else (rcpt_code, rcpt_msg)
+            return f"{code} {msg.decode(errors='replace')}"
+        body = _DOT_RE.sub(b"..", data)
+        smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        code, msg = smtp.getreply()
+        return None if code == 250 else f"{code} {msg.decode(errors='replace')}"
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            try:
+                self.smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                pass

@@ -15,7 +15,7 @@ import secrets
 from urllib.parse import unquote
 
 from ceptoar.errors import CeptoarError
-from ceptoar.model import SLUG_RE, tlp_name
+from ceptoar.model import SLUG_RE, SYSTEM, tlp_name
 from ceptoar.store import Store
 
 SECRET_RE = re.compile(r"^ctx_([0-9a-f]{12})_[A-Za-z0-9_-]{32,}$")
@@ -55,21 +55,48 @@ def key_id_of(secret: str) -> str | None:
     return m.group(1) if m else None
 
 
-def new_secret(store: Store, mid: str) -> str:
+def new_secret(store: Store, mid: str, actor: str = SYSTEM) -> str:
     """A fresh secret for the member (the old one stops working); returned once, never stored."""
     if store.members.get(mid) is None:
         raise MemberError(f"no member {mid!r}")
     key_id = secrets.token_hex(6)
     secret = f"ctx_{key_id}_{secrets.token_urlsafe(32)}"
-    store.members.set_secret(mid, key_id, hash_secret(secret))
+    with store.transaction():
+        store.members.set_secret(mid, key_id, hash_secret(secret))
+        store.audit.add(actor, "member-secret", mid)  # never the secret itself
     return secret
 
 
-def add(store: Store, mid: str, name: str, clearance: str) -> bool:
-    return store.members.upsert(check_id(mid), name, tlp_name(clearance))
+def add(store: Store, mid: str, name: str, clearance: str, actor: str = SYSTEM,
+        collection_titles: str | None = None) -> bool:
+    """Add a member or change its name and clearance (and how its clients see collection titles);
+    True when it is new."""
+    clearance = tlp_name(clearance)
+    with store.transaction():
+        new = store.members.upsert(check_id(mid), name, clearance)
+        if collection_titles:
+            set_collection_titles(store, mid, collection_titles)
+        store.audit.add(actor, "member-add" if new else "member-update", mid,
+                        {"clearance": clearance} | ({"collection_titles": collection_titles} if collection_titles
+                                                    else {}))
+    return new
 
 
-def grant(store: Store, mid: str, cid: str, can_read: bool, can_write: bool) -> None:
+def set_enabled(store: Store, mid: str, enabled: bool, actor: str = SYSTEM) -> None:
+    with store.transaction():
+        if not store.members.set_enabled(mid, enabled):
+            raise MemberError(f"no member {mid!r} (see `ceptoar members list`)")
+        store.audit.add(actor, f"member-{'enable' if enabled else 'disable'}", mid)
+
+
+def ungrant(store: Store, mid: str, cid: str, actor: str = SYSTEM) -> None:
+    with store.transaction():
+        if not store.members.remove_grant(mid, cid):
+            raise MemberError(f"{mid} has no grant on {cid}")
+        store.audit.add(actor, "member-ungrant", mid, {"collection": cid})
+
+
+def grant(store: Store, mid: str, cid: str, can_read: bool, can_write: bool, actor: str = SYSTEM) -> None:
     if store.members.get(mid) is None:
         raise MemberError(f"no member {mid!r}")
     coll = store.collections.get(cid)
@@ -77,7 +104,9 @@ def grant(store: Store, mid: str, cid: str, can_read: bool, can_write: bool) -> 
         raise MemberError(f"no collection {cid!r}")
     if not (can_read or can_write):
         raise MemberError("grant --read, --write or both")
-    store.members.set_grant(mid, coll["id"], can_read, can_write)
+    with store.transaction():
+        store.members.set_grant(mid, coll["id"], can_read, can_write)
+        store.audit.add(actor, "member-grant", mid, {"collection": coll["id"], "read": can_read, "write": can_write})
 
 
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -107,7 +136,7 @@ def fingerprint_of(text: str) -> str:
 
 
 def set_certificate(store: Store, mid: str, *, fingerprint: str | None = None, subject: str | None = None,
-                    required: bool = False) -> None:
+                    required: bool = False, actor: str = SYSTEM) -> None:
     member = store.members.get(mid)
     if member is None:
         raise MemberError(f"no member {mid!r}")
@@ -116,7 +145,10 @@ def set_certificate(store: Store, mid: str, *, fingerprint: str | None = None, s
     for other in (store.members.by_certificate(fingerprint, None), store.members.by_certificate(None, subject)):
         if other and other["id"] != mid:
             raise MemberError(f"that certificate already belongs to member {other['id']!r}")
-    store.members.set_certificate(mid, fingerprint, subject, required)
+    with store.transaction():
+        store.members.set_certificate(mid, fingerprint, subject, required)
+        store.audit.add(actor, "member-cert", mid, {"fingerprint": fingerprint, "subject": subject,
+                                                    "required": required})
 
 
 def set_collection_titles(store: Store, mid: str, titles: str) -> None:

@@ -11,9 +11,11 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+
+from ceptoar.errors import CeptoarError
 
 # Namespace of every UUIDv5 the hub derives; changing it would re-key the whole store.
 NAMESPACE = uuid.UUID("6b1c0b5e-3f0e-5a7e-9d3c-ce9704a2c0de")
@@ -42,6 +44,10 @@ HUB = "hub"  # the hub's own objects: published reports, vulnerabilities per CVE
 INCIDENT = "incident"  # incident records (TLP:RED), never published
 
 
+class TLPError(CeptoarError, ValueError):
+    """A TLP name that is none of TLP 2.0's."""
+
+
 def source_origin(source_id: str) -> str:
     return f"source:{source_id}"
 
@@ -51,7 +57,7 @@ def tlp_name(value: str) -> str:
     v = value.strip().upper().removeprefix("TLP:").removeprefix("TLP ").replace(" ", "")
     v = {"WHITE": "CLEAR", "AMBERSTRICT": "AMBER+STRICT"}.get(v, v)
     if v not in TLP_ORDER:
-        raise ValueError(f"unknown TLP {value!r} (use one of {', '.join(TLP_ORDER)})")
+        raise TLPError(f"unknown TLP {value!r} (use one of {', '.join(TLP_ORDER)})")
     return v
 
 
@@ -116,6 +122,28 @@ def identity_id(source_id: str) -> str:
 
 
 # --- timestamps -------------------------------------------------------------------------------
+
+JST = timezone(timedelta(hours=9), "JST")  # Japan: the hub's people and deadlines live here
+SYSTEM = "ceptoar"  # the actor of what the hub does by itself, or when a caller names none
+
+
+def moment(text: str, default_zone=UTC) -> datetime | None:
+    """A date or time given by a person (a date means its midnight; no offset means `default_zone`),
+    as an aware UTC datetime; None when it is neither."""
+    d = parse_date(text)
+    if d is None:
+        return None
+    if not isinstance(d, datetime):
+        d = datetime(d.year, d.month, d.day)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=default_zone)
+    return d.astimezone(UTC)
+
+
+def stamp(d: datetime) -> str:
+    """The stored form of a moment (UTC, microseconds): compares as text with every stored time."""
+    return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 def parse_date(text: str | None) -> datetime | date | None:
     """ISO 8601 (seconds optional, as JVN writes them) or RFC 2822; the original offset is kept.

@@ -14,22 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ceptoar import triage
-from ceptoar.ingest import store_entries
 from ceptoar.errors import StoreError
+from ceptoar.ingest import store_entries
 from ceptoar.leases import LeaseHeld, held
 from ceptoar.model import Source
-from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, load_json, rss, stix
-from ceptoar.sources import http, rolie, taxii
+from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, rss, stix
+from ceptoar.sources import KINDS, http, rolie, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
 
-KINDS: dict[str, Callable[..., list[Entry]]] = {
+# The parser of each kind of source that sends a body (a TAXII source sends objects).
+PARSERS: dict[str, Callable[..., list[Entry]]] = {
     "jvn": jvn.parse,
     "rss": rss.parse,
     "kev": kev.parse,
     "csaf": csaf.parse,
     "stix": stix.parse,
 }
+assert set(PARSERS) == set(KINDS) - {"taxii"}, "every kind of ceptoar.sources.KINDS needs its parser"
 
 Progress = Callable[[str], None]
 
@@ -77,18 +79,23 @@ def source_of(row: dict) -> Source:
                   public=tlp == "CLEAR" and row.get("defined_by") != MEMBER_SUBMISSIONS)
 
 
-def normalize(source: Source, body: bytes, charset: str | None, store: Store, limits: Limits,
-              progress: Progress | None = None) -> tuple[list[Entry], list[tuple[str, str]], str | None]:
-    """Entries of a body; a ROLIE index is followed to its CSAF documents (ceptoar.sources.rolie).
-    Returns (entries, followed, note)."""
-    if source.kind not in KINDS:
+def normalize(source: Source, body: bytes, charset: str | None = None) -> list[Entry]:
+    """The entries of one body, by the source's kind. Pure: no I/O, no store."""
+    parser = PARSERS.get(source.kind)
+    if parser is None:
         raise FeedError(f"unknown source kind {source.kind!r}")
-    if source.kind != "csaf":
-        return KINDS[source.kind](body, source, charset), [], None
-    doc = load_json(body, "the CSAF document or ROLIE index")
-    if not csaf.is_rolie(doc):
-        return [csaf.document(doc, source)], [], None
-    return rolie.follow(doc, source, store.sources.followed(source.id), limits.timeout, limits.max_bytes, progress)
+    return parser(body, source, charset)
+
+
+def bodies_of(source: Source, body: bytes, store: Store, limits: Limits, progress: Progress | None = None
+              ) -> tuple[list[tuple[str | None, bytes]], list[tuple[str, str]], str | None]:
+    """What there is to normalize: the body itself, or for a ROLIE index the documents it leads to
+    (fetched by ceptoar.sources.rolie). Returns ((name, body) pairs, followed, note)."""
+    index = rolie.index_of(body) if source.kind == "csaf" else None
+    if index is None:
+        return [(None, body)], [], None
+    return rolie.follow(index, source, store.sources.followed(source.id), limits.timeout, limits.max_bytes,
+                        progress)
 
 
 @contextmanager
@@ -109,7 +116,16 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
                  before_commit: Callable[[FetchResult], None] | None = None) -> FetchResult:
     """Normalize a body and store it in one transaction; `before_commit(result)` runs inside it."""
     with paused_gc():
-        entries, followed, note = normalize(source, body, charset, store, limits or Limits(), progress)
+        bodies, followed, note = bodies_of(source, body, store, limits or Limits(), progress)
+        if len(bodies) == 1 and bodies[0][0] is None:
+            entries = normalize(source, body, charset)
+        else:
+            entries = []
+            for name, document in bodies:
+                try:
+                    entries.extend(normalize(source, document))
+                except FeedError as e:
+                    raise FeedError(f"{name}: {e}") from None
         return store_all(store, source, entries, followed, note, before_commit)
 
 

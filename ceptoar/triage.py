@@ -211,3 +211,35 @@ def auto_publish(store: Store, source: dict, ids: list[str]) -> list[str]:
     if chosen:
         publish(store, chosen, f"auto-publish:{source['id']}")
     return chosen
+
+
+# The documented JSON view of an advisory (`advisories list/show --format json`): stable for scripts.
+VIEW_FIELDS = ["id", "title", "source", "published", "modified", "stix_modified", "url", "identifiers",
+               "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "status",
+               "notes", "collections", "pending_update", "submitted_by", "lang", "medical_signals", "first_seen"]
+
+
+def views(store: Store, rows: list[dict]) -> list[dict]:
+    """Advisories as analysts and scripts read them: facts, decisions, the collections holding them,
+    whether a published one has an unpublished upstream update, and the member that submitted it."""
+    from ceptoar.pipeline import MEMBER_SUBMISSIONS
+
+    holders = store.membership.collections_of([r["id"] for r in rows])
+    submissions = {s["id"]: s["id"].removeprefix("member-") for s in store.sources.list()
+                   if s.get("defined_by") == MEMBER_SUBMISSIONS}
+    out = []
+    for r in rows:
+        pending = r["status"] == "published" and bool(r.get("published_source")) and \
+            r.get("published_source") != r.get("stix_modified")
+        out.append({k: r.get(k) for k in VIEW_FIELDS}
+                   | {"collections": holders.get(r["id"], []), "pending_update": pending,
+                      "submitted_by": submissions.get(r["source"])})
+    return out
+
+
+def view(store: Store, advisory_ref: str) -> dict:
+    """One advisory's view with its description and every version held of its report."""
+    row = store.advisories.find(advisory_ref)
+    versions = {v.modified for v in store.objects.versions(row["id"])}
+    versions |= {v.modified for v in store.objects.versions(row["source_report"], source_origin(row["source"]))}
+    return views(store, [row])[0] | {"description": row.get("description"), "versions": sorted(versions)}

@@ -4,6 +4,7 @@ misbehave on purpose, and a CLI runner on a fresh database."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -17,6 +18,51 @@ from ceptoar.devserver import serve_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+# The engine under the hub's tests: sqlite (default) or postgresql (a server the tests start).
+ENGINE = os.environ.get("CEPTOAR_TEST_ENGINE", "sqlite")
+
+
+def pytest_collection_modifyitems(config, items):
+    if ENGINE == "postgresql":
+        skip = pytest.mark.skip(reason="SQLite only (the database file itself: copies, modes, WAL, disk full)")
+        for item in items:
+            if "sqlite_only" in item.keywords:
+                item.add_marker(skip)
+
+
+_postgres = None
+
+
+def postgres_server():
+    """A PostgreSQL server from Debian's package, started on first use, stopped at the end of the
+    run; the test is skipped (with the reason) when the server binaries are not installed."""
+    global _postgres
+    if _postgres is None:
+        from tests.postgres import PostgresServer, binaries
+
+        bindir = binaries()
+        if bindir is None:
+            pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql` package)")
+        _postgres = PostgresServer(bindir).start()
+    return _postgres
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _postgres is not None:
+        _postgres.stop()
+
+
+def new_db(tmp: Path, name: str = "hub.db") -> str:
+    """Where a new hub lives: a SQLite file in `tmp`, or a new PostgreSQL database when the run is
+    on that engine (CEPTOAR_TEST_ENGINE=postgresql)."""
+    if ENGINE == "postgresql":
+        return postgres_server().database()
+    return str(tmp / name)
+
+
+@pytest.fixture
+def db_target(tmp_path) -> str:
+    return new_db(tmp_path)
 
 
 @dataclass
@@ -114,10 +160,10 @@ class Hub:
 
 
 @pytest.fixture
-def hub(tmp_path) -> Hub:
+def hub(tmp_path, db_target) -> Hub:
     """A hub whose catalogue is empty: tests add loopback sources and never reach the internet."""
     empty = tmp_path / "sources.toml"
     empty.write_text("# no sources\n")
-    h = Hub(tmp_path / "hub.db")
+    h = Hub(db_target)
     h.run("init", "--sources", str(empty))
     return h

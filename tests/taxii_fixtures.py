@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import requests
 
 from ceptoar import members, triage
 from ceptoar.store import Store
-from tests.conftest import DATA, ROOT, Hub
+from tests.conftest import DATA, ROOT, Hub, new_db
 
 TAXII = "application/taxii+json;version=2.1"
 
@@ -46,7 +47,7 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's access log.
-        self.log_path = db.parent / f"server-{self.port}.log"
+        self.log_path = Path(tempfile.gettempdir()) / f"ceptoar-server-{os.getpid()}-{self.port}.log"
 
     def start(self) -> ServerProcess:
         env = dict(os.environ, CEPTOAR_DB=str(self.db), CEPTOAR_TAXII_BIND=f"127.0.0.1:{self.port}",
@@ -86,7 +87,7 @@ class World:
 
 
 def build_world(tmp: Path) -> World:
-    hub = Hub(tmp / "hub.db")
+    hub = Hub(new_db(tmp))
     empty = tmp / "sources.toml"
     empty.write_text("")
     hub.run("init", "--sources", str(empty))

@@ -97,9 +97,9 @@ def test_the_same_source_is_never_fetched_twice_at_once(hub, feed_server):
 # --- odd requests: client errors, never a 500 -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gunicorn_hub(tmp_path_factory):
-    from tests.conftest import Hub
+    from tests.conftest import Hub, new_db
     tmp = tmp_path_factory.mktemp("odd")
-    hub = Hub(tmp / "hub.db")
+    hub = Hub(new_db(tmp))
     (tmp / "none.toml").write_text("")
     hub.run("init", "--sources", str(tmp / "none.toml"))
     reader = Reader(hub.db, "writer", "GREEN", ["medical"])
@@ -253,6 +253,7 @@ def test_only_well_formed_cve_ids_are_cves(hub, tmp_path):
     assert vulnerability_id("CVE-2024-21887") in {o["id"] for o in shown["objects"]}
 
 
+@pytest.mark.sqlite_only
 def test_a_disk_filling_up_during_a_digest_run(world, tmp_path, smtp):  # noqa: F811
     if os.getuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")

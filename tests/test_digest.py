@@ -120,7 +120,7 @@ def test_digest_mime_content_and_headers(world, tmp_path, smtp):
     token = store.subscribers.list()[0]["token"]
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/unsubscribe/" in msg["List-Unsubscribe"] and "/unsubscribe/" in text
-    assert msg["Message-ID"].endswith("@ceptoar.local>")
+    assert msg["Message-ID"].endswith("@example.jp>")  # the sender's own domain (contacts.toml)
     assert msg["To"].addresses[0].display_name == "山田 太郎"
     # CLEAR subscriber: nothing above CLEAR; English subscriber gets English
     (clear,) = sink.parsed("suzuki@clinic-b.example.jp")

@@ -262,13 +262,13 @@ def test_user_mistakes_are_one_line_errors(tmp_path, hub):
         assert r.exit_code != 0 and message in r.output, (args, r.output)
 
 
-def test_disable_and_enable(hub, feed_server):
+def test_disable_and_enable(hub, feed_server, tmp_path):
     add(hub, "x", feed_server.url("/jvn/vulsdata_jvndb_new.rdf"), "jvn")
     for s in hub.json("sources", "list"):
         hub.run("sources", "disable", s["id"])
     hub.run("sources", "enable", "x")
     assert list(fetch(hub)) == ["x"]
-    hub.run("init", "--sources", str(hub.db.parent / "sources.toml"))  # reloading keeps the operator's choice
+    hub.run("init", "--sources", str(tmp_path / "sources.toml"))  # reloading keeps the operator's choice
     assert [s["id"] for s in hub.json("sources", "list") if s["enabled"]] == ["x"]
 
 

@@ -236,6 +236,7 @@ def test_keyless_items_stay_apart_and_mislabelled_charsets_are_refused(hub, feed
     assert "XML declaration says" in out["latin"]["error"]
 
 
+@pytest.mark.sqlite_only
 def test_a_full_disk_is_named_in_one_line(tmp_path):
     from tests.conftest import Hub
     if os.getuid() != 0:

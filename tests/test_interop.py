@@ -19,7 +19,7 @@ from taxii2client.v21 import Server, as_pages
 from ceptoar import members, triage
 from ceptoar.model import spec_version_of
 from ceptoar.store import Store
-from tests.conftest import DATA, Hub
+from tests.conftest import DATA, Hub, new_db
 from tests.nginx_proxy import Nginx, issued, nginx, self_signed
 from tests.taxii_fixtures import TAXII, ServerProcess
 
@@ -39,7 +39,7 @@ DOCUMENTED = {"103",  # deterministic UUIDv5 ids (the same advisory, CVE or sour
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("interop")
-    hub = Hub(tmp / "hub.db")
+    hub = Hub(new_db(tmp))
     (tmp / "none.toml").write_text("")
     hub.run("init", "--sources", str(tmp / "none.toml"))
     for sid, kind, files in SOURCES:
@@ -240,7 +240,7 @@ def test_a_second_hub_applies_revocations(world, tmp_path, monkeypatch):
 
 
 def test_stix_2_0_objects_are_served_by_spec_version(tmp_path):
-    hub = Hub(tmp_path / "hub.db")
+    hub = Hub(new_db(tmp_path))
     (tmp_path / "none.toml").write_text("")
     hub.run("init", "--sources", str(tmp_path / "none.toml"))
     hub.run("sources", "add", "old", "https://peer.example/stix", "--kind", "stix")

@@ -33,7 +33,7 @@ from ceptoar.extensions import hub_objects, props
 from ceptoar.model import TLP_BY_ID, TLP_ORDER, marking_definition, vulnerability_id
 from ceptoar.publication import REVOKED_LABEL, REVOKED_NAME
 from ceptoar.store import Store
-from tests.conftest import Hub
+from tests.conftest import Hub, new_db
 from tests.taxii_fixtures import TAXII, ServerProcess
 from tests.trust_helpers import TLP, sid
 
@@ -75,7 +75,7 @@ class Adv:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trust")
-    hub = Hub(tmp / "hub.db")
+    hub = Hub(new_db(tmp))
     (tmp / "none.toml").write_text("")
     hub.run("init", "--sources", str(tmp / "none.toml"))
     server = ServerProcess(hub.db, gunicorn=True, workers=2).start()

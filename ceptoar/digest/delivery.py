@@ -9,49 +9,21 @@ stops the run with a clear message.
 
 from __future__ import annotations
 
-import os
-import re
-import smtplib
-import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ceptoar.digest.render import JST, compose, render
+from ceptoar.digest.render import compose, render
 from ceptoar.errors import CeptoarError
 from ceptoar.files import child, private_dir, write_private
 from ceptoar.leases import held
-from ceptoar.mail import eml_name
+from ceptoar.mail import DeliveryError, Mailer, SmtpConfig, eml_name, message_id, sender  # noqa: F401
+from ceptoar.model import HUB, JST, SYSTEM, TLP_ORDER
 from ceptoar.output import clean
-from ceptoar.model import HUB, TLP_ORDER
 from ceptoar.store import Store, utcnow
 
 WINDOW = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
-_DOT_RE = re.compile(rb"(?m)^\.")  # SMTP dot-stuffing
-
-
-class DeliveryError(CeptoarError):
-    """The run cannot go on (SMTP server unreachable or gone); one line for the operator."""
-
-
-@dataclass
-class SmtpConfig:
-    host: str
-    port: int = 25
-    user: str | None = None
-    password: str | None = None  # from the environment only (CEPTOAR_SMTP_PASSWORD)
-    starttls: bool = False
-    timeout: float = 30.0
-
-    @classmethod
-    def from_env(cls) -> SmtpConfig | None:
-        host = os.environ.get("CEPTOAR_SMTP_HOST")
-        if not host:
-            return None
-        return cls(host=host, port=int(os.environ.get("CEPTOAR_SMTP_PORT", "25")),
-                   user=os.environ.get("CEPTOAR_SMTP_USER"), password=os.environ.get("CEPTOAR_SMTP_PASSWORD"),
-                   starttls=os.environ.get("CEPTOAR_SMTP_STARTTLS") == "1")
 
 
 @dataclass
@@ -68,75 +40,6 @@ class RunResult:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
-
-
-class Mailer:
-    def __init__(self, cfg: SmtpConfig):
-        self.cfg = cfg
-        self.smtp: smtplib.SMTP | None = None
-        self.pipelining = False
-
-    def connect(self) -> None:
-        try:
-            self.smtp = smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout)
-            self.smtp.ehlo()
-            if self.cfg.starttls:
-                self.smtp.starttls(context=ssl.create_default_context())
-                self.smtp.ehlo()
-            if self.cfg.user:
-                self.smtp.login(self.cfg.user, self.cfg.password or "")
-            self.pipelining = self.smtp.has_extn("pipelining") and self.smtp.has_extn("8bitmime")
-        except (OSError, smtplib.SMTPException) as e:
-            raise DeliveryError(f"cannot use SMTP server {self.cfg.host}:{self.cfg.port}: "
-                                f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
-
-    def send(self, sender: str, to: str, data: bytes) -> str | None:
-        """None when accepted; the refusal text for this recipient; DeliveryError when the
-        server is gone."""
-        try:
-            if self.pipelining:
-                return self._send_pipelined(sender, to, data)
-            self.smtp.sendmail(sender, [to], data, mail_options=["BODY=8BITMIME"])
-            return None
-        except smtplib.SMTPRecipientsRefused as e:
-            code, msg = next(iter(e.recipients.values()))
-            return f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
-        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
-            return f"{e.smtp_code} {e.smtp_error.decode(errors='replace') if isinstance(e.smtp_error, bytes) else e}"
-        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as e:
-            raise DeliveryError(f"SMTP server {self.cfg.host}:{self.cfg.port} went away: {type(e).__name__}: "
-                                f"{' '.join(str(e).split())[:200]}") from None
-
-    def _send_pipelined(self, sender: str, to: str, data: bytes) -> str | None:
-        """RFC 2920: MAIL, RCPT and DATA in one write, then the message: two round trips, not four."""
-        smtp = self.smtp
-        smtp.send(f"MAIL FROM:<{sender}> BODY=8BITMIME\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode())
-        replies = [smtp.getreply() for _ in range(3)]
-        (mail_code, mail_msg), (rcpt_code, rcpt_msg), (data_code, _) = replies
-        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
-            smtp.send(b".\r\n")  # the server entered DATA anyway: end an empty message
-            smtp.getreply()
-        if mail_code != 250 or rcpt_code not in (250, 251) or data_code != 354:
-            smtp.rset()
-            code, msg = (mail_code, mail_msg) if mail_code != 250 else (rcpt_code, rcpt_msg)
-            return f"{code} {msg.decode(errors='replace')}"
-        body = _DOT_RE.sub(b"..", data)
-        smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
-        code, msg = smtp.getreply()
-        return None if code == 250 else f"{code} {msg.decode(errors='replace')}"
-
-    def close(self) -> None:
-        if self.smtp is not None:
-            try:
-                self.smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
-
-
-def _sender() -> str:
-    from ceptoar.digest.render import contacts
-    value = contacts()["ceptoar"]["from"]
-    return value.partition("<")[2].rstrip(">").strip() if "<" in value else value
 
 
 def member_view(store: Store, member_id: str) -> tuple[list[str], int, str]:
@@ -171,13 +74,49 @@ def _stamp(d: datetime) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def preview(store: Store, member: str, frequency: str, clearance: str, lang: str):
+    """What a subscriber of `member` with this clearance would get now (a Rendered), or None when
+    nothing was published for it in the period."""
+    from ceptoar.errors import NotFound
+
+    if store.members.get(member) is None:
+        raise NotFound(f"no member {member!r}")
+    now = datetime.now(UTC)
+    until = _stamp(now)
+    rows, name = advisories_for(store, member, clearance, _stamp(now - WINDOW[frequency]), until)
+    if not rows:
+        return None
+    return render(store, rows, lang=lang, member_name=name, until=until,
+                  periods=store.deliveries.active_alert_periods(until))
+
+
 def run_digest(store: Store, frequency: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
                dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
-               now: datetime | None = None, progress=None, wait: float = 0.0) -> RunResult:
+               now: datetime | None = None, progress=None, wait: float = 0.0, actor: str = SYSTEM) -> RunResult:
+    """Today's (JST) daily or weekly run: resumable, one process at a time, audited (also when the
+    SMTP server stops it)."""
     now = now or datetime.now(UTC)
     run = store.deliveries.create_run(f"{frequency}-{now.astimezone(JST):%Y-%m-%d}", "digest", frequency, _stamp(now))
-    return _deliver(store, run, frequency, None, smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
-                    base_url=base_url, progress=progress, wait=wait)
+    try:
+        res = _deliver(store, run, frequency, None, smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                       base_url=base_url, progress=progress, wait=wait)
+    except DeliveryError as e:
+        store.audit.add(actor, "digest-send", run["id"], {"error": str(e)})
+        raise
+    store.audit.add(actor, "digest-send", res.run, {k: v for k, v in res.as_dict().items() if k != "errors"})
+    return res
+
+
+def add_alert_period(store: Store, name: str, start: datetime, end: datetime, note: str | None = None,
+                     actor: str = SYSTEM) -> tuple[str, str]:
+    """Add (or redefine) a period of heightened vigilance; its (start, end) as stored (UTC)."""
+    s, e = _stamp(start), _stamp(end)
+    if e <= s:
+        raise DeliveryError("an alert period must end after it starts")
+    with store.transaction():
+        store.deliveries.add_alert_period(name, s, e, note)
+        store.audit.add(actor, "alert-period-add", name, {"start": s, "end": e})
+    return s, e
 
 
 def run_flash(store: Store, advisory_id: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
@@ -186,6 +125,27 @@ def run_flash(store: Store, advisory_id: str, *, smtp: SmtpConfig | None, out_di
     run = store.deliveries.create_run(f"flash-{advisory_id.split('--')[-1]}", "flash", None, utcnow(), advisory_id)
     return _deliver(store, run, None, [advisory_id], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
                     base_url=base_url, progress=progress, wait=wait)
+
+
+def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
+                      dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
+                      wait: float = 0.0) -> list[RunResult]:
+    """Send the flash alerts queued during an alert period, one process at a time (a lease); each
+    sent flash is marked done and audited. Nothing is sent without a way to send or write it."""
+    from ceptoar.leases import held
+
+    if not store.deliveries.pending_flashes() or (smtp is None and out_dir is None and not dry_run):
+        return []
+    results = []
+    with held(store, "flash-queue", "the flash-alert queue", wait):
+        for f in store.deliveries.pending_flashes():  # read again under the lease
+            res = run_flash(store, f["advisory"], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                            base_url=base_url)
+            if smtp and not dry_run:
+                store.deliveries.mark_flash(f["advisory"], res.run)
+            store.audit.add(actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
+            results.append(res)
+    return results
 
 
 def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | None, *, smtp, out_dir, dry_run,
@@ -211,7 +171,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
     if smtp and not dry_run:
         mailer = Mailer(smtp)
         mailer.connect()  # a dead server stops the run before anything is marked
-    sender = _sender()
+    envelope_from = sender().addr_spec
     interval = 1.0 / rate if rate else 0.0
     next_slot = time.monotonic()
     try:
@@ -260,8 +220,8 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         if delay > 0:
                             time.sleep(delay)
                         next_slot = max(next_slot, time.monotonic()) + interval
-                    refusal = mailer.send(sender, r["email"], data)
-                    mid = data.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+                    refusal = mailer.send(envelope_from, r["email"], data)
+                    mid = message_id(f"{run['id']}|{r['email']}")
                     if refusal is None:
                         store.deliveries.record(run["id"], r["email"], "sent", mid, frequency=frequency, until=until)
                         result.sent += 1

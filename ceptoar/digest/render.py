@@ -4,26 +4,23 @@ the body bytes are built once and the link is substituted."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import textwrap
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from email.utils import formatdate
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
-from ceptoar import extensions
+from ceptoar import extensions, mail
 from ceptoar.mail import header, mailbox
-from ceptoar.model import TLP_ORDER, effective_severity
+from ceptoar.model import JST, TLP_ORDER, effective_severity
 from ceptoar.output import clean
 from ceptoar.store import Store
 
-JST = timezone(timedelta(hours=9))
 PLACEHOLDER = "@@UNSUBSCRIBE_URL@@"
 HERE = Path(__file__).parent
 SEVERITY = {"ja": {"critical": "緊急", "high": "高", "medium": "中", "low": "低", None: "未評価"},
@@ -76,7 +73,7 @@ def _html(name: str | None) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _env() -> Environment:
+def templates() -> Environment:
     """Every value from data is escaped in HTML templates (`*.html.j2`)."""
     return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=_html,
                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -97,6 +94,8 @@ class Rendered:
     body: bytes  # MIME body with PLACEHOLDER where each recipient's unsubscribe URL goes
     count: int
     tlp: str
+    text: str = ""  # the parts as rendered, for previews
+    html: str = ""
 
 
 def jst(ts: str) -> datetime:
@@ -120,7 +119,7 @@ def _wrap(text: str, width: int = 300) -> str:
     out = []
     for line in text.split("\n"):
         out.extend(textwrap.wrap(line, width, break_long_words=True, replace_whitespace=False) or [""])
-    return "\r\n".join(out)
+    return "\n".join(out)
 
 
 def render(store: Store, advisories: list[dict], *, lang: str, member_name: str, until: str,
@@ -156,37 +155,19 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
            "mhlw": c["mhlw"], "member_name": member_name, "t": HTML_TEXT[lang],
            "mhlw_office": c["mhlw"]["office"] if lang == "ja" else c["mhlw"]["office_en"],
            "ceptoar_name": c["ceptoar"]["name"] if lang == "ja" else c["ceptoar"]["name_en"]}
-    text = _wrap(_env().get_template(f"digest_{lang}.txt.j2").render(ctx))
-    html = _wrap(_env().get_template("digest.html.j2").render(ctx))
-    boundary = "ceptoar-" + hashlib.sha256((text + until).encode()).hexdigest()[:24]
-    body = (f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-            f"{text}\r\n--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n"
-            f"Content-Transfer-Encoding: 8bit\r\n\r\n{html}\r\n--{boundary}--\r\n").encode()
-    head = (header("From", _address(c["ceptoar"]["from"])) + header("Subject", subject)
-            + header("MIME-Version", "1.0")
-            + header("Content-Type", f'multipart/alternative; boundary="{boundary}"') + header("X-CEPTOAR-TLP", tlp))
-    return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp)
-
-
-def _address(value: str):
-    """The sender from the contacts file: 'Name <addr>' or a bare address."""
-    if "<" in value:
-        name, _, addr = value.partition("<")
-        return mailbox(name.strip(), addr.rstrip(">").strip())
-    return mailbox(None, value)
-
-
-def message_id(run_id: str, email: str) -> str:
-    """Derived from (digest, recipient): a resend after a crash carries the same Message-ID."""
-    return f"<{hashlib.sha256(f'{run_id}|{email}'.encode()).hexdigest()[:40]}@ceptoar.local>"
+    text = _wrap(templates().get_template(f"digest_{lang}.txt.j2").render(ctx))
+    html = _wrap(templates().get_template("digest.html.j2").render(ctx))
+    # One segment, serialized once; each recipient's headers go between its head and body (compose).
+    head, body = mail.segment(mail.message(subject, text, html, headers={"X-CEPTOAR-TLP": tlp}))
+    return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp, text=text, html=html)
 
 
 def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str) -> bytes:
     """One recipient's message: the segment's bytes with the recipient's headers (built with the
     header API: an address or name cannot add a header) and unsubscribe link."""
     c = contacts()["ceptoar"]
-    headers = (header("To", mailbox(name, email)) + header("Date", formatdate(localtime=False))
-               + header("Message-ID", message_id(run_id, email))
+    # Derived from (digest, recipient): a resend after a crash carries the same Message-ID.
+    headers = (header("To", mailbox(name, email)) + header("Message-ID", mail.message_id(f"{run_id}|{email}"))
                + header("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{c['email']}?subject=unsubscribe>")
                + header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + b"\r\n")
     return r.head + headers + r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ceptoar.errors import CeptoarError
 from ceptoar.mail import AddressError, check_address, clean_name
-from ceptoar.model import tlp_name
+from ceptoar.model import SYSTEM, tlp_name
 from ceptoar.store import Store
 
 COLUMNS = ("email", "name", "member", "frequency", "clearance", "lang")
@@ -48,8 +48,9 @@ def check(row: dict, members: set[str]) -> dict:
             "clearance": clearance, "lang": lang}
 
 
-def import_csv(store: Store, text: str) -> ImportResult:
-    """Import every good row (re-import updates by e-mail); bad rows are reported by line number."""
+def import_csv(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") -> ImportResult:
+    """Import every good row (re-import updates by e-mail); bad rows are reported by line number.
+    `origin`: where the rows came from (a file name), for the audit log."""
     result = ImportResult()
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     missing = [c for c in ("email", "member") if c not in (reader.fieldnames or [])]
@@ -73,14 +74,40 @@ def import_csv(store: Store, text: str) -> ImportResult:
                 result.updated += 1
             else:
                 result.skipped_unsubscribed += 1
+        store.audit.add(actor, "subscribers-import", origin, {
+            "added": result.added, "updated": result.updated, "skipped_unsubscribed": result.skipped_unsubscribed,
+            "errors": len(result.errors)})
     return result
 
 
-def add(store: Store, row: dict) -> str:
+def add(store: Store, row: dict, actor: str = SYSTEM) -> str:
     """'added', 'updated', or 'unsubscribed' (the address opted out and stays out)."""
     sub = check(row, {m["id"] for m in store.members.list()})
     with store.transaction():
-        return store.subscribers.upsert(sub)
+        outcome = store.subscribers.upsert(sub)
+        if outcome != "unsubscribed":
+            store.audit.add(actor, f"subscriber-{'add' if outcome == 'added' else 'update'}", sub["email"])
+        return outcome
+
+
+def remove(store: Store, email: str, actor: str = SYSTEM) -> str:
+    email = email.strip().lower()
+    with store.transaction():
+        if not store.subscribers.remove(email):
+            raise SubscriberError(f"no subscriber {email!r}")
+        store.audit.add(actor, "subscriber-remove", email)
+    return email
+
+
+def unsubscribe(store: Store, token: str, actor: str, via: str) -> str:
+    """Stop the digests of the subscriber with this token (the link in every digest); its address."""
+    with store.transaction():
+        sub = store.subscribers.by_token(token)
+        if sub is None:
+            raise SubscriberError("unknown unsubscribe token")
+        store.subscribers.unsubscribe(token)
+        store.audit.add(actor, "unsubscribe", sub["email"], {"via": via})
+    return sub["email"]
 
 
 def resubscribe(store: Store, email: str, actor: str, reason: str) -> None:

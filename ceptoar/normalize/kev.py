@@ -20,7 +20,6 @@ from ceptoar.normalize import (
     to_json,
 )
 
-
 CATALOG_URL = "https://www.cisa.gov/known-exploited-vulnerabilities-catalog"
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 import requests
@@ -43,6 +43,7 @@ class Response:
     last_modified: str | None = None
     charset: str | None = None
     url: str = ""
+    headers: dict = field(default_factory=dict)
 
 
 def charset_of(content_type: str | None) -> str | None:
@@ -132,10 +133,12 @@ def root_cause(e: BaseException) -> str:
 
 def get(url: str, *, etag: str | None = None, last_modified: str | None = None,
         timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES, accept: str = "*/*",
-        allowed: Callable[[str], bool] | None = None) -> Response:
+        allowed: Callable[[str], bool] | None = None, params: dict | None = None,
+        headers: dict | None = None) -> Response:
     """The body at `url`, the whole exchange within `timeout` seconds. With `allowed`, redirects
-    are followed by hand and every URL on the way must pass it."""
-    headers = {"Accept": accept}
+    are followed by hand and every URL on the way must pass it. `headers` add to the request's
+    (credentials); `params` become the query string."""
+    headers = {**(headers or {}), "Accept": accept}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
@@ -148,8 +151,8 @@ def get(url: str, *, etag: str | None = None, last_modified: str | None = None,
                     raise FetchError(f"unsupported URL {url!r}: only http(s) is fetched")
                 if allowed is not None and not allowed(url):
                     raise FetchError("not fetched: the URL is not allowed for this source")
-                with session().get(url, headers=headers, timeout=(min(timeout, 10.0), timeout), stream=True,
-                                   allow_redirects=allowed is None) as r:
+                with session().get(url, headers=headers, params=params, timeout=(min(timeout, 10.0), timeout),
+                                   stream=True, allow_redirects=allowed is None) as r:
                     if allowed is not None and r.is_redirect and r.headers.get("Location"):
                         url = urljoin(url, r.headers["Location"])
                         continue
@@ -189,4 +192,4 @@ def _read(r: requests.Response, url: str, conditional: bool, etag, last_modified
         if len(body) > max_bytes:
             raise FetchError(f"body exceeds the {max_bytes}-byte cap")
     return Response(r.status_code, body, r.headers.get("ETag"), r.headers.get("Last-Modified"),
-                    charset_of(r.headers.get("Content-Type")), r.url)
+                    charset_of(r.headers.get("Content-Type")), r.url, dict(r.headers))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ceptoar.model import Source
-from ceptoar.normalize import Entry, FeedError, csaf, load_json
+from ceptoar.normalize import csaf, load_json
 from ceptoar.sources import http
 from ceptoar.sources.http import FetchError
 
@@ -76,17 +76,25 @@ def map_url(url: str, source: Source) -> str:
     return url
 
 
+def index_of(body: bytes) -> dict | None:
+    """The ROLIE index in a csaf source's body, or None when the body is a CSAF document."""
+    doc = load_json(body, "the CSAF document or ROLIE index")
+    return doc if csaf.is_rolie(doc) else None
+
+
 def follow(doc: dict, source: Source, seen: dict[str, str], timeout: float, max_bytes: int,
-           progress: Callable[[str], None] | None = None) -> tuple[list[Entry], list[tuple[str, str]], str | None]:
+           progress: Callable[[str], None] | None = None
+           ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], str | None]:
     """The documents of an index not yet followed (or updated since), at most `max_documents` a run,
-    within the source's run time. Returns (entries, followed, note)."""
+    within the source's run time, as fetched: (document id, body) pairs. Returns (documents,
+    followed, note); the pipeline normalizes the bodies."""
     include = source.options.get("include")
     pattern = re.compile(include, re.IGNORECASE) if include else None
     todo = [e for e in csaf.rolie_entries(doc)
             if (pattern is None or pattern.search(e["id"])) and seen.get(e["id"]) != e["updated"]]
     cap = int(source.options.get("max_documents", DEFAULT_MAX_DOCUMENTS))
     allowed = url_policy(source)
-    entries, followed = [], []
+    documents, followed = [], []
     with http.deadline(float(source.options.get("run_seconds", DEFAULT_RUN_SECONDS)), f"source {source.id}"):
         for i, e in enumerate(todo[:cap], 1):
             if progress:
@@ -94,9 +102,9 @@ def follow(doc: dict, source: Source, seen: dict[str, str], timeout: float, max_
             url = map_url(e["url"], source)
             try:
                 resp = http.get(url, timeout=timeout, max_bytes=max_bytes, allowed=allowed)
-                entries.append(csaf.document(load_json(resp.body, f"CSAF document {e['id']}"), source))
-            except (FetchError, FeedError) as err:
+            except FetchError as err:
                 raise FetchError(f"{e['id']}: {err}") from None
+            documents.append((e["id"], resp.body))
             followed.append((e["id"], e["updated"]))
     note = f"{len(todo) - cap} more documents left for the next run" if len(todo) > cap else None
-    return entries, followed, note
+    return documents, followed, note

@@ -1,5 +1,6 @@
-"""Upstream TAXII 2.1 pulls with taxii2-client: an API root (every readable collection) or one
-collection, following `next`, with an `added_after` cursor per collection.
+"""Upstream TAXII 2.1 pulls: an API root (every readable collection) or one collection, following
+`next`, with an `added_after` cursor per collection, over the hub's own HTTP client (its deadlines,
+caps and streamed decompression hold for every page).
 
 The cursor is the last X-TAXII-Date-Added-Last seen; the next pull asks for one second before
 it, so objects that share a timestamp with the cursor are never lost (the overlap re-reads a few
@@ -9,63 +10,22 @@ named in the catalogue, never from the file itself.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urljoin
 
-import requests
-from taxii2client.common import _HTTPConnection
-from taxii2client.exceptions import TAXIIServiceException
-from taxii2client.v21 import ApiRoot, Collection
-
-from ceptoar import USER_AGENT
 from ceptoar.sources import http
-from ceptoar.sources.http import FetchError, root_cause
+from ceptoar.sources.http import FetchError
 
+TAXII_21 = "application/taxii+json;version=2.1"
 OVERLAP = timedelta(seconds=1)
 DEFAULT_MAX_PAGES = 1000
 DEFAULT_MAX_OBJECTS = 200_000
 DEFAULT_RUN_SECONDS = 900.0
 MAX_EMPTY_PAGES = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class _Bearer(requests.auth.AuthBase):
-    def __init__(self, token: str):
-        self.token = token
-
-    def __call__(self, r):
-        r.headers["Authorization"] = f"Bearer {self.token}"
-        return r
-
-
-class _Session(requests.Session):
-    """Every request within the hub's deadline; bodies read as they stream (and decompress) and
-    refused past the cap, so neither a gzip bomb nor an endless body is ever held whole."""
-
-    def __init__(self, timeout: float, max_bytes: int):
-        super().__init__()
-        self.timeout, self.max_bytes = timeout, max_bytes
-        self.trust_env = False
-        self.headers["User-Agent"] = USER_AGENT
-        self.last_added: list[str] = []
-
-    def request(self, method, url, *args, **kwargs):
-        kwargs.setdefault("timeout", (min(self.timeout, 10.0), self.timeout))
-        kwargs["stream"] = True
-        with http.deadline(self.timeout, f"TAXII request to {url}"):
-            resp = super().request(method, url, *args, **kwargs)
-            body = bytearray()
-            try:
-                for chunk in resp.iter_content(65536):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise FetchError(f"TAXII response exceeds the {self.max_bytes}-byte cap")
-            finally:
-                resp.close()
-        resp._content = body  # what requests keeps after reading a body itself (no copy)
-        if resp.headers.get("X-TAXII-Date-Added-Last"):
-            self.last_added.append(resp.headers["X-TAXII-Date-Added-Last"])
-        return resp
 
 
 def credentials(options: dict) -> tuple[str | None, str | None, str | None]:
@@ -83,15 +43,68 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
+class Endpoint:
+    """GETs of TAXII 2.1 JSON with the source's credentials, within its limits."""
+
+    def __init__(self, options: dict, timeout: float, max_bytes: int):
+        user, password, token = credentials(options)
+        self.headers = {}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        elif user is not None or password is not None:
+            pair = f"{user or ''}:{password or ''}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        self.timeout, self.max_bytes = timeout, max_bytes
+        self.last_added: list[str] = []
+
+    def get(self, url: str, params: dict | None = None) -> dict:
+        resp = http.get(url, params=params, headers=self.headers, accept=TAXII_21, timeout=self.timeout,
+                        max_bytes=self.max_bytes)
+        if resp.headers.get("X-TAXII-Date-Added-Last"):
+            self.last_added.append(resp.headers["X-TAXII-Date-Added-Last"])
+        try:
+            doc = json.loads(bytes(resp.body)) if resp.body else {}
+        except (ValueError, RecursionError):
+            raise FetchError(f"{url}: the TAXII server sent something that is not JSON") from None
+        if not isinstance(doc, dict):
+            raise FetchError(f"{url}: the TAXII server sent JSON that is not an object")
+        return doc
+
+
+class UpstreamCollection:
+    def __init__(self, endpoint: Endpoint, url: str):
+        self.endpoint = endpoint
+        self.url = url if url.endswith("/") else url + "/"
+
+    def get_objects(self, limit: int, added_after: str | None = None, type: list[str] | None = None,
+                    next: str | None = None) -> dict:
+        params = {"limit": limit}
+        if added_after:
+            params["added_after"] = added_after
+        if type:
+            params["match[type]"] = ",".join(type)
+        if next:
+            params["next"] = next
+        return self.endpoint.get(self.url + "objects/", params)
+
+
+def collections_of(endpoint: Endpoint, url: str) -> list[UpstreamCollection]:
+    """The collection at `url`, or every collection of the API root at `url` this hub may read."""
+    if "/collections/" in url:
+        return [UpstreamCollection(endpoint, url)]
+    root = url if url.endswith("/") else url + "/"
+    listed = endpoint.get(root + "collections/").get("collections") or []
+    if not isinstance(listed, list):
+        raise FetchError(f"{root}collections/: 'collections' is not a list")
+    return [UpstreamCollection(endpoint, urljoin(root + "collections/", str(c["id"]) + "/"))
+            for c in listed if isinstance(c, dict) and c.get("id") and c.get("can_read")]
+
+
 def pull(url: str, options: dict, cursors: dict[str, str], timeout: float, max_bytes: int,
          progress=None) -> tuple[list[dict], list[tuple[str, str]], str | None]:
     """Objects added since each collection's cursor, within the run's bounds (pages, objects, time);
     returns (objects, new cursors, note). A run cut short resumes from its cursor the next time."""
-    user, password, token = credentials(options)
-    conn = _HTTPConnection(user=user, password=password, auth=_Bearer(token) if token else None, version="2.1")
-    session = _Session(timeout, max_bytes)
-    session.auth = conn.session.auth
-    conn.session = session
+    endpoint = Endpoint(options, timeout, max_bytes)
     page = int(options.get("page_size", 100))
     max_pages = int(options.get("max_pages", DEFAULT_MAX_PAGES))
     max_objects = int(options.get("max_objects", DEFAULT_MAX_OBJECTS))
@@ -99,32 +112,23 @@ def pull(url: str, options: dict, cursors: dict[str, str], timeout: float, max_b
     notes: list[str] = []
     try:
         with http.deadline(float(options.get("run_seconds", DEFAULT_RUN_SECONDS)), f"pulling {url}"):
-            if "/collections/" in url:
-                collections = [Collection(url, conn=conn)]
-            else:
-                collections = [c for c in ApiRoot(url, conn=conn).collections if c.can_read]
             objects, new_cursors = [], []
-            for coll in collections:
+            for coll in collections_of(endpoint, url):
                 cursor = cursors.get(coll.url)
                 since = (_parse(cursor) - OVERLAP).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if cursor else None
-                session.last_added.clear()
+                endpoint.last_added.clear()
                 stop = _pull_collection(coll, page, since, types, objects, max_pages, max_objects, progress)
                 if stop:
                     notes.append(f"{coll.url}: {stop}; the rest next run")
-                latest = max([cursor or "", *session.last_added], key=lambda t: _parse(t) if t else _EPOCH)
+                latest = max([cursor or "", *endpoint.last_added], key=lambda t: _parse(t) if t else _EPOCH)
                 if latest:
                     new_cursors.append((coll.url, latest))
         return objects, new_cursors, "; ".join(notes) or None
-    except FetchError:
+    except FetchError as e:
+        if str(e).startswith("HTTP "):
+            raise FetchError(f"TAXII server answered {e}") from None
         raise
-    except requests.HTTPError as e:
-        code = e.response.status_code if e.response is not None else "?"
-        raise FetchError(f"TAXII server answered HTTP {code}") from None
-    except requests.Timeout:
-        raise FetchError(f"timed out after {timeout:g} s") from None
-    except requests.ConnectionError as e:
-        raise FetchError(f"connection failed: {root_cause(e)}") from None
-    except (TAXIIServiceException, requests.RequestException, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise FetchError(f"TAXII error: {' '.join(str(e).split())[:200]}") from None
 
 

@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlite_utils
-
 from ceptoar.errors import NotFound, StoreError
 
 __all__ = ["Store", "StoreError", "NotFound", "utcnow", "chunks", "dump"]
@@ -42,34 +40,58 @@ def marks(n: int) -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path | None = None):
-        self.path = None if path is None or str(path) == ":memory:" else Path(path)
+    """The hub's database: `target` is a file path or `sqlite:///path` (SQLite, the embedded default),
+    `postgresql://…` (PostgreSQL), or None / ':memory:' (SQLite in memory, for tests)."""
+
+    def __init__(self, target: str | Path | None = None):
+        from ceptoar.store import engines
+
+        target = ":memory:" if target is None else str(target)
         self.degraded: str | None = None  # why this connection can only read, when it can only read
+        self.upgraded_from: int | None = None  # set by migrate(): the schema an upgrade started from
+        self.last_backup: str | None = None
+        if target.startswith(("postgresql://", "postgres://")):
+            self.path = None
+            self.engine = engines.PostgreSQL(target)
+            self.where = self.engine.where
+        else:
+            self.path = engines.sqlite_path(target)
+            self.where = str(self.path) if self.path else "the in-memory database"
+            self.engine = engines.SQLite(self._open_sqlite(), self.where)
+        self.dialect = self.engine.name
+        self._repositories()
+
+    @property
+    def conn(self):
+        """The SQLite connection (SQLite only: backups, tests of the file format)."""
+        return self.engine.conn
+
+    def _open_sqlite(self) -> sqlite3.Connection:
         try:
             if self.path is None:
-                self.db = sqlite_utils.Database(memory=True)
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if not self.path.exists():
                     # Created private: SQLite gives the WAL and SHM files the database file's mode.
                     os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                self.db = sqlite_utils.Database(str(self.path))
-                self.db.enable_wal()
-            self.conn: sqlite3.Connection = self.db.conn
+                conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.DatabaseError:
+                    conn.close()
+                    raise
             # Autocommit outside `transaction()`: no implicit transaction may swallow later commits.
-            self.conn.isolation_level = None
-            self.conn.execute("PRAGMA busy_timeout = 10000")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests touch many index pages
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: bulk ingests touch many index pages
+            return conn
         except sqlite3.DatabaseError as e:
             if self.path is None or not self.path.exists() or "disk I/O error" not in str(e):
-                raise StoreError(f"cannot open database {path}: {e}") from None
-            if getattr(self, "db", None) is not None:
-                self.db.conn.close()  # its shared lock would keep the exclusive one out
-            self._open_without_shm()
-        self._repositories()
+                raise StoreError(f"cannot open database {self.where}: {e}") from None
+            return self._open_without_shm()
 
-    def _open_without_shm(self) -> None:
+    def _open_without_shm(self) -> sqlite3.Connection:
         """A full disk leaves no room for the WAL index file: read with the index in memory
         (exclusive locking mode), so read-only commands still work; writes fail with 'disk full'."""
         try:
@@ -78,9 +100,11 @@ class Store:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from None
-        self.db = sqlite_utils.Database(conn)
-        self.conn = conn
         self.degraded = f"the disk of {self.path} is full: reading only"
+        return conn
+
+    def close(self) -> None:
+        self.engine.close()
 
     def _repositories(self) -> None:
         from ceptoar.store.access import Members
@@ -107,14 +131,20 @@ class Store:
         self.leases = Leases(self)
 
     # --- SQL ------------------------------------------------------------------------------------
-    def execute(self, sql: str, args=()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, args)
+    def execute(self, sql: str, args=()):
+        try:
+            return self.engine.execute(sql, args)
+        except self.engine.errors as e:
+            raise self._explain(e) from None
 
-    def executemany(self, sql: str, rows) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, rows)
+    def executemany(self, sql: str, rows):
+        try:
+            return self.engine.executemany(sql, rows)
+        except self.engine.errors as e:
+            raise self._explain(e) from None
 
     def rows(self, sql: str, args=()) -> list[dict]:
-        cur = self.conn.execute(sql, args)
+        cur = self.execute(sql, args)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
@@ -123,62 +153,65 @@ class Store:
         return found[0] if found else None
 
     def scalar(self, sql: str, args=()):
-        r = self.conn.execute(sql, args).fetchone()
+        r = self.execute(sql, args).fetchone()
         return r[0] if r else None
 
-    def changes(self) -> int:
-        return self.conn.total_changes
-
     def table_names(self) -> list[str]:
-        return self.db.table_names()
+        return self.engine.table_names()
+
+    def stream(self, sql: str, size: int = 1000):
+        """The rows of a query in lists of `size`, without holding them all."""
+        return self.engine.stream(sql, size)
+
+    def after_copy(self) -> None:
+        self.engine.after_copy()
 
     @contextmanager
     def transaction(self):
         """One atomic unit: everything inside commits together or not at all (nested: joins)."""
-        if self.conn.in_transaction:
+        engine = self.engine
+        if engine.in_transaction:
             yield
             return
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
+            engine.begin()
+        except engine.errors as e:
+            self._rollback()
             raise self._explain(e) from None
         try:
             yield
-        except sqlite3.OperationalError as e:
+        except engine.errors as e:
             self._rollback()
             raise self._explain(e) from None
         except BaseException:
             self._rollback()
             raise
         try:
-            self.conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
+            engine.commit()
+        except engine.errors as e:
             self._rollback()
             raise self._explain(e) from None
 
     def _rollback(self) -> None:
-        # SQLite has already rolled back on some errors (a full disk): only roll back what is open.
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+        try:
+            self.engine.rollback()
+        except self.engine.errors:
+            pass
 
-    def _explain(self, e: sqlite3.OperationalError) -> Exception:
+    def _explain(self, e: Exception) -> Exception:
         """The store's errors a user can act on, in one line; anything else unchanged."""
-        text = str(e)
-        where = str(self.path) if self.path else "the in-memory database"
-        if "disk is full" in text or "disk I/O error" in text:
-            return StoreError(f"disk full: cannot write {where} (nothing was saved; free space there and rerun)")
-        if "database is locked" in text or "database is busy" in text:
-            return StoreError(f"the database {where} is busy (another command holds it); try again")
-        if "readonly" in text or "read-only" in text:
-            return StoreError(f"the database {where} is read-only for this user")
-        return e
+        return self.engine.explain(e)
 
     # --- schema and settings -----------------------------------------------------------------------
-    def migrate(self) -> int:
-        """Create or upgrade the schema; safe to run any number of times."""
+    def migrate(self, actor: str = "ceptoar") -> int:
+        """Create or upgrade the schema; safe to run any number of times. An upgrade is audited
+        (with the copy taken before it, `self.last_backup`)."""
         from ceptoar.files import make_private
         from ceptoar.store import schema
-        version, _previous, _backup = schema.migrate(self, backup=self.backup_before_migration)
+        version, previous, backup = schema.migrate(self, backup=self.backup_before_migration)
+        self.upgraded_from, self.last_backup = (previous, backup) if previous not in (None, version) else (None, None)
+        if self.upgraded_from is not None:
+            self.audit.add(actor, "schema-upgrade", self.where, {"from": previous, "to": version, "copy": backup})
         if self.path is not None:  # a database made by an earlier version may be world-readable
             make_private(self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
         return version

@@ -21,6 +21,8 @@ DECISIONS = ("status", "analyst_tlp", "severity", "medical", "tags_added", "tags
              "published_version", "published_source")
 JSON_COLUMNS = {"identifiers", "cves", "cvss", "cpes", "auto_tags", "medical_signals", "tags_added", "tags_removed",
                 "notes", "tags"}
+# What search reads on PostgreSQL, and what its trigram index holds.
+SEARCH_TEXT = "coalesce(a.title, '') || chr(10) || coalesce(a.description, '') || chr(10) || a.identifiers"
 SEARCH_ORDER_CAP = 25000  # up to this many hits are ordered in the compact advisory_order table
 
 
@@ -81,6 +83,8 @@ class Advisories(Repository):
                                                  TLP_ORDER.index(r["source_tlp"]), dump(r["auto_tags"])]
              for r in rows])
         self.refresh_derived([r["id"] for r in rows if not r.get("_new")])
+        if s.dialect != "sqlite":
+            return  # PostgreSQL's trigram index follows the table by itself
         # One full-text insert for the whole batch, in rowid order: FTS5 builds its segments fastest
         # from ascending rowids (UUID order made it four times slower).
         s.execute("CREATE TEMP TABLE IF NOT EXISTS fresh_ids (id TEXT PRIMARY KEY)")
@@ -169,8 +173,9 @@ class Advisories(Repository):
         if since:
             where.append("a.published_utc >= ?")
             args.append(since)
+        like = "ILIKE" if s.dialect == "postgresql" else "LIKE"  # SQLite's LIKE ignores ASCII case
         if tag:
-            where.append("a.tags LIKE ? ESCAPE '\\'")
+            where.append(f"a.tags {like} ? ESCAPE '\\'")
             args.append("%" + _like(json.dumps(tag, ensure_ascii=False)) + "%")
         if status and status != "all":
             where.append("a.status = ?")
@@ -178,7 +183,11 @@ class Advisories(Repository):
         if medical is not None:
             effective = "(a.medical = 1 OR (a.medical IS NULL AND a.tags LIKE '%\"medical-suggested\"%'))"
             where.append(effective if medical else f"NOT {effective}")
-        if search:
+        if search and s.dialect == "postgresql":
+            # The expression of the trigram index (schema.POSTGRES_EXTRAS): the planner uses it.
+            where.append(f"({SEARCH_TEXT}) ILIKE ? ESCAPE '\\'")
+            args.append("%" + _like(search) + "%")
+        elif search:
             if len(search) >= 3:  # the trigram index needs three characters
                 fts_match = '"' + search.replace('"', '""') + '"'
                 where.append("a.rowid IN (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ?)")
@@ -205,13 +214,13 @@ class Advisories(Repository):
                 f"SELECT a.* FROM ({inner}) top JOIN advisories a ON a.rowid = top.r "
                 "ORDER BY a.published_utc DESC, a.rowid DESC", inner_args)]
         q = "SELECT a.* FROM advisories a"
-        if search and (fts_match is None or hits > 2000):
+        if s.dialect == "sqlite" and search and (fts_match is None or hits > 2000):
             # Many hits: walk the date index newest first and probe them (bounded by the table size:
             # ≤ 35 ms at 200,000), rather than fetch and sort every hit (130 ms for a common word).
             q += " INDEXED BY advisories_status" if status and status != "all" else " INDEXED BY advisories_published"
         if where:
             q += " WHERE " + " AND ".join(where)
-        q += " ORDER BY a.published_utc DESC, a.rowid DESC"
+        q += f" ORDER BY a.published_utc DESC, a.{s.engine.rowid} DESC"
         if limit:
             q += " LIMIT ?"
             args.append(limit)
@@ -232,6 +241,8 @@ def ids_by_prefix(store, table: str, stix_type: str, ref: str) -> list[str]:
     """At most two ids of `table` whose UUID starts with the given part of `ref` (a full STIX id
     or a bare UUID prefix): one means a unique match."""
     key = (ref.split("--", 1)[1] if "--" in ref else ref).lower()
+    low = f"{stix_type}--{key}"
+    # Both engines compare these ids byte by byte (SQLite's BINARY, PostgreSQL's "C"): the largest
+    # code point sorts after every id that starts with the prefix.
     return [i for (i,) in store.execute(
-        f"SELECT id FROM {table} WHERE id >= ? || ? AND id < ? || ? || x'ff' ORDER BY id LIMIT 2",
-        (f"{stix_type}--", key, f"{stix_type}--", key))]
+        f"SELECT id FROM {table} WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", (low, low + "\U0010ffff"))]

@@ -113,7 +113,8 @@ class Publications(Repository):
     def pins(self, advisory: str, version: str) -> list[Pin]:
         return [Pin(r["object_id"], r["modified"], r["origin"], r["type"], r["spec_version"], r["pin_rank"],
                     bool(r["tombstone"])) for r in self.store.rows(
-            "SELECT * FROM pins WHERE advisory = ? AND version = ? ORDER BY rowid", (advisory, version))]
+            f"SELECT * FROM pins WHERE advisory = ? AND version = ? ORDER BY {self.store.engine.rowid}",
+            (advisory, version))]
 
     def list_latest(self, *, collection: str | None = None, since: str | None = None,
                     revoked: bool | None = None) -> list[Publication]:

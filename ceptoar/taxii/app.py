@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-from http import HTTPStatus
 import logging
+import os
 import traceback
+from http import HTTPStatus
 
 import medallion
 from flask import Flask, Response, current_app, g, request

@@ -12,6 +12,8 @@ from pathlib import Path
 from flask import Flask, Response, request
 from jinja2 import Environment, FileSystemLoader
 
+from ceptoar.digest import subscribers
+
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -45,7 +47,6 @@ def register(app: Flask, store_of) -> None:
         if sub is None:
             return page("unsubscribe.html.j2", 404, state="invalid")
         if request.method == "POST":
-            store.subscribers.unsubscribe(token)
-            store.audit.add("subscriber", "unsubscribe", sub["email"], {"via": "web"})
+            subscribers.unsubscribe(store, token, "subscriber", "web")
             return page("unsubscribe.html.j2", state="done")
         return page("unsubscribe.html.j2", state="ask")

@@ -1,0 +1,94 @@
+"""Options and argument types shared by the commands: output format, moments in time, SMTP, the
+public URL, waiting for a lease, and printing a flash-queue drain."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ceptoar.digest.delivery import SmtpConfig, drain_flash_queue
+from ceptoar.model import JST, moment, stamp
+from ceptoar.output import echo
+
+__all__ = ["Moment", "UTC_TIME", "JST_TIME", "since_option", "TLP_CHOICES", "with_smtp",
+           "smtp_config", "public_url", "WAIT_OPTION", "send_flashes", "stamp"]
+
+TLP_CHOICES = ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
+
+
+class Moment(click.ParamType):
+    """A date or an ISO 8601 time; without an offset it is read in `zone`. Converts to aware UTC."""
+
+    name = "TIME"
+
+    def __init__(self, zone=UTC):
+        self.zone = zone
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        d = moment(value, self.zone)
+        if d is None:
+            self.fail(f"{value!r} is not a date or time (YYYY-MM-DD or an ISO 8601 time such as "
+                      "2026-11-22T09:30+09:00)", param, ctx)
+        return d
+
+
+UTC_TIME = Moment(UTC)
+JST_TIME = Moment(JST)
+
+
+def since_option(help_text: str = "On or after this date or time (UTC unless it carries an offset)."):
+    return click.option("--since", type=UTC_TIME, help=help_text)
+
+
+WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+                           help="When another run holds this work, wait up to SECONDS for it (else stop at once).")
+
+smtp_options = [
+    click.option("--smtp-host", envvar="CEPTOAR_SMTP_HOST", help="SMTP server (env CEPTOAR_SMTP_HOST)."),
+    click.option("--smtp-port", envvar="CEPTOAR_SMTP_PORT", type=int, default=25, show_default=True),
+    click.option("--smtp-user", envvar="CEPTOAR_SMTP_USER",
+                 help="SMTP login; the password comes from env CEPTOAR_SMTP_PASSWORD only."),
+    click.option("--starttls", is_flag=True, envvar="CEPTOAR_SMTP_STARTTLS",
+                 help="Upgrade the connection with STARTTLS (env CEPTOAR_SMTP_STARTTLS)."),
+    click.option("--rate", type=float, help="At most N messages per second."),
+    click.option("--dry-run", is_flag=True, help="Render and count; send nothing, record nothing."),
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                 help="Also write each message as DIR/<email>.eml (without --smtp-host: only write)."),
+    click.option("--base-url", help="Public URL of the hub's web app, for unsubscribe links "
+                                    "(env CEPTOAR_PUBLIC_URL; default http://127.0.0.1:8000)."),
+]
+
+
+def with_smtp(f):
+    for opt in reversed(smtp_options):
+        f = opt(f)
+    return f
+
+
+def smtp_config(host, port, user, starttls) -> SmtpConfig | None:
+    if not host:
+        return None
+    return SmtpConfig(host=host, port=port, user=user, password=os.environ.get("CEPTOAR_SMTP_PASSWORD"),
+                      starttls=starttls)
+
+
+def public_url(value: str | None) -> str:
+    return value or os.environ.get("CEPTOAR_PUBLIC_URL", "http://127.0.0.1:8000")
+
+
+def send_flashes(store, actor: str, smtp: SmtpConfig | None, out: Path | None, dry_run: bool, rate: float | None,
+                 url: str, wait: float = 0.0) -> None:
+    """Drain the flash queue and say what happened (or why nothing could be sent)."""
+    pending = store.deliveries.pending_flashes()
+    if pending and smtp is None and out is None and not dry_run:
+        echo(f"{len(pending)} flash alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
+             "--smtp-host HOST`) to send them", err=True)
+        return
+    for res in drain_flash_queue(store, actor, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate, base_url=url,
+                                 wait=wait):
+        echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")

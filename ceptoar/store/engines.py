@@ -1,0 +1,249 @@
+"""The two engines under the store: SQLite (one file, WAL; the embedded default) and PostgreSQL
+(psycopg 3 and its pool; for a hub that outgrows one machine).
+
+Repositories write one SQL dialect, the common ground of both, with `?` placeholders; an engine runs it
+and says where the two differ (`rowid`, search, schema extras). Both take writers one at a time:
+SQLite by its write lock (`BEGIN IMMEDIATE`), PostgreSQL by a transaction-scoped advisory lock taken
+at `BEGIN`, so every read-modify-write in the repositories sees the same guarantees on both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import weakref
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ceptoar.errors import Conflict, StoreError
+
+WRITER_LOCK = 0x6365_7074  # 'cept': the advisory lock every PostgreSQL write transaction holds
+BUSY_SECONDS = 10
+
+
+def is_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://", "sqlite://"))
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class SQLite:
+    name = "sqlite"
+    rowid = "rowid"  # insertion order of a table with a text key
+    errors = (sqlite3.OperationalError, sqlite3.IntegrityError)
+
+    def __init__(self, conn: sqlite3.Connection, where: str):
+        self.conn = conn
+        self.where = where
+
+    def execute(self, sql: str, args=()):
+        return self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows):
+        return self.conn.executemany(sql, rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        # SQLite has already rolled back on some errors (a full disk): only roll back what is open.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def explain(self, e: Exception) -> Exception:
+        if isinstance(e, sqlite3.IntegrityError):
+            return Conflict(f"conflicts with what is stored: {e}")
+        text = str(e)
+        if "disk is full" in text or "disk I/O error" in text:
+            return StoreError(f"disk full: cannot write {self.where} (nothing was saved; free space there and rerun)")
+        if "database is locked" in text or "database is busy" in text:
+            return StoreError(f"the database {self.where} is busy (another command holds it); try again")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"the database {self.where} is read-only for this user")
+        return e
+
+    def table_names(self) -> list[str]:
+        return [n for (n,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+    def stream(self, sql: str, size: int):
+        cur = self.conn.execute(sql)
+        while rows := cur.fetchmany(size):
+            yield rows
+
+    def after_copy(self) -> None:
+        """Rows came in without the full-text index: rebuild it."""
+        self.conn.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4096)
+def to_pyformat(sql: str, with_args: bool) -> str:
+    """`?` placeholders as psycopg's `%s` (and a literal `%` doubled), outside quoted strings."""
+    if not with_args:
+        return sql
+    out, quote = [], None
+    for ch in sql:
+        if quote:
+            out.append("%%" if ch == "%" else ch)
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _configure(conn) -> None:
+    """The store's columns are SQLite's types: flags are integers, so Python's bools go as 0 and 1."""
+    from psycopg.types.numeric import Int8Dumper
+
+    class BoolAsInteger(Int8Dumper):
+        def dump(self, obj):
+            return super().dump(int(obj))
+
+    conn.adapters.register_dumper(bool, BoolAsInteger)
+    conn.execute(f"SET lock_timeout = '{BUSY_SECONDS}s'")
+
+
+_pools: dict[str, object] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(url: str):
+    """One connection pool per database URL and process (gunicorn workers each have their own)."""
+    from psycopg_pool import ConnectionPool
+
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            size = int(os.environ.get("CEPTOAR_PG_POOL_SIZE", "8"))
+            pool = ConnectionPool(url, min_size=1, max_size=size, open=True, timeout=BUSY_SECONDS,
+                                  kwargs={"autocommit": True}, configure=_configure, name="ceptoar")
+            _pools[url] = pool
+        return pool
+
+
+def _give_back(pool, conn) -> None:
+    try:
+        pool.putconn(conn)  # the pool rolls back what was left open
+    except Exception:  # the pool is closed (interpreter exit)
+        pass
+
+
+class PostgreSQL:
+    name = "postgresql"
+    rowid = "seq"  # PostgreSQL has no rowid: the tables that order by insertion get a sequence
+
+    def __init__(self, url: str):
+        import psycopg
+
+        self.psycopg = psycopg
+        self.errors = (psycopg.OperationalError, psycopg.IntegrityError)
+        self.url = url
+        self.where = redacted(url)
+        try:
+            self.pool = pool_for(url)
+            self.conn = self.pool.getconn()
+            # Back to the pool when the store is dropped without close() (a thread's store, a test's).
+            self._finalizer = weakref.finalize(self, _give_back, self.pool, self.conn)
+        except Exception as e:  # the pool's timeout, a refused connection, bad credentials
+            raise StoreError(f"cannot connect to {self.where}: {' '.join(str(e).split())[:300]}") from None
+
+    def execute(self, sql: str, args=()):
+        return self.conn.execute(to_pyformat(sql, bool(args)), args or None)
+
+    def executemany(self, sql: str, rows):
+        rows = list(rows)
+        cur = self.conn.cursor()
+        if rows:
+            cur.executemany(to_pyformat(sql, True), rows)
+        return cur
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def explain(self, e: Exception) -> Exception:
+        errors = self.psycopg.errors
+        if isinstance(e, self.psycopg.IntegrityError):
+            return Conflict(f"conflicts with what is stored: {' '.join(str(e).split())[:300]}")
+        if isinstance(e, errors.DiskFull):
+            return StoreError(f"disk full: the PostgreSQL server of {self.where} cannot write (nothing was saved)")
+        if isinstance(e, (errors.LockNotAvailable, errors.QueryCanceled)):
+            return StoreError(f"the database {self.where} is busy (another command holds it); try again")
+        if isinstance(e, self.psycopg.OperationalError):
+            return StoreError(f"the database {self.where} failed: {' '.join(str(e).split())[:300]}")
+        return e
+
+    def table_names(self) -> list[str]:
+        return [n for (n,) in self.conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")]
+
+    def stream(self, sql: str, size: int):
+        """Rows in batches through a server-side cursor (a big table never sits in memory whole)."""
+        with self.conn.transaction(), self.conn.cursor(name="ceptoar_stream") as cur:
+            cur.itersize = size
+            cur.execute(sql)
+            while rows := cur.fetchmany(size):
+                yield rows
+
+    def after_copy(self) -> None:
+        """Rows came in with their own `seq`: move each identity past the largest."""
+        for table, column in self.conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND is_identity = 'YES'").fetchall():
+            self.conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                              f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self._finalizer()
+            self.conn = None
+
+
+def sqlite_path(target: str) -> Path | None:
+    """The file of a SQLite target (a plain path or sqlite:///path), None for in-memory."""
+    if target.startswith("sqlite://"):
+        target = target[len("sqlite://"):]
+        if target.startswith("/") and not target.startswith("//"):
+            target = target[1:] if re.match(r"^/[A-Za-z]:", target) else target
+    return None if target in ("", ":memory:", "/:memory:") else Path(target)
