@@ -168,9 +168,11 @@ def _put_supplied(versions: _Versions, obj: dict, own_rank: int | None, kept_apa
     return False
 
 
-def store_entries(store: Store, source: Source, entries: list[Entry], actor: str | None = None) -> Counts:
+def store_entries(store: Store, source: Source, entries: list[Entry], actor: str | None = None,
+                  recheck: bool = False) -> Counts:
     """Write a source's entries as new versions where they changed. The caller owns the
-    transaction, so a failure later in the same fetch leaves nothing behind."""
+    transaction, so a failure later in the same fetch leaves nothing behind. `recheck`: compare
+    what the normalizer makes now even when the raw entry is the same (re-normalization)."""
     counts = Counts()
     origin = source_origin(source.id)
     entries = _newest_per_key(entries, counts)
@@ -180,8 +182,8 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     raw_known = store.sources.raw_versions(source.id, [e.key for e in entries])
     raw_hashes = {e.key: _raw_hash(e.raw) for e in entries}
     # Same bytes through the same normalizer give the same objects: nothing to compare.
-    same = {e.key for e in entries
-            if adv_id[e.key] in states and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
+    same = set() if recheck else {e.key for e in entries if adv_id[e.key] in states
+                                  and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
     counts.unchanged += len(same)
     entries = [e for e in entries if e.key not in same]
     if not entries:
@@ -323,7 +325,7 @@ def _rank(tlp: str | None) -> int | None:
 
 
 # Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
-NORMALIZER_VERSION = "4"
+NORMALIZER_VERSION = "5"
 
 
 def _raw_hash(raw: str) -> str:

@@ -6,6 +6,7 @@ the store keeps nothing partial from it.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import traceback
 from collections.abc import Callable
@@ -218,3 +219,33 @@ def ingest_file(store: Store, path: Path, row: dict, limits: Limits | None = Non
         return FetchResult(source.id, "error", error=f"cannot read {path}: {e.strerror}")
     except (FetchError, FeedError) as e:
         return FetchResult(source.id, "error", error=" ".join(str(e).split())[:500])
+
+
+def renormalize(store: Store, row: dict, actor: str, progress: Progress | None = None) -> FetchResult:
+    """Rebuild a source's facts from its stored raw entries with today's normalizer (after a fix),
+    in one transaction: new versions only where the result differs; analyst decisions untouched.
+    An entry that no longer parses is reported and left as it is."""
+    source = source_of(row)
+    # What came over TAXII is kept as STIX bundles: the STIX normalizer reads it back.
+    reader = dataclasses.replace(source, kind="stix") if source.kind == "taxii" else source
+    entries, failed = [], []
+    with paused_gc():
+        for batch in store.sources.raw_entries(source.id):
+            for key, raw in batch:
+                try:
+                    got = normalize(reader, raw.encode("utf-8", "surrogatepass"))
+                except (FeedError, ValueError) as e:
+                    failed.append(f"{key}: {' '.join(str(e).split())[:120]}")
+                    continue
+                entries.extend(got)
+            if progress:
+                progress(f"{source.id}: {len(entries)} entries re-read")
+        with store.transaction():
+            counts = store_entries(store, source, entries, recheck=True)
+            triage.revoked_by_source(store, source.id, counts.revoked_ids)
+            store.audit.add(actor, "renormalize", source.id, {"entries": len(entries), "updated": counts.updated,
+                                                              "unparsable": len(failed)})
+    result = FetchResult(source.id, "ok", counts.new, counts.updated, counts.unchanged,
+                         skipped=len(failed), warnings=[*failed[:20], *counts.warnings])
+    result.counts = counts
+    return result

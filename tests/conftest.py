@@ -60,6 +60,15 @@ def new_db(tmp: Path, name: str = "hub.db") -> str:
     return str(tmp / name)
 
 
+@pytest.fixture(autouse=ENGINE == "postgresql")
+def close_pools():
+    """Each test has databases of its own: their connection pools end with it."""
+    yield
+    from ceptoar.store import engines
+
+    engines.close_pools()
+
+
 @pytest.fixture
 def db_target(tmp_path) -> str:
     return new_db(tmp_path)

@@ -56,7 +56,7 @@ class PostgresServer:
         self._run(self.bindir / "initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
         options = (f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                   "-c full_page_writes=off -c max_connections=200")
+                   "-c full_page_writes=off -c max_connections=400")
         self._run(self.bindir / "pg_ctl", "-D", self.data, "-o", options, "-l", self.root / "log", "-w",
                   "-t", "60", "start")
         self.admin("CREATE EXTENSION IF NOT EXISTS pg_trgm", database="template1")

@@ -33,9 +33,9 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20, log: Path | 
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text() if log else ''}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=5)  # a first answer may wait for a worker's first connection
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.1)
     raise RuntimeError(f"server at {url} did not start")
 

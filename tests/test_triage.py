@@ -258,3 +258,32 @@ def test_search_plans_agree(loaded, monkeypatch, query, status):
     with_source = [r["id"] for r in store.advisories.list(search=query, status=status, source="kev", limit=30)]
     assert with_source == [i for i in [r["id"] for r in store.advisories.list(search=query, status=status)]
                            if store.advisories.find(i)["source"] == "kev"][:30]
+
+
+def test_renormalize_rebuilds_facts_from_raw_and_keeps_decisions(loaded):
+    store = Store(loaded.db)
+    # Every stored raw entry parses alone with its own normalizer: nothing changes on a rerun.
+    first = loaded.json("renormalize")
+    assert {r["source"]: r["skipped"] for r in first} == {s: 0 for s in FILES}
+    assert sum(r["updated"] + r["new"] for r in first) == 0
+    assert sum(r["unchanged"] for r in first) == len(loaded.json("advisories", "list", "--status", "all"))
+    # The analyst decides; then a raw entry says more than the stored facts (as after a fix).
+    adv = one(loaded, "--cve", "CVE-2021-44228")
+    loaded.run("advisories", "triage", adv["id"], "--severity", "critical", "--tlp", "GREEN", "--note", "log4j")
+    loaded.run("advisories", "publish", adv["id"])
+    key, raw = next((k, r) for batch in store.sources.raw_entries("kev") for k, r in batch if "CVE-2021-44228" in r)
+    catalog = json.loads(raw)
+    catalog["vulnerabilities"][0]["shortDescription"] = "再正規化で読み直された説明"
+    store.sources.write_raw([("kev", key, "stale", None, json.dumps(catalog, ensure_ascii=False))])
+    (kev,) = loaded.json("renormalize", "--source", "kev")
+    assert kev["updated"] == 1 and kev["new"] == 0 and kev["skipped"] == 0
+    after = store.advisories.get(adv["id"])
+    assert after["description"] == "再正規化で読み直された説明"
+    assert (after["severity"], after["analyst_tlp"], after["status"]) == ("critical", "GREEN", "published")
+    assert after["notes"] and after["notes"][0]["text"] == "log4j"
+    assert one(loaded, "--cve", "CVE-2021-44228", "--status", "published")["pending_update"] is True
+    # A raw entry that no longer parses is reported, and its advisory left as it was.
+    store.sources.write_raw([("kev", key, "stale", None, "{not json")])
+    (kev,) = loaded.json("renormalize", "--source", "kev")
+    assert kev["skipped"] == 1 and store.advisories.get(adv["id"])["description"] == "再正規化で読み直された説明"
+    assert loaded.run("renormalize", "--source", "nope", ok=False).exit_code == 1

@@ -131,6 +131,28 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], fmt: str, timeout: float, max_b
         sys.exit(1)
 
 
+@main.command()
+@click.option("--source", "source_ids", multiple=True, help="Only this source (repeatable; default: every source).")
+@format_option(("table", "json"))
+@pass_hub
+def renormalize(hub: Hub, source_ids: tuple[str, ...], fmt: str) -> None:
+    """Rebuild sources' facts from their stored raw entries with this hub's normalizers (after a
+    normalizer fix): new versions only where the result differs; analyst decisions are kept."""
+    from ceptoar.pipeline import renormalize as rebuild
+
+    store = hub.ready_store()
+    known = {r["id"]: r for r in store.sources.list()}
+    unknown = [s for s in source_ids if s not in known]
+    if unknown:
+        raise click.ClickException(f"no source {', '.join(unknown)} (see `ceptoar sources list`)")
+    results = []
+    for row in [known[s] for s in source_ids] if source_ids else list(known.values()):
+        res = rebuild(store, row, hub.actor, progress_line)
+        _warn(res)
+        results.append(res)
+    emit([r.as_dict() for r in results], fmt, FETCH_COLUMNS, widths={"error": 60})
+
+
 def _warn(res) -> None:
     """What a fetch skipped or dropped, one line each on stderr (the JSON output has them too)."""
     for w in res.warnings[:50]:

@@ -6,6 +6,8 @@ their text, so the whole item is read here with defusedxml, under both mod_sec n
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from xml.etree.ElementTree import Element
 
 from ceptoar.model import CVE_RE, Source, find_cves, tlp_max, tlp_name
@@ -45,22 +47,38 @@ def _feed_tlp(root: Element) -> str | None:
     return None
 
 
-def item_texts(text: str) -> list[str]:
-    """Each `<item …>…</item>` of the document as written, in one linear pass (a lazy regex over
-    the document is quadratic when items are not closed)."""
-    out, i = [], 0
+def item_texts(text: str, name: str = "item") -> list[str]:
+    """Each `<item …>…</item>` (or another element without a prefix) of the document as written,
+    in one linear pass (a lazy regex over the document is quadratic when items are not closed)."""
+    out, i, n = [], 0, len(name) + 1
     while True:
-        start = text.find("<item", i)
+        start = text.find(f"<{name}", i)
         if start < 0:
             return out
-        if start + 5 < len(text) and text[start + 5] not in " \t\r\n>":
-            i = start + 5
+        if start + n < len(text) and text[start + n] not in " \t\r\n>":
+            i = start + n
             continue
-        end = text.find("</item>", start)
+        end = text.find(f"</{name}>", start)
         if end < 0:
             return out
-        out.append(text[start:end + 7])
-        i = end + 7
+        out.append(text[start:end + n + 2])
+        i = end + n + 2
+
+
+_ROOT_START = re.compile(r"<(?![?!])([^\s>/]+)[^>]*>")
+_HANDLING = re.compile(r"<((?:[\w.-]+:)?)handling\b.*?</\1handling>", re.S)
+
+
+def envelope(text: str) -> Callable[[str], str]:
+    """Wraps one item's text in the document's own root element (its namespace declarations) and
+    the document-wide handling marking, so the stored entry parses alone, by this module."""
+    m = _ROOT_START.search(text)
+    if not m:
+        return lambda item: item
+    handling = _HANDLING.search(text)
+    head = m.group(0) + (handling.group(0) if handling else "")
+    tail = f"</{m.group(1)}>"
+    return lambda item: head + item + tail
 
 
 def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
@@ -71,14 +89,20 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
     if root.tag == RDF + "RDF":
         items = list(root.iter(RSS + "item"))
         # Provenance: each item's own text, cut from the document (ElementTree cannot give it back).
-        texts = item_texts(text)
+        wrap = envelope(text)
+        texts = [wrap(t) for t in item_texts(text)]
         if len(texts) != len(items):
             texts = [None] * len(items)
         return each_item(list(zip(items, texts, strict=True)), _describe,
                          lambda pair: _rss_item(pair[0], source, tlp, pair[1], out.warnings), out)
     if root.tag == ATOM + "feed":
-        return each_item(list(root.iter(ATOM + "entry")), lambda i, e: f"entry {i}",
-                         lambda e: _atom_entry(e, source, tlp, out.warnings), out)
+        entries = list(root.iter(ATOM + "entry"))
+        wrap = envelope(text)
+        texts = [wrap(t) for t in item_texts(text, "entry")]
+        if len(texts) != len(entries):
+            texts = [None] * len(entries)
+        return each_item(list(zip(entries, texts, strict=True)), lambda i, pair: f"entry {i}",
+                         lambda pair: _atom_entry(pair[0], source, tlp, out.warnings, pair[1]), out)
     raise FeedError(f"not a JVN RDF/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
 
 
@@ -175,7 +199,7 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None, warnings
     )
 
 
-def _atom_entry(entry: Element, source: Source, tlp: str, warnings: list[str]) -> Entry:
+def _atom_entry(entry: Element, source: Source, tlp: str, warnings: list[str], raw: str | None = None) -> Entry:
     def child(name: str) -> str:
         return xmlsafe.text(entry.find(ATOM + name))
 
@@ -202,5 +226,5 @@ def _atom_entry(entry: Element, source: Source, tlp: str, warnings: list[str]) -
         cpes=[xmlsafe.text(c) for c in _sec(entry, "cpe") if xmlsafe.text(c)],
         tlp=tlp,
         extra={"items": items},
-        raw=_raw(entry),
+        raw=raw or _raw(entry),
     )

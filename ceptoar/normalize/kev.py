@@ -74,5 +74,5 @@ def _entry(v, source: Source, warnings: list[str]) -> Entry:
         extra={"kev": kev},
         per_cve={cve: {"kev": kev, "cwes": cwes}},
         tags=["kev"] + (["ransomware"] if ransomware.lower() == "known" else []),
-        raw=to_json(v),
+        raw=to_json({"vulnerabilities": [v]}),  # a one-entry catalog: kev.parse reads it alone
     )

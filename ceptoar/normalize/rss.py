@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from html import escape
 
 import feedparser
 
 from ceptoar.model import Source, find_cves, find_identifiers
-from ceptoar.normalize import Entries, Entry, FeedError, advisory, date_field, each_item, to_json, xmlsafe
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, date_field, each_item, xmlsafe
 
 _FEED_ROOTS = {"RDF", "rss", "feed", "channel"}
 
@@ -44,7 +45,8 @@ def _entry(e: dict, source: Source, lang: str, notes: list[str]) -> Entry:
     published = date_field(published_text, where, "date", notes)
     modified = date_field(e.get("updated") or published_text, where, "updated date", notes)
     idents = [i for i in find_identifiers(title, description, link) if not i.startswith("CVE-")]
-    raw = {k: e.get(k) for k in ("id", "title", "link", "summary", "published", "updated", "tags") if e.get(k)}
+    raw = _atom_document({k: e.get(k) for k in ("id", "title", "link", "summary", "published", "updated", "tags")
+                          if e.get(k)})
     return advisory(
         source,
         key,
@@ -56,5 +58,20 @@ def _entry(e: dict, source: Source, lang: str, notes: list[str]) -> Entry:
         identifiers=[(i, None) for i in idents],
         cves=find_cves(title, description),
         lang=lang,
-        raw=to_json(raw),
+        raw=raw,
     )
+
+
+def _atom_document(fields: dict) -> str:
+    """What the hub keeps of a news item (feedparser's common fields), as a one-entry Atom feed
+    that this module parses back to the same entry."""
+    def el(name: str, value) -> str:
+        return f"<{name}>{escape(str(value))}</{name}>" if value else ""
+
+    tags = "".join(f'<category term="{escape(str(t.get("term")), quote=True)}"/>' for t in fields.get("tags") or []
+                   if isinstance(t, dict) and t.get("term"))
+    link = f'<link href="{escape(fields["link"], quote=True)}"/>' if fields.get("link") else ""
+    return ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><entry>'
+            + el("id", fields.get("id")) + el("title", fields.get("title")) + link
+            + el("summary", fields.get("summary")) + el("published", fields.get("published"))
+            + el("updated", fields.get("updated")) + tags + "</entry></feed>")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 
 from ceptoar import extensions
 from ceptoar.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
@@ -141,7 +142,9 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         referenced.add(r["id"])
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"
         supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
-        return Entry(key=r["id"], report=r, raw=to_json(r), objects=supplied,
+        raw = to_json({"type": "bundle", "id": bundle_id or f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}",
+                       "objects": [r, *supplied]})  # the report with what it came with: parses alone
+        return Entry(key=r["id"], report=r, raw=raw, objects=supplied,
                      tags=[t for t in listed(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
                      object_tlps={o["id"]: own[o["id"]] for o in [r, *supplied] if o["id"] in own})
 
@@ -168,7 +171,8 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
             tlp=tlp,
             object_refs=[o["id"] for o in rest],
             included=[*rest, *marking_objs],
-            raw=text,
+            raw=json.dumps({"type": "bundle", "id": bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+                            "objects": [*rest, *marking_objs]}, ensure_ascii=False),
         )
         wrapper.object_tlps = {o["id"]: own[o["id"]] for o in wrapper.objects if o["id"] in own}
         entries.append(wrapper)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlite_utils
+
 from ceptoar.errors import NotFound, StoreError
 
 __all__ = ["Store", "StoreError", "NotFound", "utcnow", "chunks", "dump"]
@@ -77,7 +79,7 @@ class Store:
                     os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
                 try:
-                    conn.execute("PRAGMA journal_mode = WAL")
+                    sqlite_utils.Database(conn).enable_wal()
                 except sqlite3.DatabaseError:
                     conn.close()
                     raise
@@ -159,9 +161,9 @@ class Store:
     def table_names(self) -> list[str]:
         return self.engine.table_names()
 
-    def stream(self, sql: str, size: int = 1000):
+    def stream(self, sql: str, size: int = 1000, args=()):
         """The rows of a query in lists of `size`, without holding them all."""
-        return self.engine.stream(sql, size)
+        return self.engine.stream(sql, size, args)
 
     def after_copy(self) -> None:
         self.engine.after_copy()

@@ -44,7 +44,7 @@ def _order(store: Store, table: str, cols: list[str]) -> str:
         return "seq"
     if table in ("advisories", "pins"):
         return store.engine.rowid
-    return ", ".join(c for c in cols[:3])
+    return ", ".join(f'"{c}"' for c in cols[:3])
 
 
 def copy_store(src: Store, dst: Store, progress: Callable[[str, int], None] | None = None,

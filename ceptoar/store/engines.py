@@ -9,6 +9,7 @@ at `BEGIN`, so every read-modify-write in the repositories sees the same guarant
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sqlite3
@@ -81,10 +82,12 @@ class SQLite:
         return e
 
     def table_names(self) -> list[str]:
-        return [n for (n,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        import sqlite_utils
 
-    def stream(self, sql: str, size: int):
-        cur = self.conn.execute(sql)
+        return sqlite_utils.Database(self.conn).table_names()
+
+    def stream(self, sql: str, size: int, args=()):
+        cur = self.conn.execute(sql, args)
         while rows := cur.fetchmany(size):
             yield rows
 
@@ -133,21 +136,23 @@ def _configure(conn) -> None:
     conn.execute(f"SET lock_timeout = '{BUSY_SECONDS}s'")
 
 
-_pools: dict[str, object] = {}
+_pools: dict[tuple[str, int], object] = {}
 _pools_lock = threading.Lock()
 
 
 def pool_for(url: str):
-    """One connection pool per database URL and process (gunicorn workers each have their own)."""
+    """One connection pool per database URL and process: a pool (its connections and its filler
+    thread) never crosses a fork, so each gunicorn worker opens its own."""
     from psycopg_pool import ConnectionPool
 
+    key = (url, os.getpid())
     with _pools_lock:
-        pool = _pools.get(url)
+        pool = _pools.get(key)
         if pool is None:
             size = int(os.environ.get("CEPTOAR_PG_POOL_SIZE", "8"))
             pool = ConnectionPool(url, min_size=1, max_size=size, open=True, timeout=BUSY_SECONDS,
                                   kwargs={"autocommit": True}, configure=_configure, name="ceptoar")
-            _pools[url] = pool
+            _pools[key] = pool
         return pool
 
 
@@ -158,12 +163,22 @@ def _give_back(pool, conn) -> None:
         pass
 
 
+def close_pools() -> None:
+    """Close this process's pools (their connections go away; stores opened later get new ones)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
 class PostgreSQL:
     name = "postgresql"
     rowid = "seq"  # PostgreSQL has no rowid: the tables that order by insertion get a sequence
 
     def __init__(self, url: str):
         import psycopg
+        from psycopg_pool import PoolTimeout
 
         self.psycopg = psycopg
         self.errors = (psycopg.OperationalError, psycopg.IntegrityError)
@@ -171,7 +186,13 @@ class PostgreSQL:
         self.where = redacted(url)
         try:
             self.pool = pool_for(url)
-            self.conn = self.pool.getconn()
+            try:
+                self.conn = self.pool.getconn(timeout=1)
+            except PoolTimeout:
+                # Stores dropped but not yet collected (a store and its rooms form a cycle) still
+                # hold connections: collect them, then wait the full time.
+                gc.collect()
+                self.conn = self.pool.getconn()
             # Back to the pool when the store is dropped without close() (a thread's store, a test's).
             self._finalizer = weakref.finalize(self, _give_back, self.pool, self.conn)
         except Exception as e:  # the pool's timeout, a refused connection, bad credentials
@@ -218,11 +239,11 @@ class PostgreSQL:
         return [n for (n,) in self.conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")]
 
-    def stream(self, sql: str, size: int):
+    def stream(self, sql: str, size: int, args=()):
         """Rows in batches through a server-side cursor (a big table never sits in memory whole)."""
         with self.conn.transaction(), self.conn.cursor(name="ceptoar_stream") as cur:
             cur.itersize = size
-            cur.execute(sql)
+            cur.execute(to_pyformat(sql, bool(args)), args or None)
             while rows := cur.fetchmany(size):
                 yield rows
 

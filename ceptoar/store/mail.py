@@ -67,20 +67,25 @@ class Subscribers(Repository):
     def segments(self, frequency: str | None) -> list[dict]:
         """Active subscribers grouped as digests are rendered: member × clearance × language ×
         the time of their last digest."""
-        col = f"last_{frequency}" if frequency else "NULL"
         where = "unsubscribed IS NULL" + (" AND frequency = ?" if frequency else "")
+        if not frequency:  # a flash alert: everyone, no cursor
+            return self.store.rows(
+                f"SELECT member, clearance, lang, NULL AS since, COUNT(*) AS n FROM subscribers WHERE {where} "
+                "GROUP BY member, clearance, lang ORDER BY member, clearance, lang")
+        col = f"last_{frequency}"
         return self.store.rows(
             f"SELECT member, clearance, lang, {col} AS since, COUNT(*) AS n FROM subscribers "
-            f"WHERE {where} GROUP BY member, clearance, lang, {col} ORDER BY member, clearance, lang",
-            (frequency,) if frequency else ())
+            f"WHERE {where} GROUP BY member, clearance, lang, {col} ORDER BY member, clearance, lang", (frequency,))
 
     def recipients(self, frequency: str | None, member: str, clearance: str, lang: str,
                    since: str | None, after_email: str = "", limit: int = 1000) -> list[dict]:
         col = f"last_{frequency}" if frequency else "NULL"
+        cursor = f"{col} IS NULL" if since is None else f"{col} = ?"
         q = (f"SELECT email, name, token FROM subscribers WHERE unsubscribed IS NULL AND member = ? AND clearance = ? "
-             f"AND lang = ? AND {col} IS ? AND email > ?" + (" AND frequency = ?" if frequency else "")
+             f"AND lang = ? AND {cursor} AND email > ?" + (" AND frequency = ?" if frequency else "")
              + " ORDER BY email LIMIT ?")
-        args = [member, clearance, lang, since, after_email] + ([frequency] if frequency else []) + [limit]
+        args = ([member, clearance, lang] + ([] if since is None else [since]) + [after_email]
+                + ([frequency] if frequency else []) + [limit])
         return self.store.rows(q, args)
 
 

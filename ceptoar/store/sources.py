@@ -91,3 +91,8 @@ class Sources(Repository):
             "INSERT INTO followed (source, id, updated) VALUES (?, ?, ?) "
             "ON CONFLICT (source, id) DO UPDATE SET updated = excluded.updated",
             [(source_id, i, u) for i, u in items])
+
+    def raw_entries(self, source_id: str, size: int = 1000):
+        """(key, raw) of every raw entry held for a source, in batches."""
+        yield from self.store.stream("SELECT key, raw FROM raw_entries WHERE source = ? ORDER BY key", size,
+                                     (source_id,))

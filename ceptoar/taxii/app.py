@@ -214,6 +214,10 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
             return taxii_error(503, "Service Unavailable", "the access log cannot be written; try again")
         return response
 
+    @app.teardown_request
+    def release(_exc):
+        backend.release()
+
     app.wsgi_app = TaxiiMiddleware(app.wsgi_app, max_content_length)
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)

@@ -199,6 +199,14 @@ class HubBackend(Backend):
             self._local.store = Store(self.db_path)
         return self._local.store
 
+    def release(self) -> None:
+        """At the end of a request: a PostgreSQL connection goes back to the pool (a thread may
+        not come back); SQLite keeps its per-thread connection."""
+        store = getattr(self._local, "store", None)
+        if store is not None and store.dialect == "postgresql":
+            store.close()
+            self._local.store = None
+
     @property
     def member(self) -> dict:
         return g.member
