@@ -20,3 +20,7 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The change contradicts what is stored (a duplicate key, a broken reference)."""
+
+
+class Busy(StoreError):
+    """Another process holds the database's write lock for longer than this one would wait."""

@@ -13,6 +13,7 @@ import tomllib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 from ceptoar import extensions, mail
@@ -33,7 +34,6 @@ from ceptoar.model import (
     tlp_name,
 )
 from ceptoar.normalize import advisory
-from ceptoar.paths import CHECKOUT
 from ceptoar.store import Store, utcnow
 
 STATUSES = ["reported", "vendor-contacted", "reported-to-mhlw", "recovering", "closed"]
@@ -46,8 +46,12 @@ class IncidentError(CeptoarError, ValueError):
     pass
 
 
+@lru_cache(maxsize=1)
 def relay_config() -> dict:
-    return tomllib.loads((CHECKOUT / "ceptoar" / "relay.toml").read_text(encoding="utf-8"))
+    """Where notices go: the operator's relay.toml (configuration folder), else the example."""
+    from ceptoar import settings
+
+    return tomllib.loads(settings.current().config_file("relay.toml").read_text(encoding="utf-8"))
 
 
 def mhlw_due(inc: dict) -> bool:
@@ -198,7 +202,7 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
         raise IncidentError("notices go to vendor, mhlw or prefecture")
     if not address:
         raise IncidentError(f"no e-mail address for {party} ({to_name}): give --vendor-email when reporting, or "
-                            "add it to ceptoar/relay.toml")
+                            "add it to relay.toml in the configuration folder (CEPTOAR_CONFIG)")
     address = check_address(address)
     detected = datetime.fromisoformat(inc["detected_at"].replace("Z", "+00:00")).astimezone(JST)
     lines = [

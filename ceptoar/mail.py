@@ -6,7 +6,6 @@ header of its own), and the SMTP client (pipelined when the server allows) with 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import smtplib
 import ssl
@@ -109,10 +108,6 @@ class DeliveryError(CeptoarError):
     """The run cannot go on (SMTP server unreachable or gone); one line for the operator."""
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @dataclass
 class SmtpConfig:
     host: str
@@ -124,13 +119,10 @@ class SmtpConfig:
 
     @classmethod
     def from_env(cls) -> SmtpConfig | None:
-        """CEPTOAR_SMTP_HOST, _PORT, _USER, _PASSWORD and _STARTTLS (1, true, yes or on)."""
-        host = os.environ.get("CEPTOAR_SMTP_HOST")
-        if not host:
-            return None
-        return cls(host=host, port=int(os.environ.get("CEPTOAR_SMTP_PORT", "25")),
-                   user=os.environ.get("CEPTOAR_SMTP_USER"), password=os.environ.get("CEPTOAR_SMTP_PASSWORD"),
-                   starttls=_truthy(os.environ.get("CEPTOAR_SMTP_STARTTLS")))
+        """From the settings (CEPTOAR_SMTP_HOST, _PORT, _USER, _PASSWORD, _STARTTLS or settings.toml)."""
+        from ceptoar import settings
+
+        return settings.current().smtp()
 
 
 class Mailer:

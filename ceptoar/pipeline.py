@@ -179,8 +179,10 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
             objects, cursors, note = taxii.pull(source.url, opts, store.sources.followed(source.id),
                                                 float(opts.get("timeout", limits.timeout)),
                                                 int(opts.get("max_bytes", limits.max_bytes)), progress)
-            return ingest_objects(store, source, objects, cursors, note, before_commit=lambda r: store.sources
-                                  .record_fetch(source.id, "ok", note=r.summary_note()))
+            def pulled(r: FetchResult) -> None:
+                store.sources.record_fetch(source.id, "ok", note=r.summary_note(), changed=bool(r.new or r.updated))
+
+            return ingest_objects(store, source, objects, cursors, note, before_commit=pulled)
         resp = http.get(source.url, etag=row.get("etag"), last_modified=row.get("last_modified"),
                         timeout=float(opts.get("timeout", limits.timeout)),
                         max_bytes=int(opts.get("max_bytes", limits.max_bytes)))
@@ -191,7 +193,8 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
         def record(result: FetchResult) -> None:
             # A ROLIE run that left documents for later must not be skipped next time by a 304.
             etag, lm = (None, None) if result.note else (resp.etag, resp.last_modified)
-            store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note())
+            store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note(),
+                                       changed=bool(result.new or result.updated))
 
         return ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
     except (FetchError, FeedError, StoreError) as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ceptoar import catalogue
+from ceptoar import catalogue, settings
 from ceptoar import collections as colls
 from ceptoar.model import SYSTEM
 from ceptoar.paths import project_file
@@ -25,6 +25,8 @@ class InitResult:
     collections_path: Path
     collections: int
     collections_new: int
+    config_dir: Path | None = None
+    config_made: list[Path] | None = None
 
 
 def init(store: Store, sources_path: Path | None = None, collections_path: Path | None = None,
@@ -34,6 +36,8 @@ def init(store: Store, sources_path: Path | None = None, collections_path: Path 
     collections_path = collections_path or project_file("taxii_server/collections.toml")
     defs = catalogue.load(sources_path)
     coll_defs = colls.load_defaults(collections_path)
+    cfg = settings.current()
+    made = settings.create_config_dir(cfg)
     version = store.migrate(actor)
     new, kept = 0, []
     with store.transaction():
@@ -47,4 +51,4 @@ def init(store: Store, sources_path: Path | None = None, collections_path: Path 
         for cid in new_colls:
             colls.backfill(store, cid)
     return InitResult(version, store.upgraded_from, store.last_backup, sources_path, len(defs), new, kept,
-                      collections_path, len(coll_defs), len(new_colls))
+                      collections_path, len(coll_defs), len(new_colls), cfg.config_dir, made)

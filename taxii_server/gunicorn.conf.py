@@ -13,3 +13,17 @@ timeout = 60
 accesslog = "-"  # the hub's own audit log in the database is the record; this is for operators
 logger_class = "ceptoar.taxii.accesslog.MaskingLogger"  # unsubscribe tokens never reach the log
 loglevel = "info"
+
+
+# /metrics counts requests in every worker: prometheus_client's multiprocess mode, in a folder of
+# this server's own (set before the workers import the app).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ceptoar-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

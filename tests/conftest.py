@@ -18,8 +18,15 @@ from ceptoar.devserver import serve_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+# Unsubscribe links in the tests' mail point here (a real send without a public URL is refused).
+os.environ.setdefault("CEPTOAR_PUBLIC_URL", "https://hub.example.jp")
 # The engine under the hub's tests: sqlite (default) or postgresql (a server the tests start).
 ENGINE = os.environ.get("CEPTOAR_TEST_ENGINE", "sqlite")
+if ENGINE == "postgresql" and "CEPTOAR_CONFIG" not in os.environ:
+    # A PostgreSQL hub has no folder to keep its configuration beside: the tests' own, not ~/.config.
+    import tempfile
+
+    os.environ["CEPTOAR_CONFIG"] = tempfile.mkdtemp(prefix="ceptoar-config-")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ceptoar import triage
+from ceptoar import settings, triage
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import public_url, send_flashes, since_option, stamp
 from ceptoar.digest.delivery import SmtpConfig
@@ -166,7 +166,11 @@ def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
         echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
                    + (" [flash alert queued]" if r["flash"] else ""))
     if any(r["flash"] for r in results):
-        send_flashes(hub.store, hub.actor, SmtpConfig.from_env(), None, False, None, public_url(None))
+        smtp, url = SmtpConfig.from_env(), settings.current().public_url
+        if smtp and not url:
+            echo("flash alerts stay queued: set CEPTOAR_PUBLIC_URL so their unsubscribe links reach the hub", err=True)
+        else:
+            send_flashes(hub.store, hub.actor, smtp, None, False, None, public_url(url))
 
 
 @advisories.command("reject")

@@ -42,6 +42,7 @@ class Hub:
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(self.db_path)
+            self._store.on_busy = lambda message: echo(message, err=True)
             if self._store.degraded:
                 echo(f"warning: {self._store.degraded}", err=True)
         return self._store
@@ -69,6 +70,9 @@ pass_hub = click.make_pass_decorator(Hub)
 def main(ctx: click.Context, db_path: str, actor: str | None) -> None:
     """CEPTOAR hub (医療セプター): ingest, triage and share security advisories."""
     os.umask(0o077)  # the database, notices, digests and exports hold TLP:RED and secrets: owner only
+    from ceptoar import settings
+
+    settings.use(settings.load(db_path))
     ctx.obj = Hub(db_path, actor or _os_user())
     ctx.call_on_close(ctx.obj.close)
 

@@ -55,11 +55,12 @@ def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, 
     """Send the daily or weekly digest (resumable: a rerun sends only the rest; one run at a time)."""
     store = hub.ready_store()
     smtp = smtp_config(smtp_host, smtp_port, smtp_user, starttls)
+    link_base = public_url(base_url, sending=bool(smtp and not dry_run))
     if smtp is None and out is None and not dry_run:
         raise click.UsageError("give --smtp-host (or env CEPTOAR_SMTP_HOST), --out DIR, or --dry-run")
     try:
         res = run_digest(store, frequency, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate,
-                         base_url=public_url(base_url), progress=progress_line, wait=wait, actor=hub.actor)
+                         base_url=link_base, progress=progress_line, wait=wait, actor=hub.actor)
     except DeliveryError as e:
         raise click.ClickException(f"{e} — nothing was marked sent for the rest; rerun to continue") from None
     for err in res.errors[:20]:
@@ -78,11 +79,12 @@ def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_
     """Send the queued flash alerts (normally sent at once when an advisory is published)."""
     store = hub.ready_store()
     smtp = smtp_config(smtp_host, smtp_port, smtp_user, starttls)
+    link_base = public_url(base_url, sending=bool(smtp and not dry_run))
     if not store.deliveries.pending_flashes():
         echo("no flash alerts queued")
         return
     try:
-        send_flashes(hub.store, hub.actor, smtp, out, dry_run, rate, public_url(base_url), wait)
+        send_flashes(hub.store, hub.actor, smtp, out, dry_run, rate, link_base, wait)
     except DeliveryError as e:
         raise click.ClickException(f"{e} — rerun to continue") from None
 

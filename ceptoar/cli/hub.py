@@ -1,4 +1,4 @@
-"""Init, migrate-store and demo: the hub as a whole."""
+"""The hub as a whole: init, migrate-store, run (the worker), status, backup, restore, demo."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, progress_line
+from ceptoar.output import echo, format_option, progress_line
 from ceptoar.store import Store
 
 
@@ -27,11 +27,80 @@ def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> 
     if r.upgraded_from is not None:
         echo(f"upgraded the database from schema {r.upgraded_from} to {r.version}"
              + (f" (a copy of the old one: {r.backup})" if r.backup else ""), err=True)
+    if r.config_made:
+        echo(f"configuration folder {r.config_dir}: wrote {', '.join(p.name for p in r.config_made)} from the "
+             "examples; edit them there (see README \"Configuration\")", err=True)
     if r.sources_kept:
         echo(f"kept as redefined with `sources add`: {', '.join(r.sources_kept)}", err=True)
     echo(f"database {store.where} ready (schema {r.version}); {r.sources} sources from {r.sources_path} "
          f"({r.sources_new} new, {r.sources - r.sources_new - len(r.sources_kept)} updated); {r.collections} "
          f"collections from {r.collections_path} ({r.collections_new} new)")
+
+
+@main.command()
+@click.option("--every", type=click.FloatRange(min=1), default=30, show_default=True, metavar="SECONDS",
+              help="How often to look for work.")
+@click.option("--once", is_flag=True, help="One round of work, then exit (for testing a configuration).")
+@pass_hub
+def run(hub: Hub, every: float, once: bool) -> None:
+    """Run the hub by itself: fetch sources when due, send digests at their JST times, drain flash
+    alerts, watch feed health (operator mail), prune the audit log. Stops cleanly on SIGTERM."""
+    from ceptoar import settings
+    from ceptoar.worker import Worker
+
+    store = hub.ready_store()
+    Worker(store, settings.current(), actor=hub.actor if hub.actor != "root" else "worker",
+           log=lambda line: echo(line, err=True)).run(every=every, once=once)
+
+
+@main.command()
+@format_option(("table", "json"))
+@pass_hub
+def status(hub: Hub, fmt: str) -> None:
+    """The hub's health for a person or a monitor: sources, queues, digests, database and WAL size,
+    last backup. Exit status 0 when all is well, 1 with warnings, 2 when the hub cannot work."""
+    from ceptoar import operations
+    from ceptoar.output import emit, to_json
+
+    st = operations.status(hub.store)
+    if fmt == "json":
+        echo(to_json({"level": ["ok", "warning", "critical"][st.level], "problems": st.problems, **st.facts,
+                      "sources": st.sources}))
+    else:
+        for key, value in st.facts.items():
+            echo(f"{key:15} {value}")
+        echo("")
+        emit(st.sources, "table", ["id", "enabled", "health", "failures", "last_success", "last_new", "next_due"])
+        for p in st.problems:
+            echo(f"{'CRITICAL' if st.level == 2 else 'WARNING'}: {p}", err=True)
+    sys.exit(st.level)
+
+
+@main.command()
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@pass_hub
+def backup(hub: Hub, target: Path) -> None:
+    """Copy the (SQLite) database to TARGET while the hub runs, consistently; checked, private."""
+    from ceptoar import operations
+
+    path = operations.backup(hub.ready_store(), target, hub.actor)
+    echo(f"backed up {hub.store.where} to {path} ({path.stat().st_size:,} bytes)")
+
+
+@main.command()
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Restore even though the hub looks in use.")
+@pass_hub
+def restore(hub: Hub, backup_file: Path, force: bool) -> None:
+    """Put a backup in place of the (SQLite) database; the one it replaces is kept beside it."""
+    from ceptoar import operations
+    from ceptoar.store.engines import is_url, sqlite_path
+
+    if is_url(hub.db_path) and not hub.db_path.startswith("sqlite:"):
+        raise click.ClickException("restore puts back SQLite backups; for PostgreSQL use pg_restore")
+    kept = operations.restore(sqlite_path(hub.db_path), backup_file, force, hub.actor)
+    echo(f"restored {backup_file} into {hub.db_path}" + (f" (the previous database: {kept})" if kept else "")
+         + "; run `ceptoar init` if the backup is from an older hub")
 
 
 @main.command("migrate-store")

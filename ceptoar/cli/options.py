@@ -3,12 +3,12 @@ public URL, waiting for a lease, and printing a flash-queue drain."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from ceptoar import settings
 from ceptoar.digest.delivery import SmtpConfig, drain_flash_queue
 from ceptoar.model import JST, moment, stamp
 from ceptoar.output import echo
@@ -60,7 +60,7 @@ smtp_options = [
     click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                  help="Also write each message as DIR/<email>.eml (without --smtp-host: only write)."),
     click.option("--base-url", help="Public URL of the hub's web app, for unsubscribe links "
-                                    "(env CEPTOAR_PUBLIC_URL; default http://127.0.0.1:8000)."),
+                                    "(env CEPTOAR_PUBLIC_URL; required to send)."),
 ]
 
 
@@ -71,14 +71,24 @@ def with_smtp(f):
 
 
 def smtp_config(host, port, user, starttls) -> SmtpConfig | None:
+    """The SMTP server from the options, else from the settings (settings.toml); None: no sending."""
+    cfg = settings.current()
     if not host:
-        return None
-    return SmtpConfig(host=host, port=port, user=user, password=os.environ.get("CEPTOAR_SMTP_PASSWORD"),
-                      starttls=starttls)
+        return cfg.smtp()
+    return SmtpConfig(host=host, port=port, user=user or cfg.smtp_user, password=cfg.smtp_password,
+                      starttls=starttls or cfg.smtp_starttls)
 
 
-def public_url(value: str | None) -> str:
-    return value or os.environ.get("CEPTOAR_PUBLIC_URL", "http://127.0.0.1:8000")
+def public_url(value: str | None, sending: bool = False) -> str:
+    """Where unsubscribe links point: --base-url, else the setting. A real send without one is
+    refused (links to 127.0.0.1 would reach no clinic); previews and dry runs use loopback."""
+    url = value or settings.current().public_url
+    if url:
+        return url.rstrip("/")
+    if sending:
+        raise click.UsageError("set CEPTOAR_PUBLIC_URL (or public_url in settings.toml, or --base-url): the "
+                               "unsubscribe link in every message must reach the hub")
+    return "http://127.0.0.1:8000"
 
 
 def send_flashes(store, actor: str, smtp: SmtpConfig | None, out: Path | None, dry_run: bool, rate: float | None,

@@ -104,20 +104,31 @@ FETCH_COLUMNS = ["source", "status", "new", "updated", "unchanged", "skipped", "
 
 @main.command()
 @click.argument("source_ids", nargs=-1)
+@click.option("--due", is_flag=True, help="Only the enabled sources whose interval has passed (for cron; "
+                                          "`ceptoar run` does this by itself), then schedule their next fetch.")
 @format_option(("table", "json"))
 @with_limits
 @pass_hub
-def fetch(hub: Hub, source_ids: tuple[str, ...], fmt: str, timeout: float, max_bytes: int) -> None:
+def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: float, max_bytes: int) -> None:
     """Fetch the enabled sources (or those named) and ingest what changed.
 
     Exit status 0 when every source succeeded, 1 when any failed; the others are ingested anyway.
     """
+    import random
+    from datetime import UTC, datetime
+
+    from ceptoar.model import stamp
+    from ceptoar.worker import next_due
+
     store = hub.ready_store()
     known = {r["id"]: r for r in store.sources.list()}
     unknown = [s for s in source_ids if s not in known]
     if unknown:
         raise click.ClickException(f"no source {', '.join(unknown)} (see `ceptoar sources list`)")
     rows = [known[s] for s in source_ids] if source_ids else [r for r in known.values() if r["enabled"]]
+    if due:
+        now = stamp(datetime.now(UTC))
+        rows = [r for r in rows if r.get("defined_by") != "taxii" and (not r.get("next_due") or r["next_due"] <= now)]
     results = []
     for i, row in enumerate(rows, 1):
         progress_line(f"[{i}/{len(rows)}] {row['id']}: fetching {row['url']}")
@@ -126,6 +137,10 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], fmt: str, timeout: float, max_b
         progress_line(f"[{i}/{len(rows)}] {row['id']}: {res.status}: {detail}" + (f" ({res.note})" if res.note else ""))
         _warn(res)
         results.append(res)
+        if due:
+            store.sources.schedule(row["id"], stamp(next_due(datetime.now(UTC), row.get("interval") or 3600,
+                                                             store.sources.get(row["id"])["failures"],
+                                                             random.Random())))
     emit([r.as_dict() for r in results], fmt, FETCH_COLUMNS, widths={"error": 60})
     if any(r.status == "error" for r in results):
         sys.exit(1)

@@ -65,7 +65,11 @@ DEFAULT_ACTION = {
 
 @lru_cache(maxsize=1)
 def contacts() -> dict:
-    return tomllib.loads((HERE / "contacts.toml").read_text(encoding="utf-8"))
+    """The secretariat's contacts and sender: the operator's contacts.toml (configuration folder),
+    else the example shipped with the hub."""
+    from ceptoar import settings
+
+    return tomllib.loads(settings.current().config_file("contacts.toml").read_text(encoding="utf-8"))
 
 
 def _html(name: str | None) -> bool:

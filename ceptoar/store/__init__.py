@@ -50,6 +50,7 @@ class Store:
 
         target = ":memory:" if target is None else str(target)
         self.degraded: str | None = None  # why this connection can only read, when it can only read
+        self.on_busy = None  # called with a message when a write waits for another writer
         self.upgraded_from: int | None = None  # set by migrate(): the schema an upgrade started from
         self.last_backup: str | None = None
         if target.startswith(("postgresql://", "postgres://")):
@@ -168,15 +169,27 @@ class Store:
     def after_copy(self) -> None:
         self.engine.after_copy()
 
+    def checkpoint(self) -> None:
+        """SQLite: move the WAL into the database and truncate it (after a large ingest, so it does
+        not sit beside the database at the size of everything written); PostgreSQL: nothing."""
+        if self.dialect == "sqlite" and self.path is not None:
+            self.engine.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     @contextmanager
-    def transaction(self):
-        """One atomic unit: everything inside commits together or not at all (nested: joins)."""
+    def transaction(self, wait: float | None = None):
+        """One atomic unit: everything inside commits together or not at all (nested: joins).
+        Waits for another writer up to `wait` seconds (default: the busy_seconds setting), telling
+        `self.on_busy` (a command prints it), then fails with Busy in one line."""
         engine = self.engine
         if engine.in_transaction:
             yield
             return
+        if wait is None:
+            from ceptoar import settings
+
+            wait = settings.current().busy_seconds
         try:
-            engine.begin()
+            engine.begin(wait, self.on_busy)
         except engine.errors as e:
             self._rollback()
             raise self._explain(e) from None

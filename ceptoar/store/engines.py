@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ceptoar.errors import Conflict, StoreError
+from ceptoar.errors import Busy, Conflict, StoreError
 
 WRITER_LOCK = 0x6365_7074  # 'cept': the advisory lock every PostgreSQL write transaction holds
 BUSY_SECONDS = 10
@@ -58,8 +58,26 @@ class SQLite:
     def in_transaction(self) -> bool:
         return self.conn.in_transaction
 
-    def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+    def begin(self, wait: float, on_busy=None) -> None:
+        """Take the write lock: at once if free, else (saying so) waiting up to `wait` seconds."""
+        self.conn.execute("PRAGMA busy_timeout = 200")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
+        if wait <= 0.2:
+            raise sqlite3.OperationalError("database is locked")
+        if on_busy:
+            on_busy(f"waiting up to {wait:g} s for the database: another command is writing…")
+        self.conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -76,7 +94,7 @@ class SQLite:
         if "disk is full" in text or "disk I/O error" in text:
             return StoreError(f"disk full: cannot write {self.where} (nothing was saved; free space there and rerun)")
         if "database is locked" in text or "database is busy" in text:
-            return StoreError(f"the database {self.where} is busy (another command holds it); try again")
+            return Busy(f"the database {self.where} is busy (another command is writing); try again later")
         if "readonly" in text or "read-only" in text:
             return StoreError(f"the database {self.where} is read-only for this user")
         return e
@@ -212,8 +230,16 @@ class PostgreSQL:
     def in_transaction(self) -> bool:
         return self.conn.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE
 
-    def begin(self) -> None:
+    def begin(self, wait: float, on_busy=None) -> None:
+        """BEGIN and the writers' advisory lock: at once if free, else (saying so) waiting up to `wait`."""
         self.conn.execute("BEGIN")
+        if self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITER_LOCK,)).fetchone()[0]:
+            return
+        if wait <= 0.2:
+            raise self.psycopg.errors.LockNotAvailable("the writers' lock is held")
+        if on_busy:
+            on_busy(f"waiting up to {wait:g} s for the database: another command is writing…")
+        self.conn.execute(f"SET LOCAL lock_timeout = '{int(wait * 1000)}ms'")
         self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
 
     def commit(self) -> None:
@@ -230,7 +256,7 @@ class PostgreSQL:
         if isinstance(e, errors.DiskFull):
             return StoreError(f"disk full: the PostgreSQL server of {self.where} cannot write (nothing was saved)")
         if isinstance(e, (errors.LockNotAvailable, errors.QueryCanceled)):
-            return StoreError(f"the database {self.where} is busy (another command holds it); try again")
+            return Busy(f"the database {self.where} is busy (another command is writing); try again later")
         if isinstance(e, self.psycopg.OperationalError):
             return StoreError(f"the database {self.where} failed: {' '.join(str(e).split())[:300]}")
         return e

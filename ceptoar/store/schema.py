@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -27,7 +27,9 @@ CREATE TABLE sources (
     id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL, url TEXT NOT NULL DEFAULT '',
     enabled INTEGER NOT NULL DEFAULT 1, tlp TEXT NOT NULL DEFAULT 'CLEAR', lang TEXT,
     interval INTEGER, options TEXT NOT NULL DEFAULT '{}', defined_by TEXT,
-    etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT, last_note TEXT
+    etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT, last_note TEXT,
+    failures INTEGER NOT NULL DEFAULT 0, last_success TEXT, last_new TEXT, health TEXT NOT NULL DEFAULT 'ok',
+    health_since TEXT, next_due TEXT
 );
 CREATE TABLE raw_entries (
     source TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, received TEXT NOT NULL,
@@ -157,6 +159,7 @@ END;
 CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'audit_pruning')
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE VIRTUAL TABLE advisories_fts USING fts5 (
     title, description, identifiers, content='advisories', content_rowid='rowid', tokenize='trigram'
@@ -185,9 +188,9 @@ POSTGRES_EXTRAS = [
     "ALTER TABLE pins ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE",
     "CREATE INDEX advisories_search ON advisories USING gin "
     "((coalesce(title, '') || chr(10) || coalesce(description, '') || chr(10) || identifiers) gin_trgm_ops)",
-    "CREATE FUNCTION ceptoar_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RAISE EXCEPTION USING ERRCODE = 'restrict_violation', MESSAGE = 'the audit log is append-only'; "
-    "END $$",
+    "CREATE FUNCTION ceptoar_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM meta WHERE key = 'audit_pruning') THEN RETURN OLD; END IF; "
+    "RAISE EXCEPTION USING ERRCODE = 'restrict_violation', MESSAGE = 'the audit log is append-only'; END $$",
     "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
     "FOR EACH ROW EXECUTE FUNCTION ceptoar_append_only()",
 ]
@@ -290,4 +293,26 @@ def _step8(store: Store) -> None:
                       "json_extract(o.json, '$.created') IS NOT NULL)")
 
 
-STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8)]
+def _step9(store: Store) -> None:
+    """Feed health per source; the audit log prunable only by `audit prune` (archive first)."""
+    pg = store.dialect == "postgresql"
+    for column in ("failures INTEGER NOT NULL DEFAULT 0", "last_success TEXT", "last_new TEXT",
+                   "health TEXT NOT NULL DEFAULT 'ok'", "health_since TEXT", "next_due TEXT"):
+        if pg:
+            column = column.replace("INTEGER", "BIGINT").replace("TEXT", 'TEXT COLLATE "C"')
+        store.execute(f"ALTER TABLE sources ADD COLUMN {column}")
+    store.execute("UPDATE sources SET last_success = last_fetched WHERE last_status IN ('ok', 'not-modified')")
+    store.execute("UPDATE sources SET failures = 1 WHERE last_status = 'error'")
+    store.execute("UPDATE sources SET last_new = (SELECT MAX(a.first_seen) FROM advisories a "
+                  "WHERE a.source = sources.id)")
+    if pg:
+        store.execute(next(x for x in POSTGRES_EXTRAS if "FUNCTION" in x).replace("CREATE FUNCTION",
+                                                                                  "CREATE OR REPLACE FUNCTION"))
+        return
+    store.execute("DROP TRIGGER audit_append_only_delete")
+    for stmt in statements(SQLITE_EXTRAS):
+        if stmt.startswith("CREATE TRIGGER audit_append_only_delete"):
+            store.execute(stmt)
+
+
+STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9)]

@@ -46,21 +46,41 @@ class Sources(Repository):
                                       (int(enabled), source_id)).rowcount == 1
 
     def record_fetch(self, source_id: str, status: str, error: str | None = None,
-                     etag: str | None = None, last_modified: str | None = None, note: str | None = None) -> None:
+                     etag: str | None = None, last_modified: str | None = None, note: str | None = None,
+                     changed: bool = False) -> None:
         """Fetch outcome; ETag/Last-Modified only move forward on success. `note`: what the operator
-        should know of a successful run (items skipped, a run cut short)."""
+        should know of a successful run (items skipped, a run cut short); `changed`: it brought new
+        or updated entries. Consecutive failures and the last success feed the source's health."""
         s = self.store
+        now = utcnow()
         with s.transaction():
             if status == "not-modified":
-                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, last_note = NULL "
-                          "WHERE id = ?", (utcnow(), status, source_id))
+                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, last_note = NULL, "
+                          "failures = 0, last_success = ? WHERE id = ?", (now, status, now, source_id))
             elif status == "ok":
                 s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, etag = ?, "
-                          "last_modified = ?, last_note = ? WHERE id = ?",
-                          (utcnow(), status, etag, last_modified, note, source_id))
+                          "last_modified = ?, last_note = ?, failures = 0, last_success = ? WHERE id = ?",
+                          (now, status, etag, last_modified, note, now, source_id))
             else:
-                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ? WHERE id = ?",
-                          (utcnow(), status, error, source_id))
+                s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = ?, "
+                          "failures = failures + 1 WHERE id = ?", (now, status, error, source_id))
+            if changed:
+                s.execute("UPDATE sources SET last_new = ? WHERE id = ?", (now, source_id))
+
+    def schedule(self, source_id: str, next_due: str) -> None:
+        with self.store.transaction():
+            self.store.execute("UPDATE sources SET next_due = ? WHERE id = ?", (next_due, source_id))
+
+    def set_health(self, source_id: str, health: str, since: str) -> None:
+        with self.store.transaction():
+            self.store.execute("UPDATE sources SET health = ?, health_since = ? WHERE id = ?",
+                               (health, since, source_id))
+
+    def first_seen_days(self, source_id: str, limit: int = 60) -> list[str]:
+        """The days (UTC) on which the source's newest advisories first arrived, newest first."""
+        return [r[0] for r in self.store.execute(
+            "SELECT DISTINCT substr(first_seen, 1, 10) AS day FROM advisories WHERE source = ? "
+            "ORDER BY day DESC LIMIT ?", (source_id, limit))]
 
     # --- raw entries and followed index entries ----------------------------------------------------
     def raw_versions(self, source_id: str, keys: list[str]) -> dict[str, tuple[str, str | None]]:

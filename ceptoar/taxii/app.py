@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import traceback
 from http import HTTPStatus
 
@@ -25,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ceptoar import web
-from ceptoar.taxii import auth
+from ceptoar.taxii import auth, metrics
 from ceptoar.taxii.backend import MEDIA_TAXII, HubBackend
 
 log = logging.getLogger("ceptoar.taxii")
@@ -137,7 +136,8 @@ def json_depth(body: bytes) -> int:
 
 def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: int = 10 * 1024 * 1024,
                page_size: int = 100, proxies: int = 0, public_url: str | None = None, max_objects: int = 1000,
-               max_objects_per_day: int = 10000, proxy_key: str | None = None) -> Flask:
+               max_objects_per_day: int = 10000, proxy_key: str | None = None,
+               metrics_token: str | None = None) -> Flask:
     """The TAXII app. `proxies`: how many reverse proxies in front set X-Forwarded-For/-Proto/-Host
     (only those are believed); `public_url`: the hub's external URL, for discovery; `max_objects`
     and `max_objects_per_day`: what one member may submit; `proxy_key`: the secret the TLS proxy
@@ -190,9 +190,12 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         return taxii_error(500, "Internal Server Error", "the server could not complete the request")
 
     web.register(app, lambda: backend.store)
+    metrics.register(app, lambda: backend.store, metrics_token)
 
     @app.after_request
     def audit(response):
+        if request.path == "/healthz":  # no data, no credentials: polled every few seconds
+            return response
         member = getattr(g, "member", None)
         view_args = request.view_args or {}
         # Unsubscribe tokens are credentials of a sort: never in the log.
@@ -225,18 +228,22 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
 
 
 def create_app_from_env(db_path: str) -> Flask:
-    """The app as the environment configures it (the same for gunicorn and `ceptoar serve`)."""
-    env = os.environ
+    """The app as the settings configure it (the same for gunicorn, `ceptoar serve` and `run`)."""
+    from ceptoar import settings as settings_mod
+
+    cfg = settings_mod.load(db_path)
+    settings_mod.use(cfg)
     return create_app(
         db_path,
-        api_root=env.get("CEPTOAR_TAXII_API_ROOT", "ceptoar"),
-        max_content_length=int(env.get("CEPTOAR_TAXII_MAX_CONTENT_LENGTH", 10 * 1024 * 1024)),
-        page_size=int(env.get("CEPTOAR_TAXII_PAGE_SIZE", 100)),
-        proxies=int(env.get("CEPTOAR_TAXII_PROXIES") or env.get("CEPTOAR_TAXII_TRUST_PROXY") or 0),
-        public_url=env.get("CEPTOAR_PUBLIC_URL"),
-        max_objects=int(env.get("CEPTOAR_TAXII_MAX_OBJECTS", 1000)),
-        max_objects_per_day=int(env.get("CEPTOAR_TAXII_MAX_OBJECTS_PER_DAY", 10000)),
-        proxy_key=env.get("CEPTOAR_TAXII_PROXY_KEY") or None,
+        api_root=cfg.taxii_api_root,
+        max_content_length=cfg.taxii_max_content_length,
+        page_size=cfg.taxii_page_size,
+        proxies=cfg.taxii_proxies,
+        public_url=cfg.public_url,
+        max_objects=cfg.taxii_max_objects,
+        max_objects_per_day=cfg.taxii_max_objects_per_day,
+        proxy_key=cfg.taxii_proxy_key,
+        metrics_token=cfg.metrics_token,
     )
 
 
