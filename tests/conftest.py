@@ -18,8 +18,6 @@ from ceptoar.devserver import serve_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# Unsubscribe links in the tests' mail point here (a real send without a public URL is refused).
-os.environ.setdefault("CEPTOAR_PUBLIC_URL", "https://hub.example.jp")
 # The engine under the hub's tests: sqlite (default) or postgresql (a server the tests start).
 ENGINE = os.environ.get("CEPTOAR_TEST_ENGINE", "sqlite")
 if ENGINE == "postgresql" and "CEPTOAR_CONFIG" not in os.environ:
@@ -160,12 +158,18 @@ def feed_server():
 class Hub:
     """Runs `ceptoar` commands on one database, the way a user would."""
 
+    # Unsubscribe links in the mail the commands send point here (a real send without one is refused).
+    public_url: str | None = "https://hub.example.jp"
+
     def __init__(self, db: Path):
         self.db = db
         self.runner = CliRunner()
 
     def run(self, *args: str, ok: bool | None = True, input: str | None = None):
-        result = self.runner.invoke(main, ["--db", str(self.db), *args], catch_exceptions=False, input=input)
+        env = {"CEPTOAR_PUBLIC_URL": os.environ.get("CEPTOAR_PUBLIC_URL", self.public_url)} if self.public_url \
+            else {"CEPTOAR_PUBLIC_URL": None}
+        result = self.runner.invoke(main, ["--db", str(self.db), *args], catch_exceptions=False, input=input,
+                                    env=env)
         if ok is True:
             assert result.exit_code == 0, f"ceptoar {' '.join(args)} → {result.exit_code}\n{result.output}"
         return result

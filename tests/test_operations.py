@@ -300,7 +300,8 @@ def test_settings_one_place_and_a_send_needs_a_public_url(hub, monkeypatch, tmp_
     with pytest.raises(settings.SettingsError, match="no_such"):
         settings.load(str(tmp_path / "hub.db"))
     (tmp_path / "ceptoar-config" / "settings.toml").unlink()
-    monkeypatch.delenv("CEPTOAR_PUBLIC_URL")
+    monkeypatch.delenv("CEPTOAR_PUBLIC_URL", raising=False)
+    hub.public_url = None
     r = hub.run("digest", "send", "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port",
                 str(controller.port), ok=None)
     assert r.exit_code != 0 and "CEPTOAR_PUBLIC_URL" in r.output
@@ -328,3 +329,32 @@ def test_a_wheel_installed_into_a_fresh_venv_runs_init_and_demo(tmp_path):
     assert "ceptoar_feeds" in init.stdout and (work / "ceptoar-config" / "relay.toml").exists()
     demo = subprocess.run([ceptoar, "demo"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
+
+
+@pytest.mark.sqlite_only
+def test_migrates_a_database_made_by_the_previous_hub(tmp_path):
+    """Schema 8 (commit 49b105c) → 9: feed health from the fetch history, the prunable audit log."""
+    import shutil
+
+    from tests.conftest import Hub
+
+    db = tmp_path / "hub.db"
+    shutil.copy(ROOT / "tests" / "fixtures" / "released-schema8.db", db)
+    hub = Hub(db)
+    assert hub.run("advisories", "list", ok=None).exit_code == 1  # refused until `init` upgrades it
+    (tmp_path / "none.toml").write_text("")
+    out = hub.run("init", "--sources", str(tmp_path / "none.toml")).output
+    assert "from schema 8 to 9" in out and (tmp_path / "hub.db.before-schema-8").exists()
+    store = Store(db)
+    assert store.meta("schema_version") == "9"
+    rows = hub.json("advisories", "list", "--status", "all")
+    assert len(rows) == 6 and {r["status"] for r in rows} >= {"published", "revoked"}
+    for s in store.sources.list():
+        assert s["health"] == "ok" and s["failures"] == 0
+        assert s["last_new"]  # backfilled from the advisories' arrival
+    n = store.count("audit")
+    assert n > 20
+    hub.run("audit", "prune", "--before", "2999-01-01", "--archive", str(tmp_path / "arch"))
+    assert store.count("audit") == 1 and store.audit.list()[0]["action"] == "audit-prune"
+    assert len(next((tmp_path / "arch").iterdir()).read_text().splitlines()) == n
+    assert hub.run("status", ok=None).exit_code in (0, 1)

@@ -332,14 +332,14 @@ def test_migrates_a_database_made_by_the_released_hub(tmp_path):
     assert stale.exit_code == 1 and "ceptoar init" in stale.output
     (tmp_path / "none.toml").write_text("")
     out = hub.run("init", "--sources", str(tmp_path / "none.toml")).output
-    assert "from schema 6 to 8" in out and (tmp_path / "hub.db.before-schema-6").exists()
+    assert "from schema 6 to 9" in out and (tmp_path / "hub.db.before-schema-6").exists()
     rows = {r["source"]: r for r in hub.json("advisories", "list", "--status", "all")}
     assert (rows["icsma"]["tlp"], rows["icsma"]["analyst_tlp"], rows["icsma"]["source_tlp"]) == (
         "AMBER", "AMBER", "CLEAR")
     assert rows["icsma"]["status"] == "published" and "jma" in rows["icsma"]["tags"]
     assert {r["status"] for r in hub.json("advisories", "list", "--status", "revoked")} == {"revoked"}
     store = Store(db)
-    assert store.meta("schema_version") == "8"
+    assert store.meta("schema_version") == "9"
     # The hub's custom properties are its extensions now, in every stored version.
     assert store.execute("SELECT count(*) FROM objects WHERE json LIKE '%x_ceptoar_%'").fetchone()[0] == 0
     assert store.publications.latest([rows["icsma"]["id"]])[rows["icsma"]["id"]].tlp == "AMBER"

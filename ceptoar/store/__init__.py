@@ -20,7 +20,7 @@ import sqlite_utils
 
 from ceptoar.errors import NotFound, StoreError
 
-__all__ = ["Store", "StoreError", "NotFound", "utcnow", "chunks", "dump"]
+__all__ = ["Store", "open_store", "StoreError", "NotFound", "utcnow", "chunks", "dump"]
 
 
 def utcnow() -> str:
@@ -266,6 +266,17 @@ class Store:
 
     def count(self, table: str) -> int:
         return self.scalar(f"SELECT COUNT(*) FROM {table}")  # table names are the code's own
+
+
+def open_store(target: str | Path | None = None, migrate: bool = False) -> Store:
+    """The store at `target` (a path, `sqlite:///path` or `postgresql://…`), its schema created or
+    upgraded when `migrate`, else required current."""
+    store = Store(target)
+    if migrate:
+        store.migrate()
+    else:
+        store.require_initialized()
+    return store
 
 
 class Repository:
