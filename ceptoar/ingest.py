@@ -104,7 +104,7 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
     }
 
 
-def _newest_per_key(entries: list[Entry], counts: Counts) -> list[Entry]:
+def newest_per_key(entries: list[Entry], counts: Counts) -> list[Entry]:
     """The same entry twice in one batch: the newest report `modified` stands (a later copy at the
     same `modified` too, for feeds that repeat an item); equal timestamps with different content are
     reported."""
@@ -175,7 +175,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     what the normalizer makes now even when the raw entry is the same (re-normalization)."""
     counts = Counts()
     origin = source_origin(source.id)
-    entries = _newest_per_key(entries, counts)
+    entries = newest_per_key(entries, counts)
     known = store.advisories.ids_for_entries(source.id, [e.key for e in entries])
     adv_id = {e.key: known.get(e.key) or stable_id("report", source.id, e.key) for e in entries}
     states = store.advisories.states(list(adv_id.values()))

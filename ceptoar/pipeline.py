@@ -16,13 +16,14 @@ from pathlib import Path
 
 from ceptoar import triage
 from ceptoar.errors import StoreError
-from ceptoar.ingest import store_entries
+from ceptoar.ingest import Counts, newest_per_key, store_entries
 from ceptoar.leases import LeaseHeld, held
 from ceptoar.model import Source
 from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, rss, stix
 from ceptoar.sources import KINDS, http, rolie, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
+from ceptoar.store.objects import version_key
 
 # The parser of each kind of source that sends a body (a TAXII source sends objects).
 PARSERS: dict[str, Callable[..., list[Entry]]] = {
@@ -33,6 +34,8 @@ PARSERS: dict[str, Callable[..., list[Entry]]] = {
     "stix": stix.parse,
 }
 assert set(PARSERS) == set(KINDS) - {"taxii"}, "every kind of ceptoar.sources.KINDS needs its parser"
+# Kinds whose large documents are read as a stream (stored a chunk at a time, never held whole).
+STREAMS: dict[str, Callable[..., object]] = {"jvn": jvn.stream, "kev": kev.stream}
 
 Progress = Callable[[str], None]
 
@@ -119,7 +122,8 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
     with paused_gc():
         bodies, followed, note = bodies_of(source, body, store, limits or Limits(), progress)
         if len(bodies) == 1 and bodies[0][0] is None:
-            entries = normalize(source, body, charset)
+            stream = STREAMS.get(source.kind)
+            entries = stream(body, source, charset) if stream else normalize(source, body, charset)
         else:
             entries = []
             for name, document in bodies:
@@ -127,15 +131,49 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
                     entries.extend(normalize(source, document))
                 except FeedError as e:
                     raise FeedError(f"{name}: {e}") from None
-        return store_all(store, source, entries, followed, note, before_commit)
+        del body, bodies  # what the entries still need, they hold; the rest can go as they are stored
+        return store_all(store, source, entries, followed, note, before_commit, progress)
 
 
-def store_all(store: Store, source: Source, entries: list[Entry], followed: list[tuple[str, str]],
-              note: str | None = None, before_commit: Callable[[FetchResult], None] | None = None) -> FetchResult:
-    """Store one source's entries in one transaction, then its auto-publish rule."""
+CHUNK = 500  # entries stored at a time: what one source's run holds in serialized form is bounded
+
+
+def _chunks(entries, n: int):
+    batch = []
+    for e in entries:
+        batch.append(e)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def store_all(store: Store, source: Source, entries, followed: list[tuple[str, str]],
+              note: str | None = None, before_commit: Callable[[FetchResult], None] | None = None,
+              progress: Progress | None = None) -> FetchResult:
+    """Store one source's entries (a list, or a normalizer's stream) in one transaction (all or
+    nothing), a chunk at a time: each chunk read, serialized, written and let go before the next,
+    so a large feed is never held whole. Then its auto-publish rule."""
+    counts = Counts()
+    seen: dict[str, tuple] = {}  # key → version stored in this run: the newest copy of an entry stands
+    done = 0
     with paused_gc():
         with store.transaction():
-            counts = store_entries(store, source, entries)
+            for chunk in _chunks(entries, CHUNK):
+                chunk = [e for e in newest_per_key(chunk, counts)
+                         if e.key not in seen or version_key(e.report) >= seen[e.key]]
+                for e in chunk:
+                    seen[e.key] = version_key(e.report)
+                c = store_entries(store, source, chunk)
+                done += len(chunk)
+                del chunk
+                for name in ("new", "updated", "unchanged"):
+                    setattr(counts, name, getattr(counts, name) + getattr(c, name))
+                for name in ("new_ids", "updated_ids", "revoked_ids", "kept_apart", "warnings"):
+                    getattr(counts, name).extend(getattr(c, name))
+                if progress and done > CHUNK:
+                    progress(f"{source.id}: {done:,} entries stored")
             store.sources.mark_followed(source.id, followed)
             triage.revoked_by_source(store, source.id, counts.revoked_ids)
             if source.options.get("auto_publish"):

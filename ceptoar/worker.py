@@ -109,16 +109,19 @@ class Worker:
 
     def run(self, every: float = 30.0, once: bool = False) -> None:
         """Tick until stopped (SIGTERM, SIGINT), holding the worker lease."""
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        with held(self.store, "worker", "the worker (ceptoar run)") as lease:
-            self.lease = lease
-            self.log(f"worker running on {self.store.where}")
-            while not self.stopping.is_set():
-                self.tick()
-                if once:
-                    break
-                self.stopping.wait(every)
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with held(self.store, "worker", "the worker (ceptoar run)") as lease:
+                self.lease = lease
+                self.log(f"worker running on {self.store.where}")
+                while not self.stopping.is_set():
+                    self.tick()
+                    if once:
+                        break
+                    self.stopping.wait(every)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         self.log("worker stopped")
 
     def tick(self) -> TickReport:

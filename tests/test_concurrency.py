@@ -44,7 +44,8 @@ def many_subscribers(w, tmp_path, n: int) -> None:
 
 def send_cmd(w, controller, *extra) -> list[str]:
     return [sys.executable, "-m", "ceptoar.cli", "--db", str(w.db), "digest", "send", "--frequency", "daily",
-            "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), *extra]
+            "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--base-url", "https://hub.example.jp",
+            *extra]
 
 
 def test_two_digest_runs_at_once_send_each_message_once(world, tmp_path, smtp):  # noqa: F811
@@ -277,8 +278,8 @@ def test_a_disk_filling_up_during_a_digest_run(world, tmp_path, smtp):  # noqa: 
 
         sink.handle_DATA = fill_after_five
         r = subprocess.run([sys.executable, "-m", "ceptoar.cli", "--db", str(db), "digest", "send", "--frequency",
-                            "daily", "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            "daily", "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--base-url",
+                            "https://hub.example.jp"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "disk full" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) <= 2  # the notice and the one error line
         sent = len(sink.messages)

@@ -186,7 +186,8 @@ def test_kill_halfway_then_rerun_sends_each_once(world, tmp_path, smtp):
     (tmp_path / "many.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     world.hub.run("subscribers", "import", str(tmp_path / "many.csv"))
     cmd = [sys.executable, "-m", "ceptoar.cli", "--db", str(world.db), "digest", "send", "--frequency", "daily",
-           "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--rate", "40"]
+           "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--rate", "40", "--base-url",
+           "https://hub.example.jp"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len(sink.messages) < 20 and time.monotonic() < deadline:

@@ -291,6 +291,7 @@ def test_healthz_and_metrics(hub, tmp_path):
 
 def test_settings_one_place_and_a_send_needs_a_public_url(hub, monkeypatch, tmp_path, smtp):
     controller, _ = smtp
+    monkeypatch.setenv("CEPTOAR_CONFIG", str(tmp_path / "ceptoar-config"))
     (tmp_path / "ceptoar-config").mkdir(exist_ok=True)
     (tmp_path / "ceptoar-config" / "settings.toml").write_text('digest_daily_at = "06:30"\nfailure_threshold = 5\n')
     monkeypatch.setenv("CEPTOAR_FAILURE_THRESHOLD", "4")
@@ -358,3 +359,38 @@ def test_migrates_a_database_made_by_the_previous_hub(tmp_path):
     assert store.count("audit") == 1 and store.audit.list()[0]["action"] == "audit-prune"
     assert len(next((tmp_path / "arch").iterdir()).read_text().splitlines()) == n
     assert hub.run("status", ok=None).exit_code in (0, 1)
+
+
+def test_a_second_worker_stops_with_a_clear_message(hub):
+    store = Store(hub.db)
+    store.leases.acquire("worker", "otherhost:4242|abcd", "the worker (ceptoar run)", 120)
+    r = hub.run("run", "--once", ok=None)
+    assert r.exit_code == 1 and "already running" in r.output and "otherhost" in r.output
+    assert "Traceback" not in r.output
+    store.leases.release("worker", "otherhost:4242|abcd")
+    assert hub.run("run", "--once").exit_code == 0
+    assert store.leases.get("worker") is None  # released on the way out
+
+
+def test_a_large_feed_is_stored_a_chunk_at_a_time_and_still_all_or_nothing(hub, monkeypatch):
+    from ceptoar import pipeline
+    from ceptoar.model import Source
+
+    monkeypatch.setattr(pipeline, "CHUNK", 100)
+    store = Store(hub.db)
+    hub.run("sources", "add", "kev", "https://feeds.example/kev", "--kind", "kev")
+    body = (DATA / "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json").read_bytes()
+    source = Source(id="kev", kind="kev", name="KEV")
+    seen: list[str] = []
+
+    def fail(result):
+        raise RuntimeError("the disk went away at the end")
+
+    with pytest.raises(RuntimeError):
+        pipeline.ingest_bytes(store, source, body, progress=seen.append, before_commit=fail)
+    assert store.count("advisories") == 0 and store.count("raw_entries") == 0  # 15 chunks, none kept
+    assert len(seen) >= 13 and seen[-1].endswith("1,404 entries stored")
+    res = pipeline.ingest_bytes(store, source, body)
+    assert (res.new, store.count("advisories")) == (1404, 1404)
+    again = pipeline.ingest_bytes(store, source, body)
+    assert (again.new, again.updated, again.unchanged) == (0, 0, 1404)

@@ -50,6 +50,36 @@ class Entries(list):
 ITEM_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
 
 
+class EntryStream:
+    """Entries read lazily from one document (a large feed is stored a chunk at a time and never
+    held whole); `warnings` and `skipped` fill as it is read. Iterable once."""
+
+    def __init__(self, make):
+        self.warnings: list[str] = []
+        self.skipped = 0
+        self._entries = make(self)
+
+    def __iter__(self):
+        return self._entries
+
+    def keep(self, build, item, describe) -> Entry | None:
+        """`build(item)`, or None with a warning saying which item was skipped."""
+        try:
+            return build(item)
+        except FeedError:
+            raise
+        except ITEM_ERRORS as e:
+            self.skipped += 1
+            self.warnings.append(f"skipped {describe()}: {plain_reason(e)}")
+            return None
+
+    def read(self) -> Entries:
+        out = Entries(self, self.warnings)
+        out.warnings = self.warnings
+        out.skipped = self.skipped
+        return out
+
+
 def each_item(items, describe, build, out: Entries) -> Entries:
     """`build(item)` for each item; an item that fails is skipped with a warning saying which."""
     for i, item in enumerate(items, 1):

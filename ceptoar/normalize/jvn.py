@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
 from ceptoar.model import CVE_RE, Source, find_cves, tlp_max, tlp_name
 from ceptoar.normalize import (
     Entries,
     Entry,
+    EntryStream,
     FeedError,
     advisory,
     date_field,
-    each_item,
     score,
     to_json,
     xmlsafe,
@@ -47,21 +47,25 @@ def _feed_tlp(root: Element) -> str | None:
     return None
 
 
-def item_texts(text: str, name: str = "item") -> list[str]:
+def item_texts(text, name="item"):
     """Each `<item …>…</item>` (or another element without a prefix) of the document as written,
-    in one linear pass (a lazy regex over the document is quadratic when items are not closed)."""
-    out, i, n = [], 0, len(name) + 1
+    one at a time, in one linear pass (a lazy regex over the document is quadratic when items are
+    not closed)."""
+    # `text` and `name` both str, or both bytes (a UTF-8 feed read without decoding it whole)
+    lt, slash, gt, after = ("<", "</", ">", " \t\r\n>") if isinstance(text, str) else (b"<", b"</", b">", b" \t\r\n>")
+    opening, closing = lt + name, slash + name + gt
+    i, n = 0, len(name) + 1
     while True:
-        start = text.find(f"<{name}", i)
+        start = text.find(opening, i)
         if start < 0:
-            return out
-        if start + n < len(text) and text[start + n] not in " \t\r\n>":
+            return
+        if start + n < len(text) and text[start + n:start + n + 1] not in after:
             i = start + n
             continue
-        end = text.find(f"</{name}>", start)
+        end = text.find(closing, start)
         if end < 0:
-            return out
-        out.append(text[start:end + n + 2])
+            return
+        yield text[start:end + n + 2]
         i = end + n + 2
 
 
@@ -82,10 +86,58 @@ def envelope(text: str) -> Callable[[str], str]:
 
 
 def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
-    text = xmlsafe.decode(raw, charset)
+    return stream(raw, source, charset).read()
+
+
+def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStream:
+    """The entries of an RDF feed read as the parser goes (each item's elements let go once read:
+    a yearly JVN iPedia feed is never held as one tree); a UTF-8 feed is read from its bytes
+    without a decoded copy. Atom feeds, and documents with a DOCTYPE (read by defusedxml), whole."""
+    text, codec = xmlsafe.decode_with_codec(raw, charset)
+    root = _ROOT_START.search(text)
+    if root is None or not root.group(1).endswith("RDF") or "<!DOCTYPE" in text or "<!doctype" in text:
+        return EntryStream(lambda out: iter(_whole(text, source, out)))
+    if xmlsafe.looks_like_html(text):
+        raise FeedError("got an HTML page instead of a feed")
+    wrap = envelope(text)
+    # The feed's own marking, from its handling element (before the items, as JVN writes it).
+    marking = _feed_tlp(xmlsafe.parse_text(wrap(""))) if _HANDLING.search(text) else None
+    tlp = tlp_max(source.tlp, marking)
+    if codec == "utf-8" and not raw.startswith(b"\xef\xbb\xbf"):
+        del text  # checked; the bytes themselves are read from here on
+        document, texts = raw, (t.decode("utf-8") for t in item_texts(raw, b"item"))
+        start = 0
+    else:
+        document, texts = text, item_texts(text)
+        start = text.find("?>") + 2 if text.lstrip("\ufeff").startswith("<?xml") else 0
+
+    def entries(out: EntryStream):
+        parser = XMLPullParser(events=("end",))
+        n = 0
+        try:
+            for pos in range(start, len(document), 1 << 20):
+                piece = document[pos:pos + (1 << 20)]
+                parser.feed(piece if isinstance(piece, (bytes, bytearray)) else piece.encode("utf-8"))
+                for _, el in parser.read_events():
+                    if el.tag == RSS + "item":
+                        n += 1
+                        item_text = next(texts, None)
+                        raw_item = wrap(item_text) if item_text is not None else None
+                        e = out.keep(lambda el, r=raw_item: _rss_item(el, source, tlp, r, out.warnings), el,
+                                     lambda el=el, n=n: _describe(n, (el, None)))
+                        el.clear()
+                        if e is not None:
+                            yield e
+            parser.close()
+        except ParseError as e:
+            raise FeedError(f"malformed XML: {e}") from None
+
+    return EntryStream(entries)
+
+
+def _whole(text: str, source: Source, out: EntryStream) -> list[Entry]:
     root = xmlsafe.parse_text(text)
     tlp = tlp_max(source.tlp, _feed_tlp(root))
-    out = Entries()
     if root.tag == RDF + "RDF":
         items = list(root.iter(RSS + "item"))
         # Provenance: each item's own text, cut from the document (ElementTree cannot give it back).
@@ -93,16 +145,18 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
         texts = [wrap(t) for t in item_texts(text)]
         if len(texts) != len(items):
             texts = [None] * len(items)
-        return each_item(list(zip(items, texts, strict=True)), _describe,
-                         lambda pair: _rss_item(pair[0], source, tlp, pair[1], out.warnings), out)
+        return [e for i, pair in enumerate(zip(items, texts, strict=True), 1)
+                if (e := out.keep(lambda p: _rss_item(p[0], source, tlp, p[1], out.warnings), pair,
+                                  lambda i=i, pair=pair: _describe(i, pair))) is not None]
     if root.tag == ATOM + "feed":
         entries = list(root.iter(ATOM + "entry"))
         wrap = envelope(text)
         texts = [wrap(t) for t in item_texts(text, "entry")]
         if len(texts) != len(entries):
             texts = [None] * len(entries)
-        return each_item(list(zip(entries, texts, strict=True)), lambda i, pair: f"entry {i}",
-                         lambda pair: _atom_entry(pair[0], source, tlp, out.warnings, pair[1]), out)
+        return [e for i, pair in enumerate(zip(entries, texts, strict=True), 1)
+                if (e := out.keep(lambda p: _atom_entry(p[0], source, tlp, out.warnings, p[1]), pair,
+                                  lambda i=i: f"entry {i}")) is not None]
     raise FeedError(f"not a JVN RDF/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
 
 

@@ -10,10 +10,10 @@ from ceptoar.normalize import (
     CWE_ID_RE,
     Entries,
     Entry,
+    EntryStream,
     FeedError,
     advisory,
     date_field,
-    each_item,
     list_field,
     load_json,
     text_field,
@@ -24,11 +24,25 @@ CATALOG_URL = "https://www.cisa.gov/known-exploited-vulnerabilities-catalog"
 
 
 def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
+    return stream(raw, source, charset).read()
+
+
+def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStream:
+    """The catalog's entries one at a time, each vulnerability let go once read."""
     doc = load_json(raw, "the KEV catalog")
     if not isinstance(doc, dict) or not isinstance(doc.get("vulnerabilities"), list):
         raise FeedError("not a KEV catalog (no 'vulnerabilities' list)")
-    out = Entries()
-    return each_item(doc["vulnerabilities"], _describe, lambda v: _entry(v, source, out.warnings), out)
+    vulns = doc["vulnerabilities"]
+    del doc
+
+    def entries(out: EntryStream):
+        for i in range(len(vulns)):
+            v, vulns[i] = vulns[i], None
+            e = out.keep(lambda v: _entry(v, source, out.warnings), v, lambda i=i, v=v: _describe(i + 1, v))
+            if e is not None:
+                yield e
+
+    return EntryStream(entries)
 
 
 def _describe(i: int, v) -> str:

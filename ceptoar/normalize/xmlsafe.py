@@ -44,6 +44,11 @@ def decode(raw: bytes, charset: str | None = None) -> str:
     """Text of an XML body, decoded strictly as RFC 7303 says: a byte order mark first, then the
     HTTP charset, then the XML declaration, UTF-8 when none says. Undecodable bytes, and text that
     decodes to control characters (UTF-8 read as ISO-8859-1), are an error, never mojibake."""
+    return decode_with_codec(raw, charset)[0]
+
+
+def decode_with_codec(raw: bytes, charset: str | None = None) -> tuple[str, str]:
+    """`decode`, and the codec it read the body with."""
     if not raw or not raw.strip():
         raise FeedError("empty body")
     declared = None
@@ -71,7 +76,7 @@ def decode(raw: bytes, charset: str | None = None) -> str:
     if bad:
         raise FeedError(f"body decoded as {codec} declared by {why} gives control characters (at offset "
                         f"{bad.start()}){disagree}: wrong charset label")
-    return text
+    return text, codec
 
 
 def parse(raw: bytes, charset: str | None = None) -> Element:

@@ -10,7 +10,6 @@ from pathlib import Path
 from ceptoar.errors import Busy
 from ceptoar.store import Repository, utcnow
 
-
 COLUMNS = ["time", "actor", "action", "target", "details", "member", "address", "method", "path", "collection",
            "http_status", "objects"]
 
