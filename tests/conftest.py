@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from ceptoar.cli import main
 from ceptoar.devserver import serve_directory
 
+pytest_plugins = ["tests.smtp_sink"]  # the `smtp` fixture: a real SMTP server (aiosmtpd)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 # The engine under the hub's tests: sqlite (default) or postgresql (a server the tests start).

@@ -19,20 +19,8 @@ from ceptoar.model import vulnerability_id
 from ceptoar.store import Store
 from tests.conftest import DATA, ROOT
 from tests.taxii_fixtures import TAXII, ServerProcess
-from tests.test_digest import Sink, world  # noqa: F401  (the published hub the digest tests use)
+from tests.test_digest import world  # noqa: F401  (the published hub the digest tests use)
 from tests.trust_helpers import Reader, report, write_bundle
-
-
-@pytest.fixture
-def smtp():
-    from aiosmtpd.controller import Controller
-
-    from tests.taxii_fixtures import free_port
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, sink
-    controller.stop()
 
 
 def many_subscribers(w, tmp_path, n: int) -> None:

@@ -13,44 +13,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from ceptoar.digest.render import JST
 from ceptoar.store import Store
 from ceptoar.taxii.app import create_app
 from tests.conftest import ROOT
 from tests.taxii_fixtures import build_world, free_port
-
-
-class Sink:
-    """Keeps every message; refuses recipients whose address starts with 'reject'."""
-
-    def __init__(self):
-        self.messages: list[tuple[list[str], bytes]] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("reject"):
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
-        return "250 Message accepted"
-
-    def parsed(self, to: str | None = None):
-        return [email.message_from_bytes(data, policy=email.policy.default) for rcpt, data in self.messages
-                if to is None or to in rcpt]
-
-
-@pytest.fixture
-def smtp():
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, sink
-    controller.stop()
-
 
 CSV = """email,name,member,frequency,clearance,lang
 yamada@clinic-a.example.jp,山田 太郎,assoc-green,daily,GREEN,ja
@@ -186,8 +154,8 @@ def test_kill_halfway_then_rerun_sends_each_once(world, tmp_path, smtp):
     (tmp_path / "many.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     world.hub.run("subscribers", "import", str(tmp_path / "many.csv"))
     cmd = [sys.executable, "-m", "ceptoar.cli", "--db", str(world.db), "digest", "send", "--frequency", "daily",
-           "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--rate", "40", "--base-url",
-           "https://hub.example.jp"]
+           "--smtp-host", "127.0.0.1", "--smtp-port", str(controller.port), "--base-url", "https://hub.example.jp",
+           "--rate", "40"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len(sink.messages) < 20 and time.monotonic() < deadline:

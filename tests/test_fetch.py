@@ -7,10 +7,9 @@ import re
 import subprocess
 import sys
 
-
+from ceptoar.extensions import props
 from tests.conftest import DATA, ROOT, Hub
 from tests.test_normalize import BOMB, HTML, SJIS_AS_UTF8, XXE
-from ceptoar.extensions import props
 
 KEV_FULL = "/cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json"
 

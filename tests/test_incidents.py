@@ -11,9 +11,9 @@ import subprocess
 import pytest
 from aiosmtpd.controller import Controller
 
+from ceptoar.extensions import props
 from ceptoar.store import Store
 from tests.taxii_fixtures import build_world, free_port
-from ceptoar.extensions import props
 
 
 class Sink:

@@ -7,9 +7,9 @@ import json
 import feedparser
 import pytest
 
+from ceptoar.extensions import ADVISORY, props
 from ceptoar.model import TLP_IDS, Source, vulnerability_id
 from ceptoar.normalize import FeedError, csaf, jvn, kev, rss, stix
-from ceptoar.extensions import ADVISORY, props
 
 JVN = Source(id="jvndb", kind="jvn", name="JVN iPedia", lang="ja")
 KEV = Source(id="cisa-kev", kind="kev", name="CISA KEV", lang="en")

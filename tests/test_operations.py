@@ -18,28 +18,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 
-from ceptoar import members, settings, triage
 from ceptoar import collections as colls
+from ceptoar import members, settings, triage
 from ceptoar.digest import subscribers as subs
 from ceptoar.model import JST
 from ceptoar.store import Store
 from ceptoar.worker import TickReport, Worker, expected_gap, next_due
 from tests.conftest import DATA, ENGINE, ROOT, Route
-from tests.taxii_fixtures import ServerProcess, free_port
-from tests.test_digest import Sink
+from tests.taxii_fixtures import ServerProcess
 
 JVN = (DATA / "jvn/vulsdata_jvndb_2022.rdf").read_bytes()
-
-
-@pytest.fixture
-def smtp():
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, sink
-    controller.stop()
 
 
 class Clock:

@@ -291,10 +291,9 @@ def test_a_hub_copied_across_engines_keeps_every_row(loaded, engine, tmp_path):
 
 def test_a_second_app_does_not_disturb_the_first(tmp_path):
     """The TAXII authentication is bound to its app: creating another app keeps the first working."""
-    from tests.trust_helpers import Reader
-    from ceptoar.taxii.app import create_app
-
     from ceptoar import setup
+    from ceptoar.taxii.app import create_app
+    from tests.trust_helpers import Reader
 
     db = str(tmp_path / "hub.db")
     setup.init(Store(db))

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from ceptoar.extensions import props
 from ceptoar.filters import FilterError, compile_filter
 from ceptoar.store import Store, StoreError
 from ceptoar.store.advisories import Advisories
 from tests.conftest import DATA
-from ceptoar.extensions import props
 
 FILES = {
     "jvn2022": ("jvn", "jvn/vulsdata_jvndb_2022.rdf"),

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
+from ceptoar.extensions import ADVISORY, HUB_IDENTITY, props
 from ceptoar.model import TLP2_EXTENSION, marking_definition, vulnerability_id
 from ceptoar.publication import REVOKED_NAME
 from ceptoar.store import Store
 from tests.conftest import DATA
 from tests.trust_helpers import TLP, Reader, indicator, report, sid, write_bundle
-from ceptoar.extensions import ADVISORY, HUB_IDENTITY, props
 
 CSAF = DATA / "cisa_icsma" / "cisagov_CSAF_icsma-24-060-01.json"
 
@@ -308,8 +308,9 @@ def test_7_opt_outs_stick(hub, tmp_path):
 
 
 def test_unsubscribe_tokens_stay_out_of_the_access_log(hub, tmp_path):
-    from tests.taxii_fixtures import ServerProcess
     import requests
+
+    from tests.taxii_fixtures import ServerProcess
     hub.run("members", "add", "jma", "--name", "JMA", "--clearance", "GREEN")
     hub.run("subscribers", "add", "a@clinic.example.jp", "--member", "jma")
     token = Store(hub.db).subscribers.get("a@clinic.example.jp")["token"]
