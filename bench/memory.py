@@ -60,9 +60,9 @@ def main() -> None:
             mib, seconds = peak(tmp, kind, feed)
             rows.append(f"| {label} | {feed.stat().st_size / 1e6:.0f} MB | {mib:,.0f} | {seconds:.1f} |")
     body = ("Each ingest in its own process (`ceptoar ingest`), peak resident memory from the kernel "
-            "(the largest child so far: run on a fresh process). Before streaming (commit c022e00): 1,080 MiB "
-            "for the JVN feed and 1,200 MiB for the KEV catalog, every entry, raw text and serialized object "
-            "held until one final write.\n\n" + "\n".join(rows))
+            "(the largest child so far: run on a fresh process). Before streaming (commit d0ac6e6, measured "
+            "with `/usr/bin/time -f %M`): 1,080 MiB for the JVN feed and 1,200 MiB for the KEV catalog, every "
+            "entry, raw text and serialized object held until one final write.\n\n" + "\n".join(rows))
     print(body)
     if not args.no_write:
         write_section("Ingest memory", "python -m bench.memory", body)

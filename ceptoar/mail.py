@@ -14,6 +14,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
+from functools import lru_cache
 
 from ceptoar.errors import CeptoarError
 
@@ -60,6 +61,7 @@ def eml_name(address: str) -> str:
     return f"{hashlib.sha256(address.encode()).hexdigest()[:24]}.eml"
 
 
+@lru_cache(maxsize=1)
 def sender() -> Address:
     """The hub's From mailbox (display name and address) from the contacts file."""
     from ceptoar.digest.render import contacts
