@@ -70,7 +70,7 @@ def next_steps(inc: dict) -> list[str]:
     if mhlw_due(inc) and STATUSES.index(inc["status"]) < STATUSES.index("reported-to-mhlw"):
         steps.append(f"{mhlw['name']} ({mhlw['phone']}、{mhlw['hours']}) に報告してください"
                      f"  → incidents notify {inc['id'][10:18]} --to mhlw")
-        steps.append(f"{inc['prefecture']} にも情報提供してください"
+        steps.append(f"{inc['prefecture']}にも情報提供してください"
                      f"  → incidents notify {inc['id'][10:18]} --to prefecture")
     if inc["status"] in ("reported-to-mhlw", "recovering"):
         steps.append("被害・対応・復旧・再発防止の状況を記録してください  → incidents update ID --status … --note …")

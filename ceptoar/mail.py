@@ -10,13 +10,15 @@ import re
 import smtplib
 import ssl
 from dataclasses import dataclass
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate
+from email.utils import format_datetime
 from functools import lru_cache
 
 from ceptoar.errors import CeptoarError
+from ceptoar.model import JST
 
 _DOT_RE = re.compile(rb"(?m)^\.")  # SMTP dot-stuffing
 
@@ -87,7 +89,7 @@ def message(subject: str, text: str, html: str | None = None, *, to: Address | s
     if to is not None:
         msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = formatdate(localtime=False)
+    msg["Date"] = format_datetime(datetime.now(JST))  # Japan time: what clinics' mail clients show
     for name, value in (headers or {}).items():
         msg[name] = value
     cte = "8bit" if eight_bit else "base64"

@@ -251,3 +251,31 @@ def test_pipelined_delivery_to_a_pipelining_server(world, tmp_path):
     received = int(sink.communicate("")[0].strip().splitlines()[-1])
     summary = json.loads(r.stdout)[0]
     assert summary["sent"] == received == 5 and summary["failed"] == 0  # the sink accepts reject@ too
+
+
+def test_japanese_digest_items_are_urgent_first_and_plain(world, tmp_path, smtp):
+    """KEV items say exploited, are at least 高 and come first; no US deadline; KEV's standard
+    required action in Japanese with the English original apart; at most five CVE ids; JST Date."""
+    controller, sink = smtp
+    world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
+    send(world, controller, ok=False)
+    (msg,) = sink.parsed("yamada@clinic-a.example.jp")
+    assert msg["Date"].endswith("+0900")
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "期限" not in text and "CISA due" not in text
+    assert " の会員向け" not in text and "日 のセキュリティ情報" not in text
+    items = text.split("────────────────────────────────────")[1:-1]
+    assert items, text[:500]
+    kev = [i for i in items if "悪用が確認されています" in i]
+    assert kev and items[:len(kev)] == kev  # exploited first
+    assert all("重要度: 緊急" in i or "重要度: 高" in i for i in kev)
+    standard = [i for i in kev if "Apply mitigations per vendor instructions or discontinue" in i
+                or ("Apply mitigations per vendor instructions" in i and "BOD 22-01" in i)]
+    bad = [i for i in standard if not ("英語の原文: Apply mitigations" in i and "ベンダーの指示に従って緩和策" in i)]
+    assert standard and not bad, bad[:1]
+    for i in items:
+        for line in i.splitlines():
+            if line.strip().startswith("CVE:"):
+                assert line.count("CVE-") <= 5
+    assert "英語の原文" in html and 'lang="en"' in html

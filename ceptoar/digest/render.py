@@ -40,6 +40,7 @@ TLP_TEXT = {
 TLP_COLOR = {"CLEAR": "#555", "GREEN": "#33a532", "AMBER": "#c78500", "AMBER+STRICT": "#c78500", "RED": "#c00"}
 HTML_TEXT = {
     "ja": {"severity": "重要度", "kev": "悪用が確認されています (CISA KEV)", "action": "対応",
+           "original": "英語の原文",
            "period_title": "警戒強化期間中です:",
            "period_text": "政府から、重要インフラ事業者等に対しサイバーセキュリティ対策の強化が要請されています。",
            "notice_title": "サイバー攻撃が疑われたら (院内掲示用)",
@@ -49,6 +50,7 @@ HTML_TEXT = {
            "notice_ceptoar": "医療セプター事務局にもご一報ください。", "hours": "平日 9:00–18:00",
            "footer": "このメールは医療セプターが会員向けに配信しています。", "unsubscribe": "配信停止"},
     "en": {"severity": "Severity", "kev": "Known exploited (CISA KEV)", "action": "What to do",
+           "original": "Original",
            "period_title": "Heightened alert period:",
            "period_text": "The government asks critical-infrastructure operators to strengthen cybersecurity.",
            "notice_title": "If you suspect a cyberattack (post this in your facility)",
@@ -106,16 +108,62 @@ def jst(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(JST)
 
 
-def action_of(report: dict, lang: str) -> str:
+# KEV's standard required actions, in Japanese (free text stays as written, under 英語の原文). Keys as
+# `_kev_sentence` makes them: lower case, one space, no cloud-services BOD 22-01 clause, no final period.
+KEV_ACTIONS_JA = {
+    "apply mitigations per vendor instructions or discontinue use of the product if mitigations are unavailable":
+        "ベンダーの指示に従って緩和策を適用してください。緩和策がない場合は、その製品の使用を中止してください。",
+    "apply updates per vendor instructions": "ベンダーの指示に従ってアップデートを適用してください。",
+    "apply updates per vendor instructions or discontinue use of the product if updates are unavailable":
+        "ベンダーの指示に従ってアップデートを適用してください。アップデートがない場合は、その製品の使用を中止してください。",
+    "apply remediations or mitigations per vendor instructions or discontinue use of the product if remediation "
+    "or mitigations are unavailable":
+        "ベンダーの指示に従って修正または緩和策を適用してください。どちらもない場合は、その製品の使用を中止してください。",
+    "the impacted product is end-of-life and should be disconnected if still in use":
+        "この製品はサポートが終了しています。使用中であれば、ネットワークから切り離してください。",
+    "the impacted products are end-of-life and should be disconnected if still in use":
+        "これらの製品はサポートが終了しています。使用中であれば、ネットワークから切り離してください。",
+}
+_BOD_CLAUSE = re.compile(r",? follow (?:applicable )?bod 22-01 guidance for cloud services,?")
+
+
+def _kev_sentence(text: str) -> str:
+    return _BOD_CLAUSE.sub("", " ".join(text.split()).lower()).rstrip(".").strip()
+
+
+MAX_CVES = 5
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, None: 4}
+
+
+def action_of(report: dict, lang: str) -> tuple[str, str | None]:
+    """What a clinic should do, in the reader's language, and the source's own English words when
+    they are not the reader's (shown apart, as 英語の原文; nothing pretends to be translated). No
+    foreign deadlines: CISA's due dates are for US federal agencies."""
     kev = extensions.prop(report, "kev", dict) or {}
-    if kev.get("required_action"):
-        due = f" (CISA 期限 {kev['due_date']})" if lang == "ja" and kev.get("due_date") else (
-            f" (CISA due {kev['due_date']})" if kev.get("due_date") else "")
-        return kev["required_action"] + due
     remediations = (extensions.prop(report, "csaf", dict) or {}).get("remediations") or []
-    if remediations:
-        return " / ".join(remediations[:3])
-    return DEFAULT_ACTION[lang]
+    original = kev.get("required_action") or (" / ".join(remediations[:3]) if remediations else None)
+    if original is None:
+        return DEFAULT_ACTION[lang], None
+    if lang == "en":
+        return original, None
+    fixed = KEV_ACTIONS_JA.get(_kev_sentence(original)) if kev.get("required_action") else None
+    return (fixed or DEFAULT_ACTION["ja"]), original
+
+
+def digest_severity(a: dict, kev: bool) -> str | None:
+    """The analyst's or the score's severity; an actively exploited vulnerability is at least high."""
+    sev = effective_severity(a)
+    if kev and SEVERITY_ORDER[sev] > SEVERITY_ORDER["high"]:
+        return "high"
+    return sev
+
+
+def short_cves(cves: list[str], lang: str) -> list[str]:
+    """At most five CVE ids; the rest counted."""
+    if len(cves) <= MAX_CVES:
+        return cves
+    more = len(cves) - MAX_CVES
+    return cves[:MAX_CVES] + [f"ほか {more} 件" if lang == "ja" else f"and {more} more"]
 
 
 def _wrap(text: str, width: int = 300) -> str:
@@ -135,7 +183,7 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
         date_text = f"{day.year}年{day.month}月{day.day}日"
         subject = (f"【医療セプター】緊急セキュリティ情報 {date_text}" if kind == "flash"
                    else f"【医療セプター】セキュリティ情報 {date_text} ({n}件)")
-        heading = "緊急のお知らせ (警戒強化期間中)" if kind == "flash" else f"{date_text} のセキュリティ情報 ({n}件)"
+        heading = "緊急のお知らせ (警戒強化期間中)" if kind == "flash" else f"{date_text}のセキュリティ情報 ({n}件)"
     else:
         subject = (f"[Medical CEPTOAR] URGENT security information {day:%Y-%m-%d}" if kind == "flash"
                    else f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
@@ -145,12 +193,15 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
     for a in advisories:
         report = a["report"]
         tlps.append(a["tlp"])
-        items.append({"title": clean(a["title"] or ""), "severity_label": SEVERITY[lang][effective_severity(a)],
-                      "tlp": a["tlp"],
-                      "cves": a["cves"][:10] + (["…"] if len(a["cves"]) > 10 else []),
-                      "kev": "kev" in a.get("tags", []) or bool(extensions.prop(report, "kev", dict)),
-                      "action": clean(action_of(report, lang)), "url": safe_url(a.get("url")),
-                      "url_text": clean(a.get("url") or "")})
+        kev = "kev" in a.get("tags", []) or bool(extensions.prop(report, "kev", dict))
+        action, original = action_of(report, lang)
+        severity = digest_severity(a, kev)
+        items.append({"title": clean(a["title"] or ""), "severity_label": SEVERITY[lang][severity],
+                      "severity": severity, "tlp": a["tlp"], "cves": short_cves(a["cves"], lang), "kev": kev,
+                      "action": clean(action), "original": clean(original) if original else None,
+                      "url": safe_url(a.get("url")), "url_text": clean(a.get("url") or "")})
+    # Urgent first: actively exploited, then by severity (the order within each kept).
+    items.sort(key=lambda i: (not i["kev"], SEVERITY_ORDER[i["severity"]]))
     tlp = max(tlps, key=TLP_ORDER.index) if tlps else "CLEAR"
     period_rows = [{"name": p["name"], "note": p.get("note"), "start_jst": f"{jst(p['start']):%Y-%m-%d %H:%M}",
                     "end_jst": f"{jst(p['end']):%Y-%m-%d %H:%M}"} for p in periods]
