@@ -6,6 +6,8 @@ import os
 import platform
 import re
 import sqlite3
+import statistics
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,3 +30,13 @@ def write_section(name: str, command: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     path.write_text(text, encoding="utf-8")
+
+
+def median_ms(fn, repeat: int) -> float:
+    """Median wall time of `fn()` over `repeat` calls, in milliseconds."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)

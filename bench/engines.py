@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, write_section  # noqa: E402
+from bench.common import ROOT, median_ms, write_section  # noqa: E402
 from bench.digest import SINK  # noqa: E402
 from bench.ingest import big_jvn_feed  # noqa: E402
-from ceptoar import members, triage  # noqa: E402
 from ceptoar import collections as colls  # noqa: E402
+from ceptoar import members, triage  # noqa: E402
 from ceptoar.digest.delivery import SmtpConfig, run_digest  # noqa: E402
 from ceptoar.model import Source  # noqa: E402
 from ceptoar.pipeline import ingest_bytes  # noqa: E402
@@ -38,15 +37,6 @@ from tests.postgres import PostgresServer, binaries, free_port  # noqa: E402
 SEARCHES = [("rare Japanese word", "コレガ"), ("product name", "WP All Import"), ("CVE id", "CVE-2099-1000400"),
             ("common Japanese word", "クロスサイト"), ("two characters (no trigram)", "脆弱")]
 TAXII = "application/taxii+json;version=2.1"
-
-
-def median_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 def measure(target: str, n: int, subscribers: int, repeat: int) -> dict[str, float]:

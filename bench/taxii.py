@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import median_ms, write_section  # noqa: E402
 from ceptoar import members  # noqa: E402
 from ceptoar.collections import collection_uuid  # noqa: E402
 from ceptoar.model import TLP_IDS  # noqa: E402
@@ -85,15 +83,6 @@ def build(db: Path, sizes: list[int]) -> tuple[Store, str]:
     return store, secret
 
 
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
 def page(session: requests.Session, url: str, **params) -> dict:
     r = session.get(url, params=params, headers={"Accept": TAXII})
     r.raise_for_status()
@@ -109,12 +98,12 @@ def hub_pages(base: str, secret: str, sizes: list[int], repeat: int) -> dict[int
     for n in sizes:
         url = f"{base}/ceptoar/collections/{collection_uuid(f'bench-{n}')}/objects/"
         page(session, url, limit=100)  # warm: credentials verified once per worker, caches
-        first = timed(lambda url=url: page(session, url, limit=100), repeat)
+        first = median_ms(lambda url=url: page(session, url, limit=100), repeat)
         # A deep page: the `next` of a page 80 % into the collection (stateless: reusable).
         deep_after = (datetime(2026, 2, 1, tzinfo=UTC) + timedelta(seconds=int(n * 0.8))).strftime(
             "%Y-%m-%dT%H:%M:%S.%fZ")
         token = page(session, url, limit=100, added_after=deep_after)["next"]
-        deep = timed(lambda url=url, token=token, after=deep_after: page(session, url, limit=100, added_after=after,
+        deep = median_ms(lambda url=url, token=token, after=deep_after: page(session, url, limit=100, added_after=after,
                                                                     next=token), repeat)
         out[n] = (first, deep)
         print(f"  hub {n:>9,}: first {first:.1f} ms, deep {deep:.1f} ms", file=sys.stderr)
@@ -150,7 +139,7 @@ def medallion_pages(tmp: Path, sizes: list[int], repeat: int) -> dict[int, float
         session.auth = ("bench", "bench")
         for n in sizes:
             url = f"http://127.0.0.1:{port}/api1/collections/{collection_uuid(f'medallion-{n}')}/objects/"
-            out[n] = timed(lambda url=url: page(session, url, limit=100), repeat)
+            out[n] = median_ms(lambda url=url: page(session, url, limit=100), repeat)
             print(f"  medallion {n:>5,}: first {out[n]:.1f} ms", file=sys.stderr)
     finally:
         proc.terminate()

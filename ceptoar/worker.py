@@ -69,6 +69,17 @@ def next_due(now: datetime, interval: int, failures: int, rand: random.Random) -
     return now + base * rand.uniform(0.9, 1.1)
 
 
+def is_due(row: dict, now: datetime) -> bool:
+    """Whether a source's time to be fetched has come (members' TAXII submissions are never fetched)."""
+    return row.get("defined_by") != MEMBER_SUBMISSIONS and (not row.get("next_due") or row["next_due"] <= stamp(now))
+
+
+def reschedule(store: Store, source_id: str, now: datetime, rand: random.Random) -> None:
+    """The source's next fetch, from its interval and its failures so far."""
+    row = store.sources.get(source_id)
+    store.sources.schedule(source_id, stamp(next_due(now, row.get("interval") or 3600, row["failures"], rand)))
+
+
 def expected_gap(days: list[str]) -> timedelta | None:
     """How often a source brings something new, from its history (the median gap between the days
     new advisories arrived); None with too little history to say."""
@@ -143,9 +154,7 @@ class Worker:
 
     # --- fetching -------------------------------------------------------------------------------
     def due_sources(self, now: datetime) -> list[dict]:
-        return [r for r in self.store.sources.list()
-                if r["enabled"] and r.get("defined_by") != MEMBER_SUBMISSIONS
-                and (not r.get("next_due") or r["next_due"] <= stamp(now))]
+        return [r for r in self.store.sources.list() if r["enabled"] and is_due(r, now)]
 
     def fetch_due(self, now: datetime, report: TickReport) -> None:
         for row in self.due_sources(now):
@@ -156,9 +165,7 @@ class Worker:
             self.log(f"fetched {row['id']}: {res.status}"
                      + (f" ({res.new} new, {res.updated} updated)" if res.status == "ok" else "")
                      + (f": {res.error}" if res.error else ""))
-            failures = self.store.sources.get(row["id"])["failures"]
-            self.store.sources.schedule(row["id"], stamp(next_due(self.clock(), row.get("interval") or 3600,
-                                                                   failures, self.rand)))
+            reschedule(self.store, row["id"], self.clock(), self.rand)
             if res.status == "ok" and res.new + res.updated >= 1000:
                 self.store.checkpoint()
             if self.lease is not None:

@@ -117,8 +117,7 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: f
     import random
     from datetime import UTC, datetime
 
-    from ceptoar.model import stamp
-    from ceptoar.worker import next_due
+    from ceptoar.worker import is_due, reschedule
 
     store = hub.ready_store()
     known = {r["id"]: r for r in store.sources.list()}
@@ -127,8 +126,7 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: f
         raise click.ClickException(f"no source {', '.join(unknown)} (see `ceptoar sources list`)")
     rows = [known[s] for s in source_ids] if source_ids else [r for r in known.values() if r["enabled"]]
     if due:
-        now = stamp(datetime.now(UTC))
-        rows = [r for r in rows if r.get("defined_by") != "taxii" and (not r.get("next_due") or r["next_due"] <= now)]
+        rows = [r for r in rows if is_due(r, datetime.now(UTC))]
     results = []
     for i, row in enumerate(rows, 1):
         progress_line(f"[{i}/{len(rows)}] {row['id']}: fetching {row['url']}")
@@ -138,9 +136,7 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: f
         _warn(res)
         results.append(res)
         if due:
-            store.sources.schedule(row["id"], stamp(next_due(datetime.now(UTC), row.get("interval") or 3600,
-                                                             store.sources.get(row["id"])["failures"],
-                                                             random.Random())))
+            reschedule(store, row["id"], datetime.now(UTC), random.Random())
     emit([r.as_dict() for r in results], fmt, FETCH_COLUMNS, widths={"error": 60})
     if any(r.status == "error" for r in results):
         sys.exit(1)

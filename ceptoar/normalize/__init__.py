@@ -63,15 +63,7 @@ class EntryStream:
         return self._entries
 
     def keep(self, build, item, describe) -> Entry | None:
-        """`build(item)`, or None with a warning saying which item was skipped."""
-        try:
-            return build(item)
-        except FeedError:
-            raise
-        except ITEM_ERRORS as e:
-            self.skipped += 1
-            self.warnings.append(f"skipped {describe()}: {plain_reason(e)}")
-            return None
+        return kept(build, item, describe, self)
 
     def read(self) -> Entries:
         out = Entries(self, self.warnings)
@@ -80,16 +72,25 @@ class EntryStream:
         return out
 
 
+def kept(build, item, describe, out) -> Entry | None:
+    """`build(item)`, or None with `out` counting the skip and a warning saying which item
+    (`describe()`) and why; a FeedError (the whole document is unreadable) goes on."""
+    try:
+        return build(item)
+    except FeedError:
+        raise
+    except ITEM_ERRORS as e:
+        out.skipped += 1
+        out.warnings.append(f"skipped {describe()}: {plain_reason(e)}")
+        return None
+
+
 def each_item(items, describe, build, out: Entries) -> Entries:
     """`build(item)` for each item; an item that fails is skipped with a warning saying which."""
     for i, item in enumerate(items, 1):
-        try:
-            out.append(build(item))
-        except FeedError:
-            raise
-        except ITEM_ERRORS as e:
-            out.skipped += 1
-            out.warnings.append(f"skipped {describe(i, item)}: {plain_reason(e)}")
+        e = kept(build, item, lambda i=i, item=item: describe(i, item), out)
+        if e is not None:
+            out.append(e)
     return out
 
 
