@@ -130,7 +130,11 @@ def restore(db: Path, backup_file: Path, force: bool = False, actor: str = SYSTE
             raise CeptoarError(f"not restoring over a running hub: {busy}. Stop the worker and the TAXII server "
                                "first, or give --force")
         kept = db.with_name(f"{db.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-        current.conn.backup(sqlite3.connect(kept))
+        keep = sqlite3.connect(kept)
+        try:
+            current.conn.backup(keep)
+        finally:
+            keep.close()
         kept.chmod(0o600)
         current.close()
     dest = sqlite3.connect(db)
