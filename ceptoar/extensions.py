@@ -29,7 +29,7 @@ LEGACY_PREFIX = "x_ceptoar_"
 
 # id → (name in the schema document, title, version, date of that version)
 DEFINITIONS = {
-    ADVISORY: ("advisory", "CEPTOAR advisory", "1.0.0", "2026-11-22T00:00:00.000Z"),
+    ADVISORY: ("advisory", "CEPTOAR advisory", "1.1.0", "2026-11-22T06:00:00.000Z"),
     VULNERABILITY: ("vulnerability", "CEPTOAR vulnerability", "1.0.0", "2026-11-22T00:00:00.000Z"),
     SOURCE: ("source", "CEPTOAR source", "1.0.0", "2026-11-22T00:00:00.000Z"),
     INCIDENT: ("incident", "CEPTOAR incident", "1.0.0", "2026-11-22T00:00:00.000Z"),

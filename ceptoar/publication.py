@@ -37,17 +37,18 @@ DECISION_EXTENSION = ("severity", "medical", "clinic")
 SEVERITY_LABEL = 'ceptoar:severity="{}"'  # a machine tag, as MISP and OpenCTI keep labels
 # What the published view of an advisory carries (the fields of `advisories list`, as published).
 VIEW_FIELDS = ("id", "title", "source", "published", "modified", "url", "identifiers", "cves", "cvss", "cpes",
-               "max_cvss", "tlp", "severity", "medical", "tags", "lang")
-DECISION_FIELDS = ("tlp", "severity", "medical", "tags")
+               "max_cvss", "tlp", "severity", "medical", "tags", "lang", "clinic")
+DECISION_FIELDS = ("tlp", "severity", "medical", "tags", "clinic")
 
 
 def view_of(row: dict) -> dict:
     return {k: row.get(k) for k in VIEW_FIELDS}
 
 
-def overlay(source_report: dict, row: dict) -> dict:
+def overlay(source_report: dict, row: dict, jvn: dict | None = None) -> dict:
     """The report as the hub publishes it: the source's report under the advisory's id, with the
-    analyst's labels, TLP marking, severity and medical decision."""
+    analyst's labels, TLP marking, severity, medical decision and text for clinics (with JVN's
+    Japanese entry for its CVEs, `jvn`)."""
     pub = {k: v for k, v in stixcheck.repaired_report(source_report).items() if k not in DECISION_PROPERTIES}
     pub = extensions.without(pub, *DECISION_EXTENSION, ext_id=extensions.ADVISORY)
     pub["id"] = row["id"]
@@ -67,7 +68,9 @@ def overlay(source_report: dict, row: dict) -> dict:
         pub["labels"] = labels
     pub["object_marking_refs"] = [TLP_IDS[row["tlp"]]]
     medical = None if row.get("medical") is None else bool(row["medical"])
-    return extensions.with_props(pub, extensions.ADVISORY, severity=row.get("severity"), medical=medical)
+    clinic = dict(row.get("clinic") or {}) | ({"jvn": jvn} if jvn else {})
+    return extensions.with_props(pub, extensions.ADVISORY, severity=row.get("severity"), medical=medical,
+                                 clinic=clinic or None)
 
 
 def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | None = None) -> list[ObjectVersion]:
@@ -115,10 +118,10 @@ def _store_report(store: Store, report: dict) -> str:
 
 
 def publish_version(store: Store, row: dict, source_report: dict, source_version: str | None, actor: str,
-                    previous: dict[str, Pin] | None = None) -> str:
+                    previous: dict[str, Pin] | None = None, jvn: dict | None = None) -> str:
     """Pin a publication of the advisory as `row` (its view: facts and decisions) says. Returns
     the version published: the current one if nothing would change."""
-    report = overlay(source_report, row)
+    report = overlay(source_report, row, jvn)
     current = store.objects.latest([row["id"]], HUB).get(row["id"])
     if current is not None and current.hash == content_hash(report) and \
             store.publications.get(row["id"], current.modified) is not None:

@@ -11,11 +11,11 @@ alert (sent by the digest stage).
 
 from __future__ import annotations
 
+from ceptoar import clinic, extensions, publication
 from ceptoar import collections as colls
-from ceptoar import publication
 from ceptoar.errors import CeptoarError
 from ceptoar.filters import SEVERITIES, compile_filter
-from ceptoar.model import effective_severity, source_origin, tlp_name
+from ceptoar.model import HUB, effective_severity, source_origin, tlp_name
 from ceptoar.store import Store, utcnow
 
 TAG_FORBIDDEN = set(' \t\r\n"\\,')
@@ -43,12 +43,15 @@ def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: 
     (publishing); otherwise from the one published before, keeping its objects (a decision changed)."""
     source_report, source_version = _source_report(store, row, None if latest else row.get("published_source"))
     view, previous = publication.view_of(row), None
+    jvn = clinic.jvn_entry(store, row) if latest else None
     if not latest and row.get("published_version"):
-        # The source's facts as they were published; only the decisions are new.
+        # The source's facts (and JVN's text) as they were published; only the decisions are new.
         before = store.publications.get(row["id"], row["published_version"])
         view = before.view | {k: row.get(k) for k in publication.DECISION_FIELDS}
         previous = {p.object_id: p for p in store.publications.pins(row["id"], row["published_version"])}
-    version = publication.publish_version(store, view, source_report, source_version, actor, previous)
+        published = store.objects.get(row["id"], row["published_version"], HUB)
+        jvn = (extensions.prop(published.obj, "clinic", dict) or {}).get("jvn") if published else None
+    version = publication.publish_version(store, view, source_report, source_version, actor, previous, jvn)
     placed = colls.matching(store, view, kev)
     for cid in placed:
         store.membership.place(cid, row["id"], version)
@@ -171,10 +174,38 @@ def retag(store: Store, refs: list[str], add: list[str], remove: list[str], acto
     return out
 
 
+CLINIC_FIELDS = ("summary_ja", "action_ja", "summary_en", "action_en")
+CLINIC_MAX = 2000
+
+
+def clinic_text(current: dict, given: dict[str, str | None]) -> dict:
+    """The analyst's text for clinics with the fields given (an empty string removes one): plain
+    text, line breaks kept, other control characters refused."""
+    out = dict(current or {})
+    for k, v in given.items():
+        if v is None:
+            continue
+        v = "\n".join(line.rstrip() for line in v.replace("\r\n", "\n").split("\n")).strip()
+        if any((ord(ch) < 32 and ch != "\n") or 0x7f <= ord(ch) <= 0x9f or 0x202a <= ord(ch) <= 0x202e
+               or 0x2066 <= ord(ch) <= 0x2069 for ch in v):
+            raise TriageError(f"--{k.replace('_', '-')} contains control characters")
+        if len(v) > CLINIC_MAX:
+            raise TriageError(f"--{k.replace('_', '-')} is {len(v)} characters; at most {CLINIC_MAX}")
+        if v:
+            out[k] = v
+        else:
+            out.pop(k, None)
+    return {k: out[k] for k in CLINIC_FIELDS if k in out}
+
+
 def triage(store: Store, ref: str, actor: str, *, tlp: str | None = None, severity: str | None = None,
-           medical: bool | None = None, note: str | None = None) -> dict:
+           medical: bool | None = None, note: str | None = None, for_clinics: dict[str, str | None] | None = None) -> dict:
     r = store.advisories.find(ref)
     changes: dict = {}
+    if for_clinics and any(v is not None for v in for_clinics.values()):
+        text = clinic_text(r.get("clinic") or {}, for_clinics)
+        if text != (r.get("clinic") or {}):
+            changes["clinic"] = text
     if tlp is not None:
         changes["analyst_tlp"] = tlp_name(tlp)
     if severity is not None:
@@ -189,10 +220,13 @@ def triage(store: Store, ref: str, actor: str, *, tlp: str | None = None, severi
     if note:
         changes["notes"] = r["notes"] + [_note(actor, note)]
     if not changes:
-        raise TriageError("nothing to change: give --tlp, --severity, --medical/--not-medical or --note")
+        raise TriageError("nothing to change: give --tlp, --severity, --medical/--not-medical, --note or "
+                          "changed clinic text (--summary-ja, --action-ja, --summary-en, --action-en)")
     with store.transaction():
         store.advisories.decide(r["id"], **changes, decided_at=utcnow())
-        audited = {k: v for k, v in changes.items() if k not in ("notes", "tags_added", "tags_removed")}
+        audited = {k: v for k, v in changes.items() if k not in ("notes", "tags_added", "tags_removed", "clinic")}
+        if "clinic" in changes:
+            audited["clinic"] = {"from": r.get("clinic") or {}, "to": changes["clinic"]}
         if "analyst_tlp" in audited:
             audited["tlp"] = audited.pop("analyst_tlp")
         store.audit.add(actor, "triage", r["id"], audited | ({"note": note} if note else {}))
@@ -215,7 +249,7 @@ def auto_publish(store: Store, source: dict, ids: list[str]) -> list[str]:
 
 # The documented JSON view of an advisory (`advisories list/show --format json`): stable for scripts.
 VIEW_FIELDS = ["id", "title", "source", "published", "modified", "stix_modified", "url", "identifiers",
-               "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "status",
+               "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "clinic", "status",
                "notes", "collections", "pending_update", "submitted_by", "lang", "medical_signals", "first_seen"]
 
 
@@ -234,6 +268,28 @@ def views(store: Store, rows: list[dict]) -> list[dict]:
         out.append({k: r.get(k) for k in VIEW_FIELDS}
                    | {"collections": holders.get(r["id"], []), "pending_update": pending,
                       "submitted_by": submissions.get(r["source"])})
+    return out
+
+
+def needs_japanese(store: Store, rows: list[dict]) -> list[dict]:
+    """The published advisories among `rows` that reach Japanese-reading subscribers (through a
+    collection their member reads, or a queued flash alert) with no Japanese text: not written in
+    Japanese, no `--summary-ja`/`--action-ja`, no JVN entry in the version published."""
+    members = {seg["member"] for seg in store.subscribers.segments(None) if seg["lang"] == "ja"}
+    readable = {c for m in members if (store.members.get(m) or {}).get("enabled")
+                for c, (r, _w) in store.members.grants_of(m).items() if r}
+    queued = {f["advisory"] for f in store.deliveries.pending_flashes()}
+    holders = store.membership.collections_of([r["id"] for r in rows])
+    out = []
+    for r in rows:
+        if r["status"] != "published" or not (r["id"] in queued or readable & set(holders.get(r["id"], []))):
+            continue
+        if r.get("lang") == "ja" or {"summary_ja", "action_ja"} & set(r.get("clinic") or {}):
+            continue
+        published = store.objects.get(r["id"], r["published_version"], HUB) if r.get("published_version") else None
+        if published and (extensions.prop(published.obj, "clinic", dict) or {}).get("jvn"):
+            continue
+        out.append(r)
     return out
 
 

@@ -119,6 +119,46 @@ def test_csaf_icsma(data):
     assert set(two.cve_facts) == {"CVE-2024-22100", "CVE-2024-25578"}
     assert two.cve_facts["CVE-2024-22100"]["cvss"][0]["score"] == 7.8
     assert two.cve_facts["CVE-2024-22100"]["cwes"] == ["CWE-122"]
+    assert props(r)["csaf"]["remediation_categories"] == ["mitigation", "vendor_fix"]
+    assert props(two.report)["csaf"]["remediation_categories"] == ["mitigation"]
+
+
+@pytest.mark.parametrize("name, count", [("jvn/myjvn_np_getVulnDetailInfo_hnd_JVNDB-2022-000097.xml", 1),
+                                         ("jvn/spiegel_go-myjvn_vuldef_extracted.xml", 2),
+                                         ("jvn/vulsdata_jvndb_detail_2023.rdf", 2)])
+def test_jvn_vuldef_detail_documents(data, name, count):
+    """MyJVN getVulnDetailInfo / JVN iPedia detail feeds (VULDEF): every entry, whole."""
+    entries = jvn.parse(read(data, name), JVN)
+    assert len(entries) == count and not entries.warnings
+    for e in entries:
+        r = e.report
+        assert r["lang"] == "ja" and r["name"] and r["description"]
+        p = props(r)
+        assert p["jvn"]["solution"] and p["jvn"]["impact"] and p["jvn"]["history"]
+        assert all(c["vector"] and c["score"] for c in p["cvss"])
+        assert p["products"] and all(x["product"] and x["versions"] for x in p["products"])
+        # The stored raw text is the entry alone, in the document's root (every namespace): it reads back.
+        assert e.raw.count("<Vulinfo>") == 1 and 'xmlns:sec="http://jvn.jp/rss/mod_sec/3.0/"' in e.raw
+        again = jvn.parse(e.raw.encode(), JVN)[0]
+        assert again.report == r or {k: v for k, v in again.report.items() if k != "extensions"} == \
+            {k: v for k, v in r.items() if k != "extensions"}
+    first = by_key(entries)
+    if "JVNDB-2022-000097" in first:
+        r = first["JVNDB-2022-000097"].report
+        p = props(r)
+        assert first["JVNDB-2022-000097"].cves == ["CVE-2022-41993", "CVE-2022-46287", "CVE-2022-46288"]
+        assert r["external_references"][0]["url"] == "https://jvndb.jvn.jp/ja/contents/2022/JVNDB-2022-000097.html"
+        ids = {x.get("external_id") for x in r["external_references"]}
+        assert {"JVN#96321933", "CWE-79", "CWE-20"} <= ids
+        assert "https://nvd.nist.gov/vuln/detail/CVE-2022-46288" in {x.get("url") for x in r["external_references"]}
+        assert p["products"] == [{"cpe": "cpe:/a:jacic:electronic_bidding_core_system",
+                                  "vendor": "一般財団法人日本建設情報総合センター", "product": "電子入札コアシステム",
+                                  "versions": ["v6 R4 およびそれ以前のバージョン"]}]
+        assert sorted((c["version"], c["vector"]) for c in p["cvss"]) == [
+            ("2.0", "AV:N/AC:M/Au:N/C:N/I:P/A:N"), ("3.0", "CVSS:3.0/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N")]
+        assert p["jvn"]["solution"] == "[パッチを適用する] 開発者が提供する情報をもとにパッチを適用してください。"
+        assert p["dates"]["published"] == "2022-12-15T12:04:51+09:00"
+        assert "\n  掲載" in p["jvn"]["history"][0]["text"]
 
 
 def test_rolie_index(data):

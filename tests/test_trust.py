@@ -10,6 +10,7 @@ from ceptoar.extensions import ADVISORY, HUB_IDENTITY, props
 from ceptoar.model import TLP2_EXTENSION, marking_definition, vulnerability_id
 from ceptoar.publication import REVOKED_NAME
 from ceptoar.store import Store
+from ceptoar.store.schema import SCHEMA_VERSION
 from tests.conftest import DATA
 from tests.trust_helpers import TLP, Reader, indicator, report, sid, write_bundle
 
@@ -340,7 +341,7 @@ def test_migrates_a_database_made_by_the_released_hub(tmp_path):
     assert rows["icsma"]["status"] == "published" and "jma" in rows["icsma"]["tags"]
     assert {r["status"] for r in hub.json("advisories", "list", "--status", "revoked")} == {"revoked"}
     store = Store(db)
-    assert store.meta("schema_version") == "9"
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
     # The hub's custom properties are its extensions now, in every stored version.
     assert store.execute("SELECT count(*) FROM objects WHERE json LIKE '%x_ceptoar_%'").fetchone()[0] == 0
     assert store.publications.latest([rows["icsma"]["id"]])[rows["icsma"]["id"]].tlp == "AMBER"

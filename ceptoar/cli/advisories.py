@@ -53,11 +53,16 @@ def _select(store: Store, status, source_id, cve, since, tag, search, medical, l
 @advisories.command("list")
 @format_option()
 @advisory_filters()
+@click.option("--needs-ja", is_flag=True, help="Published advisories that reach Japanese-reading subscribers with "
+              "no Japanese text (write one with `advisories triage ID --summary-ja … --action-ja …`).")
 @pass_hub
-def advisories_list(hub: Hub, fmt: str, **filters) -> None:
+def advisories_list(hub: Hub, fmt: str, needs_ja: bool, **filters) -> None:
     """List advisories, newest first (default: those waiting for triage)."""
     store = hub.ready_store()
-    rows = triage.views(store, _select(store, **filters))
+    if needs_ja:
+        filters["status"] = "published"
+    selected = _select(store, **filters)
+    rows = triage.views(store, triage.needs_japanese(store, selected) if needs_ja else selected)
     emit(rows, fmt, ADVISORY_COLUMNS,
          widths={"id": 20, "title": 46, "cves": 30, "cvss": 20, "tags": 24, "published": 25})
 
@@ -110,12 +115,20 @@ def advisories_untag(hub: Hub, advisory_id: str, tags: tuple[str, ...]) -> None:
 @click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"], case_sensitive=False))
 @click.option("--medical/--not-medical", default=None, help="Confirm or dismiss medical relevance.")
 @click.option("--note", help="A note for the other analysts (kept, not published).")
+@click.option("--summary-ja", help="What it is, in plain Japanese for clinic staff (shown first in digests).")
+@click.option("--action-ja", help="What a clinic should do, in plain Japanese.")
+@click.option("--summary-en", help="Plain-language summary for English-reading subscribers.")
+@click.option("--action-en", help="What a clinic should do, in English.")
 @format_option(("table", "json"))
 @pass_hub
-def advisories_triage(hub: Hub, advisory_id: str, tlp, severity, medical, note, fmt: str) -> None:
-    """Set TLP, severity, medical relevance, or add a note."""
+def advisories_triage(hub: Hub, advisory_id: str, tlp, severity, medical, note, summary_ja, action_ja, summary_en,
+                      action_en, fmt: str) -> None:
+    """Set TLP, severity, medical relevance, the text for clinics, or add a note. An empty text
+    ("") removes it; a published advisory gets a new version."""
     store = hub.ready_store()
-    row = triage.triage(store, advisory_id, hub.actor, tlp=tlp, severity=severity, medical=medical, note=note)
+    text = {"summary_ja": summary_ja, "action_ja": action_ja, "summary_en": summary_en, "action_en": action_en}
+    row = triage.triage(store, advisory_id, hub.actor, tlp=tlp, severity=severity, medical=medical, note=note,
+                        for_clinics=text)
     emit(triage.views(store, [row]), fmt, ADVISORY_COLUMNS, widths={"title": 46})
 
 

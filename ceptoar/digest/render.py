@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup, escape
 
-from ceptoar import extensions, mail
+from ceptoar import clinic, extensions, mail
 from ceptoar.mail import header, mailbox
 from ceptoar.model import JST, TLP_ORDER, effective_severity
 from ceptoar.output import clean
@@ -40,7 +42,8 @@ TLP_TEXT = {
 TLP_COLOR = {"CLEAR": "#555", "GREEN": "#33a532", "AMBER": "#c78500", "AMBER+STRICT": "#c78500", "RED": "#c00"}
 HTML_TEXT = {
     "ja": {"severity": "重要度", "kev": "悪用が確認されています (CISA KEV)", "action": "対応",
-           "original": "英語の原文",
+           "original": "英語の原文", "products": "対象製品", "summary": "概要", "details": "詳細",
+           "jvn": "(JVN、日本語)", "footer_member": "このメールは{}の会員向けに医療セプターが配信しています。",
            "period_title": "警戒強化期間中です:",
            "period_text": "政府から、重要インフラ事業者等に対しサイバーセキュリティ対策の強化が要請されています。",
            "notice_title": "サイバー攻撃が疑われたら (院内掲示用)",
@@ -48,20 +51,17 @@ HTML_TEXT = {
            "notice_mhlw": ("システムが停止した、診療に支障が出た、個人情報が漏えいしたおそれがある場合は"
                            "報告してください:"),
            "notice_ceptoar": "医療セプター事務局にもご一報ください。", "hours": "平日 9:00–18:00",
-           "footer": "このメールは医療セプターが会員向けに配信しています。", "unsubscribe": "配信停止"},
+           "unsubscribe": "配信停止"},
     "en": {"severity": "Severity", "kev": "Known exploited (CISA KEV)", "action": "What to do",
-           "original": "Original",
+           "original": "Original", "products": "Products", "summary": "Summary", "details": "Details",
+           "jvn": "(JVN, Japanese)", "footer_member": "Sent by the medical CEPTOAR to members of {}.",
            "period_title": "Heightened alert period:",
            "period_text": "The government asks critical-infrastructure operators to strengthen cybersecurity.",
            "notice_title": "If you suspect a cyberattack (post this in your facility)",
            "notice_vendor": "Call your system vendor (maintenance contractor) at once.",
            "notice_mhlw": "If systems stopped, care was disrupted or personal data may have leaked, report to",
            "notice_ceptoar": "Let the CEPTOAR secretariat know as well.", "hours": "weekdays 9:00-18:00 JST",
-           "footer": "Sent by the medical CEPTOAR to its members.", "unsubscribe": "Unsubscribe"},
-}
-DEFAULT_ACTION = {
-    "ja": "開発者・ベンダーの情報を確認し、最新版へのアップデートまたは回避策を適用してください。",
-    "en": "Check the vendor's information and apply the update or the workaround.",
+           "unsubscribe": "Unsubscribe"},
 }
 
 
@@ -78,11 +78,18 @@ def _html(name: str | None) -> bool:
     return bool(name) and name.endswith((".html", ".html.j2"))
 
 
+def _breaks(text: str) -> Markup:
+    """Text with its line breaks as <br> (escaped first): the only markup data ever gets."""
+    return Markup("<br>\n").join(escape(line) for line in (text or "").split("\n"))
+
+
 @lru_cache(maxsize=1)
 def templates() -> Environment:
     """Every value from data is escaped in HTML templates (`*.html.j2`)."""
-    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=_html,
-                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=_html,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["breaks"] = _breaks
+    return env
 
 
 def safe_url(url: str | None) -> str | None:
@@ -135,19 +142,138 @@ MAX_CVES = 5
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, None: 4}
 
 
-def action_of(report: dict, lang: str) -> tuple[str, str | None]:
-    """What a clinic should do, in the reader's language, and the source's own English words when
-    they are not the reader's (shown apart, as 英語の原文; nothing pretends to be translated). No
-    foreign deadlines: CISA's due dates are for US federal agencies."""
+CSAF_ACTIONS_JA = {
+    "vendor_fix": "製造元から修正版(アップデート)が提供されています。保守業者に適用を依頼してください。",
+    "optional_patch": "製造元から任意の修正プログラムが提供されています。適用するか保守業者に相談してください。",
+    "mitigation": "製造元が被害を抑える対策(緩和策)を示しています。保守業者と確認して実施してください。",
+    "workaround": "製造元が回避策を示しています。保守業者と確認して実施してください。",
+    "fix_planned": "修正版は提供予定です。提供されるまで、製造元が示す対策を保守業者と確認してください。",
+    "none_available": "現時点で修正版はありません。製造元が示す対策を保守業者と確認してください。",
+    "no_fix_planned": "修正版は提供されない予定です。ネットワークからの切り離しや機器の更新を保守業者と検討してください。",
+}
+KIND_ACTIONS = {
+    "vulnerability": {
+        "ja": "お使いの製品が該当するか保守業者・販売店に確認し、該当する場合は修正版への更新または回避策の適用を依頼してください。",
+        "en": "Check with your vendor whether you use the product; if so, apply the update or the workaround."},
+    "notice": {"ja": "内容をお読みになり、記載された対策を実施してください(リンク先に詳細があります)。",
+               "en": "Read the notice and follow what it asks (details at the link)."},
+    "lesson": {"ja": "院内で共有し、同じ被害を防ぐための対策がご自身の施設でも取られているか確認してください。",
+               "en": "Share it in your facility and check that the measures it describes are in place."},
+}
+SHORTENERS = {"bit.ly", "t.co", "goo.gl", "tinyurl.com", "ow.ly", "is.gd", "buff.ly", "x.gd", "lnkd.in", "amzn.to",
+              "rebrand.ly", "cutt.ly", "t.ly", "v.gd", "shorturl.at", "rb.gy", "tiny.cc", "bl.ink", "s.id"}
+SUMMARY_MAX = 400
+
+
+def kind_of(report: dict, cves: list[str], kev: bool) -> str:
+    """vulnerability, notice (注意喚起, a ministry's circular) or lesson (an incident shared)."""
+    if "incident-lesson" in (extensions.prop(report, "medical_signals", list) or []):
+        return "lesson"
+    if cves or kev or extensions.prop(report, "csaf", dict):
+        return "vulnerability"
+    return "notice"
+
+
+def products_of(report: dict) -> str | None:
+    """The affected products as the source names them (with JVN's affected versions)."""
     kev = extensions.prop(report, "kev", dict) or {}
-    remediations = (extensions.prop(report, "csaf", dict) or {}).get("remediations") or []
-    original = kev.get("required_action") or (" / ".join(remediations[:3]) if remediations else None)
-    if original is None:
-        return DEFAULT_ACTION[lang], None
+    if kev.get("product"):
+        return " ".join(x for x in (kev.get("vendor_project"), kev["product"]) if isinstance(x, str))
+    names = [p for p in ((extensions.prop(report, "csaf", dict) or {}).get("products") or []) if isinstance(p, str)]
+    if not names:
+        for p in extensions.prop(report, "products", list) or []:
+            if isinstance(p, dict) and isinstance(p.get("product"), str):
+                versions = [v for v in p.get("versions") or [] if isinstance(v, str)]
+                names.append(" ".join([p["product"], *versions[:2]]))
+    names = list(dict.fromkeys(names))
+    if not names:
+        return None
+    return "、".join(names[:3]) + (f" ほか {len(names) - 3} 製品" if len(names) > 3 else "")
+
+
+def product_name(report: dict, title: str) -> str:
+    """The product an English vulnerability item is about, to name it in a fixed Japanese title:
+    KEV's vendor and product; a CSAF advisory's title (CISA titles them by vendor and product)."""
+    kev = extensions.prop(report, "kev", dict) or {}
+    if kev.get("product"):
+        return " ".join(x for x in (kev.get("vendor_project"), kev["product"]) if isinstance(x, str))
+    return title if len(title) <= 60 else products_of(report) or title
+
+
+def english_action(report: dict) -> str | None:
+    """The source's own words on what to do, when it gives any (KEV, CSAF)."""
+    kev = extensions.prop(report, "kev", dict) or {}
+    remediations = [r for r in (extensions.prop(report, "csaf", dict) or {}).get("remediations") or []
+                    if isinstance(r, str)]
+    return kev.get("required_action") or (" / ".join(remediations[:3]) if remediations else None)
+
+
+def fixed_action_ja(report: dict) -> str | None:
+    """KEV's standard required actions and CSAF's remediation categories in fixed Japanese."""
+    kev = extensions.prop(report, "kev", dict) or {}
+    if isinstance(kev.get("required_action"), str):
+        return KEV_ACTIONS_JA.get(_kev_sentence(kev["required_action"]))
+    categories = (extensions.prop(report, "csaf", dict) or {}).get("remediation_categories") or []
+    phrases = [CSAF_ACTIONS_JA[c] for c in categories if c in CSAF_ACTIONS_JA]
+    return "".join(dict.fromkeys(phrases)) or None
+
+
+def lines(text: str | None) -> str:
+    """Multi-line text made safe line by line (control characters shown, line breaks kept)."""
+    return "\n".join(clean(line) for line in (text or "").split("\n"))
+
+
+def link(url: str | None) -> dict | None:
+    """A link as mail shows it: the whole URL as its text (its host visible); clickable only
+    when it is plain http(s) and not a link shortener."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    target = safe_url(url)
+    host = urlsplit(target).hostname if target else None
+    if host and host.lower().removeprefix("www.") in SHORTENERS:
+        target = None
+    return {"href": target, "text": clean(url)}
+
+
+def item(a: dict, lang: str) -> dict:
+    """One advisory as a digest shows it. For a Japanese reader: the analyst's text first, else
+    JVN's Japanese entry, else the source's own Japanese; what exists only in English is shown
+    apart, under 英語の原文, and nothing pretends to be translated."""
+    report = a["report"]
+    kev = "kev" in a.get("tags", []) or bool(extensions.prop(report, "kev", dict))
+    severity = digest_severity(a, kev)
+    kind = kind_of(report, a["cves"], kev)
+    text = extensions.prop(report, "clinic", dict) or {}
+    jvn = text.get("jvn") if isinstance(text.get("jvn"), dict) else {}
+    own_ja = (report.get("lang") or a.get("lang")) == "ja"
+    title, source_link = a["title"] or "", link(a.get("url"))
+    out = {"severity_label": SEVERITY[lang][severity], "severity": severity, "tlp": a["tlp"], "kev": kev, "kind": kind,
+           "products": products_of(report), "cves": short_cves(a["cves"], lang), "original": None}
     if lang == "en":
-        return original, None
-    fixed = KEV_ACTIONS_JA.get(_kev_sentence(original)) if kev.get("required_action") else None
-    return (fixed or DEFAULT_ACTION["ja"]), original
+        return out | {"title": clean(title), "summary": lines(text.get("summary_en")),
+                      "action": lines(text.get("action_en") or english_action(report) or KIND_ACTIONS[kind]["en"]),
+                      "link": source_link}
+    own_jvn = extensions.prop(report, "jvn", dict) or {}
+    summary = text.get("summary_ja") or (jvn.get("overview") if jvn else None) or \
+        (clinic.plain(report.get("description")) if own_ja else None)
+    action = (text.get("action_ja") or (jvn.get("solution") if jvn else None)
+              or (clinic.plain(own_jvn.get("solution")) if own_ja else None)
+              or (fixed_action_ja(report) if kind == "vulnerability" else None) or KIND_ACTIONS[kind]["ja"])
+    out |= {"summary": lines(clinic.plain(summary, SUMMARY_MAX)), "action": lines(action)}
+    if own_ja:
+        return out | {"title": clean(title), "link": source_link}
+    # Not written in Japanese: a Japanese title (JVN's, else a fixed phrasing naming the product),
+    # the English apart with its own link.
+    ja_title = (jvn.get("title") if jvn else None) or \
+        (f"{product_name(report, title)} の脆弱性" if kind == "vulnerability" and out["products"] else None)
+    english = english_action(report)
+    out["original"] = {"title": clean(title) if ja_title else None,
+                       "text": lines(english) if english and not text.get("action_ja") else None,
+                       "link": source_link if jvn else None}
+    if not any(out["original"].values()):
+        out["original"] = None
+    return out | {"title": clean(ja_title or title), "link": link(jvn.get("url")) if jvn else source_link,
+                  "jvn": bool(jvn)}
 
 
 def digest_severity(a: dict, kev: bool) -> str | None:
@@ -170,7 +296,12 @@ def _wrap(text: str, width: int = 300) -> str:
     """SMTP lines stay under 998 octets: hard-wrap long lines (UTF-8: up to 3 octets a character)."""
     out = []
     for line in text.split("\n"):
-        out.extend(textwrap.wrap(line, width, break_long_words=True, replace_whitespace=False) or [""])
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[:len(line) - len(line.lstrip(" "))]
+        out.extend(textwrap.wrap(line, width, break_long_words=True, replace_whitespace=False,
+                                 subsequent_indent=indent) or [""])
     return "\n".join(out)
 
 
@@ -189,17 +320,8 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
                    else f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
         heading = ("Urgent notice (heightened alert period)" if kind == "flash"
                    else f"Security information of {day:%Y-%m-%d} ({n} items)")
-    items, tlps = [], []
-    for a in advisories:
-        report = a["report"]
-        tlps.append(a["tlp"])
-        kev = "kev" in a.get("tags", []) or bool(extensions.prop(report, "kev", dict))
-        action, original = action_of(report, lang)
-        severity = digest_severity(a, kev)
-        items.append({"title": clean(a["title"] or ""), "severity_label": SEVERITY[lang][severity],
-                      "severity": severity, "tlp": a["tlp"], "cves": short_cves(a["cves"], lang), "kev": kev,
-                      "action": clean(action), "original": clean(original) if original else None,
-                      "url": safe_url(a.get("url")), "url_text": clean(a.get("url") or "")})
+    items = [item(a, lang) for a in advisories]
+    tlps = [a["tlp"] for a in advisories]
     # Urgent first: actively exploited, then by severity (the order within each kept).
     items.sort(key=lambda i: (not i["kev"], SEVERITY_ORDER[i["severity"]]))
     tlp = max(tlps, key=TLP_ORDER.index) if tlps else "CLEAR"

@@ -22,6 +22,10 @@ from ceptoar.normalize import (
 
 HEALTHCARE_SECTOR = "healthcare"
 
+# CSAF 2.0's remediation categories (section 3.2.3.12.2).
+REMEDIATION_CATEGORIES = ("vendor_fix", "mitigation", "workaround", "none_available", "no_fix_planned", "fix_planned",
+                          "optional_patch")
+
 
 def is_rolie(doc) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("feed"), dict) and "entry" in doc["feed"]
@@ -115,7 +119,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
     self_urls = [r["url"] for r in refs if r.get("category") == "self" and isinstance(r.get("url"), str)]
     url = next((u for u in self_urls if not u.endswith(".json")), self_urls[0] if self_urls else None)
 
-    cves, cwes, cvss, per_cve, remediations = [], [], [], {}, []
+    cves, cwes, cvss, per_cve, remediations, categories = [], [], [], {}, [], []
     for i, v in enumerate(list_field(doc.get("vulnerabilities"), where, "vulnerabilities", warnings, dict), 1):
         cve = v.get("cve")
         if cve is not None and not (isinstance(cve, str) and CVE_RE.fullmatch(cve.strip())):
@@ -131,6 +135,9 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
         for r in list_field(v.get("remediations"), where, "remediations", warnings, dict):
             if isinstance(r.get("details"), str) and r["details"] not in remediations:
                 remediations.append(r["details"])
+            if isinstance(r.get("category"), str) and r["category"] in REMEDIATION_CATEGORIES \
+                    and r["category"] not in categories:
+                categories.append(r["category"])
         if cve:
             cves.append(cve)
             per_cve[cve] = {"cvss": scores, "cwes": [cwe] if cwe else []}
@@ -167,6 +174,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
                 "products": sorted(set(_product_names(doc.get("product_tree") or {}))),
                 "sectors": sectors,
                 "remediations": remediations,
+                "remediation_categories": categories,
             }
         },
         per_cve=per_cve,

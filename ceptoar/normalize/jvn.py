@@ -1,4 +1,6 @@
-"""JVN iPedia / MyJVN RSS 1.0 with mod_sec (and MyJVN's Atom alert list).
+"""JVN iPedia / MyJVN RSS 1.0 with mod_sec, MyJVN's Atom alert list, and VULDEF detail documents
+(MyJVN `getVulnDetailInfo`, JVN iPedia's detail feeds: overview, impact, solution, affected
+products with versions, CVSS vectors and references, in Japanese).
 
 feedparser keeps only the last `sec:references`, `sec:cvss` and `sec:cpe` of an item and drops
 their text, so the whole item is read here with defusedxml, under both mod_sec namespace URIs.
@@ -28,6 +30,8 @@ RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
 DC = "{http://purl.org/dc/elements/1.1/}"
 DCTERMS = "{http://purl.org/dc/terms/}"
 ATOM = "{http://www.w3.org/2005/Atom}"
+VULDEF = "{http://jvn.jp/vuldef/}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 SEC_NAMESPACES = ("{http://jvn.jp/rss/mod_sec/}", "{http://jvn.jp/rss/mod_sec/3.0/}")
 
 
@@ -157,7 +161,17 @@ def _whole(text: str, source: Source, out: EntryStream) -> list[Entry]:
         return [e for i, pair in enumerate(zip(entries, texts, strict=True), 1)
                 if (e := out.keep(lambda p: _atom_entry(p[0], source, tlp, out.warnings, p[1]), pair,
                                   lambda i=i: f"entry {i}")) is not None]
-    raise FeedError(f"not a JVN RDF/Atom feed (root element <{xmlsafe.local(root.tag)}>)")
+    if root.tag == VULDEF + "VULDEF-Document":
+        infos = list(root.iter(VULDEF + "Vulinfo"))
+        wrap = envelope(text)
+        texts = [wrap(t) for t in item_texts(text, "Vulinfo")]
+        if len(texts) != len(infos):
+            texts = [None] * len(infos)
+        lang = root.get(XML_LANG)
+        return [e for i, pair in enumerate(zip(infos, texts, strict=True), 1)
+                if (e := out.keep(lambda p: _vulinfo(p[0], source, tlp, lang, out.warnings, p[1]), pair,
+                                  lambda i=i, pair=pair: _describe_vulinfo(i, pair[0]))) is not None]
+    raise FeedError(f"not a JVN RDF/Atom feed or VULDEF document (root element <{xmlsafe.local(root.tag)}>)")
 
 
 def _describe(i: int, pair) -> str:
@@ -281,4 +295,94 @@ def _atom_entry(entry: Element, source: Source, tlp: str, warnings: list[str], r
         tlp=tlp,
         extra={"items": items},
         raw=raw or _raw(entry),
+    )
+
+
+def _describe_vulinfo(i: int, info: Element) -> str:
+    ident = xmlsafe.text(info.find(VULDEF + "VulinfoID"))
+    return f"Vulinfo {i}" + (f" ({ident[:40]})" if ident else "")
+
+
+def _vulinfo(info: Element, source: Source, tlp: str, lang: str | None, warnings: list[str],
+             raw: str | None = None) -> Entry:
+    """One VULDEF `Vulinfo`: JVN's whole entry (the raw text keeps every element and namespace)."""
+    jvndb = xmlsafe.text(info.find(VULDEF + "VulinfoID"))
+    data = info.find(VULDEF + "VulinfoData")
+    if not jvndb or data is None:
+        raise ValueError("it has no VulinfoID or no VulinfoData")
+
+    def text(parent: Element | None, path: str) -> str:
+        return xmlsafe.text(parent.find(path)) if parent is not None else ""
+
+    def texts(path: str) -> list[str]:
+        return [t for e in data.iterfind(path) if (t := xmlsafe.text(e))]
+
+    v = VULDEF
+    affected = []
+    for item in data.iterfind(f"{v}Affected/{v}AffectedItem"):
+        product = {"vendor": text(item, v + "Name") or None, "product": text(item, v + "ProductName") or None,
+                   "cpe": text(item, v + "Cpe") or None,
+                   "versions": [t for e in item.iterfind(v + "VersionNumber") if (t := xmlsafe.text(e))]}
+        affected.append({k: val for k, val in product.items() if val not in (None, [])})
+    cvss = []
+    for c in data.iterfind(f"{v}Impact/{v}Cvss"):
+        cvss.append({"version": c.get("version"), "score": score(text(c, v + "Base"), jvndb, warnings),
+                     "severity": text(c, v + "Severity") or None, "vector": text(c, v + "Vector") or None,
+                     "type": (c.find(v + "Severity").get("type") if c.find(v + "Severity") is not None else None)
+                     or "Base", "source": "JVN"})
+    identifiers, references, cves, cwes = [], [], [], []
+    for rel in data.iterfind(f"{v}Related/{v}RelatedItem"):
+        kind, name = rel.get("type") or "", text(rel, v + "Name")
+        rid, url = text(rel, v + "VulinfoID"), text(rel, v + "URL") or None
+        if kind == "cwe" and rid.upper().startswith("CWE-"):
+            cwes.append(rid)
+            identifiers.append((rid, url))
+        elif CVE_RE.fullmatch(rid):
+            cves.append(rid)
+            if "NVD" in name or "National Vulnerability Database" in name:
+                if url:
+                    references.append({"source_name": "nvd", "description": rid, "url": url})
+            else:
+                identifiers.append((rid, url))
+        elif rid.upper().startswith(("JVN#", "JVNVU#", "JVNTA")):
+            identifiers.append((rid, url))
+        else:
+            ref = {"source_name": name[:200] or kind or "reference"}
+            if rid:
+                ref["description"] = rid[:500]
+            if url:
+                ref["url"] = url
+            if len(ref) > 1:
+                references.append(ref)
+    history = [{"number": text(h, v + "HistoryNo"), "time": text(h, v + "DateTime"),
+                "text": text(h, v + "Description").replace("\\n", "\n")}
+               for h in data.iterfind(f"{v}History/{v}HistoryItem")]
+    overview = text(data, f"{v}VulinfoDescription/{v}Overview")
+    detail = {"impact": "\n".join(texts(f"{v}Impact/{v}ImpactItem/{v}Description")) or None,
+              "solution": "\n".join(texts(f"{v}Solution/{v}SolutionItem/{v}Description")) or None,
+              "affected": affected, "history": [{k: x for k, x in h.items() if x} for h in history]}
+    published = text(data, v + "DateFirstPublished") or text(data, v + "DatePublic")
+    modified = text(data, v + "DateLastUpdated") or published
+    return advisory(
+        source,
+        jvndb,
+        title=text(data, v + "Title"),
+        description=overview,
+        published=date_field(published, jvndb, "DateFirstPublished", warnings),
+        modified=date_field(modified, jvndb, "DateLastUpdated", warnings),
+        url=f"https://jvndb.jvn.jp/{'en' if (lang or source.lang) == 'en' else 'ja'}/contents/"
+            f"{jvndb[6:10]}/{jvndb}.html" if re.fullmatch(r"JVNDB-\d{4}-\d{6}", jvndb) else None,
+        own_id=jvndb,
+        identifiers=identifiers,
+        references=references,
+        cves=cves,
+        cvss=cvss,
+        cpes=[p["cpe"] for p in affected if p.get("cpe")],
+        cwes=cwes,
+        tlp=tlp,
+        lang=info.get(XML_LANG) or lang,
+        extra={"products": [{k: p.get(k) for k in ("cpe", "vendor", "product", "versions") if p.get(k)}
+                            for p in affected],
+               "jvn": {k: x for k, x in detail.items() if x not in (None, [], "") and k != "affected"}},
+        raw=raw or _raw(info),
     )

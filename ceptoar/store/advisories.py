@@ -18,9 +18,9 @@ FACTS = ("source", "entry_key", "source_report", "title", "description", "publis
          "stix_modified", "url", "identifiers", "cves", "cvss", "cpes", "max_cvss", "source_tlp", "lang",
          "auto_tags", "medical_signals", "updated_at")
 DECISIONS = ("status", "analyst_tlp", "severity", "medical", "tags_added", "tags_removed", "notes", "decided_at",
-             "published_version", "published_source")
+             "published_version", "published_source", "clinic")
 JSON_COLUMNS = {"identifiers", "cves", "cvss", "cpes", "auto_tags", "medical_signals", "tags_added", "tags_removed",
-                "notes", "tags"}
+                "notes", "tags", "clinic"}
 # What search reads on PostgreSQL, and what its trigram index holds.
 SEARCH_TEXT = "coalesce(a.title, '') || chr(10) || coalesce(a.description, '') || chr(10) || a.identifiers"
 SEARCH_ORDER_CAP = 25000  # up to this many hits are ordered in the compact advisory_order table
@@ -33,13 +33,13 @@ def effective_tags(suggested: list[str], added: list[str], removed: list[str]) -
 
 def _value(column: str, v):
     if column in JSON_COLUMNS:
-        return dump(v if v is not None else [])
+        return dump(v if v is not None else {} if column == "clinic" else [])
     return int(v) if isinstance(v, bool) else v
 
 
 def decode(d: dict) -> dict:
     for c in JSON_COLUMNS & d.keys():
-        d[c] = json.loads(d[c]) if d[c] is not None else []
+        d[c] = json.loads(d[c]) if d[c] is not None else {} if c == "clinic" else []
     if "medical" in d:
         d["medical"] = None if d["medical"] is None else bool(d["medical"])
     return d
@@ -146,6 +146,23 @@ class Advisories(Repository):
         return {c for (c,) in self.store.execute(
             "SELECT DISTINCT c.cve FROM advisory_cves c JOIN advisories a ON a.id = c.advisory "
             "JOIN sources s ON s.id = a.source WHERE s.kind = 'kev'")}
+
+    def japanese_entries(self, cves: list[str], exclude: str | None = None) -> list[dict]:
+        """Public Japanese JVN entries naming any of these CVEs (effective TLP:CLEAR from a CLEAR
+        source, neither rejected nor revoked), with the CVEs each names; newest first."""
+        found: dict[str, dict] = {}
+        for chunk in chunks(sorted(set(cves))):
+            for row in self.store.execute(
+                    "SELECT a.id, a.source, a.source_report, a.entry_key, a.title, a.description, a.url, a.cves, "
+                    "a.modified FROM advisory_cves c JOIN advisories a ON a.id = c.advisory "
+                    "JOIN sources s ON s.id = a.source "
+                    f"WHERE c.cve IN ({marks(len(chunk))}) AND s.kind = 'jvn' AND a.lang = 'ja' AND a.tlp = 'CLEAR' "
+                    "AND a.source_tlp = 'CLEAR' AND a.status NOT IN ('rejected', 'revoked') AND a.id != ?",
+                    [*chunk, exclude or ""]).fetchall():
+                keys = ("id", "source", "source_report", "entry_key", "title", "description", "url", "cves",
+                        "modified")
+                found[row[0]] = decode(dict(zip(keys, row, strict=True)))
+        return sorted(found.values(), key=lambda r: r["modified"] or "", reverse=True)
 
     def list(self, *, source: str | None = None, cve: str | None = None, since: str | None = None,
              tag: str | None = None, status: str | None = None, search: str | None = None,

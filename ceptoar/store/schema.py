@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -55,7 +55,7 @@ CREATE TABLE advisories (
     tags_added TEXT NOT NULL DEFAULT '[]', tags_removed TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '[]',
     decided_at TEXT,
     tlp TEXT NOT NULL, tlp_rank INTEGER NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
-    published_version TEXT, published_source TEXT
+    published_version TEXT, published_source TEXT, clinic TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX advisories_entry ON advisories (source, entry_key);
 CREATE INDEX advisories_source ON advisories (source, published_utc);
@@ -315,4 +315,12 @@ def _step9(store: Store) -> None:
             store.execute(stmt)
 
 
-STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9)]
+def _step10(store: Store) -> None:
+    """The analyst's plain-language text for clinics (a decision, versioned with the advisory)."""
+    column = "clinic TEXT NOT NULL DEFAULT '{}'"
+    if store.dialect == "postgresql":
+        column = column.replace("TEXT", 'TEXT COLLATE "C"')
+    store.execute(f"ALTER TABLE advisories ADD COLUMN {column}")
+
+
+STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10)]

@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from jinja2 import Environment, FileSystemLoader
 
 from ceptoar.digest import subscribers
+from ceptoar.digest.render import contacts
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -41,12 +42,27 @@ def register(app: Flask, store_of) -> None:
 
     @app.route("/unsubscribe/<token>", methods=["GET", "POST"])
     def unsubscribe(token: str):
-        """The link in every digest; POST is RFC 8058's one-click (List-Unsubscribe-Post)."""
+        """The link in every digest; POST is RFC 8058's one-click (List-Unsubscribe-Post), or
+        the subscriber's own "subscribe again" from the page that confirmed the opt-out."""
         store = store_of()
+        contact = contacts()["ceptoar"]
         sub = store.subscribers.by_token(token)
         if sub is None:
-            return page("unsubscribe.html.j2", 404, state="invalid")
+            return page("unsubscribe.html.j2", 404, state="invalid", contact=contact, address=None)
+        address = masked(sub["email"])
+        if request.method == "POST" and request.form.get("action") == "resubscribe":
+            if sub["unsubscribed"] is not None:
+                subscribers.resubscribe(store, sub["email"], "subscriber", "the subscriber's own link (web)")
+            return page("unsubscribe.html.j2", state="resubscribed", contact=contact, address=address)
         if request.method == "POST":
-            subscribers.unsubscribe(store, token, "subscriber", "web")
-            return page("unsubscribe.html.j2", state="done")
-        return page("unsubscribe.html.j2", state="ask")
+            if sub["unsubscribed"] is None:
+                subscribers.unsubscribe(store, token, "subscriber", "web")
+            return page("unsubscribe.html.j2", state="done", contact=contact, address=address)
+        state = "done" if sub["unsubscribed"] is not None else "ask"
+        return page("unsubscribe.html.j2", state=state, contact=contact, address=address)
+
+
+def masked(email: str) -> str:
+    """An address as the unsubscribe page shows it: enough to recognize, not to harvest."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'*' * max(3, len(local) - 1)}@{domain}"
