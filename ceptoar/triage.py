@@ -199,7 +199,8 @@ def clinic_text(current: dict, given: dict[str, str | None]) -> dict:
 
 
 def triage(store: Store, ref: str, actor: str, *, tlp: str | None = None, severity: str | None = None,
-           medical: bool | None = None, note: str | None = None, for_clinics: dict[str, str | None] | None = None) -> dict:
+           medical: bool | None = None, note: str | None = None,
+           for_clinics: dict[str, str | None] | None = None) -> dict:
     r = store.advisories.find(ref)
     changes: dict = {}
     if for_clinics and any(v is not None for v in for_clinics.values()):
@@ -249,8 +250,9 @@ def auto_publish(store: Store, source: dict, ids: list[str]) -> list[str]:
 
 # The documented JSON view of an advisory (`advisories list/show --format json`): stable for scripts.
 VIEW_FIELDS = ["id", "title", "source", "published", "modified", "stix_modified", "url", "identifiers",
-               "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "clinic", "status",
-               "notes", "collections", "pending_update", "submitted_by", "lang", "medical_signals", "first_seen"]
+               "cves", "cvss", "cpes", "tlp", "source_tlp", "analyst_tlp", "severity", "medical", "tags", "clinic",
+               "status", "notes", "collections", "pending_update", "submitted_by", "lang", "medical_signals",
+               "first_seen"]
 
 
 def views(store: Store, rows: list[dict]) -> list[dict]:

@@ -324,7 +324,8 @@ def test_a_wheel_installed_into_a_fresh_venv_runs_init_and_demo(tmp_path):
 
 @pytest.mark.sqlite_only
 def test_migrates_a_database_made_by_the_previous_hub(tmp_path):
-    """Schema 8 (commit 49b105c) → 9: feed health from the fetch history, the prunable audit log."""
+    """Schema 8 (commit 49b105c) → 9: feed health from the fetch history, the prunable audit log;
+    → 10: the analyst's text for clinics."""
     import shutil
 
     from tests.conftest import Hub
@@ -335,11 +336,15 @@ def test_migrates_a_database_made_by_the_previous_hub(tmp_path):
     assert hub.run("advisories", "list", ok=None).exit_code == 1  # refused until `init` upgrades it
     (tmp_path / "none.toml").write_text("")
     out = hub.run("init", "--sources", str(tmp_path / "none.toml")).output
-    assert "from schema 8 to 9" in out and (tmp_path / "hub.db.before-schema-8").exists()
+    assert f"from schema 8 to {SCHEMA_VERSION}" in out and (tmp_path / "hub.db.before-schema-8").exists()
     store = Store(db)
     assert store.meta("schema_version") == str(SCHEMA_VERSION)
     rows = hub.json("advisories", "list", "--status", "all")
     assert len(rows) == 6 and {r["status"] for r in rows} >= {"published", "revoked"}
+    assert all(r["clinic"] == {} for r in rows)  # step 10: no clinic text yet
+    published = next(r for r in rows if r["status"] == "published")
+    hub.run("advisories", "triage", published["id"], "--summary-ja", "院内の端末を確認してください。")
+    assert hub.json("advisories", "show", published["id"])["clinic"] == {"summary_ja": "院内の端末を確認してください。"}
     for s in store.sources.list():
         assert s["health"] == "ok" and s["failures"] == 0
         assert s["last_new"]  # backfilled from the advisories' arrival

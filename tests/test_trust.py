@@ -334,7 +334,7 @@ def test_migrates_a_database_made_by_the_released_hub(tmp_path):
     assert stale.exit_code == 1 and "ceptoar init" in stale.output
     (tmp_path / "none.toml").write_text("")
     out = hub.run("init", "--sources", str(tmp_path / "none.toml")).output
-    assert "from schema 6 to 9" in out and (tmp_path / "hub.db.before-schema-6").exists()
+    assert f"from schema 6 to {SCHEMA_VERSION}" in out and (tmp_path / "hub.db.before-schema-6").exists()
     rows = {r["source"]: r for r in hub.json("advisories", "list", "--status", "all")}
     assert (rows["icsma"]["tlp"], rows["icsma"]["analyst_tlp"], rows["icsma"]["source_tlp"]) == (
         "AMBER", "AMBER", "CLEAR")

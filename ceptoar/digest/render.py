@@ -149,11 +149,13 @@ CSAF_ACTIONS_JA = {
     "workaround": "製造元が回避策を示しています。保守業者と確認して実施してください。",
     "fix_planned": "修正版は提供予定です。提供されるまで、製造元が示す対策を保守業者と確認してください。",
     "none_available": "現時点で修正版はありません。製造元が示す対策を保守業者と確認してください。",
-    "no_fix_planned": "修正版は提供されない予定です。ネットワークからの切り離しや機器の更新を保守業者と検討してください。",
+    "no_fix_planned": ("修正版は提供されない予定です。"
+                       "ネットワークからの切り離しや機器の更新を保守業者と検討してください。"),
 }
 KIND_ACTIONS = {
     "vulnerability": {
-        "ja": "お使いの製品が該当するか保守業者・販売店に確認し、該当する場合は修正版への更新または回避策の適用を依頼してください。",
+        "ja": ("お使いの製品が該当するか保守業者・販売店に確認し、"
+               "該当する場合は修正版への更新または回避策の適用を依頼してください。"),
         "en": "Check with your vendor whether you use the product; if so, apply the update or the workaround."},
     "notice": {"ja": "内容をお読みになり、記載された対策を実施してください(リンク先に詳細があります)。",
                "en": "Read the notice and follow what it asks (details at the link)."},
