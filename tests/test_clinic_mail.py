@@ -282,3 +282,14 @@ def test_unsubscribe_pages_show_the_address_a_contact_and_the_way_back(clinic):
     invalid = client.get("/unsubscribe/not-a-token")
     body = invalid.get_data(as_text=True)
     assert invalid.status_code == 404 and "次にすること" in body and "ceptoar@example.jp" in body
+
+
+def test_links_show_their_host_and_shorteners_are_not_clickable():
+    from ceptoar.digest.render import link
+
+    page = "https://www.jpcert.or.jp/at/2026/at260001.html"
+    assert link(page) == {"href": page, "text": page}
+    for hidden in ("https://bit.ly/3xYz", "http://t.co/abc", "https://www.tinyurl.com/y", "javascript:alert(1)"):
+        assert link(hidden) == {"href": None, "text": hidden}
+    assert link("https://evil.example/\x1b[31m")["href"] is None
+    assert link("") is None and link(None) is None

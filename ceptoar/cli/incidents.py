@@ -12,17 +12,34 @@ from ceptoar.output import echo, emit, format_option, to_json
 
 # --- incidents ----------------------------------------------------------------------------------
 
-INCIDENT_COLUMNS = ["id", "facility", "facility_type", "prefecture", "member", "status", "mhlw_due", "detected_at"]
+INCIDENT_COLUMNS = ["id", "facility", "facility_type", "prefecture", "member", "status", "owed", "detected_jst"]
+DUE_COLUMNS = ["id", "facility", "prefecture", "party", "label", "deadline_jst", "days_left", "state"]
+PARTY_CHOICE = click.Choice(["vendor", "mhlw", "prefecture", "police", "ppc-preliminary", "ppc-final"])
+CAUSE_CHOICE = click.Choice(["ransomware", "unauthorized-access", "malware", "insider", "misdelivery", "loss",
+                             "system-failure", "unknown", "other"])
 
 
 @main.group()
 def incidents() -> None:
-    """Incident reports from member facilities (TLP:RED) and the relay to vendor, MHLW, prefecture."""
+    """Incident reports from member facilities (TLP:RED), the reports they owe (vendor, MHLW,
+    prefecture, police, PPC) with their deadlines, and the notices."""
 
 
 def _incident_json(inc: dict) -> dict:
-    from ceptoar.incidents import mhlw_due, next_steps
-    return inc | {"mhlw_due": mhlw_due(inc), "next_steps": next_steps(inc)}
+    from datetime import datetime
+
+    from ceptoar.incidents import STATUS_JA, mhlw_due, next_steps, obligations
+    from ceptoar.model import JST
+
+    owed = obligations(inc)
+    detected = datetime.fromisoformat(inc["detected_at"].replace("Z", "+00:00")).astimezone(JST)
+    return inc | {"mhlw_due": mhlw_due(inc), "next_steps": next_steps(inc), "obligations": owed,
+                  "owed": ", ".join(o["party"] for o in owed if o["state"] in ("pending", "overdue")),
+                  "status_ja": STATUS_JA[inc["status"]], "detected_jst": f"{detected:%Y-%m-%d %H:%M}"}
+
+
+def _notice(message: str) -> None:
+    echo(f"note: {message}", err=True)
 
 
 @incidents.command("report")
@@ -38,24 +55,84 @@ def _incident_json(inc: dict) -> dict:
 @click.option("--service-impact", is_flag=True, help="The medical information system is impaired.")
 @click.option("--personal-data-leak", is_flag=True, help="Personal data may have leaked.")
 @click.option("--care-disrupted", is_flag=True, help="Care is disrupted.")
+@click.option("--facility-phone", help="The facility's telephone number (e.g. 03-1234-5678).")
+@click.option("--contact-person", help="Who at the facility the authorities should call.")
+@click.option("--cause", type=CAUSE_CHOICE, help="What caused it, as far as known.")
+@click.option("--crime-suspected/--no-crime-suspected", default=None,
+              help="A crime is suspected (default: when the cause is ransomware, unauthorized access, malware or "
+                   "an insider).")
+@click.option("--records-affected", type=click.IntRange(min=0), help="How many people's data (本人の数).")
 @format_option(("table", "json"))
 @pass_hub
 def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summary, detected_at, vendor,
-                     vendor_phone, vendor_email, service_impact, personal_data_leak, care_disrupted, fmt) -> None:
-    """Record a suspected cyberattack at a facility and print what must be done next."""
+                     vendor_phone, vendor_email, service_impact, personal_data_leak, care_disrupted, facility_phone,
+                     contact_person, cause, crime_suspected, records_affected, fmt) -> None:
+    """Record a suspected cyberattack at a facility and print the reports it owes, with deadlines."""
 
     from ceptoar import incidents as inc_mod
     inc = inc_mod.report(hub.ready_store(), hub.actor, facility=facility, facility_type=facility_type,
                          prefecture=prefecture, member=member, summary=summary, detected_at=detected_at, vendor=vendor,
                          vendor_phone=vendor_phone, vendor_email=vendor_email, service_impact=service_impact,
-                         personal_data_leak=personal_data_leak, care_disrupted=care_disrupted)
+                         personal_data_leak=personal_data_leak, care_disrupted=care_disrupted,
+                         facility_phone=facility_phone, contact_person=contact_person, cause=cause,
+                         crime_suspected=crime_suspected, records_affected=records_affected, on_notice=_notice)
     out = _incident_json(inc)
     if fmt == "json":
         echo(to_json(out))
         return
-    echo(f"recorded {inc['id']} (TLP:RED){'; MHLW report due' if out['mhlw_due'] else ''}")
+    echo(f"recorded {inc['id']} (TLP:RED); reports owed: {out['owed'] or 'none'}")
     for step in out["next_steps"]:
         echo(f"  次に: {step}")
+
+
+@incidents.command("edit")
+@click.argument("incident_id")
+@click.option("--summary")
+@click.option("--prefecture")
+@click.option("--facility-phone")
+@click.option("--contact-person")
+@click.option("--vendor")
+@click.option("--vendor-phone")
+@click.option("--vendor-email", help='"" removes it.')
+@click.option("--service-impact/--no-service-impact", default=None)
+@click.option("--care-disrupted/--no-care-disrupted", default=None)
+@click.option("--personal-data-leak/--no-personal-data-leak", default=None)
+@click.option("--crime-suspected/--no-crime-suspected", default=None)
+@click.option("--records-affected", type=click.IntRange(min=0), help="本人の数.")
+@click.option("--cause", type=CAUSE_CHOICE)
+@click.option("--data-items", help="漏えい等した個人データの項目 (e.g. 氏名、診療録、保険証番号).")
+@click.option("--secondary-harm", help="二次被害又はそのおそれ.")
+@click.option("--individuals-response", help="本人への対応 (notifying the people concerned).")
+@click.option("--public-announcement", help="公表 (whether and how it was made public).")
+@pass_hub
+def incidents_edit(hub: Hub, incident_id, **facts) -> None:
+    """Correct or complete the recorded facts: each correction a new version, audited with the old
+    and new values; the reports owed follow the corrected facts."""
+    from ceptoar import incidents as inc_mod
+    inc, changed = inc_mod.edit(hub.ready_store(), incident_id, hub.actor, facts, on_notice=_notice)
+    for k, (old, new) in changed.items():
+        echo(f"{inc_mod.FACTS[k]} ({k}): {old!r} → {new!r}")
+    out = _incident_json(inc)
+    echo(f"reports owed: {out['owed'] or 'none'}")
+    for step in out["next_steps"]:
+        echo(f"  次に: {step}")
+
+
+@incidents.command("reported")
+@click.argument("incident_id")
+@click.option("--to", "party", required=True, type=PARTY_CHOICE)
+@click.option("--how", type=click.Choice(["telephone", "e-mail", "online-form", "in-person", "fax"]),
+              default="telephone", show_default=True)
+@click.option("--at", "at", type=JST_TIME, help="When it was made (JST unless an offset is given; default now).")
+@click.option("--note", help="Whom you spoke to, a reference number.")
+@pass_hub
+def incidents_reported(hub: Hub, incident_id, party, how, at, note) -> None:
+    """Record a report made outside the hub (by telephone, the PPC's online form…): it closes
+    that obligation."""
+    from ceptoar import incidents as inc_mod
+    inc = inc_mod.record_report(hub.ready_store(), incident_id, party, hub.actor, how=how, at=at, note=note)
+    out = _incident_json(inc)
+    echo(f"{inc['id']}: report to {party} recorded ({how}); still owed: {out['owed'] or 'none'}")
 
 
 @incidents.command("update")
@@ -65,11 +142,15 @@ def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summ
 @click.option("--note")
 @click.option("--note-kind", type=click.Choice(["damage", "response", "recovery", "prevention", "general"]),
               default="general", show_default=True)
+@click.option("--reason", help="Why a status is set back, or why it closes with reports still owed (audited).")
+@click.option("--force", is_flag=True, help="Close although reports are still owed (with --reason).")
 @pass_hub
-def incidents_update(hub: Hub, incident_id, status, note, note_kind) -> None:
-    """Move an incident forward and record damage, response, recovery, prevention notes."""
+def incidents_update(hub: Hub, incident_id, status, note, note_kind, reason, force) -> None:
+    """Move an incident forward (or back, with --reason) and record damage, response, recovery,
+    prevention notes. Closing is refused while a report is owed, unless --force --reason."""
     from ceptoar import incidents as inc_mod
-    inc = inc_mod.update(hub.ready_store(), incident_id, hub.actor, status=status, note=note, note_kind=note_kind)
+    inc = inc_mod.update(hub.ready_store(), incident_id, hub.actor, status=status, note=note, note_kind=note_kind,
+                         reason=reason, force=force)
     echo(f"{inc['id']}: {inc['status']} ({len(inc['notes'])} notes)")
     for step in inc_mod.next_steps(inc):
         echo(f"  次に: {step}")
@@ -78,15 +159,21 @@ def incidents_update(hub: Hub, incident_id, status, note, note_kind) -> None:
 @incidents.command("list")
 @click.option("--status")
 @click.option("--prefecture")
-@click.option("--due", is_flag=True, help="Only those whose MHLW report is due and not yet made.")
+@click.option("--due", is_flag=True, help="The reports still owed (closed incidents too), soonest deadline first.")
 @format_option()
 @pass_hub
 def incidents_list(hub: Hub, status, prefecture, due, fmt) -> None:
-    """List incidents, newest first."""
-    from ceptoar.incidents import STATUSES
+    """List incidents, newest first (times in JST); --due: one row per report owed."""
+    from ceptoar.obligations import PREFECTURES, prefecture as canonical
+    if prefecture and prefecture not in PREFECTURES:
+        prefecture, notice = canonical(prefecture)
+        _notice(notice)
     rows = [_incident_json(i) for i in hub.ready_store().incidents.list(status, prefecture)]
     if due:
-        rows = [r for r in rows if r["mhlw_due"] and STATUSES.index(r["status"]) < STATUSES.index("reported-to-mhlw")]
+        owed = [{"id": r["id"], "facility": r["facility"], "prefecture": r["prefecture"], "status": r["status"]} | o
+                for r in rows for o in r["obligations"] if o["state"] in ("pending", "overdue")]
+        emit(sorted(owed, key=lambda o: o["deadline"]), fmt, DUE_COLUMNS, widths={"id": 20})
+        return
     emit(rows, fmt, INCIDENT_COLUMNS, widths={"id": 20})
 
 
@@ -94,29 +181,41 @@ def incidents_list(hub: Hub, status, prefecture, due, fmt) -> None:
 @click.argument("incident_id")
 @pass_hub
 def incidents_show(hub: Hub, incident_id) -> None:
-    """Show one incident with its history, notes and notices (JSON)."""
+    """Show one incident with its history, notes, notices, corrections and the reports it owes,
+    each with its state and deadline (JSON)."""
     from ceptoar import incidents as inc_mod
     echo(to_json(_incident_json(inc_mod.show(hub.ready_store(), incident_id, hub.actor))))
 
 
 @incidents.command("notify")
 @click.argument("incident_id")
-@click.option("--to", "parties", multiple=True, type=click.Choice(["vendor", "mhlw", "prefecture"]),
-              help="Repeatable; default: the vendor, and MHLW and the prefecture when the report is due.")
+@click.option("--to", "parties", multiple=True, type=PARTY_CHOICE,
+              help="Repeatable; default: every report still owed.")
 @with_smtp
 @pass_hub
 def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out,
                      base_url) -> None:
-    """Prepare (and send, or write as .eml) the notice to each party, in Japanese."""
+    """Prepare (and send, or write as .eml) the notice to each party, in Japanese. A notice sent
+    records the report; one written or printed is recorded with `incidents reported` once made."""
     from ceptoar import incidents as inc_mod
     store = hub.ready_store()
     inc = inc_mod.find(store, incident_id)
-    parties = list(parties) or ["vendor"] + (["mhlw", "prefecture"] if inc_mod.mhlw_due(inc) else [])
+    parties = list(parties) or [o["party"] for o in inc_mod.open_obligations(inc)]
+    if not parties:
+        echo("no report is owed; name one with --to to prepare it anyway", err=True)
+        return
     smtp = smtp_config(smtp_host, smtp_port, smtp_user, starttls)
     for n in inc_mod.send_notices(store, inc, parties, hub.actor, smtp=smtp, out_dir=out, dry_run=dry_run):
         if n.how == "printed":
             echo(f"To: {n.address}\nSubject: {n.subject}\n\n{n.body}\n")
-        echo(f"{n.party}: {n.how} ({n.address})", err=True)
+        echo(f"{n.party}: {n.how} ({n.address})"
+             + ("" if n.how == "sent" or dry_run else
+                f"; once made: incidents reported {inc['id'][10:18]} --to {n.party} --how e-mail"), err=True)
+        if n.party.startswith("ppc-") and (missing := inc_mod.missing_ppc_facts(inc)):
+            echo(f"{n.party}: 未確認の項目があります; record them with incidents edit {inc['id'][10:18]} "
+                 + " ".join(m for m in missing if m.startswith("--")) + " …"
+                 + ("; " + next(m for m in missing if not m.startswith("--")) if any(
+                     not m.startswith("--") for m in missing) else ""), err=True)
 
 
 @incidents.command("share")

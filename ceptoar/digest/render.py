@@ -309,7 +309,12 @@ def _wrap(text: str, width: int = 300) -> str:
 
 def render(store: Store, advisories: list[dict], *, lang: str, member_name: str, until: str,
            periods: list[dict], kind: str = "digest") -> Rendered:
+    from ceptoar.incidents import relay_config
+
     c = contacts()
+    office = relay_config()["mhlw"]  # whom to call: the same office as the incident notices
+    mhlw = {"office": office["name"], "office_en": office.get("name_en") or office["name"], "phone": office["phone"],
+            "hours": office.get("hours", "")}
     day = jst(until)
     n = len(advisories)
     if lang == "ja":
@@ -331,8 +336,8 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
                     "end_jst": f"{jst(p['end']):%Y-%m-%d %H:%M}"} for p in periods]
     ctx = {"advisories": items, "periods": period_rows, "heading": heading, "subject": subject, "lang": lang,
            "tlp_banner": TLP_TEXT[lang][tlp], "tlp_color": TLP_COLOR[tlp], "ceptoar": c["ceptoar"],
-           "mhlw": c["mhlw"], "member_name": member_name, "t": HTML_TEXT[lang],
-           "mhlw_office": c["mhlw"]["office"] if lang == "ja" else c["mhlw"]["office_en"],
+           "mhlw": mhlw, "member_name": member_name, "t": HTML_TEXT[lang],
+           "mhlw_office": mhlw["office"] if lang == "ja" else mhlw["office_en"],
            "ceptoar_name": c["ceptoar"]["name"] if lang == "ja" else c["ceptoar"]["name_en"]}
     text = _wrap(templates().get_template(f"digest_{lang}.txt.j2").render(ctx))
     html = _wrap(templates().get_template("digest.html.j2").render(ctx))
