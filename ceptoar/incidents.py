@@ -390,8 +390,14 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
     else:
         raise IncidentError(f"notices go to {', '.join(NOTICE_PARTIES)}")
     if not address:
-        raise IncidentError(f"no e-mail address for {party} ({to_name}): give --vendor-email when reporting, or "
-                            "add it to relay.toml in the configuration folder (CEPTOAR_CONFIG)")
+        where = {"vendor": f"give it with `incidents edit {inc['id'][10:18]} --vendor-email ADDR`, or add "
+                           f"[vendors.\"{inc['vendor'] or '名前'}\"] email to relay.toml",
+                 "mhlw": "set [mhlw] email in relay.toml", "prefecture": f"add [prefectures.\"{inc['prefecture']}\"] "
+                 "email to relay.toml", "police": f"add [police.\"{inc['prefecture']}\"] email to relay.toml"}
+        hint = where.get(party, "set [ppc] email in relay.toml (or report through the Commission's online form "
+                                "and record it with `incidents reported`)")
+        raise IncidentError(f"no e-mail address for {party} ({to_name}): {hint} in the configuration folder "
+                            "(CEPTOAR_CONFIG)")
     address = check_address(address)
     contact = " / ".join(x for x in (inc["contact_person"], inc["facility_phone"]) if x) or UNKNOWN
     lines = [f"{to_name} 御中", "", opening, "", "記", ""]
