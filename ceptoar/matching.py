@@ -181,9 +181,10 @@ def affected_of(report: dict) -> list[Affected]:
             out.append(Affected(parts[0], parts[1], ranges, "cpe"))
         if isinstance(p.get("product"), str) and p["product"]:
             out.append(Affected(p.get("vendor"), p["product"], ranges, "jvn"))
+    described = {(a.vendor, a.product) for a in out if a.via == "cpe"}  # with JVN's affected versions
     for cpe in extensions.prop(report, "cpes", list) or []:
         parts = cpe_parts(cpe) if isinstance(cpe, str) else None
-        if parts:
+        if parts and (parts[0], parts[1]) not in described:
             out.append(Affected(parts[0], parts[1], [("=", parts[2])] if parts[2] else None, "cpe"))
     seen, unique = set(), []
     for a in out:

@@ -11,7 +11,7 @@ alert (sent by the digest stage).
 
 from __future__ import annotations
 
-from ceptoar import clinic, extensions, publication
+from ceptoar import clinic, extensions, publication, registers
 from ceptoar import collections as colls
 from ceptoar.errors import CeptoarError
 from ceptoar.filters import SEVERITIES, compile_filter
@@ -57,6 +57,7 @@ def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: 
         store.membership.place(cid, row["id"], version)
     store.advisories.decide(row["id"], status="published", published_source=source_version,
                             published_version=version, decided_at=utcnow())
+    registers.match_advisory(store, row["id"])  # the registers it touches, as published now
     return placed
 
 
@@ -110,6 +111,7 @@ def revoke(store: Store, refs: list[str], reason: str, actor: str) -> list[dict]
                 store.membership.place(cid, r["id"], version)
             store.advisories.decide(r["id"], status="revoked", published_version=version,
                                     notes=r["notes"] + [_note(actor, f"revoked: {reason}")], decided_at=utcnow())
+            registers.match_advisory(store, r["id"])  # revoked: no longer matched
             store.audit.add(actor, "revoke", r["id"], {"reason": reason, "collections": holders})
             out.append({"id": r["id"], "collections": holders})
     return out

@@ -13,6 +13,7 @@ from ceptoar.cli import (  # noqa: F401  (each module adds its commands to `main
     hub,
     incidents,
     members,
+    registers,
     serve,
     sources,
     subscribers,

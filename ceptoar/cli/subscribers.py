@@ -12,7 +12,7 @@ from ceptoar.output import echo, emit, format_option
 
 # --- subscribers, digests, alert periods ------------------------------------------------------
 
-SUBSCRIBER_COLUMNS = ["email", "name", "member", "frequency", "clearance", "lang", "unsubscribed"]
+SUBSCRIBER_COLUMNS = ["email", "name", "member", "frequency", "clearance", "lang", "facility", "unsubscribed"]
 
 
 @main.group()
@@ -47,13 +47,14 @@ def subscribers_import(hub: Hub, file: Path) -> None:
 @click.option("--frequency", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
 @click.option("--clearance", default="CLEAR", show_default=True)
 @click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
+@click.option("--facility", help="The facility (of the member) whose register this subscriber's digest is matched to.")
 @pass_hub
-def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang) -> None:
+def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang, facility) -> None:
     """Add (or update) one subscriber."""
     from ceptoar.digest import subscribers as subs
     store = hub.ready_store()
     outcome = subs.add(store, {"email": email, "member": member, "name": name, "frequency": frequency,
-                               "clearance": clearance, "lang": lang}, hub.actor)
+                               "clearance": clearance, "lang": lang, "facility": facility}, hub.actor)
     if outcome == "unsubscribed":
         echo(f"1 skipped: unsubscribed ({email.lower()} opted out; `ceptoar subscribers resubscribe` "
                    "only on their own request)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ceptoar.digest.render import compose, render
+from ceptoar.digest.render import compose, facility_block, render
 from ceptoar.errors import CeptoarError
 from ceptoar.files import child, private_dir, write_private
 from ceptoar.leases import held
@@ -186,6 +186,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
             rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
                               periods=periods, kind="flash" if ids else "digest")
             result.rendered += 1
+            blocks: dict[str, tuple[str, str] | None] = {}  # facility → its block in this segment
             after = ""
             while True:
                 batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
@@ -201,9 +202,14 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         result.skipped += 1
                         continue
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
+                    fid = r.get("facility")
+                    if fid and fid not in blocks:
+                        register = {row["n"]: row for row in store.facilities.register(fid)}
+                        found = store.facilities.matches(facility=fid, advisories=list(rendered.items))
+                        blocks[fid] = facility_block(rendered, found, register)
                     try:  # an address stored before addresses were checked fails alone
                         data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
-                                       unsubscribe_url=url)
+                                       unsubscribe_url=url, block=blocks.get(fid) if fid else None)
                         if out_dir is not None:
                             write_private(child(out_dir, eml_name(r["email"])), data)
                             result.written += 1

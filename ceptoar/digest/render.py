@@ -8,7 +8,7 @@ import json
 import re
 import textwrap
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +24,8 @@ from ceptoar.output import clean
 from ceptoar.store import Store
 
 PLACEHOLDER = "@@UNSUBSCRIBE_URL@@"
+# Where a subscriber's facility block goes (its own line in each part): the rest is the segment's.
+FACILITY_TEXT, FACILITY_HTML = "@@FACILITY_TEXT@@", "@@FACILITY_HTML@@"
 HERE = Path(__file__).parent
 SEVERITY = {"ja": {"critical": "緊急", "high": "高", "medium": "中", "low": "低", None: "未評価"},
             "en": {"critical": "Critical", "high": "High", "medium": "Medium", "low": "Low", None: "Not rated"}}
@@ -109,6 +111,8 @@ class Rendered:
     tlp: str
     text: str = ""  # the parts as rendered, for previews
     html: str = ""
+    items: dict = field(default_factory=dict)  # advisory id → its item as shown (for facility blocks)
+    lang: str = "ja"
 
 
 def jst(ts: str) -> datetime:
@@ -327,7 +331,7 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
                    else f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
         heading = ("Urgent notice (heightened alert period)" if kind == "flash"
                    else f"Security information of {day:%Y-%m-%d} ({n} items)")
-    items = [item(a, lang) for a in advisories]
+    items = [item(a, lang) | {"id": a["id"]} for a in advisories]
     tlps = [a["tlp"] for a in advisories]
     # Urgent first: actively exploited, then by severity (the order within each kept).
     items.sort(key=lambda i: (not i["kev"], SEVERITY_ORDER[i["severity"]]))
@@ -343,18 +347,57 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
     html = _wrap(templates().get_template("digest.html.j2").render(ctx))
     # One segment, serialized once; each recipient's headers go between its head and body (compose).
     head, body = mail.segment(mail.message(subject, text, html, headers={"X-CEPTOAR-TLP": tlp}))
-    return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp, text=text, html=html)
+    return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp,
+                    text=text.replace(FACILITY_TEXT + "\n", ""), html=html.replace(FACILITY_HTML + "\n", ""),
+                    items={i["id"]: i for i in items}, lang=lang)
 
 
-def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str) -> bytes:
+def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict]) -> tuple[str, str] | None:
+    """The small per-facility part of a digest: the segment's advisories that match the
+    facility's register, each with the register's own line, the confidence and what to do."""
+    from ceptoar.matching import CONFIDENCE, CONFIDENCE_JA
+    from ceptoar.registers import row_line
+
+    by_advisory: dict[str, dict] = {}
+    for m in matches:
+        if m["advisory"] not in r.items or m["n"] not in register:
+            continue
+        entry = by_advisory.setdefault(m["advisory"], {"lines": [], "confidence": m["confidence"]})
+        entry["lines"].append(row_line(register[m["n"]]))
+        if CONFIDENCE.index(m["confidence"]) < CONFIDENCE.index(entry["confidence"]):
+            entry["confidence"] = m["confidence"]
+    if not by_advisory:
+        return None
+    en = {"version": "your version is in the affected range", "product": "same product (version not checked)",
+          "name": "same product name (vendor not confirmed)"}
+    rows = []
+    for aid, item in r.items.items():  # in the digest's order: urgent first
+        if aid in by_advisory:
+            e = by_advisory[aid]
+            rows.append({"title": item["title"], "lines": [clean(x) for x in dict.fromkeys(e["lines"])][:5],
+                         "confidence_text": (CONFIDENCE_JA if r.lang == "ja" else en)[e["confidence"]],
+                         "action": item["action"]})
+    ctx = {"rows": rows, "lang": r.lang}
+    text = _wrap(templates().get_template("facility_block.txt.j2").render(ctx))
+    html = _wrap(templates().get_template("facility_block.html.j2").render(ctx))
+    return text, html
+
+
+def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str,
+            block: tuple[str, str] | None = None) -> bytes:
     """One recipient's message: the segment's bytes with the recipient's headers (built with the
-    header API: an address or name cannot add a header) and unsubscribe link."""
+    header API: an address or name cannot add a header), unsubscribe link and facility block."""
     c = contacts()["ceptoar"]
     # Derived from (digest, recipient): a resend after a crash carries the same Message-ID.
     headers = (header("To", mailbox(name, email)) + header("Message-ID", mail.message_id(f"{run_id}|{email}"))
                + header("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{c['email']}?subject=unsubscribe>")
                + header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + b"\r\n")
-    return r.head + headers + r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())
+    body = r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())
+    text, html = block or ("", "")
+    for marker, part in ((FACILITY_TEXT, text), (FACILITY_HTML, html)):
+        # Lines end in CRLF on the wire; an empty block leaves no line behind.
+        body = body.replace(marker.encode() + b"\r\n", part.replace("\n", "\r\n").encode() if part else b"")
+    return r.head + headers + body
 
 
 def json_preview(r: Rendered) -> str:

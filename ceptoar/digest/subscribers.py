@@ -11,7 +11,7 @@ from ceptoar.mail import AddressError, check_address, clean_name
 from ceptoar.model import SYSTEM, tlp_name
 from ceptoar.store import Store
 
-COLUMNS = ("email", "name", "member", "frequency", "clearance", "lang")
+COLUMNS = ("email", "name", "member", "frequency", "clearance", "lang", "facility")
 
 
 class SubscriberError(CeptoarError, ValueError):
@@ -26,7 +26,8 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def check(row: dict, members: set[str]) -> dict:
+def check(row: dict, members: set[str], facilities: dict[str, str] | None = None) -> dict:
+    """A subscriber row checked; `facilities` (id → member) when the row may name a facility."""
     try:
         email = check_address(row.get("email") or "")
     except AddressError as e:
@@ -44,8 +45,11 @@ def check(row: dict, members: set[str]) -> dict:
         clearance = tlp_name(row.get("clearance") or "CLEAR")
     except ValueError as e:
         raise SubscriberError(str(e)) from None
+    facility = (row.get("facility") or "").strip() or None
+    if facility is not None and (facilities or {}).get(facility) != member:
+        raise SubscriberError(f"unknown facility {facility!r} of member {member!r} (see `ceptoar facilities list`)")
     return {"email": email, "name": clean_name(row.get("name")), "member": member, "frequency": frequency,
-            "clearance": clearance, "lang": lang}
+            "clearance": clearance, "lang": lang, "facility": facility}
 
 
 def import_csv(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") -> ImportResult:
@@ -57,12 +61,13 @@ def import_csv(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") 
     if missing:
         raise SubscriberError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(COLUMNS)})")
     members = {m["id"] for m in store.members.list()}
+    facilities = {f["id"]: f["member"] for f in store.facilities.list()}
     good = []
     for row in reader:
         try:
             if None in row:
                 raise SubscriberError("more fields than the header")
-            good.append(check(row, members))
+            good.append(check(row, members, facilities))
         except SubscriberError as e:
             result.errors.append((reader.line_num, str(e)))
     with store.transaction():
@@ -82,7 +87,7 @@ def import_csv(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") 
 
 def add(store: Store, row: dict, actor: str = SYSTEM) -> str:
     """'added', 'updated', or 'unsubscribed' (the address opted out and stays out)."""
-    sub = check(row, {m["id"] for m in store.members.list()})
+    sub = check(row, {m["id"] for m in store.members.list()}, {f["id"]: f["member"] for f in store.facilities.list()})
     with store.transaction():
         outcome = store.subscribers.upsert(sub)
         if outcome != "unsubscribed":

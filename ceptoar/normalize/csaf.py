@@ -72,6 +72,29 @@ def _product_names(tree) -> list[str]:
     return names
 
 
+def _affected(tree, ids: set[str]) -> list[dict]:
+    """The products of a product tree as vendor, product and version range or versions (the
+    branches' vendor / product_name / product_version_range or product_version), limited to the
+    product ids the vulnerabilities call affected when they name any."""
+    out, stack = [], [(tree, {})]
+    while stack:
+        node, path = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        category, name = node.get("category"), node.get("name")
+        if isinstance(category, str) and isinstance(name, str):
+            path = path | {category: name}
+        product = node.get("product")
+        pid = product.get("product_id") if isinstance(product, dict) else None
+        if isinstance(pid, str) and (not ids or pid in ids) and path.get("product_name"):
+            version = path.get("product_version_range") or path.get("product_version")
+            out.append({"vendor": path.get("vendor"), "product": path["product_name"],
+                        **({"range": version} if version else {})})
+        branches = node.get("branches")
+        stack.extend((b, path) for b in reversed(branches if isinstance(branches, list) else []))
+    return [dict(t) for t in dict.fromkeys(tuple(sorted(a.items())) for a in out)]
+
+
 def _scores(vuln: dict, cve: str | None, where: str, warnings: list[str]) -> list[dict]:
     out = []
     for s in list_field(vuln.get("scores"), where, "scores", warnings, dict):
@@ -119,7 +142,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
     self_urls = [r["url"] for r in refs if r.get("category") == "self" and isinstance(r.get("url"), str)]
     url = next((u for u in self_urls if not u.endswith(".json")), self_urls[0] if self_urls else None)
 
-    cves, cwes, cvss, per_cve, remediations, categories = [], [], [], {}, [], []
+    cves, cwes, cvss, per_cve, remediations, categories, affected_ids = [], [], [], {}, [], [], set()
     for i, v in enumerate(list_field(doc.get("vulnerabilities"), where, "vulnerabilities", warnings, dict), 1):
         cve = v.get("cve")
         if cve is not None and not (isinstance(cve, str) and CVE_RE.fullmatch(cve.strip())):
@@ -132,6 +155,9 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
         cvss.extend(scores)
         if cwe:
             cwes.append(cwe)
+        status = v.get("product_status") if isinstance(v.get("product_status"), dict) else {}
+        for key in ("known_affected", "first_affected", "last_affected"):
+            affected_ids.update(p for p in status.get(key) or [] if isinstance(p, str))
         for r in list_field(v.get("remediations"), where, "remediations", warnings, dict):
             if isinstance(r.get("details"), str) and r["details"] not in remediations:
                 remediations.append(r["details"])
@@ -172,6 +198,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
                 "tracking_id": tracking_id,
                 "version": tracking.get("version") if isinstance(tracking.get("version"), str) else None,
                 "products": sorted(set(_product_names(doc.get("product_tree") or {}))),
+                "affected": _affected(doc.get("product_tree") or {}, affected_ids),
                 "sectors": sectors,
                 "remediations": remediations,
                 "remediation_categories": categories,

@@ -118,6 +118,7 @@ class Store:
         from ceptoar.store.mail import Deliveries, Subscribers
         from ceptoar.store.membership import Collections, Membership, Publications
         from ceptoar.store.objects import Objects
+        from ceptoar.store.registers import Facilities
         from ceptoar.store.sources import Sources
 
         self.sources = Sources(self)
@@ -132,6 +133,7 @@ class Store:
         self.incidents = Incidents(self)
         self.audit = Audit(self)
         self.leases = Leases(self)
+        self.facilities = Facilities(self)
 
     # --- SQL ------------------------------------------------------------------------------------
     def execute(self, sql: str, args=()):

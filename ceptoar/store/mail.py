@@ -20,13 +20,14 @@ class Subscribers(Repository):
             return "unsubscribed"
         if existing:
             s.execute("UPDATE subscribers SET name = ?, member = ?, frequency = ?, clearance = ?, lang = ?, "
-                      "updated = ? WHERE email = ?", (sub["name"], sub["member"], sub["frequency"], sub["clearance"],
-                                                      sub["lang"], now, sub["email"]))
+                      "facility = ?, updated = ? WHERE email = ?",
+                      (sub["name"], sub["member"], sub["frequency"], sub["clearance"], sub["lang"], sub.get("facility"),
+                       now, sub["email"]))
             return "updated"
-        s.execute("INSERT INTO subscribers (email, name, member, frequency, clearance, lang, token, created, updated) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        s.execute("INSERT INTO subscribers (email, name, member, frequency, clearance, lang, facility, token, created, "
+                  "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   (sub["email"], sub["name"], sub["member"], sub["frequency"], sub["clearance"], sub["lang"],
-                   "u" + secrets.token_urlsafe(24), now, now))  # never starts with "-": safe as a CLI argument
+                   sub.get("facility"), "u" + secrets.token_urlsafe(24), now, now))  # never starts with "-"
         return "added"
 
     def get(self, email: str) -> dict | None:
@@ -81,8 +82,8 @@ class Subscribers(Repository):
                    since: str | None, after_email: str = "", limit: int = 1000) -> list[dict]:
         col = f"last_{frequency}" if frequency else "NULL"
         cursor = f"{col} IS NULL" if since is None else f"{col} = ?"
-        q = (f"SELECT email, name, token FROM subscribers WHERE unsubscribed IS NULL AND member = ? AND clearance = ? "
-             f"AND lang = ? AND {cursor} AND email > ?" + (" AND frequency = ?" if frequency else "")
+        q = ("SELECT email, name, token, facility FROM subscribers WHERE unsubscribed IS NULL AND member = ? "
+             f"AND clearance = ? AND lang = ? AND {cursor} AND email > ?" + (" AND frequency = ?" if frequency else "")
              + " ORDER BY email LIMIT ?")
         args = ([member, clearance, lang] + ([] if since is None else [since]) + [after_email]
                 + ([frequency] if frequency else []) + [limit])

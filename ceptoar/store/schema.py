@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -114,7 +114,7 @@ CREATE TABLE grants (
 CREATE TABLE subscribers (
     email TEXT PRIMARY KEY, name TEXT, member TEXT NOT NULL, frequency TEXT NOT NULL, clearance TEXT NOT NULL,
     lang TEXT NOT NULL, token TEXT NOT NULL UNIQUE, created TEXT NOT NULL, updated TEXT NOT NULL,
-    unsubscribed TEXT, last_daily TEXT, last_weekly TEXT
+    unsubscribed TEXT, last_daily TEXT, last_weekly TEXT, facility TEXT
 );
 CREATE INDEX subscribers_segment ON subscribers (frequency, member, clearance, lang, email);
 CREATE TABLE digest_runs (
@@ -141,6 +141,34 @@ CREATE TABLE leases (
 CREATE TABLE taxii_status (
     id TEXT PRIMARY KEY, member TEXT NOT NULL, collection TEXT, created TEXT NOT NULL, json TEXT NOT NULL
 );
+CREATE TABLE facilities (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, facility_type TEXT NOT NULL, prefecture TEXT NOT NULL,
+    member TEXT NOT NULL, phone TEXT, created TEXT NOT NULL, updated TEXT NOT NULL
+);
+CREATE INDEX facilities_member ON facilities (member);
+CREATE TABLE registers (
+    facility TEXT NOT NULL, version INTEGER NOT NULL, imported TEXT NOT NULL, actor TEXT, origin TEXT,
+    rows TEXT NOT NULL, PRIMARY KEY (facility, version)
+);
+CREATE TABLE register_rows (
+    facility TEXT NOT NULL, n INTEGER NOT NULL, category TEXT NOT NULL, vendor TEXT, product TEXT NOT NULL,
+    version TEXT, cpe TEXT, purl TEXT, aliases TEXT, internet_exposed INTEGER NOT NULL DEFAULT 0,
+    remote_maintenance INTEGER NOT NULL DEFAULT 0, maintenance_vendor TEXT, note TEXT, device TEXT,
+    PRIMARY KEY (facility, n)
+);
+CREATE TABLE register_keys (
+    product_key TEXT NOT NULL, facility TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (product_key, facility, n)
+);
+CREATE INDEX register_keys_facility ON register_keys (facility);
+CREATE TABLE advisory_products (
+    advisory TEXT NOT NULL, product_key TEXT NOT NULL, PRIMARY KEY (advisory, product_key)
+);
+CREATE INDEX advisory_products_key ON advisory_products (product_key);
+CREATE TABLE matches (
+    facility TEXT NOT NULL, advisory TEXT NOT NULL, n INTEGER NOT NULL, confidence TEXT NOT NULL,
+    reasons TEXT NOT NULL, matched TEXT NOT NULL, PRIMARY KEY (facility, advisory, n)
+);
+CREATE INDEX matches_advisory ON matches (advisory);
 """
 
 SQLITE_EXTRAS = """
@@ -323,4 +351,19 @@ def _step10(store: Store) -> None:
     store.execute(f"ALTER TABLE advisories ADD COLUMN {column}")
 
 
-STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10)]
+def _step11(store: Store) -> None:
+    """Facilities, their registers and the matches of advisories against them; a subscriber's facility."""
+    pg = store.dialect == "postgresql"
+    wanted = ("facilities", "registers", "register_rows", "register_keys", "advisory_products", "matches")
+    script = postgres_tables() if pg else statements(TABLES)
+    for stmt in script:
+        m = re.match(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (\w+)(?: ON (\w+))?", stmt)
+        if m and (m.group(1) in wanted or m.group(2) in wanted):
+            store.execute(stmt)
+    store.execute("ALTER TABLE subscribers ADD COLUMN facility " + ('TEXT COLLATE "C"' if pg else "TEXT"))
+    from ceptoar.registers import refresh_all
+    refresh_all(store)  # what is published already is matched to registers imported from now on
+
+
+STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
+                                                     (11, _step11)]

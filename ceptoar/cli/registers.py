@@ -1,0 +1,140 @@
+"""Facilities, their registers (台帳) and the advisories matched to them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ceptoar.cli.base import Hub, main, pass_hub
+from ceptoar.output import echo, emit, format_option, to_json
+
+FACILITY_COLUMNS = ["id", "name", "facility_type", "prefecture", "member", "phone"]
+REGISTER_COLUMNS = ["n", "category", "vendor", "product", "version", "cpe", "internet_exposed", "remote_maintenance",
+                    "maintenance_vendor", "device"]
+MATCH_COLUMNS = ["facility", "advisory", "title", "product", "confidence", "kev", "severity", "status"]
+CONFIDENCE_CHOICE = click.Choice(["version", "product", "name"])
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{file} is not UTF-8 (byte {e.start}): save it as UTF-8") from None
+
+
+def _report(file: Path, errors: list[tuple[int, str]]) -> None:
+    for line, message in errors:
+        echo(f"{file}:{line}: {message}", err=True)
+
+
+@main.group()
+def facilities() -> None:
+    """Member facilities (clinics, hospitals, pharmacies) whose registers are matched to advisories."""
+
+
+@facilities.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_hub
+def facilities_import(hub: Hub, file: Path) -> None:
+    """Import a CSV (facility_id,name,facility_type,prefecture,member,phone); re-import updates."""
+    from ceptoar import registers
+    res = registers.import_facilities(hub.ready_store(), _read(file), hub.actor, str(file))
+    _report(file, res.errors)
+    echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
+    if res.errors:
+        sys.exit(1)
+
+
+@facilities.command("list")
+@click.option("--member")
+@format_option()
+@pass_hub
+def facilities_list(hub: Hub, member, fmt) -> None:
+    """List facilities."""
+    emit(hub.ready_store().facilities.list(member), fmt, FACILITY_COLUMNS)
+
+
+@facilities.command("show")
+@click.argument("facility_id")
+@pass_hub
+def facilities_show(hub: Hub, facility_id) -> None:
+    """One facility with its register's versions (JSON; the register itself: `inventory list`)."""
+    from ceptoar import registers
+    store = hub.ready_store()
+    f = registers.facility(store, facility_id)
+    echo(to_json(f | {"register_versions": store.facilities.register_versions(facility_id)}))
+
+
+@main.group()
+def inventory() -> None:
+    """Facilities' registers (台帳) of systems and devices: TLP:RED, every read audited."""
+
+
+@inventory.command("import")
+@click.argument("facility_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", help="FILE is this device's CycloneDX SBOM (JSON): replaces that device's rows only.")
+@pass_hub
+def inventory_import(hub: Hub, facility_id, file: Path, device) -> None:
+    """Import a facility's register from CSV (category,vendor,product,version,cpe,purl,aliases,
+    internet_exposed,remote_maintenance,maintenance_vendor,note), or one device's CycloneDX SBOM.
+    The register is replaced (the previous one kept as a version) and matched at once."""
+    from ceptoar import registers
+    res = registers.import_register(hub.ready_store(), facility_id, _read(file), hub.actor, device=device,
+                                    origin=str(file))
+    _report(file, res.errors)
+    echo(f"{facility_id}: register version {res.version}, {res.rows} rows, {len(res.errors)} rejected; "
+         f"{res.matches} advisories match")
+    if res.errors:
+        sys.exit(1)
+
+
+@inventory.command("list")
+@click.argument("facility_id")
+@format_option()
+@pass_hub
+def inventory_list(hub: Hub, facility_id, fmt) -> None:
+    """A facility's current register (the read is audited)."""
+    from ceptoar import registers
+    emit(registers.read_register(hub.ready_store(), facility_id, hub.actor), fmt, REGISTER_COLUMNS,
+         widths={"product": 30, "cpe": 30})
+
+
+@main.group()
+def matches() -> None:
+    """Advisories matched to facilities' registers."""
+
+
+@matches.command("list")
+@click.option("--facility", "facility_id")
+@click.option("--advisory")
+@click.option("--member")
+@click.option("--min-confidence", type=CONFIDENCE_CHOICE, default="name", show_default=True,
+              help="version > product > name.")
+@format_option()
+@pass_hub
+def matches_list(hub: Hub, facility_id, advisory, member, min_confidence, fmt) -> None:
+    """Which published advisories touch which facility's systems, with confidence and reasons
+    (they reveal registers: audited)."""
+    from ceptoar import registers
+    store = hub.ready_store()
+    if advisory:
+        advisory = store.advisories.find(advisory)["id"]
+    rows = registers.match_views(store, hub.actor, facility_id=facility_id, advisory=advisory, member=member,
+                                 min_confidence=min_confidence)
+    emit(rows, fmt, MATCH_COLUMNS, widths={"advisory": 20, "title": 40, "product": 40})
+
+
+@matches.command("refresh")
+@pass_hub
+def matches_refresh(hub: Hub) -> None:
+    """Match every published advisory against every register again (after editing
+    feeds/vendor_aliases.toml, or renormalizing sources)."""
+    from ceptoar import registers
+    store = hub.ready_store()
+    with store.transaction():
+        n = registers.refresh_all(store, progress=lambda m: echo(m, err=True))
+        store.audit.add(hub.actor, "matches-refresh", "*", {"matches": n})
+    echo(f"{n} (facility, advisory) matches")

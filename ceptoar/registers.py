@@ -1,0 +1,344 @@
+"""Facilities and their registers (台帳) of systems and devices, and the matching of published
+advisories against them (ceptoar.matching).
+
+Registers are TLP:RED: they tell an attacker what a clinic runs. They are read only by the
+facility's own digest block and by analysts' commands, every read audited; never by TAXII, exports
+or other facilities' digests. Matching runs when an advisory is published (or republished, or
+revoked) and when a register is imported, each time for that advisory or that facility alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+
+from ceptoar import matching
+from ceptoar import obligations as facts
+from ceptoar.errors import CeptoarError
+from ceptoar.incidents import FACILITY_TYPES
+from ceptoar.model import HUB, SYSTEM
+from ceptoar.store import Store
+
+FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "prefecture", "member", "phone")
+REGISTER_COLUMNS = ("category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
+                    "remote_maintenance", "maintenance_vendor", "note")
+CATEGORIES = ("電子カルテ", "PACS", "レセコン", "VPN装置", "ルータ", "ファイアウォール", "サーバOS", "端末OS",
+              "医療機器", "その他")
+YES = {"yes", "y", "true", "1", "はい", "有", "あり"}
+NO = {"no", "n", "false", "0", "いいえ", "無", "なし", ""}
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_ROWS = 5000
+
+
+class RegisterError(CeptoarError, ValueError):
+    pass
+
+
+@dataclass
+class ImportResult:
+    added: int = 0
+    updated: int = 0
+    rows: int = 0
+    version: int | None = None
+    matches: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _reader(text: str, required: tuple[str, ...], columns: tuple[str, ...]) -> csv.DictReader:
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise RegisterError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(columns)})")
+    return reader
+
+
+def _text(value: str | None, what: str, limit: int = 200) -> str | None:
+    try:
+        v = facts.text(value, what, limit)
+    except facts.FactError as e:
+        raise RegisterError(str(e)) from None
+    return v.replace("\n", " ") if v else None
+
+
+# --- facilities -----------------------------------------------------------------------------------
+
+def check_facility(row: dict, members: set[str]) -> dict:
+    fid = (row.get("facility_id") or "").strip()
+    if not _ID.fullmatch(fid):
+        raise RegisterError(f"facility_id {fid!r}: letters, digits, '.', '_' or '-', at most 64")
+    ftype = (row.get("facility_type") or "").strip()
+    if ftype not in FACILITY_TYPES:
+        raise RegisterError(f"facility_type must be one of {', '.join(FACILITY_TYPES)}")
+    member = (row.get("member") or "").strip()
+    if member not in members:
+        raise RegisterError(f"unknown member {member!r} (see `ceptoar members list`)")
+    try:
+        prefecture, _ = facts.prefecture(row.get("prefecture") or "")
+        phone = facts.phone(row.get("phone"), "phone")
+    except facts.FactError as e:
+        raise RegisterError(str(e)) from None
+    name = _text(row.get("name"), "name")
+    if not name:
+        raise RegisterError("name is required")
+    return {"id": fid, "name": name, "facility_type": ftype, "prefecture": prefecture, "member": member,
+            "phone": phone}
+
+
+def import_facilities(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") -> ImportResult:
+    """Every good row imported (a facility already known is updated); bad rows by line number."""
+    result = ImportResult()
+    reader = _reader(text, ("facility_id", "name", "facility_type", "prefecture", "member"), FACILITY_COLUMNS)
+    members = {m["id"] for m in store.members.list()}
+    good = []
+    for row in reader:
+        try:
+            if None in row:
+                raise RegisterError("more fields than the header")
+            good.append(check_facility(row, members))
+        except RegisterError as e:
+            result.errors.append((reader.line_num, str(e)))
+    with store.transaction():
+        for f in good:
+            if store.facilities.upsert(f):
+                result.added += 1
+            else:
+                result.updated += 1
+        store.audit.add(actor, "facilities-import", origin, {"added": result.added, "updated": result.updated,
+                                                              "errors": len(result.errors)})
+    return result
+
+
+def facility(store: Store, fid: str) -> dict:
+    f = store.facilities.get(fid)
+    if f is None:
+        raise RegisterError(f"no facility {fid!r} (see `ceptoar facilities list`)")
+    return f
+
+
+# --- registers ------------------------------------------------------------------------------------
+
+def _flag(value: str | None, what: str) -> bool:
+    v = (value or "").strip().lower()
+    if v in YES:
+        return True
+    if v in NO:
+        return False
+    raise RegisterError(f"{what} must be yes or no, not {value!r}")
+
+
+def check_row(row: dict) -> dict:
+    category = (row.get("category") or "").strip()
+    if category not in CATEGORIES:
+        raise RegisterError(f"category must be one of {', '.join(CATEGORIES)}")
+    product = _text(row.get("product"), "product")
+    if not product:
+        raise RegisterError("product is required")
+    cpe = (row.get("cpe") or "").strip() or None
+    if cpe and matching.cpe_parts(cpe) is None:
+        raise RegisterError(f"cpe {cpe[:60]!r} is neither a CPE 2.2 URI (cpe:/a:vendor:product) nor CPE 2.3")
+    purl = (row.get("purl") or "").strip() or None
+    if purl and not purl.startswith("pkg:"):
+        raise RegisterError(f"purl {purl[:60]!r} does not start with pkg:")
+    return {"category": category, "vendor": _text(row.get("vendor"), "vendor"), "product": product,
+            "version": _text(row.get("version"), "version", 100), "cpe": cpe, "purl": purl,
+            "aliases": _text(row.get("aliases"), "aliases", 500),
+            "internet_exposed": _flag(row.get("internet_exposed"), "internet_exposed"),
+            "remote_maintenance": _flag(row.get("remote_maintenance"), "remote_maintenance"),
+            "maintenance_vendor": _text(row.get("maintenance_vendor"), "maintenance_vendor"),
+            "note": _text(row.get("note"), "note", 500), "device": _text(row.get("device"), "device")}
+
+
+def rows_from_csv(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
+    reader = _reader(text, ("category", "product"), REGISTER_COLUMNS)
+    rows, errors = [], []
+    for row in reader:
+        try:
+            if None in row:
+                raise RegisterError("more fields than the header")
+            rows.append(check_row(row))
+        except RegisterError as e:
+            errors.append((reader.line_num, str(e)))
+        if len(rows) > MAX_ROWS:
+            raise RegisterError(f"more than {MAX_ROWS} rows: split the register")
+    return rows, errors
+
+
+def rows_from_cyclonedx(text: str, device: str) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The components of one device's CycloneDX SBOM (JSON) as register rows of category 医療機器."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RegisterError(f"not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("bomFormat") != "CycloneDX" or not isinstance(doc.get("components"), list):
+        raise RegisterError("not a CycloneDX SBOM (bomFormat CycloneDX with a components list)")
+    rows, errors = [], []
+    meta = (doc.get("metadata") or {}).get("component") if isinstance(doc.get("metadata"), dict) else None
+    for i, c in enumerate([meta] + doc["components"] if isinstance(meta, dict) else doc["components"], 1):
+        try:
+            if not isinstance(c, dict):
+                raise RegisterError("a component is not an object")
+            supplier = c.get("supplier") if isinstance(c.get("supplier"), dict) else {}
+            vendor = supplier.get("name") or c.get("publisher") or c.get("author") or c.get("group")
+            rows.append(check_row({"category": "医療機器", "vendor": vendor if isinstance(vendor, str) else None,
+                                   "product": c.get("name") if isinstance(c.get("name"), str) else "",
+                                   "version": c.get("version") if isinstance(c.get("version"), str) else None,
+                                   "cpe": c.get("cpe") if isinstance(c.get("cpe"), str) else None,
+                                   "purl": c.get("purl") if isinstance(c.get("purl"), str) else None,
+                                   "note": f"SBOM {c.get('type') or 'component'}", "device": device}))
+        except RegisterError as e:
+            errors.append((i, f"component {i}: {e}"))
+    if len(rows) > MAX_ROWS:
+        raise RegisterError(f"more than {MAX_ROWS} components")
+    return rows, errors
+
+
+def row_keys(row: dict) -> set[str]:
+    names = [row["product"]] + [a for a in (row.get("aliases") or "").split("|") if a.strip()]
+    keys = {matching.product_key(n, row.get("vendor")) for n in names}
+    parts = matching.cpe_parts(row.get("cpe"))
+    if parts:
+        keys.add(f"cpe:{matching.product_key(parts[0])}:{matching.product_key(parts[1])}")
+    return keys - {""}
+
+
+def affected_keys(affected: list[matching.Affected]) -> set[str]:
+    keys = {a.product_k for a in affected}
+    keys |= {f"cpe:{matching.product_key(a.vendor)}:{matching.product_key(a.product)}" for a in affected
+             if a.via == "cpe"}
+    return keys - {""}
+
+
+def import_register(store: Store, fid: str, text: str, actor: str, *, device: str | None = None,
+                    origin: str = "-") -> ImportResult:
+    """A facility's register from CSV, or one device's CycloneDX SBOM (`device`): bad rows reported
+    by line (or component) number, the rest imported as a new version of the register (an SBOM
+    replaces that device's rows only), then matched against every published advisory."""
+    f = facility(store, fid)
+    if device is not None:
+        device = _text(device, "device name")
+        if not device:
+            raise RegisterError("give the device's name with --device")
+        rows, errors = rows_from_cyclonedx(text, device)
+        kept = [r for r in store.facilities.register(fid) if r.get("device") != device]
+        for r in kept:
+            r.pop("n", None)
+        rows = kept + rows
+    else:
+        rows, errors = rows_from_csv(text)
+    if not rows:
+        raise RegisterError("no row could be imported" + (f" ({len(errors)} rejected)" if errors else ""))
+    for n, r in enumerate(rows, 1):
+        r["n"] = n
+    keys = [(k, r["n"]) for r in rows for k in row_keys(r)]
+    result = ImportResult(rows=len(rows), errors=errors)
+    with store.transaction():
+        result.version = store.facilities.replace_register(fid, rows, keys, actor, origin)
+        result.matches = match_facility(store, fid)
+        store.audit.add(actor, "register-import", fid, {"member": f["member"], "version": result.version,
+                                                         "rows": len(rows), "errors": len(errors),
+                                                         "device": device, "matches": result.matches})
+    return result
+
+
+def read_register(store: Store, fid: str, actor: str) -> list[dict]:
+    """A facility's current register (TLP:RED): the read is audited."""
+    f = facility(store, fid)
+    rows = store.facilities.register(fid)
+    store.audit.add(actor, "register-read", fid, {"member": f["member"], "rows": len(rows)})
+    return rows
+
+
+# --- matching -------------------------------------------------------------------------------------
+
+def published_report(store: Store, advisory: str) -> dict | None:
+    """The advisory as last published, or None when it is not (or no longer: revoked)."""
+    pub = store.publications.latest([advisory]).get(advisory)
+    if pub is None or pub.revoked:
+        return None
+    v = store.objects.get(advisory, pub.version, HUB)
+    return v.obj if v else None
+
+
+def match_advisory(store: Store, advisory: str) -> int:
+    """Match one advisory (as published) against every register; its matches replaced. Returns
+    the number of (facility, advisory) matches."""
+    report = published_report(store, advisory)
+    affected = matching.affected_of(report) if report else []
+    keys = affected_keys(affected)
+    store.facilities.set_advisory_keys(advisory, sorted(keys))
+    found = []
+    for fid, rows in (store.facilities.rows_for_keys(sorted(keys)) if keys else {}).items():
+        for row in rows:
+            m = matching.match_row(row, affected)
+            if m:
+                found.append((fid, advisory, row["n"], m[0], m[1]))
+    store.facilities.replace_matches(advisory=advisory, found=found)
+    return len({f for f, *_ in found})
+
+
+def refresh_all(store: Store, progress=None) -> int:
+    """Match every published advisory again (after an upgrade, or a change of the alias list)."""
+    ids = [a for (a,) in store.execute("SELECT id FROM advisories WHERE status = 'published' ORDER BY id")]
+    total = 0
+    for i, aid in enumerate(ids, 1):
+        total += match_advisory(store, aid)
+        if progress and i % 1000 == 0:
+            progress(f"{i}/{len(ids)} advisories matched")
+    return total
+
+
+def match_facility(store: Store, fid: str) -> int:
+    """Match one facility's register against every published advisory; its matches replaced."""
+    rows = store.facilities.register(fid)
+    keys = sorted({k for r in rows for k in row_keys(r)})
+    found = []
+    for advisory in store.facilities.advisories_for_keys(keys) if keys else []:
+        report = published_report(store, advisory)
+        if report is None:
+            continue
+        affected = matching.affected_of(report)
+        for row in rows:
+            m = matching.match_row(row, affected)
+            if m:
+                found.append((fid, advisory, row["n"], m[0], m[1]))
+    store.facilities.replace_matches(facility=fid, found=found)
+    return len({a for _f, a, *_ in found})
+
+
+def row_line(row: dict) -> str:
+    """A register row as one line: category, vendor, product, version, exposure."""
+    parts = [f"[{row['category']}]", row.get("vendor") or "", row["product"], row.get("version") or ""]
+    flags = [x for x, on in (("インターネットに公開", row.get("internet_exposed")),
+                             ("リモート保守", row.get("remote_maintenance"))) if on]
+    device = f" (機器: {row['device']})" if row.get("device") else ""
+    return " ".join(p for p in parts if p) + device + (f" ({'・'.join(flags)})" if flags else "")
+
+
+def match_views(store: Store, actor: str, *, facility_id: str | None = None, advisory: str | None = None,
+                member: str | None = None, min_confidence: str = "name") -> list[dict]:
+    """Matches as analysts and scripts read them (they reveal registers: audited)."""
+    floor = matching.CONFIDENCE.index(min_confidence)
+    rows = [m for m in store.facilities.matches(facility=facility_id, advisory=advisory, member=member)
+            if matching.CONFIDENCE.index(m["confidence"]) <= floor]
+    registers: dict[str, dict[int, dict]] = {}
+    out = []
+    kev = store.advisories.kev_cves()
+    for m in rows:
+        if m["facility"] not in registers:
+            registers[m["facility"]] = {r["n"]: r for r in store.facilities.register(m["facility"])}
+        row = registers[m["facility"]].get(m["n"])
+        a = store.advisories.get(m["advisory"]) or {}
+        pub = store.publications.latest([m["advisory"]]).get(m["advisory"])
+        view = pub.view if pub else a
+        out.append({"facility": m["facility"], "facility_name": m["facility_name"], "member": m["member"],
+                    "advisory": m["advisory"], "title": view.get("title"), "product": row_line(row) if row else None,
+                    "row": m["n"], "confidence": m["confidence"], "reasons": m["reasons"],
+                    "kev": bool(set(view.get("cves") or []) & kev) or "kev" in (view.get("tags") or []),
+                    "severity": view.get("severity"), "status": "unanswered",
+                    "internet_exposed": bool(row and row["internet_exposed"]),
+                    "remote_maintenance": bool(row and row["remote_maintenance"])})
+    store.audit.add(actor, "matches-read", facility_id or member or advisory or "*", {"count": len(out)})
+    return out

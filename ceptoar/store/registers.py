@@ -1,0 +1,138 @@
+"""Facilities, their registers (台帳) and the matches of advisories against them.
+
+A register is TLP:RED: it says what a clinic runs. It is kept as versions (each import a new one),
+its current rows indexed by product keys for matching, and never read by TAXII, digests of other
+facilities or exports. Matches are (facility, advisory, register row) with a confidence and reasons.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ceptoar.store import Repository, chunks, dump, marks, utcnow
+
+ROW_COLUMNS = ("n", "category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
+               "remote_maintenance", "maintenance_vendor", "note", "device")
+
+
+class Facilities(Repository):
+    def upsert(self, f: dict) -> bool:
+        """Add or update a facility; True when it was new."""
+        now = utcnow()
+        new = self.get(f["id"]) is None
+        self.store.execute(
+            "INSERT INTO facilities (id, name, facility_type, prefecture, member, phone, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+            "facility_type = excluded.facility_type, prefecture = excluded.prefecture, member = excluded.member, "
+            "phone = excluded.phone, updated = excluded.updated",
+            (f["id"], f["name"], f["facility_type"], f["prefecture"], f["member"], f.get("phone"), now, now))
+        return new
+
+    def get(self, fid: str) -> dict | None:
+        return self.store.row("SELECT * FROM facilities WHERE id = ?", (fid,))
+
+    def list(self, member: str | None = None) -> list[dict]:
+        if member:
+            return self.store.rows("SELECT * FROM facilities WHERE member = ? ORDER BY id", (member,))
+        return self.store.rows("SELECT * FROM facilities ORDER BY id")
+
+    # --- registers ------------------------------------------------------------------------------
+    def replace_register(self, fid: str, rows: list[dict], keys: list[tuple[str, int]], actor: str,
+                         origin: str) -> int:
+        """A new version of the facility's register (the previous ones kept); its rows and keys
+        become the current ones. Returns the version."""
+        version = (self.store.scalar("SELECT MAX(version) FROM registers WHERE facility = ?", (fid,)) or 0) + 1
+        self.store.execute("INSERT INTO registers (facility, version, imported, actor, origin, rows) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", (fid, version, utcnow(), actor, origin, dump(rows)))
+        self.store.execute("DELETE FROM register_rows WHERE facility = ?", (fid,))
+        self.store.execute("DELETE FROM register_keys WHERE facility = ?", (fid,))
+        self.store.executemany(
+            f"INSERT INTO register_rows (facility, {', '.join(ROW_COLUMNS)}) VALUES (?, {marks(len(ROW_COLUMNS))})",
+            [(fid, *(int(r[c]) if isinstance(r.get(c), bool) else r.get(c) for c in ROW_COLUMNS)) for r in rows])
+        self.store.executemany("INSERT INTO register_keys (product_key, facility, n) VALUES (?, ?, ?) "
+                               "ON CONFLICT DO NOTHING", [(k, fid, n) for k, n in keys])
+        return version
+
+    def register(self, fid: str) -> list[dict]:
+        rows = self.store.rows(f"SELECT {', '.join(ROW_COLUMNS)} FROM register_rows WHERE facility = ? ORDER BY n",
+                               (fid,))
+        for r in rows:
+            r["internet_exposed"], r["remote_maintenance"] = bool(r["internet_exposed"]), bool(r["remote_maintenance"])
+        return rows
+
+    def register_versions(self, fid: str) -> list[dict]:
+        return self.store.rows("SELECT version, imported, actor, origin FROM registers WHERE facility = ? "
+                               "ORDER BY version", (fid,))
+
+    def rows_for_keys(self, keys: list[str]) -> dict[str, list[dict]]:
+        """facility → its current register rows having any of these product keys."""
+        found: dict[tuple[str, int], None] = {}
+        for chunk in chunks(sorted(set(keys))):
+            q = f"SELECT DISTINCT facility, n FROM register_keys WHERE product_key IN ({marks(len(chunk))})"
+            for fid, n in self.store.execute(q, chunk):
+                found[(fid, n)] = None
+        out: dict[str, list[dict]] = {}
+        pairs = list(found)
+        for i in range(0, len(pairs), 400):
+            part = pairs[i:i + 400]
+            where = " OR ".join("(facility = ? AND n = ?)" for _ in part)
+            args = [x for p in part for x in p]
+            for r in self.store.rows(f"SELECT facility, {', '.join(ROW_COLUMNS)} FROM register_rows WHERE {where}",
+                                     args):
+                out.setdefault(r.pop("facility"), []).append(r)
+        return out
+
+    # --- advisories' products and matches -------------------------------------------------------
+    def set_advisory_keys(self, advisory: str, keys: list[str]) -> None:
+        self.store.execute("DELETE FROM advisory_products WHERE advisory = ?", (advisory,))
+        self.store.executemany("INSERT INTO advisory_products (advisory, product_key) VALUES (?, ?) "
+                               "ON CONFLICT DO NOTHING", [(advisory, k) for k in sorted(set(keys))])
+
+    def advisories_for_keys(self, keys: list[str]) -> list[str]:
+        out: dict[str, None] = {}
+        for chunk in chunks(sorted(set(keys))):
+            for (a,) in self.store.execute(
+                    f"SELECT DISTINCT advisory FROM advisory_products WHERE product_key IN ({marks(len(chunk))})",
+                    chunk):
+                out[a] = None
+        return list(out)
+
+    def replace_matches(self, *, advisory: str | None = None, facility: str | None = None,
+                        found: list[tuple[str, str, int, str, list[str]]]) -> tuple[int, int]:
+        """Replace the matches of one advisory or one facility; (added, removed) counts of
+        (facility, advisory) pairs. `found`: (facility, advisory, row, confidence, reasons)."""
+        col, value = ("advisory", advisory) if advisory is not None else ("facility", facility)
+        before = {(f, a) for f, a in self.store.execute(
+            f"SELECT DISTINCT facility, advisory FROM matches WHERE {col} = ?", (value,))}
+        self.store.execute(f"DELETE FROM matches WHERE {col} = ?", (value,))
+        now = utcnow()
+        self.store.executemany(
+            "INSERT INTO matches (facility, advisory, n, confidence, reasons, matched) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", [(f, a, n, c, json.dumps(r, ensure_ascii=False), now) for f, a, n, c, r in found])
+        after = {(f, a) for f, a, *_ in found}
+        return len(after - before), len(before - after)
+
+    def matches(self, *, facility: str | None = None, advisory: str | None = None, member: str | None = None,
+                advisories: list[str] | None = None) -> list[dict]:
+        where, args = [], []
+        if facility:
+            where.append("m.facility = ?")
+            args.append(facility)
+        if advisory:
+            where.append("m.advisory = ?")
+            args.append(advisory)
+        if member:
+            where.append("f.member = ?")
+            args.append(member)
+        if advisories is not None:
+            if not advisories:
+                return []
+            where.append(f"m.advisory IN ({marks(len(advisories))})")
+            args.extend(advisories)
+        rows = self.store.rows(
+            "SELECT m.facility, m.advisory, m.n, m.confidence, m.reasons, m.matched, f.member, f.name AS facility_name "
+            "FROM matches m JOIN facilities f ON f.id = m.facility"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY m.facility, m.advisory, m.n", args)
+        for r in rows:
+            r["reasons"] = json.loads(r["reasons"])
+        return rows
