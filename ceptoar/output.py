@@ -85,18 +85,23 @@ def csv_cell(v) -> str:
     return "'" + text if text.startswith(_FORMULA) else text
 
 
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """Rows as CSV with a header, every cell made safe for spreadsheets (csv_cell)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([csv_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
 def emit(rows: list[dict], fmt: str, columns: list[str], widths: dict[str, int] | None = None) -> None:
     """Print rows: JSON gets every field, table and CSV the given columns."""
     widths = widths or {}
     if fmt == "json":
         click.echo(to_json(rows))
     elif fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([csv_cell(r.get(c)) for c in columns])
-        click.echo(buf.getvalue(), nl=False)
+        click.echo(csv_text(rows, columns), nl=False)
     else:
         if not rows:
             click.echo("(none)", err=True)

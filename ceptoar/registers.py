@@ -19,7 +19,7 @@ from ceptoar import matching
 from ceptoar import obligations as facts
 from ceptoar.errors import CeptoarError
 from ceptoar.incidents import FACILITY_TYPES
-from ceptoar.model import HUB, SYSTEM
+from ceptoar.model import HUB, SYSTEM, effective_severity
 from ceptoar.store import Store
 
 FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "prefecture", "member", "phone")
@@ -270,12 +270,14 @@ def match_advisory(store: Store, advisory: str) -> int:
     keys = affected_keys(affected)
     store.facilities.set_advisory_keys(advisory, sorted(keys))
     found = []
-    for fid, rows in (store.facilities.rows_for_keys(sorted(keys)) if keys else {}).items():
+    candidates = store.facilities.rows_for_keys(sorted(keys)) if keys else {}
+    for fid, rows in candidates.items():
         for row in rows:
             m = matching.match_row(row, affected)
             if m:
                 found.append((fid, advisory, row["n"], m[0], m[1]))
     store.facilities.replace_matches(advisory=advisory, found=found)
+    _queue_urgent(store, found, candidates)
     return len({f for f, *_ in found})
 
 
@@ -305,7 +307,28 @@ def match_facility(store: Store, fid: str) -> int:
             if m:
                 found.append((fid, advisory, row["n"], m[0], m[1]))
     store.facilities.replace_matches(facility=fid, found=found)
+    _queue_urgent(store, found, {fid: rows})
     return len({a for _f, a, *_ in found})
+
+
+def urgent(advisory: dict, kev: set[str]) -> bool:
+    """KEV-listed or critical: worth an alert at once to a facility exposing the product."""
+    return effective_severity(advisory) == "critical" or bool(set(advisory.get("cves") or []) & kev) \
+        or "kev" in (advisory.get("tags") or [])
+
+
+def _queue_urgent(store: Store, found: list[tuple], rows: dict[str, list[dict]]) -> None:
+    """A match that is KEV-listed or critical on an internet-exposed or remotely maintained row
+    queues a targeted alert to that facility (once per facility and advisory), alert period or not."""
+    if not found:
+        return
+    kev = store.advisories.kev_cves()
+    advisories = {aid: store.advisories.get(aid) for aid in {a for _f, a, *_ in found}}
+    hot = {aid for aid, a in advisories.items() if a and urgent(a, kev)}
+    exposed = {(fid, r["n"]) for fid, rs in rows.items() for r in rs
+               if r["internet_exposed"] or r["remote_maintenance"]}
+    store.facilities.queue_targeted(list(dict.fromkeys((f, a) for f, a, n, *_ in found
+                                                       if a in hot and (f, n) in exposed)))
 
 
 def row_line(row: dict) -> str:
@@ -326,6 +349,7 @@ def match_views(store: Store, actor: str, *, facility_id: str | None = None, adv
     registers: dict[str, dict[int, dict]] = {}
     out = []
     kev = store.advisories.kev_cves()
+    answers = store.facilities.latest_responses()
     for m in rows:
         if m["facility"] not in registers:
             registers[m["facility"]] = {r["n"]: r for r in store.facilities.register(m["facility"])}
@@ -337,7 +361,8 @@ def match_views(store: Store, actor: str, *, facility_id: str | None = None, adv
                     "advisory": m["advisory"], "title": view.get("title"), "product": row_line(row) if row else None,
                     "row": m["n"], "confidence": m["confidence"], "reasons": m["reasons"],
                     "kev": bool(set(view.get("cves") or []) & kev) or "kev" in (view.get("tags") or []),
-                    "severity": view.get("severity"), "status": "unanswered",
+                    "severity": view.get("severity"),
+                    "status": answers.get((m["facility"], m["advisory"]), {}).get("status", "unanswered"),
                     "internet_exposed": bool(row and row["internet_exposed"]),
                     "remote_maintenance": bool(row and row["remote_maintenance"])})
     store.audit.add(actor, "matches-read", facility_id or member or advisory or "*", {"count": len(out)})

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ceptoar import mail
-from ceptoar.digest.delivery import DeliveryError, drain_flash_queue, run_digest
+from ceptoar.digest.delivery import DeliveryError, drain_flash_queue, pending_alerts, run_digest
 from ceptoar.errors import CeptoarError
 from ceptoar.files import child, private_dir
 from ceptoar.leases import Lease, LeaseHeld, held
@@ -203,7 +203,7 @@ class Worker:
             self.log(f"{frequency} digest {res.run}: {res.sent} sent, {res.failed} failed")
 
     def send_flashes(self, now: datetime, report: TickReport) -> None:
-        if not self.store.deliveries.pending_flashes() or not self._can_send("flash alerts"):
+        if not pending_alerts(self.store) or not self._can_send("flash alerts"):
             return
         results = drain_flash_queue(self.store, self.actor, smtp=self.settings.smtp(),
                                     base_url=self.settings.public_url)

@@ -76,12 +76,15 @@ def digest_send(hub: Hub, frequency, smtp_host, smtp_port, smtp_user, starttls, 
 @WAIT_OPTION
 @pass_hub
 def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run, out, base_url, wait) -> None:
-    """Send the queued flash alerts (normally sent at once when an advisory is published)."""
+    """Send the queued flash alerts and targeted alerts (normally sent at once when an advisory is
+    published or a register imported)."""
     store = hub.ready_store()
     smtp = smtp_config(smtp_host, smtp_port, smtp_user, starttls)
     link_base = public_url(base_url, sending=bool(smtp and not dry_run))
-    if not store.deliveries.pending_flashes():
-        echo("no flash alerts queued")
+    from ceptoar.digest.delivery import pending_alerts
+
+    if not pending_alerts(store):
+        echo("no flash or targeted alerts queued")
         return
     try:
         send_flashes(hub.store, hub.actor, smtp, out, dry_run, rate, link_base, wait)

@@ -94,11 +94,14 @@ def public_url(value: str | None, sending: bool = False) -> str:
 def send_flashes(store, actor: str, smtp: SmtpConfig | None, out: Path | None, dry_run: bool, rate: float | None,
                  url: str, wait: float = 0.0) -> None:
     """Drain the flash queue and say what happened (or why nothing could be sent)."""
-    pending = store.deliveries.pending_flashes()
+    from ceptoar.digest.delivery import pending_alerts
+
+    pending = pending_alerts(store)
     if pending and smtp is None and out is None and not dry_run:
-        echo(f"{len(pending)} flash alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
+        echo(f"{pending} flash or targeted alert(s) queued: set CEPTOAR_SMTP_HOST (or run `ceptoar digest flash "
              "--smtp-host HOST`) to send them", err=True)
         return
     for res in drain_flash_queue(store, actor, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate, base_url=url,
                                  wait=wait):
-        echo(f"flash alert {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written")
+        echo(f"{'targeted' if res.run.startswith('alert-') else 'flash'} alert {res.run}: {res.sent} sent, "
+             f"{res.failed} failed, {res.written} written")

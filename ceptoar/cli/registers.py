@@ -87,8 +87,24 @@ def inventory_import(hub: Hub, facility_id, file: Path, device) -> None:
     _report(file, res.errors)
     echo(f"{facility_id}: register version {res.version}, {res.rows} rows, {len(res.errors)} rejected; "
          f"{res.matches} advisories match")
+    _send_targeted(hub)
     if res.errors:
         sys.exit(1)
+
+
+def _send_targeted(hub: Hub) -> None:
+    """Targeted alerts go at once when SMTP is configured (else they stay queued for `digest flash`)."""
+    from ceptoar import settings
+    from ceptoar.cli.options import public_url, send_flashes
+    from ceptoar.digest.delivery import SmtpConfig
+
+    if not hub.store.facilities.pending_targeted():
+        return
+    smtp, url = SmtpConfig.from_env(), settings.current().public_url
+    if smtp and not url:
+        echo("targeted alerts stay queued: set CEPTOAR_PUBLIC_URL so their links reach the hub", err=True)
+        return
+    send_flashes(hub.store, hub.actor, smtp, None, False, None, public_url(url))
 
 
 @inventory.command("list")
@@ -138,3 +154,43 @@ def matches_refresh(hub: Hub) -> None:
         n = registers.refresh_all(store, progress=lambda m: echo(m, err=True))
         store.audit.add(hub.actor, "matches-refresh", "*", {"matches": n})
     echo(f"{n} (facility, advisory) matches")
+
+
+@main.group()
+def responses() -> None:
+    """Facilities' answers about advisories matched to their registers."""
+
+
+@responses.command("summary")
+@click.option("--member")
+@click.option("--advisory")
+@format_option()
+@pass_hub
+def responses_summary(hub: Hub, member, advisory, fmt) -> None:
+    """Per advisory and association: facilities matched, answered, applicable, fixed, open, and
+    the oldest open match."""
+    from ceptoar import responses as resp
+    store = hub.ready_store()
+    if advisory:
+        advisory = store.advisories.find(advisory)["id"]
+    rows = resp.summary(store, member=member, advisory=advisory)
+    store.audit.add(hub.actor, "responses-read", member or advisory or "*", {"rows": len(rows)})
+    emit(rows, fmt, resp.SUMMARY_COLUMNS, widths={"advisory": 20, "title": 40})
+
+
+@responses.command("record")
+@click.argument("facility_id")
+@click.argument("advisory_id")
+@click.option("--status", required=True, type=click.Choice(["not-applicable", "applicable", "fixed", "checking"]))
+@click.option("--fixed-on", help="YYYY-MM-DD (with --status fixed).")
+@click.option("--note")
+@pass_hub
+def responses_record(hub: Hub, facility_id, advisory_id, status, fixed_on, note) -> None:
+    """Record an answer a facility gave by telephone or e-mail (audited, kept as history)."""
+    from ceptoar import registers
+    from ceptoar import responses as resp
+    store = hub.ready_store()
+    registers.facility(store, facility_id)
+    advisory = store.advisories.find(advisory_id)["id"]
+    resp.answer(store, facility_id, advisory, status, fixed_on=fixed_on, note=note, actor=hub.actor, via="analyst")
+    echo(f"{facility_id} / {advisory}: {resp.ANSWERS[status]}")

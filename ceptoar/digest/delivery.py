@@ -70,6 +70,28 @@ def advisories_for(store: Store, member: str, clearance: str, since: str | None,
     return items, name
 
 
+def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: str, *, reminders: bool):
+    """A facility's block in one segment: its matches among the segment's advisories (answer links
+    on the urgent ones) and, in digests, reminders of urgent matches it has not answered (only
+    advisories this segment may see)."""
+    from ceptoar import responses
+    from ceptoar.digest.render import item
+
+    register = {row["n"]: row for row in store.facilities.register(fid)}
+    found = store.facilities.matches(facility=fid, advisories=list(rendered.items))
+    answered = store.facilities.latest_responses(facility=fid)
+    urgent = [aid for aid, i in rendered.items.items() if i["kev"] or i["severity"] in ("high", "critical")]
+    links = {aid: responses.link(store, base_url, fid, aid) for aid in {m["advisory"] for m in found} & set(urgent)}
+    late = []
+    if reminders:
+        due = [a for a in responses.due_reminders(store, fid) if a not in rendered.items]
+        if due:
+            visible, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, due)
+            late = [item(a, rendered.lang) | {"id": a["id"], "link": responses.link(store, base_url, fid, a["id"])}
+                    for a in visible]
+    return facility_block(rendered, found, register, links=links, answers=answered, reminders=late)
+
+
 def _stamp(d: datetime) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -127,6 +149,21 @@ def run_flash(store: Store, advisory_id: str, *, smtp: SmtpConfig | None, out_di
                     base_url=base_url, progress=progress, wait=wait)
 
 
+def run_targeted(store: Store, facility: str, advisory_id: str, *, smtp: SmtpConfig | None,
+                 out_dir: Path | None = None, dry_run: bool = False, rate: float | None = None,
+                 base_url: str = "http://127.0.0.1:8000", progress=None, wait: float = 0.0) -> RunResult:
+    """An alert to one facility's staff about an advisory touching a product it exposes."""
+    run = store.deliveries.create_run(f"alert-{facility}-{advisory_id.split('--')[-1]}", "targeted", None, utcnow(),
+                                      advisory_id)
+    return _deliver(store, run, None, [advisory_id], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                    base_url=base_url, progress=progress, wait=wait, facility=facility)
+
+
+def pending_alerts(store: Store) -> int:
+    """Flash alerts and targeted alerts waiting to be sent."""
+    return len(store.deliveries.pending_flashes()) + len(store.facilities.pending_targeted())
+
+
 def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
                       dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
                       wait: float = 0.0) -> list[RunResult]:
@@ -134,7 +171,7 @@ def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_
     sent flash is marked done and audited. Nothing is sent without a way to send or write it."""
     from ceptoar.leases import held
 
-    if not store.deliveries.pending_flashes() or (smtp is None and out_dir is None and not dry_run):
+    if not pending_alerts(store) or (smtp is None and out_dir is None and not dry_run):
         return []
     results = []
     with held(store, "flash-queue", "the flash-alert queue", wait):
@@ -145,23 +182,31 @@ def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_
                 store.deliveries.mark_flash(f["advisory"], res.run)
             store.audit.add(actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
             results.append(res)
+        for t in store.facilities.pending_targeted():
+            res = run_targeted(store, t["facility"], t["advisory"], smtp=smtp, out_dir=out_dir, dry_run=dry_run,
+                               rate=rate, base_url=base_url)
+            if smtp and not dry_run:
+                store.facilities.mark_targeted(t["facility"], t["advisory"], res.run)
+            store.audit.add(actor, "targeted-alert", t["advisory"], {"facility": t["facility"], "run": res.run,
+                                                                      "sent": res.sent, "failed": res.failed})
+            results.append(res)
     return results
 
 
 def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | None, *, smtp, out_dir, dry_run,
-             rate, base_url, progress, wait: float) -> RunResult:
+             rate, base_url, progress, wait: float, facility: str | None = None) -> RunResult:
     """A run sends only while it holds the run's lease: two runs started together (cron and a
     person) never send the same digest twice."""
     if not smtp or dry_run:
         return _deliver_held(store, run, frequency, ids, None, smtp=None, out_dir=out_dir, dry_run=dry_run,
-                             rate=rate, base_url=base_url, progress=progress)
+                             rate=rate, base_url=base_url, progress=progress, facility=facility)
     with held(store, f"digest:{run['id']}", f"digest run {run['id']}", wait) as lease:
         return _deliver_held(store, run, frequency, ids, lease, smtp=smtp, out_dir=out_dir, dry_run=dry_run,
-                             rate=rate, base_url=base_url, progress=progress)
+                             rate=rate, base_url=base_url, progress=progress, facility=facility)
 
 
 def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str] | None, lease, *, smtp, out_dir,
-                  dry_run, rate, base_url, progress) -> RunResult:
+                  dry_run, rate, base_url, progress, facility: str | None = None) -> RunResult:
     result = RunResult(run=run["id"])
     until = run["until"]
     periods = store.deliveries.active_alert_periods(until)
@@ -175,7 +220,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
     interval = 1.0 / rate if rate else 0.0
     next_slot = time.monotonic()
     try:
-        for seg in store.subscribers.segments(frequency):
+        for seg in store.subscribers.segments(frequency, facility):
             since = seg["since"] or (_stamp(datetime.fromisoformat(until.replace("Z", "+00:00")) - WINDOW[frequency])
                                      if frequency else None)
             advisories, member_name = advisories_for(store, seg["member"], seg["clearance"], since, until, ids)
@@ -183,14 +228,15 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
             if not advisories:
                 result.empty_segments += 1  # empty digests are not sent
                 continue
+            kind = "targeted" if facility else "flash" if ids else "digest"
             rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
-                              periods=periods, kind="flash" if ids else "digest")
+                              periods=periods, kind=kind)
             result.rendered += 1
             blocks: dict[str, tuple[str, str] | None] = {}  # facility → its block in this segment
             after = ""
             while True:
                 batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
-                                                 seg["since"], after)
+                                                     seg["since"], after, facility=facility)
                 if not batch:
                     break
                 after = batch[-1]["email"]
@@ -204,9 +250,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
                     fid = r.get("facility")
                     if fid and fid not in blocks:
-                        register = {row["n"]: row for row in store.facilities.register(fid)}
-                        found = store.facilities.matches(facility=fid, advisories=list(rendered.items))
-                        blocks[fid] = facility_block(rendered, found, register)
+                        blocks[fid] = _block(store, rendered, fid, seg, until, base_url, reminders=kind == "digest")
                     try:  # an address stored before addresses were checked fails alone
                         data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
                                        unsubscribe_url=url, block=blocks.get(fid) if fid else None)

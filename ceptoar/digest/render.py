@@ -323,14 +323,19 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
     n = len(advisories)
     if lang == "ja":
         date_text = f"{day.year}年{day.month}月{day.day}日"
-        subject = (f"【医療セプター】緊急セキュリティ情報 {date_text}" if kind == "flash"
-                   else f"【医療セプター】セキュリティ情報 {date_text} ({n}件)")
-        heading = "緊急のお知らせ (警戒強化期間中)" if kind == "flash" else f"{date_text}のセキュリティ情報 ({n}件)"
+        subject = {"flash": f"【医療セプター】緊急セキュリティ情報 {date_text}",
+                   "targeted": f"【医療セプター】緊急: 貴院の機器に該当する情報 {date_text}"}.get(
+            kind, f"【医療セプター】セキュリティ情報 {date_text} ({n}件)")
+        heading = {"flash": "緊急のお知らせ (警戒強化期間中)",
+                   "targeted": "緊急: 貴院の台帳の機器(インターネットに公開・リモート保守)に該当します"}.get(
+            kind, f"{date_text}のセキュリティ情報 ({n}件)")
     else:
-        subject = (f"[Medical CEPTOAR] URGENT security information {day:%Y-%m-%d}" if kind == "flash"
-                   else f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
-        heading = ("Urgent notice (heightened alert period)" if kind == "flash"
-                   else f"Security information of {day:%Y-%m-%d} ({n} items)")
+        subject = {"flash": f"[Medical CEPTOAR] URGENT security information {day:%Y-%m-%d}",
+                   "targeted": f"[Medical CEPTOAR] URGENT: affects a system in your register {day:%Y-%m-%d}"}.get(
+            kind, f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
+        heading = {"flash": "Urgent notice (heightened alert period)",
+                   "targeted": "Urgent: this affects an exposed or remotely maintained system in your register"}.get(
+            kind, f"Security information of {day:%Y-%m-%d} ({n} items)")
     items = [item(a, lang) | {"id": a["id"]} for a in advisories]
     tlps = [a["tlp"] for a in advisories]
     # Urgent first: actively exploited, then by severity (the order within each kept).
@@ -352,7 +357,8 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
                     items={i["id"]: i for i in items}, lang=lang)
 
 
-def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict]) -> tuple[str, str] | None:
+def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict], *, links: dict | None = None,
+                   answers: dict | None = None, reminders: list[dict] | None = None) -> tuple[str, str] | None:
     """The small per-facility part of a digest: the segment's advisories that match the
     facility's register, each with the register's own line, the confidence and what to do."""
     from ceptoar.matching import CONFIDENCE, CONFIDENCE_JA
@@ -366,7 +372,7 @@ def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict]) 
         entry["lines"].append(row_line(register[m["n"]]))
         if CONFIDENCE.index(m["confidence"]) < CONFIDENCE.index(entry["confidence"]):
             entry["confidence"] = m["confidence"]
-    if not by_advisory:
+    if not by_advisory and not reminders:
         return None
     en = {"version": "your version is in the affected range", "product": "same product (version not checked)",
           "name": "same product name (vendor not confirmed)"}
@@ -374,13 +380,23 @@ def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict]) 
     for aid, item in r.items.items():  # in the digest's order: urgent first
         if aid in by_advisory:
             e = by_advisory[aid]
+            answer = (answers or {}).get(aid)
             rows.append({"title": item["title"], "lines": [clean(x) for x in dict.fromkeys(e["lines"])][:5],
                          "confidence_text": (CONFIDENCE_JA if r.lang == "ja" else en)[e["confidence"]],
-                         "action": item["action"]})
-    ctx = {"rows": rows, "lang": r.lang}
+                         "action": item["action"], "link": link((links or {}).get(aid)),
+                         "answer": _answer_text(answer, r.lang) if answer else None})
+    late = [{"title": i["title"], "link": link(i["link"])} for i in reminders or []]
+    ctx = {"rows": rows, "lang": r.lang, "reminders": late}
     text = _wrap(templates().get_template("facility_block.txt.j2").render(ctx))
     html = _wrap(templates().get_template("facility_block.html.j2").render(ctx))
     return text, html
+
+
+def _answer_text(answer: dict, lang: str) -> str:
+    from ceptoar.responses import ANSWERS, ANSWERS_EN
+
+    text = (ANSWERS if lang == "ja" else ANSWERS_EN)[answer["status"]]
+    return text + (f" ({answer['fixed_on']})" if answer.get("fixed_on") else "")
 
 
 def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str,

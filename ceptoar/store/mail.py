@@ -65,28 +65,30 @@ class Subscribers(Repository):
     def by_token(self, token: str) -> dict | None:
         return self.store.row("SELECT * FROM subscribers WHERE token = ?", (token,))
 
-    def segments(self, frequency: str | None) -> list[dict]:
+    def segments(self, frequency: str | None, facility: str | None = None) -> list[dict]:
         """Active subscribers grouped as digests are rendered: member × clearance × language ×
-        the time of their last digest."""
+        the time of their last digest (a flash alert: everyone, or one facility's staff)."""
         where = "unsubscribed IS NULL" + (" AND frequency = ?" if frequency else "")
-        if not frequency:  # a flash alert: everyone, no cursor
+        if not frequency:  # a flash alert: no cursor
+            where += " AND facility = ?" if facility else ""
             return self.store.rows(
                 f"SELECT member, clearance, lang, NULL AS since, COUNT(*) AS n FROM subscribers WHERE {where} "
-                "GROUP BY member, clearance, lang ORDER BY member, clearance, lang")
+                "GROUP BY member, clearance, lang ORDER BY member, clearance, lang", (facility,) if facility else ())
         col = f"last_{frequency}"
         return self.store.rows(
             f"SELECT member, clearance, lang, {col} AS since, COUNT(*) AS n FROM subscribers "
             f"WHERE {where} GROUP BY member, clearance, lang, {col} ORDER BY member, clearance, lang", (frequency,))
 
     def recipients(self, frequency: str | None, member: str, clearance: str, lang: str,
-                   since: str | None, after_email: str = "", limit: int = 1000) -> list[dict]:
+                   since: str | None, after_email: str = "", limit: int = 1000,
+                   facility: str | None = None) -> list[dict]:
         col = f"last_{frequency}" if frequency else "NULL"
         cursor = f"{col} IS NULL" if since is None else f"{col} = ?"
         q = ("SELECT email, name, token, facility FROM subscribers WHERE unsubscribed IS NULL AND member = ? "
              f"AND clearance = ? AND lang = ? AND {cursor} AND email > ?" + (" AND frequency = ?" if frequency else "")
-             + " ORDER BY email LIMIT ?")
+             + (" AND facility = ?" if facility else "") + " ORDER BY email LIMIT ?")
         args = ([member, clearance, lang] + ([] if since is None else [since]) + [after_email]
-                + ([frequency] if frequency else []) + [limit])
+                + ([frequency] if frequency else []) + ([facility] if facility else []) + [limit])
         return self.store.rows(q, args)
 
 

@@ -136,3 +136,40 @@ class Facilities(Repository):
         for r in rows:
             r["reasons"] = json.loads(r["reasons"])
         return rows
+
+    # --- answers and targeted alerts ------------------------------------------------------------
+    def add_response(self, r: dict) -> None:
+        self.store.execute("INSERT INTO responses (facility, advisory, status, fixed_on, note, time, actor, via) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (r["facility"], r["advisory"], r["status"], r["fixed_on"], r["note"], r["time"],
+                            r["actor"], r["via"]))
+
+    def responses(self, facility: str, advisory: str) -> list[dict]:
+        return self.store.rows("SELECT status, fixed_on, note, time, actor, via FROM responses WHERE facility = ? "
+                               "AND advisory = ? ORDER BY seq", (facility, advisory))
+
+    def latest_responses(self, facility: str | None = None) -> dict:
+        """(facility, advisory) → the latest answer (with `facility`: advisory → it)."""
+        q = ("SELECT r.facility, r.advisory, r.status, r.fixed_on, r.note, r.time FROM responses r "
+             "WHERE r.seq = (SELECT MAX(x.seq) FROM responses x WHERE x.facility = r.facility "
+             "AND x.advisory = r.advisory)" + (" AND r.facility = ?" if facility else ""))
+        rows = self.store.rows(q, (facility,) if facility else ())
+        if facility:
+            return {r["advisory"]: r for r in rows}
+        return {(r["facility"], r["advisory"]): r for r in rows}
+
+    def queue_targeted(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Queue a targeted alert per (facility, advisory) not alerted before; the new ones."""
+        new = []
+        for f, a in pairs:
+            if self.store.execute("INSERT INTO targeted_alerts (facility, advisory, queued) VALUES (?, ?, ?) "
+                                  "ON CONFLICT DO NOTHING", (f, a, utcnow())).rowcount == 1:
+                new.append((f, a))
+        return new
+
+    def pending_targeted(self) -> list[dict]:
+        return self.store.rows("SELECT * FROM targeted_alerts WHERE run IS NULL ORDER BY queued, facility")
+
+    def mark_targeted(self, facility: str, advisory: str, run: str) -> None:
+        self.store.execute("UPDATE targeted_alerts SET run = ? WHERE facility = ? AND advisory = ?",
+                           (run, facility, advisory))

@@ -169,6 +169,15 @@ CREATE TABLE matches (
     reasons TEXT NOT NULL, matched TEXT NOT NULL, PRIMARY KEY (facility, advisory, n)
 );
 CREATE INDEX matches_advisory ON matches (advisory);
+CREATE TABLE responses (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, facility TEXT NOT NULL, advisory TEXT NOT NULL, status TEXT NOT NULL,
+    fixed_on TEXT, note TEXT, time TEXT NOT NULL, actor TEXT, via TEXT
+);
+CREATE INDEX responses_facility ON responses (facility, advisory, seq);
+CREATE TABLE targeted_alerts (
+    facility TEXT NOT NULL, advisory TEXT NOT NULL, queued TEXT NOT NULL, run TEXT,
+    PRIMARY KEY (facility, advisory)
+);
 """
 
 SQLITE_EXTRAS = """
@@ -262,8 +271,9 @@ def seed(store: Store) -> None:
     from ceptoar.extensions import hub_objects
     from ceptoar.model import TLP_ORDER, marking_definition
 
-    store.execute("INSERT INTO meta (key, value) VALUES ('next_key', ?) ON CONFLICT (key) DO NOTHING",
-                  (secrets.token_hex(32),))
+    for key in ("next_key", "response_key"):  # paging cursors; facilities' answer links
+        store.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                      (key, secrets.token_hex(32)))
     store.objects.put_hub([marking_definition(t) for t in TLP_ORDER] + hub_objects(), replace=True)
 
 
@@ -354,7 +364,8 @@ def _step10(store: Store) -> None:
 def _step11(store: Store) -> None:
     """Facilities, their registers and the matches of advisories against them; a subscriber's facility."""
     pg = store.dialect == "postgresql"
-    wanted = ("facilities", "registers", "register_rows", "register_keys", "advisory_products", "matches")
+    wanted = ("facilities", "registers", "register_rows", "register_keys", "advisory_products", "matches",
+              "responses", "targeted_alerts")
     script = postgres_tables() if pg else statements(TABLES)
     for stmt in script:
         m = re.match(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (\w+)(?: ON (\w+))?", stmt)

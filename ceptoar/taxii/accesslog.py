@@ -1,4 +1,5 @@
-"""Access logs without secrets: unsubscribe tokens are replaced in every logged request line.
+"""Access logs without secrets: unsubscribe tokens and answer-link signatures are replaced in every
+logged request line.
 
 `MaskingLogger` is gunicorn's logger class for production (taxii_server/gunicorn.conf.py);
 `mask_werkzeug()` filters the development server's log the same way.
@@ -12,10 +13,11 @@ import re
 from gunicorn.glogging import Logger
 
 _TOKEN_RE = re.compile(r"(/unsubscribe/)[^/\s?\"'#]+")
+_ANSWER_RE = re.compile(r"(/respond/[^/\s?\"'#]+/[^/\s?\"'#]+/)[^\s?\"'#]+")  # expiry and signature
 
 
 def mask(text: str) -> str:
-    return _TOKEN_RE.sub(r"\1…", text)
+    return _ANSWER_RE.sub(r"\1…", _TOKEN_RE.sub(r"\1…", text))
 
 
 class MaskingLogger(Logger):

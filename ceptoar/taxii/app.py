@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ceptoar import web
-from ceptoar.taxii import auth, metrics
+from ceptoar.taxii import accesslog, auth, metrics
 from ceptoar.taxii.backend import MEDIA_TAXII, HubBackend
 
 log = logging.getLogger("ceptoar.taxii")
@@ -199,7 +199,7 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         member = getattr(g, "member", None)
         view_args = request.view_args or {}
         # Unsubscribe tokens are credentials of a sort: never in the log.
-        path = "/unsubscribe/…" if request.path.startswith("/unsubscribe/") else request.path
+        path = accesslog.mask(request.path)
         try:
             backend.store.audit.add(
                 member["id"] if member else None,

@@ -1,4 +1,6 @@
-"""The hub's own web pages (served by the same app as TAXII): unsubscribe, and their safety.
+"""The hub's own web pages (served by the same app as TAXII): unsubscribe, facilities' answers to
+advisories matched to their registers, the associations' summary of those answers, and their
+safety.
 
 Every page is rendered from a template with every value escaped, and sent with a restrictive
 Content-Security-Policy: no scripts, no outside resources, forms only to the hub itself.
@@ -9,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import medallion
 from flask import Flask, Response, request
 from jinja2 import Environment, FileSystemLoader
 
@@ -60,6 +63,57 @@ def register(app: Flask, store_of) -> None:
             return page("unsubscribe.html.j2", state="done", contact=contact, address=address)
         state = "done" if sub["unsubscribed"] is not None else "ask"
         return page("unsubscribe.html.j2", state=state, contact=contact, address=address)
+
+
+    @app.route("/respond/<facility>/<uuid>/<expires>/<sig>", methods=["GET", "POST"])
+    def respond(facility: str, uuid: str, expires: str, sig: str):
+        """A facility's answer about one advisory, through the personal link in its mail."""
+        from ceptoar import registers, responses
+
+        store = store_of()
+        contact = contacts()["ceptoar"]
+        state = responses.check(store, facility, uuid, expires, sig)
+        if state != "ok":
+            return page("respond.html.j2", 410 if state == "expired" else 404, state=state, contact=contact)
+        advisory = f"report--{uuid}"
+        fac = store.facilities.get(facility)
+        report = registers.published_report(store, advisory)
+        if fac is None or report is None:
+            return page("respond.html.j2", 404, state="gone", contact=contact)
+        register = {r["n"]: r for r in store.facilities.register(facility)}
+        lines = [registers.row_line(register[m["n"]]) for m in store.facilities.matches(facility=facility,
+                                                                                       advisory=advisory)
+                 if m["n"] in register]
+        error, saved = None, None
+        if request.method == "POST":
+            try:
+                saved = responses.answer(store, facility, advisory, request.form.get("status", ""),
+                                         fixed_on=request.form.get("fixed_on") or None,
+                                         note=request.form.get("note"), actor=f"facility:{facility}", via="web")
+            except responses.ResponseError as e:
+                error = str(e)
+        history = store.facilities.responses(facility, advisory)
+        return page("respond.html.j2", 400 if error else 200, state="ask", contact=contact, facility=fac,
+                    title=report.get("name"), lines=lines, answers=responses.ANSWERS, history=history,
+                    current=history[-1] if history else None, error=error, saved=saved)
+
+    @app.route("/responses", methods=["GET"])
+    @medallion.auth.login_required
+    def responses_summary():
+        """An association's summary of its facilities' answers (member credentials), or CSV."""
+        from flask import g
+
+        from ceptoar import responses
+        from ceptoar.output import csv_text
+
+        store = store_of()
+        member = g.member
+        rows = responses.summary(store, member=member["id"])
+        store.audit.add(member["id"], "responses-read", member["id"], {"rows": len(rows)})
+        if request.args.get("format") == "csv":
+            return Response(csv_text(rows, responses.SUMMARY_COLUMNS), mimetype="text/csv",
+                            headers=SECURITY_HEADERS | {"Content-Disposition": 'attachment; filename="responses.csv"'})
+        return page("responses.html.j2", rows=rows, member=member, columns=responses.SUMMARY_COLUMNS)
 
 
 def masked(email: str) -> str:

@@ -1,0 +1,136 @@
+"""What each facility answered about an advisory matched to its register, and what its
+association sees of the answers.
+
+Staff answer through a personal link in their digest: signed with the hub's key (HMAC-SHA256),
+bound to the facility and the advisory, valid for `response_link_days`. Every answer is kept as
+history and audited; the latest one is the facility's status for that advisory. Unanswered high
+or critical matches older than `response_reminder_days` are reminded in the next digests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import UTC, date, datetime, timedelta
+
+from ceptoar.errors import CeptoarError
+from ceptoar.model import effective_severity
+from ceptoar.store import Store, utcnow
+
+ANSWERS = {"not-applicable": "該当しない", "applicable": "該当する・対応中", "fixed": "対応済み",
+           "checking": "保守業者に確認中"}
+ANSWERS_EN = {"not-applicable": "Not applicable", "applicable": "Applicable, being handled", "fixed": "Fixed",
+              "checking": "Checking with the maintenance vendor"}
+SUMMARY_COLUMNS = ["advisory", "title", "member", "matched", "answered", "applicable", "fixed", "open", "oldest_open"]
+LINK_DAYS = 30
+REMIND_DAYS = 3
+NOTE_MAX = 500
+
+
+class ResponseError(CeptoarError, ValueError):
+    pass
+
+
+def _key(store: Store) -> bytes:
+    return bytes.fromhex(store.meta("response_key"))
+
+
+def _sig(store: Store, facility: str, advisory: str, expires: int) -> str:
+    mac = hmac.new(_key(store), f"{facility}|{advisory}|{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+
+def link(store: Store, base_url: str, facility: str, advisory: str, days: int = LINK_DAYS,
+         now: float | None = None) -> str:
+    """The personal answer link of a facility for an advisory."""
+    expires = int((now or time.time()) + days * 86400)
+    uuid = advisory.split("--", 1)[-1]
+    return f"{base_url.rstrip('/')}/respond/{facility}/{uuid}/{expires}/{_sig(store, facility, advisory, expires)}"
+
+
+def check(store: Store, facility: str, uuid: str, expires: str, sig: str, now: float | None = None) -> str:
+    """'ok', 'expired' (a genuine link past its time) or 'invalid' (tampered, unknown)."""
+    advisory = f"report--{uuid}"
+    if not expires.isdigit() or len(expires) > 12 or len(sig) > 64:
+        return "invalid"
+    if not hmac.compare_digest(_sig(store, facility, advisory, int(expires)), sig):
+        return "invalid"
+    if int(expires) < (now or time.time()):
+        return "expired"
+    return "ok"
+
+
+def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on: str | None = None,
+           note: str | None = None, actor: str = "facility", via: str = "web") -> dict:
+    """Record one answer (kept as history, audited)."""
+    if status not in ANSWERS:
+        raise ResponseError(f"answer must be one of {', '.join(ANSWERS)}")
+    if fixed_on:
+        try:
+            day = date.fromisoformat(fixed_on)
+        except ValueError:
+            raise ResponseError("the date is YYYY-MM-DD") from None
+        if day > datetime.now(UTC).date() + timedelta(days=1):
+            raise ResponseError("the date it was fixed cannot be in the future")
+        fixed_on = day.isoformat()
+    if status != "fixed":
+        fixed_on = None
+    note = " ".join((note or "").split())[:NOTE_MAX] or None
+    if note and any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in note):
+        raise ResponseError("the note contains control characters")
+    row = {"facility": facility, "advisory": advisory, "status": status, "fixed_on": fixed_on, "note": note,
+           "time": utcnow(), "actor": actor, "via": via}
+    with store.transaction():
+        store.facilities.add_response(row)
+        store.audit.add(actor, "response", advisory, {"facility": facility, "status": status, "via": via})
+    return row
+
+
+def due_reminders(store: Store, facility: str, days: int = REMIND_DAYS, now: datetime | None = None) -> list[str]:
+    """Advisories matched to the facility more than `days` ago, high or critical (or KEV-listed),
+    still unanswered."""
+    now = now or datetime.now(UTC)
+    before = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+    answered = store.facilities.latest_responses(facility=facility)
+    kev = store.advisories.kev_cves()
+    out = []
+    for m in store.facilities.matches(facility=facility):
+        if m["advisory"] in answered or m["matched"][:19] > before or m["advisory"] in out:
+            continue
+        a = store.advisories.get(m["advisory"])
+        if a and a["status"] == "published" and (effective_severity(a) in ("high", "critical")
+                                                 or set(a["cves"]) & kev):
+            out.append(m["advisory"])
+    return out
+
+
+def summary(store: Store, *, member: str | None = None, advisory: str | None = None) -> list[dict]:
+    """Per advisory and association: facilities matched, answered, applicable, fixed, and the
+    oldest open match (matched, and not answered as not applicable or fixed)."""
+    latest = store.facilities.latest_responses()
+    groups: dict[tuple[str, str], dict] = {}
+    for m in store.facilities.matches(member=member, advisory=advisory):
+        key = (m["advisory"], m["member"])
+        g = groups.setdefault(key, {"advisory": m["advisory"], "member": m["member"], "facilities": set(),
+                                    "answered": set(), "applicable": set(), "fixed": set(), "open": {}})
+        f = m["facility"]
+        g["facilities"].add(f)
+        status = latest.get((f, m["advisory"]), {}).get("status")
+        if status:
+            g["answered"].add(f)
+        if status in ("applicable", "checking"):
+            g["applicable"].add(f)
+        if status == "fixed":
+            g["fixed"].add(f)
+        if status not in ("not-applicable", "fixed"):
+            g["open"][f] = min(g["open"].get(f, m["matched"]), m["matched"])
+    out = []
+    for (aid, mid), g in sorted(groups.items()):
+        a = store.advisories.get(aid) or {}
+        oldest = min(g["open"].values()) if g["open"] else None
+        out.append({"advisory": aid, "title": a.get("title"), "member": mid, "matched": len(g["facilities"]),
+                    "answered": len(g["answered"]), "applicable": len(g["applicable"]), "fixed": len(g["fixed"]),
+                    "open": len(g["open"]), "oldest_open": oldest})
+    return out
