@@ -66,20 +66,20 @@ def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on:
            note: str | None = None, actor: str = "facility", via: str = "web") -> dict:
     """Record one answer (kept as history, audited)."""
     if status not in ANSWERS:
-        raise ResponseError(f"answer must be one of {', '.join(ANSWERS)}")
+        raise ResponseError(f"対応状況を選んでください (answer must be one of {', '.join(ANSWERS)})")
     if fixed_on:
         try:
             day = date.fromisoformat(fixed_on)
         except ValueError:
-            raise ResponseError("the date is YYYY-MM-DD") from None
+            raise ResponseError("日付は 2026-11-20 のように入力してください (the date is YYYY-MM-DD)") from None
         if day > datetime.now(UTC).date() + timedelta(days=1):
-            raise ResponseError("the date it was fixed cannot be in the future")
+            raise ResponseError("対応済みの日付に未来の日付は入力できません (the date cannot be in the future)")
         fixed_on = day.isoformat()
     if status != "fixed":
         fixed_on = None
     note = " ".join((note or "").split())[:NOTE_MAX] or None
     if note and any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in note):
-        raise ResponseError("the note contains control characters")
+        raise ResponseError("メモに使えない文字が含まれています (the note contains control characters)")
     row = {"facility": facility, "advisory": advisory, "status": status, "fixed_on": fixed_on, "note": note,
            "time": utcnow(), "actor": actor, "via": via}
     with store.transaction():

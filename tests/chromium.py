@@ -31,3 +31,22 @@ def run(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp / f"profile-{page.stem}-{len(list(tmp.glob('profile-*')))}"
     return subprocess.run([require(), *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=3000", *args,
                            page.as_uri()], check=True, capture_output=True, text=True, timeout=90)
+
+
+def webdriver():
+    """Selenium driving Debian's chromium through Debian's chromedriver (headless), or a skip."""
+    driver_path = shutil.which("chromedriver")
+    browser = require()
+    if driver_path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromedriver is missing: .ci/run installs chromium-driver with tests/packages.sh")
+        pytest.skip("no chromedriver here (tests/packages.sh installs chromium-driver)")
+    from selenium import webdriver as wd
+    from selenium.webdriver.chrome.service import Service
+
+    options = wd.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                 "--window-size=390,1200"):
+        options.add_argument(flag)
+    return wd.Chrome(service=Service(driver_path), options=options)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System packages the tests use, from Debian: headless Chromium and a Japanese font (mail and
-# poster rendering), nginx (the TLS proxy in front of gunicorn), PostgreSQL's server (the second
+# System packages the tests use, from Debian: headless Chromium, its WebDriver (the answer page driven
+# end to end) and a Japanese font (mail and poster rendering), nginx (the TLS proxy in front of gunicorn), PostgreSQL's server (the second
 # engine: the tests initdb their own cluster in a temporary folder). Needs root (as in CI); elsewhere
 # it says what to install and those tests are skipped.
 set -euo pipefail
@@ -8,6 +8,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fc-list :lang=ja 2>/dev/null | grep -q . || need+=(fonts-ipafont-gothic)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != "0" ]; then
