@@ -24,8 +24,6 @@ ANSWERS = {"not-applicable": "該当しない", "applicable": "該当する・�
 ANSWERS_EN = {"not-applicable": "Not applicable", "applicable": "Applicable, being handled", "fixed": "Fixed",
               "checking": "Checking with the maintenance vendor"}
 SUMMARY_COLUMNS = ["advisory", "title", "member", "matched", "answered", "applicable", "fixed", "open", "oldest_open"]
-LINK_DAYS = 30
-REMIND_DAYS = 3
 NOTE_MAX = 500
 
 
@@ -42,9 +40,12 @@ def _sig(store: Store, facility: str, advisory: str, expires: int) -> str:
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
 
-def link(store: Store, base_url: str, facility: str, advisory: str, days: int = LINK_DAYS,
+def link(store: Store, base_url: str, facility: str, advisory: str, days: int | None = None,
          now: float | None = None) -> str:
-    """The personal answer link of a facility for an advisory."""
+    """The personal answer link of a facility for an advisory (valid `response_link_days`)."""
+    from ceptoar import settings
+
+    days = settings.current().response_link_days if days is None else days
     expires = int((now or time.time()) + days * 86400)
     uuid = advisory.split("--", 1)[-1]
     return f"{base_url.rstrip('/')}/respond/{facility}/{uuid}/{expires}/{_sig(store, facility, advisory, expires)}"
@@ -88,9 +89,12 @@ def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on:
     return row
 
 
-def due_reminders(store: Store, facility: str, days: int = REMIND_DAYS, now: datetime | None = None) -> list[str]:
-    """Advisories matched to the facility more than `days` ago, high or critical (or KEV-listed),
-    still unanswered."""
+def due_reminders(store: Store, facility: str, days: int | None = None, now: datetime | None = None) -> list[str]:
+    """Advisories matched to the facility more than `days` (`response_reminder_days`) ago, high or
+    critical (or KEV-listed), still unanswered."""
+    from ceptoar import settings
+
+    days = settings.current().response_reminder_days if days is None else days
     now = now or datetime.now(UTC)
     before = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
     answered = store.facilities.latest_responses(facility=facility)

@@ -55,6 +55,8 @@ class Settings:
     taxii_max_objects_per_day: int = 10000
     taxii_proxy_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
+    response_link_days: int = 30  # how long a facility's answer link stays valid
+    response_reminder_days: int = 3  # unanswered urgent matches are reminded after this many days
 
     def config_file(self, name: str) -> Path:
         """The operator's copy of a configuration file, else the example shipped with the hub."""
@@ -71,7 +73,8 @@ class Settings:
 
 
 _INT = {"smtp_port", "failure_threshold", "audit_retention_days", "taxii_max_content_length", "taxii_page_size",
-        "taxii_proxies", "taxii_max_objects", "taxii_max_objects_per_day"}
+        "taxii_proxies", "taxii_max_objects", "taxii_max_objects_per_day", "response_link_days",
+        "response_reminder_days"}
 _FLOAT = {"busy_seconds"}
 _BOOL = {"smtp_starttls"}
 

@@ -116,7 +116,7 @@ def test_unanswered_urgent_matches_are_reminded(site):
     from ceptoar.digest.delivery import run_digest
     from ceptoar.mail import SmtpConfig
 
-    hub, store, sink = site.hub, site.store, site.sink
+    store, sink = site.store, site.sink
     smtp = SmtpConfig("127.0.0.1", site.controller.port)
     now = datetime.now(UTC)
     run_digest(store, "daily", smtp=smtp, base_url=site.server.base, now=now)
