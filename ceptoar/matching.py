@@ -20,7 +20,7 @@ import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from ceptoar import extensions
 from ceptoar.paths import project_file
@@ -48,11 +48,13 @@ def aliases() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=65536)
 def _key(text: str | None) -> str:
     t = unicodedata.normalize("NFKC", text or "").casefold()
     return _DROP.sub("", t)
 
 
+@lru_cache(maxsize=65536)
 def vendor_key(text: str | None) -> str:
     k = _key(text)
     k = aliases().get(k, k)
@@ -60,6 +62,7 @@ def vendor_key(text: str | None) -> str:
     return aliases().get(stripped, stripped)
 
 
+@lru_cache(maxsize=65536)
 def product_key(product: str | None, vendor: str | None = None) -> str:
     """The product's key, without its vendor's name in front."""
     k = _key(product)
@@ -69,6 +72,7 @@ def product_key(product: str | None, vendor: str | None = None) -> str:
     return k
 
 
+@lru_cache(maxsize=65536)
 def cpe_parts(cpe: str | None) -> tuple[str, str, str] | None:
     """(vendor, product, version) of a CPE 2.2 URI or 2.3 formatted string."""
     if not cpe:
@@ -93,6 +97,7 @@ def cpe_parts(cpe: str | None) -> tuple[str, str, str] | None:
 
 # --- versions -------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=65536)
 def version_tuple(text: str) -> tuple:
     """Comparable form of a version: numbers as numbers, words as words ("2023.3_Build_9342")."""
     out = []
@@ -158,6 +163,14 @@ class Affected:
     def __post_init__(self):
         self.vendor_k = vendor_key(self.vendor)
         self.product_k = product_key(self.product, self.vendor)
+        self.ranges = [tuple(r) for r in self.ranges] if self.ranges else None
+
+    def as_dict(self) -> dict:
+        return {"vendor": self.vendor, "product": self.product, "ranges": self.ranges, "via": self.via}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Affected:
+        return cls(d.get("vendor"), d["product"], d.get("ranges"), d.get("via", "name"))
 
 
 def affected_of(report: dict) -> list[Affected]:

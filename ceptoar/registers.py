@@ -268,7 +268,7 @@ def match_advisory(store: Store, advisory: str) -> int:
     report = published_report(store, advisory)
     affected = matching.affected_of(report) if report else []
     keys = affected_keys(affected)
-    store.facilities.set_advisory_keys(advisory, sorted(keys))
+    store.facilities.set_advisory_products(advisory, sorted(keys), [a.as_dict() for a in affected])
     found = []
     candidates = store.facilities.rows_for_keys(sorted(keys)) if keys else {}
     for fid, rows in candidates.items():
@@ -297,12 +297,15 @@ def match_facility(store: Store, fid: str) -> int:
     rows = store.facilities.register(fid)
     keys = sorted({k for r in rows for k in row_keys(r)})
     found = []
-    for advisory in store.facilities.advisories_for_keys(keys) if keys else []:
-        report = published_report(store, advisory)
-        if report is None:
-            continue
-        affected = matching.affected_of(report)
-        for row in rows:
+    by_key: dict[str, list[dict]] = {}
+    for r in rows:
+        for k in row_keys(r):
+            by_key.setdefault(k, []).append(r)
+    candidates = store.facilities.advisories_for_keys(keys) if keys else []
+    for advisory, listed in store.facilities.affected(candidates).items():
+        affected = [matching.Affected.from_dict(a) for a in listed]
+        near = {r["n"]: r for k in affected_keys(affected) for r in by_key.get(k, [])}  # rows sharing a key
+        for row in near.values():
             m = matching.match_row(row, affected)
             if m:
                 found.append((fid, advisory, row["n"], m[0], m[1]))

@@ -66,27 +66,38 @@ class Facilities(Repository):
 
     def rows_for_keys(self, keys: list[str]) -> dict[str, list[dict]]:
         """facility → its current register rows having any of these product keys."""
-        found: dict[tuple[str, int], None] = {}
-        for chunk in chunks(sorted(set(keys))):
-            q = f"SELECT DISTINCT facility, n FROM register_keys WHERE product_key IN ({marks(len(chunk))})"
-            for fid, n in self.store.execute(q, chunk):
-                found[(fid, n)] = None
         out: dict[str, list[dict]] = {}
-        pairs = list(found)
-        for i in range(0, len(pairs), 400):
-            part = pairs[i:i + 400]
-            where = " OR ".join("(facility = ? AND n = ?)" for _ in part)
-            args = [x for p in part for x in p]
-            for r in self.store.rows(f"SELECT facility, {', '.join(ROW_COLUMNS)} FROM register_rows WHERE {where}",
-                                     args):
-                out.setdefault(r.pop("facility"), []).append(r)
+        seen: set[tuple[str, int]] = set()
+        cols = ", ".join(f"r.{c}" for c in ROW_COLUMNS)
+        for chunk in chunks(sorted(set(keys))):
+            for r in self.store.rows(
+                    f"SELECT r.facility, {cols} FROM register_keys k JOIN register_rows r ON r.facility = k.facility "
+                    f"AND r.n = k.n WHERE k.product_key IN ({marks(len(chunk))})", chunk):
+                if (r["facility"], r["n"]) not in seen:
+                    seen.add((r["facility"], r["n"]))
+                    out.setdefault(r.pop("facility"), []).append(r)
         return out
 
     # --- advisories' products and matches -------------------------------------------------------
-    def set_advisory_keys(self, advisory: str, keys: list[str]) -> None:
+    def set_advisory_products(self, advisory: str, keys: list[str], affected: list[dict]) -> None:
+        """The products an advisory (as published) names: their keys for lookups, and the whole
+        list for matching without reading the report again."""
         self.store.execute("DELETE FROM advisory_products WHERE advisory = ?", (advisory,))
+        self.store.execute("DELETE FROM advisory_affected WHERE advisory = ?", (advisory,))
         self.store.executemany("INSERT INTO advisory_products (advisory, product_key) VALUES (?, ?) "
                                "ON CONFLICT DO NOTHING", [(advisory, k) for k in sorted(set(keys))])
+        if affected:
+            self.store.execute("INSERT INTO advisory_affected (advisory, affected) VALUES (?, ?)",
+                               (advisory, dump(affected)))
+
+    def affected(self, advisories: list[str]) -> dict[str, list[dict]]:
+        out = {}
+        for chunk in chunks(advisories):
+            for a, text in self.store.execute(
+                    f"SELECT advisory, affected FROM advisory_affected WHERE advisory IN ({marks(len(chunk))})",
+                    chunk):
+                out[a] = json.loads(text)
+        return out
 
     def advisories_for_keys(self, keys: list[str]) -> list[str]:
         out: dict[str, None] = {}
@@ -106,9 +117,12 @@ class Facilities(Repository):
             f"SELECT DISTINCT facility, advisory FROM matches WHERE {col} = ?", (value,))}
         self.store.execute(f"DELETE FROM matches WHERE {col} = ?", (value,))
         now = utcnow()
+        texts: dict[tuple, str] = {}  # the same reasons repeat across facilities
         self.store.executemany(
             "INSERT INTO matches (facility, advisory, n, confidence, reasons, matched) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING", [(f, a, n, c, json.dumps(r, ensure_ascii=False), now) for f, a, n, c, r in found])
+            "ON CONFLICT DO NOTHING",
+            [(f, a, n, c, texts.get(tuple(r)) or texts.setdefault(tuple(r), json.dumps(r, ensure_ascii=False)), now)
+             for f, a, n, c, r in found])
         after = {(f, a) for f, a, *_ in found}
         return len(after - before), len(before - after)
 
@@ -158,14 +172,11 @@ class Facilities(Repository):
             return {r["advisory"]: r for r in rows}
         return {(r["facility"], r["advisory"]): r for r in rows}
 
-    def queue_targeted(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Queue a targeted alert per (facility, advisory) not alerted before; the new ones."""
-        new = []
-        for f, a in pairs:
-            if self.store.execute("INSERT INTO targeted_alerts (facility, advisory, queued) VALUES (?, ?, ?) "
-                                  "ON CONFLICT DO NOTHING", (f, a, utcnow())).rowcount == 1:
-                new.append((f, a))
-        return new
+    def queue_targeted(self, pairs: list[tuple[str, str]]) -> None:
+        """Queue a targeted alert per (facility, advisory) not alerted before."""
+        now = utcnow()
+        self.store.executemany("INSERT INTO targeted_alerts (facility, advisory, queued) VALUES (?, ?, ?) "
+                               "ON CONFLICT DO NOTHING", [(f, a, now) for f, a in pairs])
 
     def pending_targeted(self) -> list[dict]:
         return self.store.rows("SELECT * FROM targeted_alerts WHERE run IS NULL ORDER BY queued, facility")

@@ -164,6 +164,9 @@ CREATE TABLE advisory_products (
     advisory TEXT NOT NULL, product_key TEXT NOT NULL, PRIMARY KEY (advisory, product_key)
 );
 CREATE INDEX advisory_products_key ON advisory_products (product_key);
+CREATE TABLE advisory_affected (
+    advisory TEXT PRIMARY KEY, affected TEXT NOT NULL
+);
 CREATE TABLE matches (
     facility TEXT NOT NULL, advisory TEXT NOT NULL, n INTEGER NOT NULL, confidence TEXT NOT NULL,
     reasons TEXT NOT NULL, matched TEXT NOT NULL, PRIMARY KEY (facility, advisory, n)
@@ -364,8 +367,8 @@ def _step10(store: Store) -> None:
 def _step11(store: Store) -> None:
     """Facilities, their registers and the matches of advisories against them; a subscriber's facility."""
     pg = store.dialect == "postgresql"
-    wanted = ("facilities", "registers", "register_rows", "register_keys", "advisory_products", "matches",
-              "responses", "targeted_alerts")
+    wanted = ("facilities", "registers", "register_rows", "register_keys", "advisory_products", "advisory_affected",
+              "matches", "responses", "targeted_alerts")
     script = postgres_tables() if pg else statements(TABLES)
     for stmt in script:
         m = re.match(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (\w+)(?: ON (\w+))?", stmt)
