@@ -152,9 +152,10 @@ def main() -> None:
     matches = store.count("matches")
     body = f"""
 {args.facilities:,} facilities × {args.rows} rows ({args.facilities * args.rows:,} register rows) against
-{args.advisories:,} advisories ({args.published + 1000:,} published through the hub, the rest in the matching
-index only: their product keys and products); products from {VOCABULARY:,} vendor/product pairs with a long tail (the most widespread is in
-{facilities_with:,} registers). {matches:,} (facility, advisory, row) matches at the end.
+{args.advisories:,} advisories ({args.published + 1000:,} published through the hub, the rest in the
+matching index only: their product keys and products); products from {VOCABULARY:,} vendor/product pairs
+with a long tail (the most widespread is in {facilities_with:,} registers). {matches:,} (facility, advisory,
+row) matches at the end.
 
 | operation (full data) | figure |
 |---|---:|
