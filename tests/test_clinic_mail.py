@@ -86,15 +86,18 @@ def clinic(tmp_path, smtp, monkeypatch):
     hub.run("sources", "add", "mhlw", "https://feeds.example/mhlw", "--kind", "rss")
     hub.run("ingest", str(ROOT / "feeds/samples/mhlw.rdf"), "--source", "mhlw")
     circular = store.advisories.list(source="mhlw")[0]
+    hub.run("sources", "add", "jvndb", "https://feeds.example/jvndb", "--kind", "jvn")  # JVN iPedia's own RSS
+    hub.run("ingest", str(DATA / "jvn/vulsdata_jvndb_2023.rdf"), "--source", "jvndb")
+    w.jvndb = next(a for a in store.advisories.list(source="jvndb") if "Linux Kernel" in (a["title"] or ""))
     inc = json.loads(hub.run("incidents", "report", "--facility", "さくら診療所", "--facility-type", "clinic",
                              "--prefecture", "東京都", "--member", "assoc-green", "--summary", "ランサムウェア感染",
                              "--format", "json").stdout)
     out = hub.run("incidents", "share", inc["id"], "--tlp", "GREEN", "--summary",
                   "VPN装置の脆弱性を放置した診療所でランサムウェア被害。VPN装置の更新とバックアップの分離が有効でした。").stdout
     lesson = re.search(r"report--[0-9a-f-]{36}", out).group(0)
-    for aid in (circular["id"], lesson):
+    for aid in (circular["id"], lesson, w.jvndb["id"]):
         triage.triage(store, aid, "test", medical=True)
-    triage.publish(store, [w.covered["id"], circular["id"], lesson], "test")  # the covered one: again, with JVN
+    triage.publish(store, [w.covered["id"], circular["id"], lesson, w.jvndb["id"]], "test")  # covered: again
     hub.run("advisories", "triage", w.explained["id"], "--summary-ja", SUMMARY_JA, "--action-ja", ACTION_JA)
     w.circular, w.lesson, w.sink, w.controller, w.store = circular, lesson, sink, controller, store
     return w
@@ -143,6 +146,10 @@ def test_japanese_digest_reads_as_japanese_with_english_apart(clinic):
     # KEV and CSAF items get a fixed Japanese title naming the product).
     english = {i.splitlines()[1]: ENGLISH.findall(japanese_part(i)) for i in items if ENGLISH.findall(japanese_part(i))}
     assert not english, list(english.items())[:3]
+    # JVN iPedia's own Japanese entry: as written, nothing under 英語の原文.
+    jvndb = item_about(items, "Linux の Linux Kernel における NULL ポインタデリファレンスに関する脆弱性")
+    assert "概要: Linux の Linux Kernel には、NULL ポインタデリファレンスに関する脆弱性が存在します。" in jvndb
+    assert "英語の原文" not in jvndb and "対象製品: Linux Kernel" in jvndb and "CVE: CVE-2023-" in jvndb
     # Kind-aware advice: the circular and the lesson are not told to update anything.
     circular = item_about(items, "医療機関におけるサイバーセキュリティ対策の徹底について")
     lesson = item_about(items, "【事例共有】")
@@ -168,7 +175,7 @@ def test_japanese_digest_reads_as_japanese_with_english_apart(clinic):
     outside = re.sub(r'<div lang="en".*?</div>', "", html, flags=re.S)
     outside = URL.sub("", re.sub(r"<[^>]+>", " ", re.sub(r"<head>.*?</head>", "", outside, flags=re.S)))
     assert not ENGLISH.findall(outside.replace("CISA KEV", "")), ENGLISH.findall(outside)[:3]
-    assert html.count('<div lang="en"') >= len(items) - 2 and SUMMARY_JA in html
+    assert html.count("<div lang=\"en\"") >= len(items) - 3 and SUMMARY_JA in html  # circular, lesson, JVN: none
 
 
 def test_mail_looks_like_it_comes_from_the_ceptoar(clinic):
