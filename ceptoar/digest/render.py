@@ -42,6 +42,18 @@ TLP_TEXT = {
            "RED": "TLP:RED — for the named recipient only; do not forward."},
 }
 TLP_COLOR = {"CLEAR": "#555", "GREEN": "#33a532", "AMBER": "#c78500", "AMBER+STRICT": "#c78500", "RED": "#c00"}
+# (subject, heading) of each kind of message, per language.
+TITLES = {
+    "ja": {"digest": ("【医療セプター】セキュリティ情報 {date} ({n}件)", "{date}のセキュリティ情報 ({n}件)"),
+           "flash": ("【医療セプター】緊急セキュリティ情報 {date}", "緊急のお知らせ (警戒強化期間中)"),
+           "targeted": ("【医療セプター】緊急: 貴院の機器に該当する情報 {date}",
+                        "緊急: 貴院の台帳の機器(インターネットに公開・リモート保守)に該当します")},
+    "en": {"digest": ("[Medical CEPTOAR] Security information {date} ({n} items)",
+                      "Security information of {date} ({n} items)"),
+           "flash": ("[Medical CEPTOAR] URGENT security information {date}", "Urgent notice (heightened alert period)"),
+           "targeted": ("[Medical CEPTOAR] URGENT: affects a system in your register {date}",
+                        "Urgent: this affects an exposed or remotely maintained system in your register")},
+}
 HTML_TEXT = {
     "ja": {"severity": "重要度", "kev": "悪用が確認されています (CISA KEV)", "action": "対応",
            "original": "英語の原文", "products": "対象製品", "summary": "概要", "details": "詳細",
@@ -321,21 +333,8 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
             "hours": office.get("hours", "")}
     day = jst(until)
     n = len(advisories)
-    if lang == "ja":
-        date_text = f"{day.year}年{day.month}月{day.day}日"
-        subject = {"flash": f"【医療セプター】緊急セキュリティ情報 {date_text}",
-                   "targeted": f"【医療セプター】緊急: 貴院の機器に該当する情報 {date_text}"}.get(
-            kind, f"【医療セプター】セキュリティ情報 {date_text} ({n}件)")
-        heading = {"flash": "緊急のお知らせ (警戒強化期間中)",
-                   "targeted": "緊急: 貴院の台帳の機器(インターネットに公開・リモート保守)に該当します"}.get(
-            kind, f"{date_text}のセキュリティ情報 ({n}件)")
-    else:
-        subject = {"flash": f"[Medical CEPTOAR] URGENT security information {day:%Y-%m-%d}",
-                   "targeted": f"[Medical CEPTOAR] URGENT: affects a system in your register {day:%Y-%m-%d}"}.get(
-            kind, f"[Medical CEPTOAR] Security information {day:%Y-%m-%d} ({n} items)")
-        heading = {"flash": "Urgent notice (heightened alert period)",
-                   "targeted": "Urgent: this affects an exposed or remotely maintained system in your register"}.get(
-            kind, f"Security information of {day:%Y-%m-%d} ({n} items)")
+    date_text = f"{day.year}年{day.month}月{day.day}日" if lang == "ja" else f"{day:%Y-%m-%d}"
+    subject, heading = (t.format(date=date_text, n=n) for t in TITLES[lang].get(kind, TITLES[lang]["digest"]))
     items = [item(a, lang) | {"id": a["id"]} for a in advisories]
     tlps = [a["tlp"] for a in advisories]
     # Urgent first: actively exploited, then by severity (the order within each kept).

@@ -142,35 +142,26 @@ def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStrea
 def _whole(text: str, source: Source, out: EntryStream) -> list[Entry]:
     root = xmlsafe.parse_text(text)
     tlp = tlp_max(source.tlp, _feed_tlp(root))
-    if root.tag == RDF + "RDF":
-        items = list(root.iter(RSS + "item"))
-        # Provenance: each item's own text, cut from the document (ElementTree cannot give it back).
+    lang = root.get(XML_LANG)
+    kinds = {  # root → (entry element, its name in the text, build, describe)
+        RDF + "RDF": (RSS + "item", "item", lambda p: _rss_item(p[0], source, tlp, p[1], out.warnings),
+                      lambda i, pair: _describe(i, pair)),
+        ATOM + "feed": (ATOM + "entry", "entry", lambda p: _atom_entry(p[0], source, tlp, out.warnings, p[1]),
+                        lambda i, pair: f"entry {i}"),
+        VULDEF + "VULDEF-Document": (VULDEF + "Vulinfo", "Vulinfo",
+                                     lambda p: _vulinfo(p[0], source, tlp, lang, out.warnings, p[1]),
+                                     lambda i, pair: _describe_vulinfo(i, pair[0])),
+    }
+    if root.tag in kinds:
+        tag, name, build, describe = kinds[root.tag]
+        elements = list(root.iter(tag))
+        # Provenance: each entry's own text, cut from the document (ElementTree cannot give it back).
         wrap = envelope(text)
-        texts = [wrap(t) for t in item_texts(text)]
-        if len(texts) != len(items):
-            texts = [None] * len(items)
-        return [e for i, pair in enumerate(zip(items, texts, strict=True), 1)
-                if (e := out.keep(lambda p: _rss_item(p[0], source, tlp, p[1], out.warnings), pair,
-                                  lambda i=i, pair=pair: _describe(i, pair))) is not None]
-    if root.tag == ATOM + "feed":
-        entries = list(root.iter(ATOM + "entry"))
-        wrap = envelope(text)
-        texts = [wrap(t) for t in item_texts(text, "entry")]
-        if len(texts) != len(entries):
-            texts = [None] * len(entries)
-        return [e for i, pair in enumerate(zip(entries, texts, strict=True), 1)
-                if (e := out.keep(lambda p: _atom_entry(p[0], source, tlp, out.warnings, p[1]), pair,
-                                  lambda i=i: f"entry {i}")) is not None]
-    if root.tag == VULDEF + "VULDEF-Document":
-        infos = list(root.iter(VULDEF + "Vulinfo"))
-        wrap = envelope(text)
-        texts = [wrap(t) for t in item_texts(text, "Vulinfo")]
-        if len(texts) != len(infos):
-            texts = [None] * len(infos)
-        lang = root.get(XML_LANG)
-        return [e for i, pair in enumerate(zip(infos, texts, strict=True), 1)
-                if (e := out.keep(lambda p: _vulinfo(p[0], source, tlp, lang, out.warnings, p[1]), pair,
-                                  lambda i=i, pair=pair: _describe_vulinfo(i, pair[0]))) is not None]
+        texts = [wrap(t) for t in item_texts(text, name)]
+        if len(texts) != len(elements):
+            texts = [None] * len(elements)
+        return [e for i, pair in enumerate(zip(elements, texts, strict=True), 1)
+                if (e := out.keep(build, pair, lambda i=i, pair=pair: describe(i, pair))) is not None]
     raise FeedError(f"not a JVN RDF/Atom feed or VULDEF document (root element <{xmlsafe.local(root.tag)}>)")
 
 
