@@ -35,32 +35,37 @@ def _key(store: Store) -> bytes:
     return bytes.fromhex(store.meta("response_key"))
 
 
-def _sig(store: Store, facility: str, advisory: str, expires: int) -> str:
-    mac = hmac.new(_key(store), f"{facility}|{advisory}|{expires}".encode(), hashlib.sha256).digest()
+def _sig(store: Store, facility: str, advisory: str, expires: int, rank: int) -> str:
+    mac = hmac.new(_key(store), f"{facility}|{advisory}|{expires}|{rank}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
 
-def link(store: Store, base_url: str, facility: str, advisory: str, days: int | None = None,
+def link(store: Store, base_url: str, facility: str, advisory: str, *, rank: int = 0, days: int | None = None,
          now: float | None = None) -> str:
-    """The personal answer link of a facility for an advisory (valid `response_link_days`)."""
+    """The personal answer link of a facility for an advisory (valid `response_link_days`).
+    `rank`: the TLP the advisory reached the recipients at; the page shows the advisory only
+    while it is served at that TLP or lower."""
     from ceptoar import settings
 
     days = settings.current().response_link_days if days is None else days
     expires = int((now or time.time()) + days * 86400)
     uuid = advisory.split("--", 1)[-1]
-    return f"{base_url.rstrip('/')}/respond/{facility}/{uuid}/{expires}/{_sig(store, facility, advisory, expires)}"
+    return (f"{base_url.rstrip('/')}/respond/{facility}/{uuid}/{expires}.{rank}/"
+            f"{_sig(store, facility, advisory, expires, rank)}")
 
 
-def check(store: Store, facility: str, uuid: str, expires: str, sig: str, now: float | None = None) -> str:
-    """'ok', 'expired' (a genuine link past its time) or 'invalid' (tampered, unknown)."""
+def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: float | None = None) -> tuple[str, int]:
+    """('ok' | 'expired' (a genuine link past its time) | 'invalid' (tampered, unknown), the TLP
+    rank the link was made for)."""
     advisory = f"report--{uuid}"
-    if not expires.isdigit() or len(expires) > 12 or len(sig) > 64:
-        return "invalid"
-    if not hmac.compare_digest(_sig(store, facility, advisory, int(expires)), sig):
-        return "invalid"
+    expires, _, rank = token.partition(".")
+    if not expires.isdigit() or len(expires) > 12 or not rank.isdigit() or len(rank) > 1 or len(sig) > 64:
+        return "invalid", 0
+    if not hmac.compare_digest(_sig(store, facility, advisory, int(expires), int(rank)), sig):
+        return "invalid", 0
     if int(expires) < (now or time.time()):
-        return "expired"
-    return "ok"
+        return "expired", int(rank)
+    return "ok", int(rank)
 
 
 def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on: str | None = None,

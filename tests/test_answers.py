@@ -101,11 +101,16 @@ def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
     assert requests.get(tampered, timeout=10).status_code == 404
     assert requests.get(link.replace("/sakura/", "/aoba/"), timeout=10).status_code == 404
     expired = responses.link(store, site.server.base, "sakura", forti, days=-1)
+    assert requests.get(link.replace(".0/", ".4/"), timeout=10).status_code == 404  # a higher TLP: forged
     r = requests.get(expired, timeout=10)
     assert r.status_code == 410 and "有効期限" in r.text
     assert requests.post(expired, data={"status": "fixed"}, timeout=10).status_code == 410
     signature = link.rsplit("/", 1)[-1]
     assert signature not in json.dumps(hub.json("audit", "list"))
+    # Raised above the TLP the mail carried it at: the page no longer shows it.
+    hub.run("advisories", "triage", forti, "--tlp", "RED")
+    raised = requests.get(link, timeout=10)
+    assert raised.status_code == 404 and "FortiOS" not in raised.text
 
 
 def test_unanswered_urgent_matches_are_reminded(site):

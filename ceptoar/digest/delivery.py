@@ -81,14 +81,15 @@ def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: st
     found = store.facilities.matches(facility=fid, advisories=list(rendered.items))
     answered = store.facilities.latest_responses(facility=fid)
     urgent = [aid for aid, i in rendered.items.items() if i["kev"] or i["severity"] in ("high", "critical")]
-    links = {aid: responses.link(store, base_url, fid, aid) for aid in {m["advisory"] for m in found} & set(urgent)}
+    links = {aid: responses.link(store, base_url, fid, aid, rank=TLP_ORDER.index(rendered.items[aid]["tlp"]))
+             for aid in {m["advisory"] for m in found} & set(urgent)}
     late = []
     if reminders:
         due = [a for a in responses.due_reminders(store, fid) if a not in rendered.items]
         if due:
             visible, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, due)
-            late = [item(a, rendered.lang) | {"id": a["id"], "link": responses.link(store, base_url, fid, a["id"])}
-                    for a in visible]
+            late = [item(a, rendered.lang) | {"id": a["id"], "link": responses.link(
+                store, base_url, fid, a["id"], rank=TLP_ORDER.index(a["tlp"]))} for a in visible]
     return facility_block(rendered, found, register, links=links, answers=answered, reminders=late)
 
 

@@ -65,20 +65,22 @@ def register(app: Flask, store_of) -> None:
         return page("unsubscribe.html.j2", state=state, contact=contact, address=address)
 
 
-    @app.route("/respond/<facility>/<uuid>/<expires>/<sig>", methods=["GET", "POST"])
-    def respond(facility: str, uuid: str, expires: str, sig: str):
+    @app.route("/respond/<facility>/<uuid>/<token>/<sig>", methods=["GET", "POST"])
+    def respond(facility: str, uuid: str, token: str, sig: str):
         """A facility's answer about one advisory, through the personal link in its mail."""
         from ceptoar import registers, responses
 
         store = store_of()
         contact = contacts()["ceptoar"]
-        state = responses.check(store, facility, uuid, expires, sig)
+        state, rank = responses.check(store, facility, uuid, token, sig)
         if state != "ok":
             return page("respond.html.j2", 410 if state == "expired" else 404, state=state, contact=contact)
         advisory = f"report--{uuid}"
         fac = store.facilities.get(facility)
         report = registers.published_report(store, advisory)
-        if fac is None or report is None:
+        current = store.advisories.get(advisory)
+        # Never more than the mail carried: an advisory now served above that TLP is not shown.
+        if fac is None or report is None or current is None or current["tlp_rank"] > rank:
             return page("respond.html.j2", 404, state="gone", contact=contact)
         register = {r["n"]: r for r in store.facilities.register(facility)}
         lines = [registers.row_line(register[m["n"]]) for m in store.facilities.matches(facility=facility,
