@@ -47,12 +47,24 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _reader(text: str, required: tuple[str, ...], columns: tuple[str, ...]) -> csv.DictReader:
+def _reader(text: str, required: tuple[str, ...], columns: tuple[str, ...]):
+    """The CSV's rows as (line number, row); a row the csv module cannot read (a field past its
+    size limit, a stray NUL) stops the import with its line number."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    try:
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+    except csv.Error as e:
+        raise RegisterError(f"line 1: unreadable CSV header ({e})") from None
     if missing:
         raise RegisterError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(columns)})")
-    return reader
+
+    def rows():
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as e:
+            raise RegisterError(f"line {reader.line_num + 1}: unreadable CSV ({e})") from None
+    return rows()
 
 
 def _text(value: str | None, what: str, limit: int = 200) -> str | None:
@@ -93,13 +105,13 @@ def import_facilities(store: Store, text: str, actor: str = SYSTEM, origin: str 
     reader = _reader(text, ("facility_id", "name", "facility_type", "prefecture", "member"), FACILITY_COLUMNS)
     members = {m["id"] for m in store.members.list()}
     good = []
-    for row in reader:
+    for line, row in reader:
         try:
             if None in row:
                 raise RegisterError("more fields than the header")
             good.append(check_facility(row, members))
         except RegisterError as e:
-            result.errors.append((reader.line_num, str(e)))
+            result.errors.append((line, str(e)))
     with store.transaction():
         for f in good:
             if store.facilities.upsert(f):
@@ -154,13 +166,13 @@ def check_row(row: dict) -> dict:
 def rows_from_csv(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
     reader = _reader(text, ("category", "product"), REGISTER_COLUMNS)
     rows, errors = [], []
-    for row in reader:
+    for line, row in reader:
         try:
             if None in row:
                 raise RegisterError("more fields than the header")
             rows.append(check_row(row))
         except RegisterError as e:
-            errors.append((reader.line_num, str(e)))
+            errors.append((line, str(e)))
         if len(rows) > MAX_ROWS:
             raise RegisterError(f"more than {MAX_ROWS} rows: split the register")
     return rows, errors
@@ -172,6 +184,8 @@ def rows_from_cyclonedx(text: str, device: str) -> tuple[list[dict], list[tuple[
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise RegisterError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise RegisterError("not a CycloneDX SBOM: nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("bomFormat") != "CycloneDX" or not isinstance(doc.get("components"), list):
         raise RegisterError("not a CycloneDX SBOM (bomFormat CycloneDX with a components list)")
     rows, errors = [], []

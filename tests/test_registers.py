@@ -81,6 +81,14 @@ def test_imports_report_bad_rows_by_line_and_keep_the_rest(world):
     assert "sakura.csv:13: internet_exposed must be yes or no" in r.output
     assert "sakura.csv:14: product is required" in r.output
     assert world.hub.run("inventory", "import", "nowhere", str(world.tmp / "sakura.csv"), ok=None).exit_code == 1
+    # Hostile files: a field past the csv module's limit, an SBOM nested past the parser's depth.
+    (world.tmp / "huge.csv").write_text(HEADER + "PACS,x," + "y" * 200000 + ",1\n", encoding="utf-8")
+    r = world.hub.run("inventory", "import", "aoba", str(world.tmp / "huge.csv"), ok=None)
+    assert r.exit_code == 1 and "line 2: unreadable CSV" in r.output and "Traceback" not in r.output
+    (world.tmp / "deep.json").write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
+    r = world.hub.run("inventory", "import", "aoba", str(world.tmp / "deep.json"), "--device", "x", ok=None)
+    assert r.exit_code == 1 and "nested too deeply" in r.output and "Traceback" not in r.output
+    assert world.store.facilities.register_versions("aoba") == []  # nothing half-imported
 
 
 def test_matches_have_exact_confidences(world):
