@@ -4,6 +4,8 @@ choose where a file goes."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import tempfile
@@ -64,3 +66,28 @@ def make_private(*paths: Path) -> None:
                 os.chmod(p, PRIVATE_FILE)
         except OSError:
             pass
+
+
+class CsvError(CeptoarError, ValueError):
+    """A CSV that cannot be read as a whole (its header, or a row the csv module refuses)."""
+
+
+def csv_rows(text: str, required: tuple[str, ...], columns: tuple[str, ...]):
+    """The rows of an uploaded CSV (UTF-8, a header first, a BOM allowed) as (line number, row).
+    A missing column, or a row the csv module cannot read (a field past its size limit, a stray
+    NUL), is a CsvError naming the line, never a traceback."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+    except csv.Error as e:
+        raise CsvError(f"line 1: unreadable CSV header ({e})") from None
+    if missing:
+        raise CsvError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(columns)})")
+
+    def rows():
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as e:
+            raise CsvError(f"line {reader.line_num + 1}: unreadable CSV ({e})") from None
+    return rows()

@@ -9,8 +9,6 @@ revoked) and when a register is imported, each time for that advisory or that fa
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from dataclasses import dataclass, field
 from ceptoar import matching
 from ceptoar import obligations as facts
 from ceptoar.errors import CeptoarError
+from ceptoar.files import csv_rows
 from ceptoar.incidents import FACILITY_TYPES
 from ceptoar.model import HUB, SYSTEM, effective_severity
 from ceptoar.store import Store
@@ -45,26 +44,6 @@ class ImportResult:
     version: int | None = None
     matches: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _reader(text: str, required: tuple[str, ...], columns: tuple[str, ...]):
-    """The CSV's rows as (line number, row); a row the csv module cannot read (a field past its
-    size limit, a stray NUL) stops the import with its line number."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    try:
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-    except csv.Error as e:
-        raise RegisterError(f"line 1: unreadable CSV header ({e})") from None
-    if missing:
-        raise RegisterError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(columns)})")
-
-    def rows():
-        try:
-            for row in reader:
-                yield reader.line_num, row
-        except csv.Error as e:
-            raise RegisterError(f"line {reader.line_num + 1}: unreadable CSV ({e})") from None
-    return rows()
 
 
 def _text(value: str | None, what: str, limit: int = 200) -> str | None:
@@ -102,7 +81,7 @@ def check_facility(row: dict, members: set[str]) -> dict:
 def import_facilities(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") -> ImportResult:
     """Every good row imported (a facility already known is updated); bad rows by line number."""
     result = ImportResult()
-    reader = _reader(text, ("facility_id", "name", "facility_type", "prefecture", "member"), FACILITY_COLUMNS)
+    reader = csv_rows(text, ("facility_id", "name", "facility_type", "prefecture", "member"), FACILITY_COLUMNS)
     members = {m["id"] for m in store.members.list()}
     good = []
     for line, row in reader:
@@ -164,7 +143,7 @@ def check_row(row: dict) -> dict:
 
 
 def rows_from_csv(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
-    reader = _reader(text, ("category", "product"), REGISTER_COLUMNS)
+    reader = csv_rows(text, ("category", "product"), REGISTER_COLUMNS)
     rows, errors = [], []
     for line, row in reader:
         try:

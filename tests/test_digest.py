@@ -48,6 +48,14 @@ def send(world, controller, *extra, ok=True) -> dict:
     return json.loads(r.stdout)[0]
 
 
+def test_an_unreadable_subscriber_csv_is_a_clear_error(world, tmp_path):
+    (tmp_path / "huge.csv").write_text("email,name,member\na@clinic.example.jp," + "y" * 200000 + ",assoc-green\n",
+                                       encoding="utf-8")
+    r = world.hub.run("subscribers", "import", str(tmp_path / "huge.csv"), ok=None)
+    assert r.exit_code == 1 and "line 2: unreadable CSV" in r.output and "Traceback" not in r.output
+    assert not world.hub.json("subscribers", "list")
+
+
 def test_subscriber_import_reports_bad_lines_and_updates(world, tmp_path):
     r = world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
     assert r.exit_code == 1

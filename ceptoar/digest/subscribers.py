@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 
 from ceptoar.errors import CeptoarError
+from ceptoar.files import csv_rows
 from ceptoar.mail import AddressError, check_address, clean_name
 from ceptoar.model import SYSTEM, tlp_name
 from ceptoar.store import Store
@@ -56,20 +55,17 @@ def import_csv(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") 
     """Import every good row (re-import updates by e-mail); bad rows are reported by line number.
     `origin`: where the rows came from (a file name), for the audit log."""
     result = ImportResult()
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    missing = [c for c in ("email", "member") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise SubscriberError(f"the CSV header lacks {', '.join(missing)} (columns: {', '.join(COLUMNS)})")
+    reader = csv_rows(text, ("email", "member"), COLUMNS)
     members = {m["id"] for m in store.members.list()}
     facilities = {f["id"]: f["member"] for f in store.facilities.list()}
     good = []
-    for row in reader:
+    for line, row in reader:
         try:
             if None in row:
                 raise SubscriberError("more fields than the header")
             good.append(check(row, members, facilities))
         except SubscriberError as e:
-            result.errors.append((reader.line_num, str(e)))
+            result.errors.append((line, str(e)))
     with store.transaction():
         for sub in good:
             outcome = store.subscribers.upsert(sub)
