@@ -17,6 +17,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model import JST
+from ceptoar.output import has_control
 
 PREFECTURES = [
     "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県", "群馬県", "埼玉県",
@@ -90,7 +91,7 @@ def text(value: str | None, what: str, limit: int = 2000) -> str | None:
     if value is None:
         return None
     v = value.replace("\r\n", "\n").strip()
-    if any((ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f for c in v):
+    if has_control(v):
         raise FactError(f"{what} contains control characters")
     if len(v) > limit:
         raise FactError(f"{what} is {len(v)} characters; at most {limit}")

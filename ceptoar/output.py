@@ -32,6 +32,12 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u20
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
+def has_control(text: str, newlines: bool = True) -> bool:
+    """Whether free text holds control characters (tabs and bidi overrides too); line breaks
+    count only when `newlines` is false."""
+    return bool(_UNSAFE.search(text)) or "\t" in text or (not newlines and "\n" in text)
+
+
 def clean(text: str) -> str:
     """Text a terminal shows as it is: every control character as a visible escape."""
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else

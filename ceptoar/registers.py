@@ -255,9 +255,9 @@ def published_report(store: Store, advisory: str) -> dict | None:
     return v.obj if v else None
 
 
-def match_advisory(store: Store, advisory: str) -> int:
+def match_advisory(store: Store, advisory: str, kev: set[str] | None = None) -> int:
     """Match one advisory (as published) against every register; its matches replaced. Returns
-    the number of (facility, advisory) matches."""
+    the number of (facility, advisory) matches. `kev`: the KEV-listed CVEs, when the caller has them."""
     report = published_report(store, advisory)
     affected = matching.affected_of(report) if report else []
     keys = affected_keys(affected)
@@ -270,7 +270,7 @@ def match_advisory(store: Store, advisory: str) -> int:
             if m:
                 found.append((fid, advisory, row["n"], m[0], m[1]))
     store.facilities.replace_matches(advisory=advisory, found=found)
-    _queue_urgent(store, found, candidates)
+    _queue_urgent(store, found, candidates, kev)
     return len({f for f, *_ in found})
 
 
@@ -313,12 +313,12 @@ def urgent(advisory: dict, kev: set[str]) -> bool:
         or "kev" in (advisory.get("tags") or [])
 
 
-def _queue_urgent(store: Store, found: list[tuple], rows: dict[str, list[dict]]) -> None:
+def _queue_urgent(store: Store, found: list[tuple], rows: dict[str, list[dict]], kev: set[str] | None = None) -> None:
     """A match that is KEV-listed or critical on an internet-exposed or remotely maintained row
     queues a targeted alert to that facility (once per facility and advisory), alert period or not."""
     if not found:
         return
-    kev = store.advisories.kev_cves()
+    kev = store.advisories.kev_cves() if kev is None else kev
     advisories = {aid: store.advisories.get(aid) for aid in {a for _f, a, *_ in found}}
     hot = {aid for aid, a in advisories.items() if a and urgent(a, kev)}
     exposed = {(fid, r["n"]) for fid, rs in rows.items() for r in rs
@@ -346,13 +346,13 @@ def match_views(store: Store, actor: str, *, facility_id: str | None = None, adv
     out = []
     kev = store.advisories.kev_cves()
     answers = store.facilities.latest_responses()
+    pubs = store.publications.latest(sorted({m["advisory"] for m in rows}))
     for m in rows:
         if m["facility"] not in registers:
             registers[m["facility"]] = {r["n"]: r for r in store.facilities.register(m["facility"])}
         row = registers[m["facility"]].get(m["n"])
-        a = store.advisories.get(m["advisory"]) or {}
-        pub = store.publications.latest([m["advisory"]]).get(m["advisory"])
-        view = pub.view if pub else a
+        pub = pubs.get(m["advisory"])
+        view = pub.view if pub else store.advisories.get(m["advisory"]) or {}
         out.append({"facility": m["facility"], "facility_name": m["facility_name"], "member": m["member"],
                     "advisory": m["advisory"], "title": view.get("title"), "product": row_line(row) if row else None,
                     "row": m["n"], "confidence": m["confidence"], "reasons": m["reasons"],

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model import effective_severity
+from ceptoar.output import has_control
 from ceptoar.store import Store, utcnow
 
 ANSWERS = {"not-applicable": "該当しない", "applicable": "該当する・対応中", "fixed": "対応済み",
@@ -84,7 +85,7 @@ def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on:
     if status != "fixed":
         fixed_on = None
     note = " ".join((note or "").split())[:NOTE_MAX] or None
-    if note and any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in note):
+    if note and has_control(note, newlines=False):
         raise ResponseError("メモに使えない文字が含まれています (the note contains control characters)")
     row = {"facility": facility, "advisory": advisory, "status": status, "fixed_on": fixed_on, "note": note,
            "time": utcnow(), "actor": actor, "via": via}
@@ -103,15 +104,17 @@ def due_reminders(store: Store, facility: str, days: int | None = None, now: dat
     now = now or datetime.now(UTC)
     before = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
     answered = store.facilities.latest_responses(facility=facility)
+    old = sorted({m["advisory"] for m in store.facilities.matches(facility=facility)
+                  if m["advisory"] not in answered and m["matched"][:19] <= before})
+    if not old:
+        return []
     kev = store.advisories.kev_cves()
     out = []
-    for m in store.facilities.matches(facility=facility):
-        if m["advisory"] in answered or m["matched"][:19] > before or m["advisory"] in out:
-            continue
-        a = store.advisories.get(m["advisory"])
+    for aid in old:
+        a = store.advisories.get(aid)
         if a and a["status"] == "published" and (effective_severity(a) in ("high", "critical")
                                                  or set(a["cves"]) & kev):
-            out.append(m["advisory"])
+            out.append(aid)
     return out
 
 

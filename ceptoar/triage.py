@@ -16,6 +16,7 @@ from ceptoar import collections as colls
 from ceptoar.errors import CeptoarError
 from ceptoar.filters import SEVERITIES, compile_filter
 from ceptoar.model import HUB, effective_severity, source_origin, tlp_name
+from ceptoar.output import has_control
 from ceptoar.store import Store, utcnow
 
 TAG_FORBIDDEN = set(' \t\r\n"\\,')
@@ -57,7 +58,7 @@ def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: 
         store.membership.place(cid, row["id"], version)
     store.advisories.decide(row["id"], status="published", published_source=source_version,
                             published_version=version, decided_at=utcnow())
-    registers.match_advisory(store, row["id"])  # the registers it touches, as published now
+    registers.match_advisory(store, row["id"], kev)  # the registers it touches, as published now
     return placed
 
 
@@ -188,8 +189,7 @@ def clinic_text(current: dict, given: dict[str, str | None]) -> dict:
         if v is None:
             continue
         v = "\n".join(line.rstrip() for line in v.replace("\r\n", "\n").split("\n")).strip()
-        if any((ord(ch) < 32 and ch != "\n") or 0x7f <= ord(ch) <= 0x9f or 0x202a <= ord(ch) <= 0x202e
-               or 0x2066 <= ord(ch) <= 0x2069 for ch in v):
+        if has_control(v):
             raise TriageError(f"--{k.replace('_', '-')} contains control characters")
         if len(v) > CLINIC_MAX:
             raise TriageError(f"--{k.replace('_', '-')} is {len(v)} characters; at most {CLINIC_MAX}")

@@ -212,9 +212,8 @@ def products_of(report: dict) -> str | None:
 def product_name(report: dict, title: str) -> str:
     """The product an English vulnerability item is about, to name it in a fixed Japanese title:
     KEV's vendor and product; a CSAF advisory's title (CISA titles them by vendor and product)."""
-    kev = extensions.prop(report, "kev", dict) or {}
-    if kev.get("product"):
-        return " ".join(x for x in (kev.get("vendor_project"), kev["product"]) if isinstance(x, str))
+    if (extensions.prop(report, "kev", dict) or {}).get("product"):
+        return products_of(report) or title
     return title if len(title) <= 60 else products_of(report) or title
 
 
