@@ -62,6 +62,8 @@ def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
     assert link.startswith(site.server.base + "/respond/sakura/")
     assert not store.facilities.pending_targeted()
     # Staff answer on the page, in a real browser.
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver = chromium.webdriver()
     try:
         driver.get(link)
@@ -70,6 +72,8 @@ def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
         driver.execute_script("document.getElementById('fixed_on').value = '2026-11-20'")  # the date picker
         driver.find_element("id", "note").send_keys("保守業者がファームウェアを更新")
         driver.find_element("id", "submit").click()
+        # The answer page comes back from the POST: wait for it rather than read the old one.
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements("id", "saved") or d.find_elements("id", "error"))
         assert "対応状況を選んでください" not in driver.page_source
         saved = driver.find_element("id", "saved").text
         assert "対応済み" in saved
