@@ -105,6 +105,13 @@ def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | 
     return list(found.values())
 
 
+def hub_notes(store: Store, advisory: str) -> list[ObjectVersion]:
+    """What the hub has written about a published advisory (its aggregate exposure), newest versions."""
+    from ceptoar.exposure import note_id
+
+    return list(store.objects.latest([note_id(advisory)], HUB).values())
+
+
 def _store_report(store: Store, report: dict) -> str:
     """A new hub version of the report, later than every stored version of its id."""
     newest = store.objects.max_modified([report["id"]]).get(report["id"])
@@ -123,13 +130,19 @@ def publish_version(store: Store, row: dict, source_report: dict, source_version
     the version published: the current one if nothing would change."""
     report = overlay(source_report, row, jvn)
     current = store.objects.latest([row["id"]], HUB).get(row["id"])
+    notes = hub_notes(store, row["id"])
     if current is not None and current.hash == content_hash(report) and \
-            store.publications.get(row["id"], current.modified) is not None:
+            store.publications.get(row["id"], current.modified) is not None and \
+            {(n.id, n.modified) for n in notes} <= {(p.object_id, p.modified)
+                                                   for p in store.publications.pins(row["id"], current.modified)}:
         return current.modified
     version = _store_report(store, report)
     rank = TLP_ORDER.index(row["tlp"])
     pins = [Pin(row["id"], version, HUB, "report", "2.1", rank)]
-    for v in closure(store, report, source_origin(row["source"]), previous):
+    found = closure(store, report, source_origin(row["source"]), previous)
+    for n in notes:  # the hub's notes on the advisory, with what they reference but the report
+        found += [n] + [v for v in closure(store, n.obj, HUB) if v.id not in {f.id for f in found}]
+    for v in found:
         obj = v.obj
         own = v.own_rank if v.own_rank is not None else rank
         pins.append(Pin(v.id, v.modified, v.origin, v.type, spec_version_of(obj), max(own, rank)))

@@ -20,6 +20,7 @@ from ceptoar.files import csv_rows
 from ceptoar.incidents import FACILITY_TYPES
 from ceptoar.model import HUB, SYSTEM, effective_severity
 from ceptoar.store import Store
+from ceptoar.store.registers import signature
 
 FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "prefecture", "member", "phone")
 REGISTER_COLUMNS = ("category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
@@ -225,11 +226,11 @@ def import_register(store: Store, fid: str, text: str, actor: str, *, device: st
         raise RegisterError("no row could be imported" + (f" ({len(errors)} rejected)" if errors else ""))
     for n, r in enumerate(rows, 1):
         r["n"] = n
-    keys = [(k, r["n"]) for r in rows for k in row_keys(r)]
+    keys = {signature(r): sorted(row_keys(r)) for r in rows}
     result = ImportResult(rows=len(rows), errors=errors)
     with store.transaction():
-        result.version = store.facilities.replace_register(fid, rows, keys, actor, origin)
-        result.matches = match_facility(store, fid)
+        result.version, created = store.facilities.replace_register(fid, rows, keys, actor, origin)
+        result.matches = match_facility(store, fid, created)
         store.audit.add(actor, "register-import", fid, {"member": f["member"], "version": result.version,
                                                          "rows": len(rows), "errors": len(errors),
                                                          "device": device, "matches": result.matches})
@@ -256,75 +257,78 @@ def published_report(store: Store, advisory: str) -> dict | None:
 
 
 def match_advisory(store: Store, advisory: str, kev: set[str] | None = None) -> int:
-    """Match one advisory (as published) against every register; its matches replaced. Returns
-    the number of (facility, advisory) matches. `kev`: the KEV-listed CVEs, when the caller has them."""
+    """Match one advisory (as published) against every register profile; its matches replaced,
+    targeted alerts queued when it is urgent. Returns the number of profiles it matches. `kev`: the
+    KEV-listed CVEs, when the caller has them."""
     report = published_report(store, advisory)
     affected = matching.affected_of(report) if report else []
     keys = affected_keys(affected)
-    store.facilities.set_advisory_products(advisory, sorted(keys), [a.as_dict() for a in affected])
     found = []
-    candidates = store.facilities.rows_for_keys(sorted(keys)) if keys else {}
-    for fid, rows in candidates.items():
-        for row in rows:
-            m = matching.match_row(row, affected)
-            if m:
-                found.append((fid, advisory, row["n"], m[0], m[1]))
-    store.facilities.replace_matches(advisory=advisory, found=found)
-    _queue_urgent(store, found, candidates, kev)
-    return len({f for f, *_ in found})
+    for profile in store.facilities.profiles_for_keys(sorted(keys)) if keys else []:
+        m = matching.match_row(profile, affected)
+        if m:
+            found.append((profile["seq"], m[0], m[1]))
+    hot = False
+    if found:
+        kev = store.advisories.kev_cves() if kev is None else kev
+        current = store.advisories.get(advisory)
+        hot = bool(current) and urgent(current, kev)
+    store.facilities.set_advisory_products(advisory, sorted(keys), [a.as_dict() for a in affected], hot)
+    store.facilities.replace_matches(advisory, found)
+    if hot:
+        store.facilities.queue_targeted(advisory=advisory)
+    return len(found)
 
 
-def refresh_all(store: Store, progress=None) -> int:
-    """Match every published advisory again (after an upgrade, or a change of the alias list)."""
+def refresh_all(store: Store, progress=None, *, reprofile: bool = True) -> int:
+    """Match every published advisory again (after an upgrade, or a change of the alias list):
+    rows without a profile given one, every profile's keys computed again, profiles no row uses
+    forgotten. Returns the number of (facility, advisory) matches."""
+    if reprofile:
+        rows = store.facilities.unprofiled_rows()
+        if rows:
+            ids, _ = store.facilities.profiles(rows, {signature(r): sorted(row_keys(r)) for r in rows})
+            store.facilities.set_row_profiles([(r["facility"], r["n"], ids[signature(r)]) for r in rows])
+        for p in store.facilities.all_profiles():
+            store.facilities.set_profile_keys(p["seq"], sorted(row_keys(p)))
+        store.facilities.prune()
     ids = [a for (a,) in store.execute("SELECT id FROM advisories WHERE status = 'published' ORDER BY id")]
-    total = 0
+    kev = store.advisories.kev_cves()
     for i, aid in enumerate(ids, 1):
-        total += match_advisory(store, aid)
+        match_advisory(store, aid, kev)
         if progress and i % 1000 == 0:
             progress(f"{i}/{len(ids)} advisories matched")
-    return total
+    return store.facilities.count_matches()
 
 
-def match_facility(store: Store, fid: str) -> int:
-    """Match one facility's register against every published advisory; its matches replaced."""
-    rows = store.facilities.register(fid)
-    keys = sorted({k for r in rows for k in row_keys(r)})
-    found = []
+def match_facility(store: Store, fid: str, created: list[int]) -> int:
+    """After a facility's register import: its new profiles (rows no register had before) matched
+    against every published advisory (the others are matched already), urgent matches on exposed
+    rows queued as targeted alerts. Returns the number of advisories matching the facility."""
+    profiles = store.facilities.profiles_by_id(created)
+    keys = store.facilities.profile_keys(created)
     by_key: dict[str, list[dict]] = {}
-    for r in rows:
-        for k in row_keys(r):
-            by_key.setdefault(k, []).append(r)
-    candidates = store.facilities.advisories_for_keys(keys) if keys else []
+    for p in profiles:
+        for k in keys.get(p["seq"], []):
+            by_key.setdefault(k, []).append(p)
+    found = []
+    candidates = store.facilities.advisories_for_keys(sorted(by_key)) if by_key else []
     for advisory, listed in store.facilities.affected(candidates).items():
         affected = [matching.Affected.from_dict(a) for a in listed]
-        near = {r["n"]: r for k in affected_keys(affected) for r in by_key.get(k, [])}  # rows sharing a key
-        for row in near.values():
-            m = matching.match_row(row, affected)
+        near = {p["seq"]: p for k in affected_keys(affected) for p in by_key.get(k, [])}  # profiles sharing a key
+        for p in near.values():
+            m = matching.match_row(p, affected)
             if m:
-                found.append((fid, advisory, row["n"], m[0], m[1]))
-    store.facilities.replace_matches(facility=fid, found=found)
-    _queue_urgent(store, found, {fid: rows})
-    return len({a for _f, a, *_ in found})
+                found.append((p["seq"], advisory, m[0], m[1]))
+    store.facilities.add_matches(found)
+    store.facilities.queue_targeted(facility=fid)
+    return store.facilities.count_matches(facility=fid)
 
 
 def urgent(advisory: dict, kev: set[str]) -> bool:
     """KEV-listed or critical: worth an alert at once to a facility exposing the product."""
     return effective_severity(advisory) == "critical" or bool(set(advisory.get("cves") or []) & kev) \
         or "kev" in (advisory.get("tags") or [])
-
-
-def _queue_urgent(store: Store, found: list[tuple], rows: dict[str, list[dict]], kev: set[str] | None = None) -> None:
-    """A match that is KEV-listed or critical on an internet-exposed or remotely maintained row
-    queues a targeted alert to that facility (once per facility and advisory), alert period or not."""
-    if not found:
-        return
-    kev = store.advisories.kev_cves() if kev is None else kev
-    advisories = {aid: store.advisories.get(aid) for aid in {a for _f, a, *_ in found}}
-    hot = {aid for aid, a in advisories.items() if a and urgent(a, kev)}
-    exposed = {(fid, r["n"]) for fid, rs in rows.items() for r in rs
-               if r["internet_exposed"] or r["remote_maintenance"]}
-    store.facilities.queue_targeted(list(dict.fromkeys((f, a) for f, a, n, *_ in found
-                                                       if a in hot and (f, n) in exposed)))
 
 
 def row_line(row: dict) -> str:

@@ -148,6 +148,16 @@ def _tag_decisions(row: dict, add: list[str], remove: list[str]) -> dict:
     return {"tags_added": added, "tags_removed": removed}
 
 
+def republish(store: Store, advisory: str, actor: str) -> str:
+    """A published advisory published again as it was (the same facts and decisions), with what the
+    hub has added about it since (its exposure note). Returns the version."""
+    row = store.advisories.get(advisory)
+    if row is None or row["status"] != "published":
+        raise TriageError(f"{advisory} is not published")
+    _publish_row(store, row, store.advisories.kev_cves(), actor, latest=False)
+    return store.advisories.get(advisory)["published_version"]
+
+
 def _after_decision(store: Store, before: dict, actor: str) -> dict:
     """Audit a change of the effective TLP, apply it to what is already published, and republish
     a published advisory whose published content changed."""

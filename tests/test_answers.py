@@ -133,7 +133,9 @@ def test_unanswered_urgent_matches_are_reminded(site):
     assert "貴院の台帳に該当する可能性がある情報" in first and "回答をお待ちしています" not in first
     windows = sorted({m["advisory"] for m in store.facilities.matches(facility="sakura")})
     assert len(windows) > 2
-    store.execute("UPDATE matches SET matched = '2026-01-01T00:00:00Z' WHERE facility = 'sakura'")
+    # Days pass: the matches and sakura's rows are old now.
+    store.execute("UPDATE matches SET matched = '2026-01-01T00:00:00Z'")
+    store.execute("UPDATE register_rows SET added = '2026-01-01T00:00:00Z' WHERE facility = 'sakura'")
     responses.answer(store, "sakura", windows[0], "not-applicable")
     fresh = store.advisories.list(source="kev", search="Adobe", status="new")[0]["id"]
     triage.publish(store, [fresh], "test")

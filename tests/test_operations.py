@@ -356,6 +356,28 @@ def test_migrates_a_database_made_by_the_previous_hub(tmp_path):
     assert hub.run("status", ok=None).exit_code in (0, 1)
 
 
+def test_registers_matched_by_facility_row_are_matched_by_profile_after_upgrade(tmp_path):
+    """A database of the hub at schema 11 (matches stored per facility row): upgraded, the same
+    matches at the same confidences, rows alike sharing one profile, queued alerts kept."""
+    import shutil
+
+    from tests.conftest import Hub
+
+    db = tmp_path / "hub.db"
+    shutil.copy(ROOT / "tests" / "fixtures" / "released-schema11.db", db)
+    hub = Hub(db)
+    (tmp_path / "none.toml").write_text("")
+    assert f"from schema 11 to {SCHEMA_VERSION}" in hub.run("init", "--sources", str(tmp_path / "none.toml")).output
+    found = {(m["facility"], m["title"], m["row"], m["confidence"]) for m in hub.json("matches", "list")}
+    assert found == {(f, t, n, c) for f in ("sakura", "aoba")
+                     for t, n, c in (("Microsoft Windows Runtime Remote Code Execution Vulnerability", 1, "product"),
+                                     ("Philips Vue PACS", 2, "version"))}
+    store = Store(db)
+    assert store.count("row_profiles") == 2 and store.count("matches") == 2
+    assert store.count("targeted_alerts") == 2
+    assert hub.json("inventory", "list", "aoba")[0]["product"] == "Windows"
+
+
 def test_a_second_worker_stops_with_a_clear_message(hub):
     store = Store(hub.db)
     store.leases.acquire("worker", "otherhost:4242|abcd", "the worker (ceptoar run)", 120)

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from ceptoar import triage
+from ceptoar import exposure, triage
+from ceptoar.model import TLP_IDS
 from ceptoar.store import Store
 from tests.conftest import DATA
 from tests.taxii_fixtures import build_world
@@ -146,6 +147,78 @@ def test_publishing_revoking_and_reimporting_rematch(world, tmp_path):
     assert matched(world, "aoba") == {2: {world.amber_report: "version"}}
     audit = [a["action"] for a in hub.json("audit", "list") if a["target"] == "aoba"]
     assert audit.count("register-import") == 3 and "register-read" in audit
+
+
+def test_rows_alike_share_a_profile_and_its_matches(world, tmp_path):
+    """A second facility running what sakura runs adds no profile: its matches are sakura's, and
+    its reminders count from the day the rows came into its own register, not sakura's."""
+    from ceptoar import responses
+
+    hub, store = world.hub, world.store
+    (tmp_path / "f.csv").write_text("facility_id,name,facility_type,prefecture,member\n"
+                                    "hinoki,ひのき診療所,clinic,北海道,assoc-green\n", encoding="utf-8")
+    hub.run("facilities", "import", str(tmp_path / "f.csv"))
+    profiles = store.count("row_profiles")
+    store.execute("UPDATE matches SET matched = '2026-01-01T00:00:00Z'")
+    store.execute("UPDATE register_rows SET added = '2026-01-01T00:00:00Z' WHERE facility = 'sakura'")
+    (tmp_path / "hinoki.csv").write_text(SAKURA, encoding="utf-8")
+    hub.run("inventory", "import", "hinoki", str(tmp_path / "hinoki.csv"), ok=None)
+    assert store.count("row_profiles") == profiles
+    assert matched(world, "hinoki") == matched(world)
+    assert responses.due_reminders(store, "sakura", days=3) and responses.due_reminders(store, "hinoki", days=3) == []
+    # Re-imported with one row: the profiles nobody has any more are forgotten, with their matches.
+    (tmp_path / "hinoki.csv").write_text(HEADER + "医療機器,OFFIS,DCMTK,3.5.0,,,,no,no,,\n", encoding="utf-8")
+    hub.run("inventory", "import", "hinoki", str(tmp_path / "hinoki.csv"))
+    assert store.count("row_profiles") == profiles + 1
+    assert store.scalar("SELECT COUNT(*) FROM row_profiles p WHERE NOT EXISTS "
+                        "(SELECT 1 FROM register_rows r WHERE r.profile = p.seq)") == 0
+    assert matched(world, "hinoki") == {}
+
+
+def test_exposure_counts_are_published_as_a_green_note_without_names(world, tmp_path):
+    """Seven facilities in 東京都 and two in 大阪府 run FortiOS: the note names 東京都 (7) and counts
+    大阪府's two under その他; served to GREEN readers of the KEV collection, not to a CLEAR one."""
+    from taxii2client.v21 import Collection, as_pages
+
+    from ceptoar import members
+    from tests.taxii_fixtures import ServerProcess
+
+    hub, store = world.hub, world.store
+    forti = max(world.forti, key=lambda a: store.facilities.count_matches(advisory=a))
+    rows = [f"t{i},東京{i}診療所,clinic,東京都,assoc-green" for i in range(6)] + \
+        [f"o{i},大阪{i}診療所,clinic,大阪府,assoc-green" for i in range(2)]
+    (tmp_path / "f.csv").write_text("facility_id,name,facility_type,prefecture,member\n" + "\n".join(rows) + "\n",
+                                    encoding="utf-8")
+    hub.run("facilities", "import", str(tmp_path / "f.csv"))
+    (tmp_path / "r.csv").write_text(HEADER + "VPN装置,Fortinet,FortiOS,7.0.1,,,,yes,no,,\n", encoding="utf-8")
+    for fid in [f"t{i}" for i in range(6)] + ["o0", "o1"]:
+        hub.run("inventory", "import", fid, str(tmp_path / "r.csv"))
+    counted = hub.json("matches", "exposure", forti)
+    assert counted["facilities"] == 9 and counted["prefectures"] == [
+        {"prefecture": "東京都", "facilities": 7}, {"prefecture": "その他 (<5)", "facilities": 2}]
+    assert "大阪" not in json.dumps(counted, ensure_ascii=False)
+    r = hub.run("matches", "exposure", forti, "--minimum", "10", "--publish", ok=None)
+    assert r.exit_code == 1 and "fewer than the minimum 10" in r.output and "Traceback" not in r.output
+    hub.run("matches", "exposure", forti, "--publish")
+    members.add(store, "clear-kev", "Association clear-kev", "CLEAR")
+    members.grant(store, "clear-kev", "kev", True, False)
+    world.secrets["clear-kev"] = members.new_secret(store, "clear-kev")
+    server = ServerProcess(world.db).start()
+    try:
+        url = f"{server.base}/ceptoar/collections/{world.uuids['kev']}/"
+        seen = {}
+        for member in ("assoc-green", "clear-kev"):
+            coll = Collection(url, user=member, password=world.secrets[member])
+            seen[member] = {o["id"]: o for page in as_pages(coll.get_objects, per_request=100, type="note,report")
+                            for o in page.get("objects", [])}
+    finally:
+        server.stop()
+    note = seen["assoc-green"][exposure.note_id(forti)]
+    assert note["object_refs"] == [forti] and "東京都: 7" in note["content"] and "その他" in note["content"]
+    assert "大阪" not in note["content"] and "診療所" not in note["content"]
+    assert note["object_marking_refs"] == [TLP_IDS["GREEN"]]
+    assert forti in seen["clear-kev"] and exposure.note_id(forti) not in seen["clear-kev"]
+    assert any(a["action"] == "exposure-note" and a["target"] == forti for a in hub.json("audit", "list"))
 
 
 def test_registers_stay_home(world):

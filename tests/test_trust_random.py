@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from ceptoar import exposure
 from ceptoar.extensions import hub_objects, props
 from ceptoar.model import TLP_BY_ID, TLP_ORDER, marking_definition, vulnerability_id
 from ceptoar.publication import REVOKED_LABEL, REVOKED_NAME
@@ -62,6 +63,7 @@ class Adv:
     collections: set = field(default_factory=set)  # every collection any version entered
     indicators: set = field(default_factory=set)  # every indicator id any version referenced
     cves: set = field(default_factory=set)
+    noted: bool = False  # an exposure note was published with it
 
     @property
     def tlp(self) -> str:
@@ -250,6 +252,16 @@ class TrustMachine(RuleBasedStateMachine):
         self.hub.run("advisories", "revoke", adv.id, "--reason", "random")
         adv.status = "revoked"
 
+    @precondition(lambda self: any(a.status == "published" for a in self.advs.values()))
+    @rule(data=st.data(), count=st.integers(5, 40))
+    def exposure_noted(self, data, count):
+        """The hub's TLP:GREEN note of registers matched (counts only), published with the advisory."""
+        adv = self._pick(data, "published")
+        exposure.publish_note(self.store, adv.id, {"facilities": count, "prefectures": [("東京都", count)], "other": 0,
+                                                   "minimum": 5, "confidence": "product"}, "random")
+        adv.noted = True
+        self._published(adv, explicit=False)
+
     @rule()
     def incident_referenced(self):
         inc = self.hub.json("incidents", "report", "--facility", f"INCIDENT-SECRET clinic {self.n}",
@@ -301,6 +313,10 @@ class TrustMachine(RuleBasedStateMachine):
             adv = self._by_title(o["name"])
             assert self.owner[o["id"]] == adv.kind, (where, o["id"], "served from an origin that does not hold it")
             assert any(a.kind == adv.kind and o["id"] in a.indicators and a.rank <= rank for a in mine), (where, o)
+        elif o["type"] == "note":  # an exposure note: with an advisory the reader was served a version of
+            adv = next(a for a in mine if a.id == o["object_refs"][0])
+            assert o["id"] == exposure.note_id(adv.id) and adv.noted and len(marks) == 1 and marks[0] >= 1, (where, o)
+            assert min(adv.ranks) <= rank and self.store.objects.get(o["id"], o["modified"], "hub").obj == o, where
         elif o["type"] == "vulnerability":
             assert marks == [0] and any(o["name"] in a.cves and a.rank <= rank for a in mine), (where, o)
         elif o["type"] == "identity":  # with a report the reader may see, or with a revocation

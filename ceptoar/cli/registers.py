@@ -156,6 +156,34 @@ def matches_refresh(hub: Hub) -> None:
     echo(f"{n} (facility, advisory) matches")
 
 
+@matches.command("exposure")
+@click.argument("advisory")
+@click.option("--minimum", type=click.IntRange(1, 1000), help="Prefectures with fewer matched facilities are not "
+              "named (default: the exposure_minimum setting, 5).")
+@click.option("--min-confidence", type=CONFIDENCE_CHOICE, default="product", show_default=True)
+@click.option("--publish", is_flag=True, help="Publish the counts to members as a TLP:GREEN note on the advisory.")
+@format_option()
+@pass_hub
+def matches_exposure(hub: Hub, advisory, minimum, min_confidence, publish, fmt) -> None:
+    """How many facilities run a product the advisory names, per prefecture (counts only)."""
+    from ceptoar import exposure, settings
+    store = hub.ready_store()
+    advisory = store.advisories.find(advisory)["id"]
+    minimum = minimum or settings.current().exposure_minimum
+    if publish:
+        c = exposure.publish(store, advisory, hub.actor, minimum, min_confidence)
+    else:
+        c = exposure.count(store, advisory, minimum, min_confidence)
+        store.audit.add(hub.actor, "exposure-read", advisory, {"facilities": c["facilities"]})
+    rows = [{"prefecture": p, "facilities": n} for p, n in c["prefectures"]]
+    rows += [{"prefecture": f"{exposure.OTHER} (<{minimum})", "facilities": c["other"]}] if c["other"] else []
+    if fmt == "json":
+        emit(c | {"prefectures": rows}, fmt, [])
+        return
+    emit(rows, fmt, ["prefecture", "facilities"])
+    echo(f"{c['facilities']} facilities" + (f"; published as note {c['note']}" if publish else ""), err=True)
+
+
 @main.group()
 def responses() -> None:
     """Facilities' answers about advisories matched to their registers."""

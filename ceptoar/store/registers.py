@@ -1,8 +1,10 @@
 """Facilities, their registers (台帳) and the matches of advisories against them.
 
 A register is TLP:RED: it says what a clinic runs. It is kept as versions (each import a new one),
-its current rows indexed by product keys for matching, and never read by TAXII, digests of other
-facilities or exports. Matches are (facility, advisory, register row) with a confidence and reasons.
+its current rows pointing at profiles (what matching reads of a row: vendor, product, version, CPE,
+aliases), and never read by TAXII, digests of other facilities or exports. Advisories are matched to
+profiles, not to facilities: a product in 100,000 registers at a handful of versions is a handful of
+profiles, each matched once; a facility's matches are its rows' profiles' matches, joined when read.
 """
 
 from __future__ import annotations
@@ -11,8 +13,14 @@ import json
 
 from ceptoar.store import Repository, chunks, dump, marks, utcnow
 
+PROFILE_COLUMNS = ("vendor", "product", "version", "cpe", "aliases")  # what matching reads of a row
 ROW_COLUMNS = ("n", "category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
                "remote_maintenance", "maintenance_vendor", "note", "device")
+
+
+def signature(row: dict) -> str:
+    """What matching reads of a register row, as one text: rows alike share a profile (and its matches)."""
+    return json.dumps([row.get(c) for c in PROFILE_COLUMNS], ensure_ascii=False)
 
 
 class Facilities(Repository):
@@ -37,21 +45,68 @@ class Facilities(Repository):
         return self.store.rows("SELECT * FROM facilities ORDER BY id")
 
     # --- registers ------------------------------------------------------------------------------
-    def replace_register(self, fid: str, rows: list[dict], keys: list[tuple[str, int]], actor: str,
-                         origin: str) -> int:
-        """A new version of the facility's register (the previous ones kept); its rows and keys
-        become the current ones. Returns the version."""
+    def replace_register(self, fid: str, rows: list[dict], keys: dict[str, list[str]], actor: str,
+                         origin: str) -> tuple[int, list[int]]:
+        """A new version of the facility's register (the previous ones kept); its rows become the
+        current ones, each pointing at its profile. `keys`: product keys by profile signature.
+        Returns the version and the profiles created now (never matched yet)."""
         version = (self.store.scalar("SELECT MAX(version) FROM registers WHERE facility = ?", (fid,)) or 0) + 1
+        now = utcnow()
         self.store.execute("INSERT INTO registers (facility, version, imported, actor, origin, rows) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", (fid, version, utcnow(), actor, origin, dump(rows)))
+                           "VALUES (?, ?, ?, ?, ?, ?)", (fid, version, now, actor, origin, dump(rows)))
+        profiles, created = self.profiles(rows, keys)
+        # A row whose profile the facility already had keeps the time it first had it (reminders count from it).
+        since = dict(self.store.execute("SELECT profile, MIN(added) FROM register_rows WHERE facility = ? "
+                                        "GROUP BY profile", (fid,)))
+        dropped = set(since) - set(profiles.values())
         self.store.execute("DELETE FROM register_rows WHERE facility = ?", (fid,))
-        self.store.execute("DELETE FROM register_keys WHERE facility = ?", (fid,))
         self.store.executemany(
-            f"INSERT INTO register_rows (facility, {', '.join(ROW_COLUMNS)}) VALUES (?, {marks(len(ROW_COLUMNS))})",
-            [(fid, *(int(r[c]) if isinstance(r.get(c), bool) else r.get(c) for c in ROW_COLUMNS)) for r in rows])
-        self.store.executemany("INSERT INTO register_keys (product_key, facility, n) VALUES (?, ?, ?) "
-                               "ON CONFLICT DO NOTHING", [(k, fid, n) for k, n in keys])
-        return version
+            f"INSERT INTO register_rows (facility, {', '.join(ROW_COLUMNS)}, profile, added) "
+            f"VALUES (?, {marks(len(ROW_COLUMNS) + 2)})",
+            [(fid, *(int(r[c]) if isinstance(r.get(c), bool) else r.get(c) for c in ROW_COLUMNS),
+              profiles[signature(r)], since.get(profiles[signature(r)]) or now) for r in rows])
+        self.prune(sorted(dropped))
+        return version, created
+
+    def profiles(self, rows: list[dict], keys: dict[str, list[str]]) -> tuple[dict[str, int], list[int]]:
+        """signature → profile id for these rows, creating the missing ones (with their keys)."""
+        wanted = {signature(r): r for r in rows}
+        found = self._profile_ids(list(wanted))
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            self.store.executemany(
+                "INSERT INTO row_profiles (signature, vendor, product, version, cpe, aliases) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (signature) DO NOTHING",
+                [(s, *(wanted[s].get(c) for c in PROFILE_COLUMNS)) for s in missing])
+            created = self._profile_ids(missing)
+            self.store.executemany("INSERT INTO profile_keys (product_key, profile) VALUES (?, ?) "
+                                   "ON CONFLICT DO NOTHING", [(k, pid) for s, pid in created.items() for k in keys[s]])
+            found |= created
+        return found, sorted(found[s] for s in missing)
+
+    def _profile_ids(self, signatures: list[str]) -> dict[str, int]:
+        out = {}
+        for chunk in chunks(signatures):
+            out.update(self.store.execute(
+                f"SELECT signature, seq FROM row_profiles WHERE signature IN ({marks(len(chunk))})", chunk))
+        return out
+
+    def prune(self, profiles: list[int] | None = None) -> int:
+        """Forget profiles no register row has any more (of these, or all), with their keys and matches."""
+        if profiles is None:
+            profiles = [p for (p,) in self.store.execute(
+                "SELECT seq FROM row_profiles p WHERE NOT EXISTS "
+                "(SELECT 1 FROM register_rows r WHERE r.profile = p.seq)")]
+        else:
+            used = set()
+            for chunk in chunks(profiles):
+                used |= {p for (p,) in self.store.execute(
+                    f"SELECT DISTINCT profile FROM register_rows WHERE profile IN ({marks(len(chunk))})", chunk)}
+            profiles = [p for p in profiles if p not in used]
+        for chunk in chunks(profiles):
+            for table, col in (("matches", "profile"), ("profile_keys", "profile"), ("row_profiles", "seq")):
+                self.store.execute(f"DELETE FROM {table} WHERE {col} IN ({marks(len(chunk))})", chunk)
+        return len(profiles)
 
     def register(self, fid: str) -> list[dict]:
         rows = self.store.rows(f"SELECT {', '.join(ROW_COLUMNS)} FROM register_rows WHERE facility = ? ORDER BY n",
@@ -64,31 +119,60 @@ class Facilities(Repository):
         return self.store.rows("SELECT version, imported, actor, origin FROM registers WHERE facility = ? "
                                "ORDER BY version", (fid,))
 
-    def rows_for_keys(self, keys: list[str]) -> dict[str, list[dict]]:
-        """facility → its current register rows having any of these product keys."""
-        out: dict[str, list[dict]] = {}
-        seen: set[tuple[str, int]] = set()
-        cols = ", ".join(f"r.{c}" for c in ROW_COLUMNS)
+    def unprofiled_rows(self) -> list[dict]:
+        """Rows from before profiles (an upgraded database)."""
+        return self.store.rows(f"SELECT facility, n, {', '.join(PROFILE_COLUMNS)} FROM register_rows "
+                               "WHERE profile IS NULL ORDER BY facility, n")
+
+    def set_row_profiles(self, rows: list[tuple[str, int, int]]) -> None:
+        """(facility, n, profile): each row dated from its register's latest import."""
+        self.store.executemany(
+            "UPDATE register_rows SET profile = ?, added = (SELECT MAX(g.imported) FROM registers g "
+            "WHERE g.facility = register_rows.facility) WHERE facility = ? AND n = ?",
+            [(p, f, n) for f, n, p in rows])
+
+    def all_profiles(self) -> list[dict]:
+        return self.store.rows(f"SELECT seq, {', '.join(PROFILE_COLUMNS)} FROM row_profiles ORDER BY seq")
+
+    def profiles_for_keys(self, keys: list[str]) -> list[dict]:
+        """The profiles (distinct register rows as matching sees them) having any of these keys."""
+        ids: set[int] = set()
         for chunk in chunks(sorted(set(keys))):
-            for r in self.store.rows(
-                    f"SELECT r.facility, {cols} FROM register_keys k JOIN register_rows r ON r.facility = k.facility "
-                    f"AND r.n = k.n WHERE k.product_key IN ({marks(len(chunk))})", chunk):
-                if (r["facility"], r["n"]) not in seen:
-                    seen.add((r["facility"], r["n"]))
-                    out.setdefault(r.pop("facility"), []).append(r)
+            ids |= {p for (p,) in self.store.execute(
+                f"SELECT profile FROM profile_keys WHERE product_key IN ({marks(len(chunk))})", chunk)}
+        return self.profiles_by_id(sorted(ids))
+
+    def profiles_by_id(self, ids: list[int]) -> list[dict]:
+        out = []
+        for chunk in chunks(ids):
+            out += self.store.rows(f"SELECT seq, {', '.join(PROFILE_COLUMNS)} FROM row_profiles "
+                                   f"WHERE seq IN ({marks(len(chunk))})", chunk)
         return out
 
+    def profile_keys(self, ids: list[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for chunk in chunks(ids):
+            for k, p in self.store.execute(
+                    f"SELECT product_key, profile FROM profile_keys WHERE profile IN ({marks(len(chunk))})", chunk):
+                out.setdefault(p, []).append(k)
+        return out
+
+    def set_profile_keys(self, pid: int, keys: list[str]) -> None:
+        self.store.execute("DELETE FROM profile_keys WHERE profile = ?", (pid,))
+        self.store.executemany("INSERT INTO profile_keys (product_key, profile) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               [(k, pid) for k in sorted(set(keys))])
+
     # --- advisories' products and matches -------------------------------------------------------
-    def set_advisory_products(self, advisory: str, keys: list[str], affected: list[dict]) -> None:
+    def set_advisory_products(self, advisory: str, keys: list[str], affected: list[dict], urgent: bool) -> None:
         """The products an advisory (as published) names: their keys for lookups, and the whole
-        list for matching without reading the report again."""
+        list for matching without reading the report again; `urgent`: KEV-listed or critical."""
         self.store.execute("DELETE FROM advisory_products WHERE advisory = ?", (advisory,))
         self.store.execute("DELETE FROM advisory_affected WHERE advisory = ?", (advisory,))
         self.store.executemany("INSERT INTO advisory_products (advisory, product_key) VALUES (?, ?) "
                                "ON CONFLICT DO NOTHING", [(advisory, k) for k in sorted(set(keys))])
         if affected:
-            self.store.execute("INSERT INTO advisory_affected (advisory, affected) VALUES (?, ?)",
-                               (advisory, dump(affected)))
+            self.store.execute("INSERT INTO advisory_affected (advisory, affected, urgent) VALUES (?, ?, ?)",
+                               (advisory, dump(affected), int(urgent)))
 
     def affected(self, advisories: list[str]) -> dict[str, list[dict]]:
         out = {}
@@ -108,29 +192,50 @@ class Facilities(Repository):
                 out[a] = None
         return list(out)
 
-    def replace_matches(self, *, advisory: str | None = None, facility: str | None = None,
-                        found: list[tuple[str, str, int, str, list[str]]]) -> tuple[int, int]:
-        """Replace the matches of one advisory or one facility; (added, removed) counts of
-        (facility, advisory) pairs. `found`: (facility, advisory, row, confidence, reasons)."""
-        col, value = ("advisory", advisory) if advisory is not None else ("facility", facility)
-        before = {(f, a) for f, a in self.store.execute(
-            f"SELECT DISTINCT facility, advisory FROM matches WHERE {col} = ?", (value,))}
-        self.store.execute(f"DELETE FROM matches WHERE {col} = ?", (value,))
+    def replace_matches(self, advisory: str, found: list[tuple[int, str, list[str]]]) -> None:
+        """Replace one advisory's matches: `found` (profile, confidence, reasons). A match that
+        stays keeps the time it was first made."""
+        keep = [p for p, *_ in found]
+        old = {p for (p,) in self.store.execute("SELECT profile FROM matches WHERE advisory = ?", (advisory,))}
+        gone = sorted(old - set(keep))
+        for chunk in chunks(gone):
+            self.store.execute(f"DELETE FROM matches WHERE advisory = ? AND profile IN ({marks(len(chunk))})",
+                               (advisory, *chunk))
+        self.add_matches([(p, advisory, c, r) for p, c, r in found])
+
+    def add_matches(self, found: list[tuple[int, str, str, list[str]]]) -> None:
+        """(profile, advisory, confidence, reasons) added or updated (a new match dated now)."""
         now = utcnow()
-        texts: dict[tuple, str] = {}  # the same reasons repeat across facilities
+        texts: dict[tuple, str] = {}  # the same reasons repeat across profiles
         self.store.executemany(
-            "INSERT INTO matches (facility, advisory, n, confidence, reasons, matched) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            [(f, a, n, c, texts.get(tuple(r)) or texts.setdefault(tuple(r), json.dumps(r, ensure_ascii=False)), now)
-             for f, a, n, c, r in found])
-        after = {(f, a) for f, a, *_ in found}
-        return len(after - before), len(before - after)
+            "INSERT INTO matches (profile, advisory, confidence, reasons, matched) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (profile, advisory) DO UPDATE SET confidence = excluded.confidence, "
+            "reasons = excluded.reasons",
+            [(p, a, c, texts.get(tuple(r)) or texts.setdefault(tuple(r), json.dumps(r, ensure_ascii=False)), now)
+             for p, a, c, r in found])
+
+    def count_matches(self, *, advisory: str | None = None, facility: str | None = None) -> int:
+        """(facility, advisory) pairs: of one advisory, of one facility, or all."""
+        where, args = ("WHERE m.advisory = ?", (advisory,)) if advisory else \
+            ("WHERE r.facility = ?", (facility,)) if facility else ("", ())
+        return self.store.scalar("SELECT COUNT(*) FROM (SELECT DISTINCT r.facility, m.advisory FROM matches m "
+                                 f"JOIN register_rows r ON r.profile = m.profile {where}) x", args)
+
+    def exposure(self, advisory: str, confidences: list[str]) -> dict[str, int]:
+        """prefecture → facilities with a row matching the advisory at one of these confidences."""
+        return dict(self.store.execute(
+            "SELECT f.prefecture, COUNT(DISTINCT r.facility) FROM matches m "
+            "JOIN register_rows r ON r.profile = m.profile JOIN facilities f ON f.id = r.facility "
+            f"WHERE m.advisory = ? AND m.confidence IN ({marks(len(confidences))}) GROUP BY f.prefecture",
+            (advisory, *confidences)))
 
     def matches(self, *, facility: str | None = None, advisory: str | None = None, member: str | None = None,
                 advisories: list[str] | None = None) -> list[dict]:
+        """Matches per facility register row: a profile's match is every row of that profile. A row's
+        match dates from the later of the match and the row's arrival in the register."""
         where, args = [], []
         if facility:
-            where.append("m.facility = ?")
+            where.append("r.facility = ?")
             args.append(facility)
         if advisory:
             where.append("m.advisory = ?")
@@ -144,11 +249,15 @@ class Facilities(Repository):
             where.append(f"m.advisory IN ({marks(len(advisories))})")
             args.extend(advisories)
         rows = self.store.rows(
-            "SELECT m.facility, m.advisory, m.n, m.confidence, m.reasons, m.matched, f.member, f.name AS facility_name "
-            "FROM matches m JOIN facilities f ON f.id = m.facility"
-            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY m.facility, m.advisory, m.n", args)
+            "SELECT r.facility, m.advisory, r.n, m.confidence, m.reasons, "
+            "CASE WHEN m.matched > r.added THEN m.matched ELSE r.added END AS matched, f.member, "
+            "f.name AS facility_name FROM matches m JOIN register_rows r ON r.profile = m.profile "
+            "JOIN facilities f ON f.id = r.facility"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.facility, m.advisory, r.n", args)
+        parsed: dict[str, list] = {}
         for r in rows:
-            r["reasons"] = json.loads(r["reasons"])
+            text = r["reasons"]
+            r["reasons"] = list(parsed.get(text) or parsed.setdefault(text, json.loads(text)))
         return rows
 
     # --- answers and targeted alerts ------------------------------------------------------------
@@ -172,11 +281,15 @@ class Facilities(Repository):
             return {r["advisory"]: r for r in rows}
         return {(r["facility"], r["advisory"]): r for r in rows}
 
-    def queue_targeted(self, pairs: list[tuple[str, str]]) -> None:
-        """Queue a targeted alert per (facility, advisory) not alerted before."""
-        now = utcnow()
-        self.store.executemany("INSERT INTO targeted_alerts (facility, advisory, queued) VALUES (?, ?, ?) "
-                               "ON CONFLICT DO NOTHING", [(f, a, now) for f, a in pairs])
+    def queue_targeted(self, *, advisory: str | None = None, facility: str | None = None) -> None:
+        """Queue a targeted alert (once per facility and advisory) for every urgent match, of this
+        advisory or this facility, on an internet-exposed or remotely maintained row."""
+        where, arg = ("m.advisory = ?", advisory) if advisory else ("r.facility = ?", facility)
+        self.store.execute(
+            "INSERT INTO targeted_alerts (facility, advisory, queued) SELECT DISTINCT r.facility, m.advisory, ? "
+            "FROM matches m JOIN register_rows r ON r.profile = m.profile JOIN advisory_affected a "
+            f"ON a.advisory = m.advisory WHERE {where} AND a.urgent = 1 "
+            "AND (r.internet_exposed = 1 OR r.remote_maintenance = 1) ON CONFLICT DO NOTHING", (utcnow(), arg))
 
     def pending_targeted(self) -> list[dict]:
         return self.store.rows("SELECT * FROM targeted_alerts WHERE run IS NULL ORDER BY queued, facility")

@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -154,22 +154,27 @@ CREATE TABLE register_rows (
     facility TEXT NOT NULL, n INTEGER NOT NULL, category TEXT NOT NULL, vendor TEXT, product TEXT NOT NULL,
     version TEXT, cpe TEXT, purl TEXT, aliases TEXT, internet_exposed INTEGER NOT NULL DEFAULT 0,
     remote_maintenance INTEGER NOT NULL DEFAULT 0, maintenance_vendor TEXT, note TEXT, device TEXT,
-    PRIMARY KEY (facility, n)
+    profile INTEGER, added TEXT, PRIMARY KEY (facility, n)
 );
-CREATE TABLE register_keys (
-    product_key TEXT NOT NULL, facility TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (product_key, facility, n)
+CREATE INDEX register_rows_profile ON register_rows (profile);
+CREATE TABLE row_profiles (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, signature TEXT NOT NULL UNIQUE, vendor TEXT, product TEXT NOT NULL,
+    version TEXT, cpe TEXT, aliases TEXT
 );
-CREATE INDEX register_keys_facility ON register_keys (facility);
+CREATE TABLE profile_keys (
+    product_key TEXT NOT NULL, profile INTEGER NOT NULL, PRIMARY KEY (product_key, profile)
+);
+CREATE INDEX profile_keys_profile ON profile_keys (profile);
 CREATE TABLE advisory_products (
     advisory TEXT NOT NULL, product_key TEXT NOT NULL, PRIMARY KEY (advisory, product_key)
 );
 CREATE INDEX advisory_products_key ON advisory_products (product_key);
 CREATE TABLE advisory_affected (
-    advisory TEXT PRIMARY KEY, affected TEXT NOT NULL
+    advisory TEXT PRIMARY KEY, affected TEXT NOT NULL, urgent INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE matches (
-    facility TEXT NOT NULL, advisory TEXT NOT NULL, n INTEGER NOT NULL, confidence TEXT NOT NULL,
-    reasons TEXT NOT NULL, matched TEXT NOT NULL, PRIMARY KEY (facility, advisory, n)
+    profile INTEGER NOT NULL, advisory TEXT NOT NULL, confidence TEXT NOT NULL, reasons TEXT NOT NULL,
+    matched TEXT NOT NULL, PRIMARY KEY (profile, advisory)
 );
 CREATE INDEX matches_advisory ON matches (advisory);
 CREATE TABLE responses (
@@ -367,17 +372,45 @@ def _step10(store: Store) -> None:
 def _step11(store: Store) -> None:
     """Facilities, their registers and the matches of advisories against them; a subscriber's facility."""
     pg = store.dialect == "postgresql"
-    wanted = ("facilities", "registers", "register_rows", "register_keys", "advisory_products", "advisory_affected",
-              "matches", "responses", "targeted_alerts")
-    script = postgres_tables() if pg else statements(TABLES)
-    for stmt in script:
+    _create(store, ("facilities", "registers", "register_rows", "advisory_products", "advisory_affected",
+                    "responses", "targeted_alerts"))
+    store.execute("ALTER TABLE subscribers ADD COLUMN facility " + ('TEXT COLLATE "C"' if pg else "TEXT"))
+
+
+def _create(store: Store, wanted: tuple[str, ...]) -> None:
+    """The current definitions of these tables (and their indexes), where missing."""
+    for stmt in postgres_tables() if store.dialect == "postgresql" else statements(TABLES):
         m = re.match(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (\w+)(?: ON (\w+))?", stmt)
         if m and (m.group(1) in wanted or m.group(2) in wanted):
-            store.execute(stmt)
-    store.execute("ALTER TABLE subscribers ADD COLUMN facility " + ('TEXT COLLATE "C"' if pg else "TEXT"))
+            store.execute(re.sub(r"^CREATE (UNIQUE )?(TABLE|INDEX) ", r"CREATE \1\2 IF NOT EXISTS ", stmt))
+
+
+def _columns(store: Store, table: str) -> set[str]:
+    if store.dialect == "postgresql":
+        return {c for (c,) in store.execute("SELECT column_name FROM information_schema.columns "
+                                            "WHERE table_schema = current_schema() AND table_name = ?", (table,))}
+    return {r[1] for r in store.execute(f"PRAGMA table_info({table})")}
+
+
+def _step12(store: Store) -> None:
+    """Matches by profile (rows alike matched once) instead of by facility row; advisories marked
+    urgent for targeted alerts. Every published advisory is matched again."""
+    pg = store.dialect == "postgresql"
+    text = 'TEXT COLLATE "C"' if pg else "TEXT"
+    store.execute("DROP TABLE IF EXISTS register_keys")
+    if "facility" in _columns(store, "matches"):
+        store.execute("DROP TABLE matches")
+    have = _columns(store, "register_rows")
+    for col, kind in (("profile", "BIGINT" if pg else "INTEGER"), ("added", text)):
+        if col not in have:
+            store.execute(f"ALTER TABLE register_rows ADD COLUMN {col} {kind}")
+    if "urgent" not in _columns(store, "advisory_affected"):
+        store.execute(f"ALTER TABLE advisory_affected ADD COLUMN urgent {'BIGINT' if pg else 'INTEGER'} "
+                      "NOT NULL DEFAULT 0")
+    _create(store, ("register_rows", "row_profiles", "profile_keys", "matches"))
     from ceptoar.registers import refresh_all
-    refresh_all(store)  # what is published already is matched to registers imported from now on
+    refresh_all(store, reprofile=True)  # profiles from the rows there are, then every published advisory
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
-                                                     (11, _step11)]
+                                                     (11, _step11), (12, _step12)]
