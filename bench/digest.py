@@ -1,7 +1,12 @@
 """Digest fan-out: 250,000 subscribers across associations, a digest of 20 advisories, delivered
 to a loopback SMTP sink (aiosmtpd in its own process), through the real `ceptoar digest send`.
 
-    python bench/digest.py [--subscribers 250000] [--advisories 20]
+    python bench/digest.py [--subscribers 250000] [--advisories 20] [--facilities 0]
+
+With `--facilities N`, every subscriber belongs to one of N facilities (the same facility for
+subscribers i, i+N, ...), each with a 20-row register (loaded in bulk as `inventory import` stores it)
+in which, on average, one row names a product of the digest's advisories: each facility's block
+("貴院の台帳に該当する可能性がある情報") is rendered once per segment and put in every message of its staff.
 
 Reports wall time and the sender's peak memory (max RSS of the `ceptoar` process).
 Targets: ≤ 5 minutes, ≤ 512 MB.
@@ -70,7 +75,45 @@ SINK = textwrap.dedent("""
     asyncio.run(main())
 """)
 
-def build(db: Path, subscribers: int, advisories: int) -> None:
+def registers_for(store: Store, ids: list[str], facilities: int) -> None:
+    """N facilities with 20-row registers: mostly products no advisory names, on average one row
+    naming a product of the digest's advisories (at one of three versions)."""
+    import json
+    import random
+
+    from ceptoar import matching, registers
+    from ceptoar.store.registers import signature
+
+    rng = random.Random(5)
+    named = [(a.vendor, a.product) for aid in ids for a in matching.affected_of(registers.published_report(store, aid))]
+    filler = [(f"Vendor{i % 300:03d}", f"Product {i:04d}") for i in range(3000)]
+    profiles: dict[str, int] = {}
+    keys, rows = [], []
+    with store.transaction():
+        store.executemany("INSERT INTO facilities (id, name, facility_type, prefecture, member, phone, created, "
+                          "updated) VALUES (?, ?, 'clinic', '東京都', ?, NULL, '2026-11-22', '2026-11-22')",
+                          [(f"f{i:06d}", f"診療所{i}", ASSOCIATIONS[i % 5]) for i in range(facilities)])
+        for i in range(facilities):
+            for n in range(1, 21):
+                vendor, product = rng.choice(named) if rng.random() < 0.05 else rng.choice(filler)
+                row = {"vendor": vendor, "product": product, "version": f"{rng.randint(1, 3)}.0"}
+                sig = signature(row)
+                if sig not in profiles:
+                    profiles[sig] = len(profiles) + 1
+                    keys += [(k, profiles[sig]) for k in registers.row_keys(row)]
+                rows.append((f"f{i:06d}", n, vendor, product, row["version"], int(rng.random() < 0.05),
+                             profiles[sig]))
+        store.executemany("INSERT INTO register_rows (facility, n, category, vendor, product, version, "
+                          "internet_exposed, profile, added) VALUES (?, ?, 'その他', ?, ?, ?, ?, ?, '2026-11-22')",
+                          rows)
+        store.executemany("INSERT INTO row_profiles (seq, signature, vendor, product, version) VALUES (?, ?, ?, ?, ?)",
+                          [(pid, sig, *json.loads(sig)[:3]) for sig, pid in profiles.items()])
+        store.executemany("INSERT INTO profile_keys (product_key, profile) VALUES (?, ?) ON CONFLICT DO NOTHING", keys)
+        for aid in ids:
+            registers.match_advisory(store, aid)
+
+
+def build(db: Path, subscribers: int, advisories: int, facilities: int = 0) -> None:
     store = Store(db)
     store.migrate()
     store.sources.upsert({"id": "kev", "kind": "kev", "url": "https://feeds.example/kev", "name": "CISA KEV"})
@@ -80,6 +123,8 @@ def build(db: Path, subscribers: int, advisories: int) -> None:
         store.collections.upsert({"id": "kev", "uuid": collection_uuid("kev"), "title": "KEV", "filter": "kev"})
     ids = [r["id"] for r in store.advisories.list(source="kev", limit=advisories)]
     triage.publish(store, ids, "bench")
+    if facilities:
+        registers_for(store, ids, facilities)
     for m in ASSOCIATIONS:
         members.add(store, m, m, "GREEN")
         members.grant(store, m, "kev", True, False)
@@ -87,7 +132,8 @@ def build(db: Path, subscribers: int, advisories: int) -> None:
         for i in range(subscribers):
             store.subscribers.upsert({"email": f"clinic{i:06d}@{ASSOCIATIONS[i % 5]}.example.jp",
                                      "name": f"診療所 {i}", "member": ASSOCIATIONS[i % 5], "frequency": "daily",
-                                     "clearance": ["CLEAR", "GREEN"][i % 2], "lang": "ja" if i % 10 else "en"})
+                                     "clearance": ["CLEAR", "GREEN"][i % 2], "lang": "ja" if i % 10 else "en",
+                                     "facility": f"f{i % facilities:06d}" if facilities else None})
     store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
@@ -95,12 +141,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--subscribers", type=int, default=250_000)
     ap.add_argument("--advisories", type=int, default=20)
+    ap.add_argument("--facilities", type=int, default=0)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "digest.db"
         t = time.perf_counter()
-        build(db, args.subscribers, args.advisories)
+        build(db, args.subscribers, args.advisories, args.facilities)
+        matched = Store(db).facilities.count_matches() if args.facilities else 0
         print(f"  built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         port = free_port()
         sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,
@@ -109,16 +157,20 @@ def main() -> None:
         t = time.perf_counter()
         sender = subprocess.run([sys.executable, "-m", "ceptoar.cli", "--db", str(db), "digest", "send",
                                  "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
-                                 "--format", "json"], cwd=ROOT, capture_output=True, text=True)
+                                 "--base-url", "https://ceptoar.example.jp", "--format", "json"],
+                                cwd=ROOT, capture_output=True, text=True)
         elapsed = time.perf_counter() - t
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         received = int(sink.communicate("")[0].strip().splitlines()[-1])
         if sender.returncode:
             raise SystemExit(sender.stdout + sender.stderr)
+    with_facilities = (f" Each subscriber belongs to one of {args.facilities:,} facilities with a 20-row register "
+                       f"({matched:,} (facility, advisory) matches among the digest's advisories): every message "
+                       "carries its facility's block." if args.facilities else "")
     body = "\n".join([
         f"{args.subscribers:,} subscribers in {len(ASSOCIATIONS)} associations (half CLEAR, half GREEN; 10 % English), "
         f"a digest of {args.advisories} advisories, `ceptoar digest send` to an SMTP sink on loopback "
-        "(its own process; asyncio, reads each message whole):", "",
+        f"(its own process; asyncio, reads each message whole).{with_facilities}", "",
         "| messages received | wall time | messages/s | sender peak RSS |", "|---:|---:|---:|---:|",
         f"| {received:,} | {elapsed:.0f} s | {received / elapsed:,.0f} | {peak_mb:.0f} MB |", "",
         "Targets: ≤ 5 minutes, ≤ 512 MB. Rendering happens once per segment (association × clearance × "
@@ -126,8 +178,9 @@ def main() -> None:
         "marked sent in the delivery log as the SMTP server accepts it."])
     print(body)
     if not args.no_write:
-        write_section("Digest fan-out", f"python bench/digest.py --subscribers {args.subscribers} "
-                                        f"--advisories {args.advisories}", body)
+        write_section("Digest fan-out" + (" with facility blocks" if args.facilities else ""),
+                      f"python bench/digest.py --subscribers {args.subscribers} --advisories {args.advisories}"
+                      + (f" --facilities {args.facilities}" if args.facilities else ""), body)
 
 
 if __name__ == "__main__":

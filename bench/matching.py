@@ -147,6 +147,14 @@ def main() -> None:
                                    "ON r.profile = k.profile WHERE k.product_key = ?",
                                    (registers.matching.product_key(product, vendor),))
 
+    # The targeted alerts of the urgent advisories published (all of them are KEV here): their
+    # facilities are found when the alerts are sent, not when the advisory is published.
+    t = time.perf_counter()
+    with store.transaction():
+        expanded = store.facilities.expand_targeted()
+    expand_s = time.perf_counter() - t
+    alerts = store.count("targeted_alerts")
+
     # One facility's register imported (matching included), against the whole index.
     imports = []
     for i in range(200):
@@ -185,13 +193,17 @@ with a long tail (the most widespread is in {facilities_with:,} registers), each
 {percentile(imports, 0.95):.1f} ms |
 | a facility's matches read (its digest block, `matches list --facility`), p50 / p95 | \
 {statistics.median(reads):.1f} / {percentile(reads, 0.95):.1f} ms |
+| targeted alerts found at sending time: {alerts:,} (facility, advisory) alerts of {expanded:,} advisories \
+| {expand_s:.0f} s ({alerts / expand_s:,.0f} alerts/s) |
 | the widest advisory's matches read ({len(widest):,} facility rows: a summary) | {read_widest_ms:.0f} ms |
 
 Both directions are incremental and follow distinct rows, not facilities: publishing matches that
 advisory against the profiles having its product keys; importing a register matches only the profiles
 no register had before (a row like another facility's is matched already). A facility's matches are
-its rows' profiles' matches, joined when read. Bulk load of the registers (setup,
-not a hub path): {load_s:.0f} s.
+its rows' profiles' matches, joined when read. Every published advisory here is KEV-listed and 25 % of
+rows are internet-exposed or remotely maintained, so most advisories owe alerts to thousands of
+facilities: publishing queues the advisory; the facilities are found when the alerts are sent.
+Bulk load of the registers (setup, not a hub path): {load_s:.0f} s.
 """
     print(body)
     if args.write:

@@ -11,16 +11,18 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from functools import lru_cache
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model import JST
 
-_DOT_RE = re.compile(rb"(?m)^\.")  # SMTP dot-stuffing
+_URL = re.compile(r"[\x21-\x7e]{1,900}")  # printable ASCII, no spaces
+LIST_UNSUBSCRIBE_POST = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"  # RFC 8058
 
 # RFC 5322 dot-atom addr-spec, without '/' (a path character): what clinics' addresses look like.
 _ATOM = r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+"
@@ -50,6 +52,40 @@ def clean_name(name: str | None, limit: int = 100) -> str:
 def header(name: str, value) -> bytes:
     """One header line (folded, encoded) from a str or an Address."""
     return SMTP.header_factory(name, value).fold(policy=SMTP).encode("ascii")
+
+
+def to_header(display_name: str | None, address: str) -> bytes:
+    """One recipient's To header, built for the digest's fan-out (the header API takes milliseconds
+    a name): the address checked, the name cleaned, then quoted when it is plain ASCII, else RFC 2047
+    encoded words of at most 76 characters a line (also for ASCII that looks like an encoded word).
+    A parser reads back exactly the cleaned name and the address."""
+    addr = check_address(address)
+    name = clean_name(display_name)
+    if not name:
+        return f"To: {addr}\r\n".encode("ascii")
+    if name.isascii() and "=?" not in name:
+        phrase = formataddr((name, addr)).rsplit(" <", 1)[0]
+    else:
+        phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
+    return f"To: {phrase}\r\n <{addr}>\r\n".encode("ascii")
+
+
+def url_list_header(name: str, urls: list[str]) -> bytes:
+    """An RFC 2369 list header (List-Unsubscribe): each URL in angle brackets, folded between them,
+    never as encoded words (a client could not read the URL back; the header API encodes a line it
+    cannot fold)."""
+    for u in urls:
+        if not _URL.fullmatch(u) or any(c in u for c in "<>,"):
+            raise AddressError(f"{name}: {u[:80]!r} is not a URL a mail header can carry (printable ASCII, "
+                               "no spaces, '<', '>' or ','; an internationalized host in punycode)")
+    return (f"{name}: " + ",\r\n ".join(f"<{u}>" for u in urls) + "\r\n").encode("ascii")
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2): a line starting with '.' gets another; after a bare LF
+    too, in case a server takes one for a line end."""
+    data = data.replace(b"\n.", b"\n..")
+    return b"." + data if data.startswith(b".") else data
 
 
 def mailbox(display_name: str | None, address: str) -> Address:
@@ -179,7 +215,7 @@ class Mailer:
             smtp.rset()
             code, msg = (mail_code, mail_msg) if mail_code != 250 else (rcpt_code, rcpt_msg)
             return f"{code} {msg.decode(errors='replace')}"
-        body = _DOT_RE.sub(b"..", data)
+        body = dot_stuffed(data)
         smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         code, msg = smtp.getreply()
         return None if code == 250 else f"{code} {msg.decode(errors='replace')}"

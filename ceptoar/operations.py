@@ -45,7 +45,7 @@ def status(store: Store, backup_max_age: timedelta = timedelta(days=2)) -> Statu
         st.facts["wal_bytes"] = wal.stat().st_size if wal.exists() else 0
     st.facts["advisories"] = store.count("advisories")
     st.facts["flash_queue"] = len(store.deliveries.pending_flashes())
-    st.facts["targeted_queue"] = len(store.facilities.pending_targeted())
+    st.facts["targeted_queue"] = store.facilities.pending_count()
     st.facts["last_digests"] = [r["id"] + ("" if r["finished"] else " (unfinished)") for r in store.rows(
         "SELECT id, finished FROM digest_runs WHERE kind = 'digest' ORDER BY created DESC LIMIT 3")]
     worker = store.leases.get("worker")

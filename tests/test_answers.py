@@ -48,9 +48,10 @@ def answer_link(msg) -> str:
 def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
     hub, store, sink = site.hub, site.store, site.sink
     forti = store.advisories.list(source="kev", search="FortiOS Use of Hard-Coded")[0]["id"]
-    assert not store.facilities.pending_targeted()  # nothing exposed is matched yet
+    assert not store.facilities.pending_count()  # nothing exposed is matched yet
     triage.publish(store, [forti], "test")  # KEV on an internet-exposed VPN appliance: alert at once
-    assert [(t["facility"], t["advisory"]) for t in store.facilities.pending_targeted()] == [("sakura", forti)]
+    assert store.facilities.pending_count() == 1  # the advisory queued; its facilities found when sending
+    assert not store.facilities.pending_targeted()
     hub.run("digest", "flash", "--smtp-host", "127.0.0.1", "--smtp-port", str(site.controller.port),
             "--base-url", site.server.base)
     (alert,) = sink.parsed("inchou@sakura.example.jp")
@@ -60,7 +61,9 @@ def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
     assert "[VPN装置] フォーティネット FortiOS 7.0.1 (インターネットに公開)" in text
     link = answer_link(alert)
     assert link.startswith(site.server.base + "/respond/sakura/")
-    assert not store.facilities.pending_targeted()
+    assert not store.facilities.pending_count()
+    assert store.rows("SELECT facility, advisory FROM targeted_alerts WHERE run IS NOT NULL") == [
+        {"facility": "sakura", "advisory": forti}]
     # Staff answer on the page, in a real browser.
     from selenium.webdriver.support.ui import WebDriverWait
 

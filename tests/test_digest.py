@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ceptoar.digest.render import JST
 from ceptoar.store import Store
@@ -96,6 +99,9 @@ def test_digest_mime_content_and_headers(world, tmp_path, smtp):
     token = store.subscribers.list()[0]["token"]
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/unsubscribe/" in msg["List-Unsubscribe"] and "/unsubscribe/" in text
+    # On the wire: the URL in angle brackets as it is, never RFC 2047 encoded (a client must read it).
+    raw = next(data for rcpt, data in sink.messages if "yamada@clinic-a.example.jp" in rcpt)
+    assert re.search(rb"\r\nList-Unsubscribe: <https?://[^>\s]+/unsubscribe/[A-Za-z0-9_-]+>,\r\n <mailto:", raw)
     assert msg["Message-ID"].endswith("@example.jp>")  # the sender's own domain (contacts.toml)
     assert msg["To"].addresses[0].display_name == "山田 太郎"
     # CLEAR subscriber: nothing above CLEAR; English subscriber gets English
@@ -288,3 +294,43 @@ def test_japanese_digest_items_are_urgent_first_and_plain(world, tmp_path, smtp)
             if line.strip().startswith("CVE:"):
                 assert line.count("CVE-") <= 5
     assert "英語の原文" in html and 'lang="en"' in html
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(max_size=120), address=st.sampled_from(["a@clinic.example.jp", "x.y+z@jma.example.jp"]))
+def test_the_fast_to_header_reads_back_as_the_name_and_address(name, address):
+    """Digests build To by hand (the header API costs milliseconds a name): the address and the
+    cleaned name read back exactly, as RFC 2047 says (whitespace between encoded words is dropped;
+    CPython's modern parser keeps it, so encoded names are decoded with the legacy one); no line
+    breaks but the folds."""
+    from email.header import decode_header, make_header
+    from email.parser import BytesParser
+    from email.policy import default
+
+    from ceptoar.mail import clean_name, to_header
+
+    raw = to_header(name, address)
+    parsed = BytesParser(policy=default).parsebytes(raw + b"\r\n")["To"].addresses[0]
+    assert parsed.addr_spec == address
+    cleaned = clean_name(name)
+    if cleaned.isascii() and "=?" not in cleaned:
+        assert parsed.display_name == cleaned
+    else:
+        phrase = raw.decode("ascii")[4:].rsplit("\r\n <", 1)[0].replace("\r\n ", " ")
+        assert all(w.startswith("=?utf-8?b?") for w in phrase.split(" "))
+        assert str(make_header(decode_header(phrase))) == cleaned
+    assert raw.endswith(b"\r\n") and all(line.startswith(b" ") for line in raw[:-2].split(b"\r\n")[1:])
+    assert b"\r" not in raw.replace(b"\r\n", b"") and b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.sampled_from([".", "..", ".x", "x.", "", "a\n.b", "本文"]), max_size=8))
+def test_dot_stuffing_leaves_no_line_that_ends_the_data_early(lines):
+    from ceptoar.mail import dot_stuffed
+
+    data = "\r\n".join(lines).encode()
+    stuffed = dot_stuffed(data)
+    assert b"\n.\r\n" not in stuffed and not stuffed.startswith(b".\r\n") and stuffed != b"."
+    # What a server does on receipt (drop the first '.' of a line) gives the message back.
+    assert re.sub(rb"(?m)^\.", b"", stuffed) == data

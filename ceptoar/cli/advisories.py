@@ -178,7 +178,7 @@ def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
     for r in results:
         echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
                    + (" [flash alert queued]" if r["flash"] else ""))
-    if any(r["flash"] for r in results) or (results and hub.store.facilities.pending_targeted()):
+    if any(r["flash"] for r in results) or (results and hub.store.facilities.pending_count()):
         smtp, url = SmtpConfig.from_env(), settings.current().public_url
         if smtp and not url:
             echo("flash alerts stay queued: set CEPTOAR_PUBLIC_URL so their unsubscribe links reach the hub", err=True)

@@ -98,7 +98,7 @@ def _send_targeted(hub: Hub) -> None:
     from ceptoar.cli.options import public_url, send_flashes
     from ceptoar.digest.delivery import SmtpConfig
 
-    if not hub.store.facilities.pending_targeted():
+    if not hub.store.facilities.pending_count():
         return
     smtp, url = SmtpConfig.from_env(), settings.current().public_url
     if smtp and not url:

@@ -162,7 +162,7 @@ def run_targeted(store: Store, facility: str, advisory_id: str, *, smtp: SmtpCon
 
 def pending_alerts(store: Store) -> int:
     """Flash alerts and targeted alerts waiting to be sent."""
-    return len(store.deliveries.pending_flashes()) + len(store.facilities.pending_targeted())
+    return len(store.deliveries.pending_flashes()) + store.facilities.pending_count()
 
 
 def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
@@ -183,6 +183,8 @@ def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_
                 store.deliveries.mark_flash(f["advisory"], res.run)
             store.audit.add(actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
             results.append(res)
+        with store.transaction():
+            store.facilities.expand_targeted()  # the facilities due an alert for each advisory queued
         for t in store.facilities.pending_targeted():
             res = run_targeted(store, t["facility"], t["advisory"], smtp=smtp, out_dir=out_dir, dry_run=dry_run,
                                rate=rate, base_url=base_url)

@@ -18,7 +18,6 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup, escape
 
 from ceptoar import clinic, extensions, mail
-from ceptoar.mail import header, mailbox
 from ceptoar.model import JST, TLP_ORDER, effective_severity
 from ceptoar.output import clean
 from ceptoar.store import Store
@@ -403,9 +402,9 @@ def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url:
     header API: an address or name cannot add a header), unsubscribe link and facility block."""
     c = contacts()["ceptoar"]
     # Derived from (digest, recipient): a resend after a crash carries the same Message-ID.
-    headers = (header("To", mailbox(name, email)) + header("Message-ID", mail.message_id(f"{run_id}|{email}"))
-               + header("List-Unsubscribe", f"<{unsubscribe_url}>, <mailto:{c['email']}?subject=unsubscribe>")
-               + header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + b"\r\n")
+    headers = (mail.to_header(name, email) + f"Message-ID: {mail.message_id(f'{run_id}|{email}')}\r\n".encode()
+               + mail.url_list_header("List-Unsubscribe", [unsubscribe_url, f"mailto:{c['email']}?subject=unsubscribe"])
+               + mail.LIST_UNSUBSCRIBE_POST + b"\r\n")
     body = r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())
     text, html = block or ("", "")
     for marker, part in ((FACILITY_TEXT, text), (FACILITY_HTML, html)):

@@ -282,14 +282,36 @@ class Facilities(Repository):
         return {(r["facility"], r["advisory"]): r for r in rows}
 
     def queue_targeted(self, *, advisory: str | None = None, facility: str | None = None) -> None:
-        """Queue a targeted alert (once per facility and advisory) for every urgent match, of this
-        advisory or this facility, on an internet-exposed or remotely maintained row."""
-        where, arg = ("m.advisory = ?", advisory) if advisory else ("r.facility = ?", facility)
+        """Targeted alerts (once per facility and advisory) for urgent matches on internet-exposed or
+        remotely maintained rows: of one facility, queued now; of one advisory, the advisory queued,
+        its facilities found when the alerts are sent (`expand_targeted`), so publishing an advisory
+        that thousands of facilities expose costs one row, not thousands."""
+        if advisory:
+            self.store.execute("INSERT INTO alert_queue (advisory, queued) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               (advisory, utcnow()))
+            return
+        self._queue_exposed("r.facility = ?", facility)
+
+    def _queue_exposed(self, where: str, arg: str) -> None:
         self.store.execute(
             "INSERT INTO targeted_alerts (facility, advisory, queued) SELECT DISTINCT r.facility, m.advisory, ? "
             "FROM matches m JOIN register_rows r ON r.profile = m.profile JOIN advisory_affected a "
             f"ON a.advisory = m.advisory WHERE {where} AND a.urgent = 1 "
             "AND (r.internet_exposed = 1 OR r.remote_maintenance = 1) ON CONFLICT DO NOTHING", (utcnow(), arg))
+
+    def expand_targeted(self) -> int:
+        """Each queued advisory's alerts, one per facility exposing a matched row (if the advisory is
+        still urgent and published). Returns the number of advisories expanded."""
+        queued = [a for (a,) in self.store.execute("SELECT advisory FROM alert_queue ORDER BY queued, advisory")]
+        for advisory in queued:
+            self._queue_exposed("m.advisory = ?", advisory)
+            self.store.execute("DELETE FROM alert_queue WHERE advisory = ?", (advisory,))
+        return len(queued)
+
+    def pending_count(self) -> int:
+        """Targeted alerts waiting: per facility, and advisories whose facilities are still to be found."""
+        return (self.store.scalar("SELECT COUNT(*) FROM targeted_alerts WHERE run IS NULL")
+                + self.store.scalar("SELECT COUNT(*) FROM alert_queue"))
 
     def pending_targeted(self) -> list[dict]:
         return self.store.rows("SELECT * FROM targeted_alerts WHERE run IS NULL ORDER BY queued, facility")

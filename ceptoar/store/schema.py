@@ -182,6 +182,9 @@ CREATE TABLE responses (
     fixed_on TEXT, note TEXT, time TEXT NOT NULL, actor TEXT, via TEXT
 );
 CREATE INDEX responses_facility ON responses (facility, advisory, seq);
+CREATE TABLE alert_queue (
+    advisory TEXT PRIMARY KEY, queued TEXT NOT NULL
+);
 CREATE TABLE targeted_alerts (
     facility TEXT NOT NULL, advisory TEXT NOT NULL, queued TEXT NOT NULL, run TEXT,
     PRIMARY KEY (facility, advisory)
@@ -394,7 +397,7 @@ def _columns(store: Store, table: str) -> set[str]:
 
 def _step12(store: Store) -> None:
     """Matches by profile (rows alike matched once) instead of by facility row; advisories marked
-    urgent for targeted alerts. Every published advisory is matched again."""
+    urgent for targeted alerts, queued as advisories. Every published advisory is matched again."""
     pg = store.dialect == "postgresql"
     text = 'TEXT COLLATE "C"' if pg else "TEXT"
     store.execute("DROP TABLE IF EXISTS register_keys")
@@ -407,7 +410,7 @@ def _step12(store: Store) -> None:
     if "urgent" not in _columns(store, "advisory_affected"):
         store.execute(f"ALTER TABLE advisory_affected ADD COLUMN urgent {'BIGINT' if pg else 'INTEGER'} "
                       "NOT NULL DEFAULT 0")
-    _create(store, ("register_rows", "row_profiles", "profile_keys", "matches"))
+    _create(store, ("register_rows", "row_profiles", "profile_keys", "matches", "alert_queue"))
     from ceptoar.registers import refresh_all
     refresh_all(store, reprofile=True)  # profiles from the rows there are, then every published advisory
 
