@@ -91,23 +91,61 @@ def page(session: requests.Session, url: str, **params) -> dict:
     return body
 
 
-def hub_pages(base: str, secret: str, sizes: list[int], repeat: int) -> dict[int, tuple[float, float]]:
+def fetch(session: requests.Session, url: str, **params) -> str:
+    r = session.get(url, params=params, headers={"Accept": TAXII})
+    r.raise_for_status()
+    return r.text
+
+
+def hub_pages(base: str, secret: str, sizes: list[int], repeat: int) -> tuple[dict, dict[str, str]]:
+    """(size, endpoint) → (first, deep) p50 ms, for objects and manifest pages and one object's
+    versions; and the bodies (for the floor to return the same sizes)."""
     session = requests.Session()
     session.auth = ("bench", secret)
-    out = {}
+    out, bodies = {}, {}
     for n in sizes:
-        url = f"{base}/ceptoar/collections/{collection_uuid(f'bench-{n}')}/objects/"
-        page(session, url, limit=100)  # warm: credentials verified once per worker, caches
-        first = median_ms(lambda url=url: page(session, url, limit=100), repeat)
+        coll = f"{base}/ceptoar/collections/{collection_uuid(f'bench-{n}')}"
         # A deep page: the `next` of a page 80 % into the collection (stateless: reusable).
         deep_after = (datetime(2026, 2, 1, tzinfo=UTC) + timedelta(seconds=int(n * 0.8))).strftime(
             "%Y-%m-%dT%H:%M:%S.%fZ")
-        token = page(session, url, limit=100, added_after=deep_after)["next"]
-        deep = median_ms(lambda url=url, token=token, after=deep_after: page(session, url, limit=100, added_after=after,
-                                                                    next=token), repeat)
-        out[n] = (first, deep)
-        print(f"  hub {n:>9,}: first {first:.1f} ms, deep {deep:.1f} ms", file=sys.stderr)
-    return out
+        for endpoint in ("objects", "manifest"):
+            url = f"{coll}/{endpoint}/"
+            bodies[f"{endpoint}-{n}"] = fetch(session, url, limit=100)  # warm: credentials verified once per worker
+            assert len(json.loads(bodies[f"{endpoint}-{n}"])["objects"]) == 100
+            first = median_ms(lambda url=url: fetch(session, url, limit=100), repeat)
+            token = json.loads(fetch(session, url, limit=100, added_after=deep_after))["next"]
+            deep = median_ms(lambda url=url, token=token, after=deep_after: fetch(
+                session, url, limit=100, added_after=after, next=token), repeat)
+            out[(n, endpoint)] = (first, deep)
+            print(f"  hub {endpoint} {n:>9,}: first {first:.1f} ms, deep {deep:.1f} ms", file=sys.stderr)
+        url = f"{coll}/objects/{indicator(n // 2)['id']}/versions/"
+        bodies[f"versions-{n}"] = fetch(session, url)
+        v = median_ms(lambda url=url: fetch(session, url), repeat)
+        out[(n, "versions")] = (v, v)
+    return out, bodies
+
+
+def floor_pages(bodies: dict[str, str], repeat: int) -> dict[str, float]:
+    """The same bodies from a bare Flask app under the same gunicorn (2 workers): p50 ms each."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bodies.json").write_text(json.dumps(bodies), encoding="utf-8")
+        env = dict(os.environ, CEPTOAR_FLOOR_BODIES=str(Path(tmp) / "bodies.json"))
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
+                                 "--access-logfile", "/dev/null", "bench.floor_app:app"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(f"http://127.0.0.1:{port}/{next(iter(bodies))}/", proc)
+            session = requests.Session()
+            out = {}
+            for name in bodies:
+                url = f"http://127.0.0.1:{port}/{name}/"
+                fetch(session, url)
+                out[name] = median_ms(lambda url=url: fetch(session, url), repeat)
+            return out
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def medallion_pages(tmp: Path, sizes: list[int], repeat: int) -> dict[int, float]:
@@ -166,10 +204,11 @@ def main() -> None:
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(f"http://127.0.0.1:{port}/taxii2/", proc)
-        hub = hub_pages(f"http://127.0.0.1:{port}", secret, sizes, args.repeat)
+        hub, bodies = hub_pages(f"http://127.0.0.1:{port}", secret, sizes, args.repeat)
     finally:
         proc.terminate()
         proc.wait(10)
+    floor = floor_pages(bodies, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         med = medallion_pages(Path(tmp), msizes, args.medallion_repeat)
     lines = ["100-object pages over HTTP (p50 of the same `requests` loop; the hub under gunicorn, 2 workers, "
@@ -177,14 +216,28 @@ def main() -> None:
              "| objects in collection | hub first page ms | hub deep page ms (80 %) | medallion memory first page ms "
              "| medallion / hub |", "|---:|---:|---:|---:|---:|"]
     for n in sizes:
-        first, deep = hub[n]
+        first, deep = hub[(n, "objects")]
         m = med.get(n)
         lines.append(f"| {n:,} | {first:.1f} | {deep:.1f} | {f'{m:,.0f}' if m else '–'} | "
                      f"{f'{m / first:,.0f}×' if m else '–'} |")
     big, small = max(sizes), 10000 if 10000 in sizes else min(sizes)
-    ratio = max(hub[big]) / max(hub[small])
+    ratio = max(hub[(big, "objects")]) / max(hub[(small, "objects")])
     lines += ["", f"page@{big:,} / page@{small:,} (worse of first and deep): **{ratio:.2f}** (target ≤ 1.5); "
-              f"p50 at {big:,}: first {hub[big][0]:.1f} ms, deep {hub[big][1]:.1f} ms (target ≤ 10 ms)."]
+              f"p50 at {big:,}: first {hub[(big, 'objects')][0]:.1f} ms, deep {hub[(big, 'objects')][1]:.1f} ms "
+              "(target ≤ 10 ms).", "",
+              "Against the HTTP floor (a bare Flask app under the same gunicorn, 2 workers, returning a body of "
+              "the same size, measured in the same run); target ≤ 2× on every read endpoint:", "",
+              "| objects | endpoint | body KB | floor ms | hub first ms | × floor | hub deep ms | × floor |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    worst = 0.0
+    for n in sizes:
+        for endpoint in ("objects", "manifest", "versions"):
+            f = floor[f"{endpoint}-{n}"]
+            first, deep = hub[(n, endpoint)]
+            worst = max(worst, first / f, deep / f)
+            lines.append(f"| {n:,} | {endpoint} | {len(bodies[f'{endpoint}-{n}'].encode()) / 1024:.1f} | {f:.2f} | "
+                         f"{first:.2f} | {first / f:.2f} | {deep:.2f} | {deep / f:.2f} |")
+    lines += ["", f"Worst ratio to the floor: **{worst:.2f}×** (target ≤ 2×)."]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -304,9 +304,12 @@ class Membership(Repository):
         return self.store.rows(q, [*args, limit])
 
     def mixed_spec_versions(self, collection: str) -> bool:
-        """Whether the collection serves anything but STIX 2.1 (objects from STIX 2.0 producers)."""
-        return self.store.scalar("SELECT 1 FROM membership WHERE collection = ? AND spec_version != '2.1' LIMIT 1",
-                                 (collection,)) is not None
+        """Whether the collection serves anything but STIX 2.1 (objects from STIX 2.0 producers).
+        Two range probes of the (collection, spec_version) index: `!=` would scan the collection."""
+        return self.store.scalar(
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM membership WHERE collection = ? AND spec_version < '2.1') "
+            "OR EXISTS (SELECT 1 FROM membership WHERE collection = ? AND spec_version > '2.1')",
+            (collection, collection)) is not None
 
     def reports(self, collections: list[str], max_rank: int, since: str | None, until: str,
                 ids: list[str] | None = None) -> list[dict]:

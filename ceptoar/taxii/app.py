@@ -25,7 +25,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ceptoar import web
 from ceptoar.taxii import accesslog, auth, metrics
-from ceptoar.taxii.backend import MEDIA_TAXII, HubBackend
+from ceptoar.taxii.backend import MEDIA_TAXII, HubBackend, SplicingJSON
 
 log = logging.getLogger("ceptoar.taxii")
 
@@ -143,6 +143,7 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
     and `max_objects_per_day`: what one member may submit; `proxy_key`: the secret the TLS proxy
     sends with the client certificates it verified (none: certificates are not used)."""
     app = Flask("ceptoar.taxii")
+    app.json = SplicingJSON(app)  # pages of stored objects are put together, not parsed and dumped again
     app.url_map.strict_slashes = False  # no redirects built from the Host header
     app.taxii_config = {"max_page_size": page_size}
     app.users_backend = {}  # medallion's plain-text user table stays empty: members are in the store
