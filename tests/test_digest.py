@@ -178,12 +178,18 @@ def test_kill_halfway_then_rerun_sends_each_once(world, tmp_path, smtp):
     proc.wait()
     first = len(sink.messages)
     assert 20 <= first < 60
+    # The delivery log is written in batches (at most LOG_SECONDS apart, at 40 messages/s here): what
+    # the kill lost is at most the last batch, resent with the same Message-ID.
     sent_before = store.scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'sent'")
-    assert first - 1 <= sent_before <= first
+    assert first - 45 <= sent_before <= first
     subprocess.run(cmd[:-2], cwd=ROOT, check=True, capture_output=True)
     recipients = [r for rcpt, _ in sink.messages for r in rcpt]
-    assert sorted(set(recipients)) == sorted(recipients) or len(recipients) - len(set(recipients)) <= 1
-    assert len(set(recipients)) == 60
+    # Resent: those sent but not recorded (one more if a message was in flight at the kill).
+    assert len(set(recipients)) == 60 and 0 <= len(recipients) - 60 - (first - sent_before) <= 1
+    ids: dict[str, set] = {}
+    for rcpt, data in sink.messages:
+        ids.setdefault(rcpt[0], set()).add(email.message_from_bytes(data, policy=email.policy.default)["Message-ID"])
+    assert all(len(v) == 1 for v in ids.values())  # a resend is recognisable
 
 
 def test_unsubscribe_cli_and_one_click(world, tmp_path, smtp):
@@ -317,7 +323,7 @@ def test_the_fast_to_header_reads_back_as_the_name_and_address(name, address):
         assert parsed.display_name == cleaned
     else:
         phrase = raw.decode("ascii")[4:].rsplit("\r\n <", 1)[0].replace("\r\n ", " ")
-        assert all(w.startswith("=?utf-8?b?") for w in phrase.split(" "))
+        assert all(re.fullmatch(r"=\?utf-8\?[bq]\?[A-Za-z0-9+/=!*_-]*\?=", w) for w in phrase.split(" "))
         assert str(make_header(decode_header(phrase))) == cleaned
     assert raw.endswith(b"\r\n") and all(line.startswith(b" ") for line in raw[:-2].split(b"\r\n")[1:])
     assert b"\r" not in raw.replace(b"\r\n", b"") and b"\n" not in raw.replace(b"\r\n", b"")

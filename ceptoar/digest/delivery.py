@@ -93,6 +93,9 @@ def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: st
     return facility_block(rendered, found, register, links=links, answers=answered, reminders=late)
 
 
+LOG_BATCH, LOG_SECONDS = 200, 1.0
+
+
 def _stamp(d: datetime) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -196,6 +199,27 @@ def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_
     return results
 
 
+class DeliveryLog:
+    """Outcomes written to the delivery log in batches (one transaction per LOG_BATCH recipients or
+    LOG_SECONDS, whichever comes first) instead of one per message. A crash can lose the last batch's
+    records: those recipients get the digest again on the next run, with the same Message-ID (derived
+    from the run and the address), so a resend is recognisable."""
+
+    def __init__(self, store: Store):
+        self.store, self.pending, self.since = store, [], 0.0
+
+    def add(self, *outcome) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(outcome)
+        if len(self.pending) >= LOG_BATCH or time.monotonic() - self.since >= LOG_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        self.store.deliveries.record_many(pending)
+
+
 def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | None, *, smtp, out_dir, dry_run,
              rate, base_url, progress, wait: float, facility: str | None = None) -> RunResult:
     """A run sends only while it holds the run's lease: two runs started together (cron and a
@@ -220,6 +244,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
         mailer = Mailer(smtp)
         mailer.connect()  # a dead server stops the run before anything is marked
     envelope_from = sender().addr_spec
+    log = DeliveryLog(store)
     interval = 1.0 / rate if rate else 0.0
     next_slot = time.monotonic()
     try:
@@ -264,7 +289,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         result.failed += 1
                         result.errors.append(f"{clean(r['email'])}: {clean(str(e))}")
                         if mailer is not None and not dry_run:
-                            store.deliveries.record(run["id"], r["email"], "failed", None, error=str(e)[:300])
+                            log.add(run["id"], r["email"], "failed", None, str(e)[:300], None, None)
                         continue
                     if mailer is None:
                         continue
@@ -276,15 +301,16 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                     refusal = mailer.send(envelope_from, r["email"], data)
                     mid = message_id(f"{run['id']}|{r['email']}")
                     if refusal is None:
-                        store.deliveries.record(run["id"], r["email"], "sent", mid, frequency=frequency, until=until)
+                        log.add(run["id"], r["email"], "sent", mid, None, frequency, until)
                         result.sent += 1
                     else:
-                        store.deliveries.record(run["id"], r["email"], "failed", mid, error=refusal)
+                        log.add(run["id"], r["email"], "failed", mid, refusal, None, None)
                         result.failed += 1
                         result.errors.append(f"{r['email']}: {refusal}")
                     if progress and (result.sent + result.failed) % 1000 == 0:
                         progress(f"{run['id']}: {result.sent} sent, {result.failed} failed")
     finally:
+        log.flush()  # what the server accepted before an error is recorded too
         if mailer:
             mailer.close()
     if mailer and result.failed == 0:

@@ -132,6 +132,24 @@ class Deliveries(Repository):
             if status == "sent" and frequency:
                 s.execute(f"UPDATE subscribers SET last_{frequency} = ? WHERE email = ?", (until, email))
 
+    def record_many(self, outcomes: list[tuple]) -> None:
+        """Recipients' outcomes (run, email, status, message_id, error, frequency, until), and the
+        digest cursors of those sent, in one transaction."""
+        if not outcomes:
+            return
+        s, now = self.store, utcnow()
+        with s.transaction():
+            s.executemany(
+                "INSERT INTO deliveries (run, email, status, attempts, message_id, last_error, updated) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (run, email) DO UPDATE SET status = excluded.status, "
+                "attempts = deliveries.attempts + 1, message_id = excluded.message_id, "
+                "last_error = excluded.last_error, updated = excluded.updated",
+                [(run, email, status, mid, error, now) for run, email, status, mid, error, _f, _u in outcomes])
+            for frequency in {f for *_, f, _u in outcomes if f}:
+                s.executemany(f"UPDATE subscribers SET last_{frequency} = ? WHERE email = ?",
+                              [(until, email) for _r, email, status, _m, _e, f, until in outcomes
+                               if status == "sent" and f == frequency])
+
     def summary(self, run_id: str) -> dict[str, int]:
         return dict(self.store.execute("SELECT status, COUNT(*) FROM deliveries WHERE run = ? GROUP BY status",
                                        (run_id,)).fetchall())
