@@ -5,13 +5,13 @@ header of its own), and the SMTP client (pipelined when the server allows) with 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -66,8 +66,22 @@ def to_header(display_name: str | None, address: str) -> bytes:
     if name.isascii() and "=?" not in name:
         phrase = formataddr((name, addr)).rsplit(" <", 1)[0]
     else:
-        phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
+        phrase = "\r\n ".join(encoded_words(name))
     return f"To: {phrase}\r\n <{addr}>\r\n".encode("ascii")
+
+
+def encoded_words(text: str, chunk: int = 42) -> list[str]:
+    """RFC 2047 base64 encoded words of UTF-8, each of whole characters and at most `chunk` bytes
+    (68 characters a word), for one a line."""
+    words, buf = [], b""
+    for ch in text:
+        b = ch.encode("utf-8", "surrogatepass")
+        if buf and len(buf) + len(b) > chunk:
+            words.append(buf)
+            buf = b""
+        buf += b
+    words.append(buf)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
 
 
 def url_list_header(name: str, urls: list[str]) -> bytes:
@@ -185,12 +199,15 @@ class Mailer:
             raise DeliveryError(f"cannot use SMTP server {self.cfg.host}:{self.cfg.port}: "
                                 f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
 
-    def send(self, sender: str, to: str, data: bytes) -> str | None:
+    def send(self, sender: str, to: str, data: bytes, stuffed: bool = False) -> str | None:
         """None when accepted; the refusal text for this recipient; DeliveryError when the
-        server is gone."""
+        server is gone. `stuffed`: the message is dot-stuffed already (compose; only with a server
+        that pipelines: smtplib's own path stuffs what it is given)."""
         try:
             if self.pipelining:
-                return self._send_pipelined(sender, to, data)
+                return self._send_pipelined(sender, to, data, stuffed)
+            if stuffed:
+                raise ValueError("a stuffed message is only sent pipelined")
             self.smtp.sendmail(sender, [to], data, mail_options=["BODY=8BITMIME"])
             return None
         except smtplib.SMTPRecipientsRefused as e:
@@ -202,7 +219,7 @@ class Mailer:
             raise DeliveryError(f"SMTP server {self.cfg.host}:{self.cfg.port} went away: {type(e).__name__}: "
                                 f"{' '.join(str(e).split())[:200]}") from None
 
-    def _send_pipelined(self, sender: str, to: str, data: bytes) -> str | None:
+    def _send_pipelined(self, sender: str, to: str, data: bytes, stuffed: bool = False) -> str | None:
         """RFC 2920: MAIL, RCPT and DATA in one write, then the message: two round trips, not four."""
         smtp = self.smtp
         smtp.send(f"MAIL FROM:<{sender}> BODY=8BITMIME\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode())
@@ -215,7 +232,7 @@ class Mailer:
             smtp.rset()
             code, msg = (mail_code, mail_msg) if mail_code != 250 else (rcpt_code, rcpt_msg)
             return f"{code} {msg.decode(errors='replace')}"
-        body = dot_stuffed(data)
+        body = data if stuffed else dot_stuffed(data)
         smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         code, msg = smtp.getreply()
         return None if code == 250 else f"{code} {msg.decode(errors='replace')}"

@@ -268,7 +268,7 @@ def test_pipelined_delivery_to_a_pipelining_server(world, tmp_path):
     assert sink.stdout.readline().strip() == "ready"
     r = world.hub.run("digest", "send", "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port",
                       str(port), "--format", "json")
-    received = int(sink.communicate("")[0].strip().splitlines()[-1])
+    received = int(sink.communicate("")[0].strip().splitlines()[-1].split()[0])
     summary = json.loads(r.stdout)[0]
     assert summary["sent"] == received == 5 and summary["failed"] == 0  # the sink accepts reject@ too
 
@@ -340,3 +340,20 @@ def test_dot_stuffing_leaves_no_line_that_ends_the_data_early(lines):
     assert b"\n.\r\n" not in stuffed and not stuffed.startswith(b".\r\n") and stuffed != b"."
     # What a server does on receipt (drop the first '.' of a line) gives the message back.
     assert re.sub(rb"(?m)^\.", b"", stuffed) == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.sampled_from([".", "..", "a", "\r\n", "\r\n.", "@@UNSUBSCRIBE_URL@@", "@@FACILITY_TEXT@@\r\n",
+                                        "@@FACILITY_HTML@@\r\n", "本文"]), max_size=12),
+       text=st.sampled_from(["", ".x\n", "a\n.b\n", "..\n"]), html=st.sampled_from(["", "<p>.</p>\n", ".\n"]),
+       name=st.text(max_size=20))
+def test_a_message_stuffed_by_pieces_is_the_message_stuffed_whole(pieces, text, html, name):
+    """compose(stuffed=True) cuts the segment once and stuffs its pieces; the result must be what
+    stuffing the whole composed message gives."""
+    from ceptoar.digest.render import Rendered, compose
+    from ceptoar.mail import dot_stuffed
+
+    r = Rendered(subject="s", head=b"Subject: s\r\n", body="".join(pieces).encode(), count=1, tlp="CLEAR")
+    kw = {"run_id": "run", "email": "a@clinic.example.jp", "name": name, "unsubscribe_url": "https://h.example.jp/u/t",
+          "block": (text, html)}
+    assert compose(r, stuffed=True, **kw) == dot_stuffed(compose(r, **kw))

@@ -245,6 +245,8 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
         mailer.connect()  # a dead server stops the run before anything is marked
     envelope_from = sender().addr_spec
     log = DeliveryLog(store)
+    # Dot-stuffed as composed (once per segment) when the server pipelines and nothing is written to files.
+    stuffed = bool(mailer and mailer.pipelining and out_dir is None)
     interval = 1.0 / rate if rate else 0.0
     next_slot = time.monotonic()
     try:
@@ -281,7 +283,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         blocks[fid] = _block(store, rendered, fid, seg, until, base_url, reminders=kind == "digest")
                     try:  # an address stored before addresses were checked fails alone
                         data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
-                                       unsubscribe_url=url, block=blocks.get(fid) if fid else None)
+                                       unsubscribe_url=url, block=blocks.get(fid) if fid else None, stuffed=stuffed)
                         if out_dir is not None:
                             write_private(child(out_dir, eml_name(r["email"])), data)
                             result.written += 1
@@ -298,7 +300,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         if delay > 0:
                             time.sleep(delay)
                         next_slot = max(next_slot, time.monotonic()) + interval
-                    refusal = mailer.send(envelope_from, r["email"], data)
+                    refusal = mailer.send(envelope_from, r["email"], data, stuffed=stuffed)
                     mid = message_id(f"{run['id']}|{r['email']}")
                     if refusal is None:
                         log.add(run["id"], r["email"], "sent", mid, None, frequency, until)

@@ -124,6 +124,31 @@ class Rendered:
     html: str = ""
     items: dict = field(default_factory=dict)  # advisory id → its item as shown (for facility blocks)
     lang: str = "ja"
+    _pieces: dict = field(default_factory=dict, repr=False, compare=False)  # compose's cache, per stuffing
+
+    def pieces(self, stuffed: bool) -> list:
+        """The body cut where each recipient's parts go: literal bytes (with every '.' after a line
+        break doubled when `stuffed`; a '.' opening a piece is compose's to judge) and the names
+        "url", "text", "html". Cut once per segment, not per message."""
+        if stuffed not in self._pieces:
+            out, pos = [], 0
+            for m in _CUTS.finditer(self.body):
+                out += [_stuff(self.body[pos:m.start()]) if stuffed else self.body[pos:m.start()],
+                        _CUT_NAMES[m.group(0)]]
+                pos = m.end()
+            out.append(_stuff(self.body[pos:]) if stuffed else self.body[pos:])
+            self._pieces[stuffed] = out
+        return self._pieces[stuffed]
+
+
+_CUT_NAMES = {PLACEHOLDER.encode(): "url", (FACILITY_TEXT + "\r\n").encode(): "text",
+              (FACILITY_HTML + "\r\n").encode(): "html"}
+_CUTS = re.compile(b"|".join(re.escape(k) for k in _CUT_NAMES))
+
+
+def _stuff(data: bytes) -> bytes:
+    """SMTP dot-stuffing inside a piece of a message (a '.' after a line break doubled)."""
+    return data.replace(b"\n.", b"\n..")
 
 
 def jst(ts: str) -> datetime:
@@ -397,20 +422,28 @@ def _answer_text(answer: dict, lang: str) -> str:
 
 
 def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str,
-            block: tuple[str, str] | None = None) -> bytes:
-    """One recipient's message: the segment's bytes with the recipient's headers (built with the
-    header API: an address or name cannot add a header), unsubscribe link and facility block."""
+            block: tuple[str, str] | None = None, stuffed: bool = False) -> bytes:
+    """One recipient's message: the segment's bytes with the recipient's headers (an address or
+    name cannot add a header), unsubscribe link and facility block. `stuffed`: dot-stuffed for SMTP
+    (RFC 5321 4.5.2) already, the segment's pieces once per segment, not the whole message each time."""
     c = contacts()["ceptoar"]
     # Derived from (digest, recipient): a resend after a crash carries the same Message-ID.
     headers = (mail.to_header(name, email) + f"Message-ID: {mail.message_id(f'{run_id}|{email}')}\r\n".encode()
                + mail.url_list_header("List-Unsubscribe", [unsubscribe_url, f"mailto:{c['email']}?subject=unsubscribe"])
                + mail.LIST_UNSUBSCRIBE_POST + b"\r\n")
-    body = r.body.replace(PLACEHOLDER.encode(), unsubscribe_url.encode())
-    text, html = block or ("", "")
-    for marker, part in ((FACILITY_TEXT, text), (FACILITY_HTML, html)):
-        # Lines end in CRLF on the wire; an empty block leaves no line behind.
-        body = body.replace(marker.encode() + b"\r\n", part.replace("\n", "\r\n").encode() if part else b"")
-    return r.head + headers + body
+    # Lines end in CRLF on the wire; an empty block leaves no line behind.
+    text, html = (x.replace("\n", "\r\n").encode() for x in block or ("", ""))
+    parts = {"url": unsubscribe_url.encode(), "text": _stuff(text) if stuffed else text,
+             "html": _stuff(html) if stuffed else html}
+    out, line_start = [r.head, headers], True  # the body starts a line, after the headers' blank line
+    for p in r.pieces(stuffed):
+        b = p if isinstance(p, bytes) else parts[p]
+        if b:
+            if stuffed and line_start and b[:1] == b".":
+                out.append(b".")  # a line this piece opens
+            out.append(b)
+            line_start = b[-1:] == b"\n"
+    return b"".join(out)
 
 
 def json_preview(r: Rendered) -> str:
