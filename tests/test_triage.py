@@ -9,7 +9,6 @@ import pytest
 from ceptoar.extensions import props
 from ceptoar.filters import FilterError, compile_filter
 from ceptoar.store import Store, StoreError
-from ceptoar.store.advisories import Advisories
 from tests.conftest import DATA
 
 FILES = {
@@ -242,22 +241,24 @@ def test_filter_errors_name_the_position(expr, position):
         compile_filter(expr)
 
 
-@pytest.mark.parametrize("query", ["CVE-2024", "脆弱性", "Microsoft Windows", "ICSMA-24"])
+@pytest.mark.parametrize("query", ["CVE-2024", "脆弱性", "Microsoft Windows", "ICSMA-24", "windows"])
 @pytest.mark.parametrize("status", ["all", "new"])
-def test_search_plans_agree(loaded, monkeypatch, query, status):
-    """The three search plans (compact ordering table, date-index walk, planner's choice with other
-    filters) give the same advisories in the same order, whatever the hit count says."""
+def test_search_is_the_newest_matches_whatever_the_batches(loaded, query, status):
+    """Search reads the index newest first in growing batches and applies the other conditions to
+    each: it must give exactly the newest matching advisories (by a scan of every row), with any
+    limit, with a filter that rejects most hits, and without a limit."""
     store = Store(loaded.db)
-    expected = [r["id"] for r in store.advisories.list(search=query, status=status, limit=30)]
-    assert expected
-    for forced in (30000, 100):  # > 25,000: walk the date index; ≤ 2,000: the planner's own plan
-        monkeypatch.setattr(Advisories, "_hits", lambda self, match, cap, n=forced: n)
-        got = [r["id"] for r in store.advisories.list(search=query, status=status, limit=30)]
-        assert got == expected, forced
-    monkeypatch.undo()
-    with_source = [r["id"] for r in store.advisories.list(search=query, status=status, source="kev", limit=30)]
-    assert with_source == [i for i in [r["id"] for r in store.advisories.list(search=query, status=status)]
-                           if store.advisories.find(i)["source"] == "kev"][:30]
+    rows = store.rows("SELECT id, title, description, identifiers, status, source, search_key FROM advisories")
+    hits = sorted((r for r in rows if query.casefold() in "\n".join(
+        [r["title"] or "", r["description"] or "", r["identifiers"]]).casefold()
+        and status in ("all", r["status"])), key=lambda r: -r["search_key"])
+    assert hits
+    for limit in (1, 7, 30, None):
+        got = [r["id"] for r in store.advisories.list(search=query, status=status, limit=limit)]
+        assert got == [r["id"] for r in hits][:limit], limit
+    for source in ("kev", "icsma"):
+        got = [r["id"] for r in store.advisories.list(search=query, status=status, source=source, limit=3)]
+        assert got == [r["id"] for r in hits if r["source"] == source][:3], source
 
 
 def test_renormalize_rebuilds_facts_from_raw_and_keeps_decisions(loaded):

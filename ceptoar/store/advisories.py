@@ -23,7 +23,6 @@ JSON_COLUMNS = {"identifiers", "cves", "cvss", "cpes", "auto_tags", "medical_sig
                 "notes", "tags", "clinic"}
 # What search reads on PostgreSQL, and what its trigram index holds.
 SEARCH_TEXT = "coalesce(a.title, '') || chr(10) || coalesce(a.description, '') || chr(10) || a.identifiers"
-SEARCH_ORDER_CAP = 25000  # up to this many hits are ordered in the compact advisory_order table
 
 
 def effective_tags(suggested: list[str], added: list[str], removed: list[str]) -> list[str]:
@@ -38,6 +37,7 @@ def _value(column: str, v):
 
 
 def decode(d: dict) -> dict:
+    d.pop("search_key", None)  # the full-text index's key (SQLite), not a fact or a decision
     for c in JSON_COLUMNS & d.keys():
         d[c] = json.loads(d[c]) if d[c] is not None else {} if c == "clinic" else []
     if "medical" in d:
@@ -85,13 +85,14 @@ class Advisories(Repository):
         self.refresh_derived([r["id"] for r in rows if not r.get("_new")])
         if s.dialect != "sqlite":
             return  # PostgreSQL's trigram index follows the table by itself
-        # One full-text insert for the whole batch, in rowid order: FTS5 builds its segments fastest
-        # from ascending rowids (UUID order made it four times slower).
+        # One full-text insert for the whole batch, in key order: FTS5 builds its segments fastest
+        # from ascending keys (UUID order made it four times slower).
         s.execute("CREATE TEMP TABLE IF NOT EXISTS fresh_ids (id TEXT PRIMARY KEY)")
         s.execute("DELETE FROM temp.fresh_ids")
         s.executemany("INSERT INTO temp.fresh_ids VALUES (?) ON CONFLICT DO NOTHING", [(i,) for i in new_ids])
-        s.execute("INSERT INTO advisories_fts (rowid, title, description, identifiers) SELECT rowid, title, "
-                  "description, identifiers FROM advisories WHERE id IN (SELECT id FROM temp.fresh_ids) ORDER BY rowid")
+        s.execute("INSERT INTO advisories_fts (rowid, title, description, identifiers) SELECT search_key, title, "
+                  "description, identifiers FROM advisories WHERE id IN (SELECT id FROM temp.fresh_ids) "
+                  "ORDER BY search_key")
 
     def write_cves(self, rows: list[tuple[str, str]], replacing: list[str]) -> None:
         for chunk in chunks(replacing):
@@ -172,7 +173,6 @@ class Advisories(Repository):
         there is none; `search` matches substrings of title, description and identifiers."""
         s = self.store
         where, args = [], []
-        fts_match = None
         if ids is not None:
             if not ids:
                 return []
@@ -204,36 +204,17 @@ class Advisories(Repository):
             # The expression of the trigram index (schema.POSTGRES_EXTRAS): the planner uses it.
             where.append(f"({SEARCH_TEXT}) ILIKE ? ESCAPE '\\'")
             args.append("%" + _like(search) + "%")
+        elif search and len(search) >= 3:  # the trigram index needs three characters
+            return self._search('"' + search.replace('"', '""') + '"', where, args, limit)
         elif search:
-            if len(search) >= 3:  # the trigram index needs three characters
-                fts_match = '"' + search.replace('"', '""') + '"'
-                where.append("a.rowid IN (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ?)")
-                args.append(fts_match)
-            else:
-                like = "%" + _like(search) + "%"
-                where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
-                             "OR a.identifiers LIKE ? ESCAPE '\\')")
-                args.extend([like, like, like])
-        hits = self._hits(fts_match, SEARCH_ORDER_CAP) if fts_match is not None else None
-        if hits is not None and hits <= SEARCH_ORDER_CAP and len(where) == 1 + (status is not None and status != "all"):
-            # Search with at most a status filter: order the hits in the compact advisory_order table
-            # and read only the rows shown (23 ms for a phrase with 20,000 hits among 200,000). Past
-            # the cap, walking the date index (below) finds the newest sooner.
-            inner = ("SELECT o.r FROM (SELECT rowid AS h FROM advisories_fts WHERE advisories_fts MATCH ?) f "
-                     "JOIN advisory_order o ON o.r = f.h")
-            inner_args: list = [fts_match]
-            if status and status != "all":
-                inner += " WHERE o.status = ?"
-                inner_args.append(status)
-            inner += " ORDER BY o.published_utc DESC, o.r DESC" + (" LIMIT ?" if limit else "")
-            inner_args += [limit] if limit else []
-            return [decode(r) for r in s.rows(
-                f"SELECT a.* FROM ({inner}) top JOIN advisories a ON a.rowid = top.r "
-                "ORDER BY a.published_utc DESC, a.rowid DESC", inner_args)]
+            like = "%" + _like(search) + "%"
+            where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
+                         "OR a.identifiers LIKE ? ESCAPE '\\')")
+            args.extend([like, like, like])
         q = "SELECT a.* FROM advisories a"
-        if s.dialect == "sqlite" and search and (fts_match is None or hits > 2000):
-            # Many hits: walk the date index newest first and probe them (bounded by the table size:
-            # ≤ 35 ms at 200,000), rather than fetch and sort every hit (130 ms for a common word).
+        if s.dialect == "sqlite" and search:
+            # Two characters: walk the date index newest first and probe them (bounded by the table
+            # size), rather than fetch and sort every hit.
             q += " INDEXED BY advisories_status" if status and status != "all" else " INDEXED BY advisories_published"
         if where:
             q += " WHERE " + " AND ".join(where)
@@ -243,11 +224,31 @@ class Advisories(Repository):
             args.append(limit)
         return [decode(r) for r in s.rows(q, args)]
 
-    def _hits(self, match: str, cap: int) -> int:
-        """How many advisories the search matches, counted up to cap + 1 (cheap for common words)."""
-        return self.store.scalar(
-            "SELECT COUNT(*) FROM (SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ? LIMIT ?)",
-            (match, cap + 1))
+    def _search(self, match: str, where: list[str], args: list, limit: int | None) -> list[dict]:
+        """Full-text search (SQLite), newest first: the index is keyed newest first (search_key),
+        so its newest hits are read in growing batches, the other conditions applied to each, until
+        `limit` rows pass; a search costs what it returns, not how many advisories match."""
+        s = self.store
+        cond = "".join(f" AND {w}" for w in where)
+        if not limit:
+            return [decode(r) for r in s.rows(
+                "SELECT a.* FROM advisories_fts f JOIN advisories a ON a.search_key = f.rowid "
+                f"WHERE advisories_fts MATCH ?{cond} ORDER BY a.search_key DESC", [match, *args])]
+        out: list[dict] = []
+        below, batch = None, max(limit, 50)
+        while len(out) < limit:
+            keys = [k for (k,) in s.execute(
+                "SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ?"
+                + (" AND rowid < ?" if below is not None else "") + " ORDER BY rowid DESC LIMIT ?",
+                [match, *([below] if below is not None else []), batch])]
+            if keys:
+                out += s.rows(f"SELECT a.* FROM advisories a WHERE a.search_key IN ({marks(len(keys))}){cond} "
+                              "ORDER BY a.search_key DESC", [*keys, *args])
+            if len(keys) < batch:
+                break
+            below, batch = keys[-1], min(batch * 4, 5000)
+        return [decode(r) for r in out[:limit]]
+
 
 
 def _like(text: str) -> str:

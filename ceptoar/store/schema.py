@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -191,39 +191,44 @@ CREATE TABLE targeted_alerts (
 );
 """
 
-SQLITE_EXTRAS = """
-CREATE TABLE advisory_order (
-    r INTEGER PRIMARY KEY, published_utc TEXT, status TEXT
+
+# The full-text index (SQLite): FTS5 trigram over title, description and identifiers, keyed not by
+# rowid but by `search_key` = (published second << 31) | rowid, so that its own order is newest
+# first and a search reads the newest hits and stops (`ORDER BY rowid DESC LIMIT n`).
+SEARCH_KEY = ("(MAX(COALESCE(CAST(strftime('%s', {0}.published_utc) AS INTEGER), 0), 0) << 31) "
+              "| ({0}.rowid & 2147483647)")
+SEARCH_EXTRAS = f"""
+ALTER TABLE advisories ADD COLUMN search_key INTEGER;
+CREATE INDEX advisories_search_key ON advisories (search_key);
+CREATE TRIGGER advisories_search_key AFTER INSERT ON advisories BEGIN
+    UPDATE advisories SET search_key = {SEARCH_KEY.format('new')} WHERE rowid = new.rowid;
+END;
+CREATE VIRTUAL TABLE advisories_fts USING fts5 (
+    title, description, identifiers, content='advisories', content_rowid='search_key', tokenize='trigram'
 );
-CREATE TRIGGER advisory_order_insert AFTER INSERT ON advisories BEGIN
-    INSERT OR REPLACE INTO advisory_order VALUES (new.rowid, new.published_utc, new.status);
+CREATE TRIGGER advisories_fts_delete AFTER DELETE ON advisories BEGIN
+    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
+    VALUES ('delete', old.search_key, old.title, old.description, old.identifiers);
 END;
-CREATE TRIGGER advisory_order_update AFTER UPDATE OF published_utc, status ON advisories BEGIN
-    UPDATE advisory_order SET published_utc = new.published_utc, status = new.status WHERE r = new.rowid;
+CREATE TRIGGER advisories_fts_update AFTER UPDATE OF title, description, identifiers, published_utc ON advisories
+WHEN old.search_key IS NOT NULL AND (old.title IS NOT new.title OR old.description IS NOT new.description
+    OR old.identifiers IS NOT new.identifiers OR old.published_utc IS NOT new.published_utc)
+BEGIN
+    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
+    VALUES ('delete', old.search_key, old.title, old.description, old.identifiers);
+    UPDATE advisories SET search_key = {SEARCH_KEY.format('new')} WHERE rowid = new.rowid;
+    INSERT INTO advisories_fts (rowid, title, description, identifiers)
+    VALUES ({SEARCH_KEY.format('new')}, new.title, new.description, new.identifiers);
 END;
-CREATE TRIGGER advisory_order_delete AFTER DELETE ON advisories BEGIN
-    DELETE FROM advisory_order WHERE r = old.rowid;
-END;
+"""
+
+SQLITE_EXTRAS = """
 CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
 WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'audit_pruning')
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE VIRTUAL TABLE advisories_fts USING fts5 (
-    title, description, identifiers, content='advisories', content_rowid='rowid', tokenize='trigram'
-);
-CREATE TRIGGER advisories_fts_delete AFTER DELETE ON advisories BEGIN
-    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
-    VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
-END;
-CREATE TRIGGER advisories_fts_update AFTER UPDATE OF title, description, identifiers ON advisories
-BEGIN
-    INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
-    VALUES ('delete', old.rowid, old.title, old.description, old.identifiers);
-    INSERT INTO advisories_fts (rowid, title, description, identifiers)
-    VALUES (new.rowid, new.title, new.description, new.identifiers);
-END;
-"""
+""" + SEARCH_EXTRAS
 
 
 # PostgreSQL: the same tables with its own types. Text compares byte by byte (COLLATE "C", as
@@ -415,5 +420,21 @@ def _step12(store: Store) -> None:
     refresh_all(store, reprofile=True)  # profiles from the rows there are, then every published advisory
 
 
+def _step13(store: Store) -> None:
+    """SQLite: the full-text index keyed newest first (search_key); the advisory_order table and
+    its triggers, which ordered hits before, dropped."""
+    if store.dialect != "sqlite":
+        return
+    for trigger in ("advisory_order_insert", "advisory_order_update", "advisory_order_delete",
+                    "advisories_fts_delete", "advisories_fts_update", "advisories_fts_insert"):
+        store.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    store.execute("DROP TABLE IF EXISTS advisory_order")
+    store.execute("DROP TABLE IF EXISTS advisories_fts")
+    for stmt in statements(SEARCH_EXTRAS):
+        store.execute(stmt)
+    store.execute(f"UPDATE advisories SET search_key = {SEARCH_KEY.format('advisories')}")
+    store.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
-                                                     (11, _step11), (12, _step12)]
+                                                     (11, _step11), (12, _step12), (13, _step13)]
