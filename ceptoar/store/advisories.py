@@ -9,6 +9,7 @@ combines them. Search is a trigram full-text index over title, description and i
 from __future__ import annotations
 
 import json
+import re
 
 from ceptoar.errors import NotFound
 from ceptoar.model import TLP_ORDER
@@ -205,7 +206,7 @@ class Advisories(Repository):
             where.append(f"({SEARCH_TEXT}) ILIKE ? ESCAPE '\\'")
             args.append("%" + _like(search) + "%")
         elif search and len(search) >= 3:  # the trigram index needs three characters
-            return self._search('"' + search.replace('"', '""') + '"', where, args, limit)
+            return self._search(search, where, args, limit)
         elif search:
             like = "%" + _like(search) + "%"
             where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
@@ -224,12 +225,24 @@ class Advisories(Repository):
             args.append(limit)
         return [decode(r) for r in s.rows(q, args)]
 
-    def _search(self, match: str, where: list[str], args: list, limit: int | None) -> list[dict]:
+    def _search(self, text: str, where: list[str], args: list, limit: int | None) -> list[dict]:
         """Full-text search (SQLite), newest first: the index is keyed newest first (search_key),
         so its newest hits are read in growing batches, the other conditions applied to each, until
-        `limit` rows pass; a search costs what it returns, not how many advisories match."""
+        `limit` rows pass; a search costs what it returns, not how many advisories match. A query
+        with a number of four digits or more (an identifier) is looked up by that number first."""
         s = self.store
+        match = '"' + text.replace('"', '""') + '"'
         cond = "".join(f" AND {w}" for w in where)
+        anchored = self._anchored(text)
+        if anchored is not None:
+            out = []
+            for chunk in chunks(anchored):
+                out += s.rows(f"SELECT a.* FROM advisories a WHERE a.search_key IN ({marks(len(chunk))}){cond} "
+                              "ORDER BY a.search_key DESC" + (" LIMIT ?" if limit else ""),
+                              [*chunk, *args, *([limit - len(out)] if limit else [])])
+                if limit and len(out) >= limit:
+                    break
+            return [decode(r) for r in out[:limit]]
         if not limit:
             return [decode(r) for r in s.rows(
                 "SELECT a.* FROM advisories_fts f JOIN advisories a ON a.search_key = f.rowid "
@@ -249,6 +262,26 @@ class Advisories(Repository):
             below, batch = keys[-1], min(batch * 4, 5000)
         return [decode(r) for r in out[:limit]]
 
+    def _anchored(self, text: str, most: int = 2000) -> list[int] | None:
+        """The keys of the advisories containing `text`, newest first, found through its longest
+        number (four digits or more: a CVE or JVNDB id) and checked by substring; None when the
+        query has no such number or the number is too common to help (a phrase of common trigrams
+        like CVE-, -20 costs FTS5 tens of milliseconds to walk; the number alone, one)."""
+        numbers = re.findall(r"\d{4,}", text)
+        if not numbers:
+            return None
+        anchor = max(numbers, key=len)
+        keys = [k for (k,) in self.store.execute(
+            "SELECT rowid FROM advisories_fts WHERE advisories_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+            (f'"{anchor}"', most + 1))]
+        if len(keys) > most:
+            return None
+        low, found = text.lower(), []
+        for chunk in chunks(keys):
+            found += [k for k, *cols in self.store.execute(
+                f"SELECT search_key, title, description, identifiers FROM advisories WHERE search_key IN "
+                f"({marks(len(chunk))})", chunk) if any(low in (c or "").lower() for c in cols)]
+        return sorted(found, reverse=True)
 
 
 def _like(text: str) -> str:
