@@ -65,7 +65,35 @@ def measure(target: str, n: int, subscribers: int, repeat: int) -> dict[str, flo
     secret = members.new_secret(store, "bench")
     out.update(taxii_pages(target, store, secret, repeat))
     out.update(digest(target, store, subscribers))
+    out.update(matching(store, ids[:200], repeat))
     store.close()
+    return out
+
+
+def matching(store: Store, published: list[str], repeat: int, facilities: int = 2000) -> dict[str, float]:
+    """Registers matched against the published advisories: 2,000 facilities × 20 rows loaded in bulk
+    (bench.digest's loader), then matching one advisory, importing one register, reading one
+    facility's matches."""
+    import statistics
+
+    from bench.digest import registers_for
+    from ceptoar import registers
+
+    registers_for(store, published, facilities)
+    out = {}
+    times = []
+    for aid in published[:repeat * 3]:
+        t = time.perf_counter()
+        with store.transaction():
+            registers.match_advisory(store, aid)
+        times.append((time.perf_counter() - t) * 1000)
+    out["matching: one advisory against every register (ms)"] = statistics.median(times)
+    csv = "category,vendor,product,version\n" + "".join(f"その他,Vendor{i:03d},Product {i:04d},1.0\n"
+                                                         for i in range(20))
+    out["matching: inventory import of a 20-row register (ms)"] = median_ms(
+        lambda: registers.import_register(store, "f000001", csv, "bench"), repeat)
+    out["matching: one facility's matches read (ms)"] = median_ms(
+        lambda: store.facilities.matches(facility="f000002"), repeat)
     return out
 
 
@@ -82,9 +110,9 @@ def taxii_pages(target: str, store: Store, secret: str, repeat: int) -> dict[str
     try:
         for _ in range(100):
             try:
-                session.get(base + "/taxii2/", timeout=1)
+                session.get(base + "/taxii2/", timeout=5)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting (a busy machine)
                 time.sleep(0.1)
         uuid = store.collections.get("all")["uuid"]
         url = f"{base}/ceptoar/collections/{uuid}/objects/"
