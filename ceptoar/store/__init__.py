@@ -172,10 +172,14 @@ class Store:
         self.engine.after_copy()
 
     def checkpoint(self) -> None:
-        """SQLite: move the WAL into the database and truncate it (after a large ingest, so it does
-        not sit beside the database at the size of everything written); PostgreSQL: nothing."""
+        """After a large ingest. SQLite: move the WAL into the database and truncate it (so it does
+        not sit beside the database at the size of everything written). PostgreSQL: refresh the
+        planner's statistics (ANALYZE), so tables that grew by thousands of rows are read through
+        their indexes before autovacuum gets to them (a TAXII page took 14 ms instead of 6)."""
         if self.dialect == "sqlite" and self.path is not None:
             self.engine.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        elif self.dialect == "postgresql" and not self.engine.in_transaction():
+            self.execute("ANALYZE")
 
     @contextmanager
     def transaction(self, wait: float | None = None):

@@ -274,12 +274,13 @@ class PostgreSQL:
                 yield rows
 
     def after_copy(self) -> None:
-        """Rows came in with their own `seq`: move each identity past the largest."""
+        """Rows came in with their own `seq`: move each identity past the largest; then statistics."""
         for table, column in self.conn.execute(
                 "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
                 "current_schema() AND is_identity = 'YES'").fetchall():
             self.conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
                               f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)")
+        self.conn.execute("ANALYZE")  # the planner's statistics for tables just filled
 
     def close(self) -> None:
         if self.conn is not None:
