@@ -269,13 +269,13 @@ def match_advisory(store: Store, advisory: str, kev: set[str] | None = None) -> 
         if m:
             found.append((profile["seq"], m[0], m[1]))
     hot = False
-    if found:
+    if affected:  # kept with its products: a register imported later is alerted by it too
         kev = store.advisories.kev_cves() if kev is None else kev
         current = store.advisories.get(advisory)
         hot = bool(current) and urgent(current, kev)
     store.facilities.set_advisory_products(advisory, sorted(keys), [a.as_dict() for a in affected], hot)
     store.facilities.replace_matches(advisory, found)
-    if hot:
+    if hot and found:
         store.facilities.queue_targeted(advisory=advisory)
     return len(found)
 
