@@ -95,27 +95,25 @@ def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on:
     return row
 
 
-def due_reminders(store: Store, facility: str, days: int | None = None, now: datetime | None = None) -> list[str]:
+REMINDERS_MAX = 20  # a digest reminds of the newest unanswered ones and counts the rest
+
+
+def due_reminders(store: Store, facility: str, days: int | None = None, now: datetime | None = None,
+                  kev: set[str] | None = None) -> list[str]:
     """Advisories matched to the facility more than `days` (`response_reminder_days`) ago, high or
-    critical (or KEV-listed), still unanswered."""
+    critical (or KEV-listed), published, never answered: newest first. One query for the
+    candidates; `kev`: the KEV-listed CVEs, when the caller has them (a digest run)."""
     from ceptoar import settings
 
     days = settings.current().response_reminder_days if days is None else days
     now = now or datetime.now(UTC)
     before = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
-    answered = store.facilities.latest_responses(facility=facility)
-    old = sorted({m["advisory"] for m in store.facilities.matches(facility=facility)
-                  if m["advisory"] not in answered and m["matched"][:19] <= before})
+    old = store.facilities.unanswered(facility, before)
     if not old:
         return []
-    kev = store.advisories.kev_cves()
-    out = []
-    for aid in old:
-        a = store.advisories.get(aid)
-        if a and a["status"] == "published" and (effective_severity(a) in ("high", "critical")
-                                                 or set(a["cves"]) & kev):
-            out.append(aid)
-    return out
+    kev = store.advisories.kev_cves() if kev is None else kev
+    return [a["id"] for a in old if effective_severity(a) in ("high", "critical") or set(a["cves"]) & kev
+            or "kev" in a["tags"]]
 
 
 def summary(store: Store, *, member: str | None = None, advisory: str | None = None) -> list[dict]:

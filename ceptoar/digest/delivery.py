@@ -70,6 +70,13 @@ def advisories_for(store: Store, member: str, clearance: str, since: str | None,
     return items, name
 
 
+def _kev(store: Store, rendered) -> set[str]:
+    """The KEV-listed CVEs, read once per segment (kept on its Rendered) rather than per facility."""
+    if "kev" not in rendered.cache:
+        rendered.cache["kev"] = store.advisories.kev_cves()
+    return rendered.cache["kev"]
+
+
 def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: str, *, reminders: bool):
     """A facility's block in one segment: its matches among the segment's advisories (answer links
     on the urgent ones) and, in digests, reminders of urgent matches it has not answered (only
@@ -83,14 +90,17 @@ def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: st
     urgent = [aid for aid, i in rendered.items.items() if i["kev"] or i["severity"] in ("high", "critical")]
     links = {aid: responses.link(store, base_url, fid, aid, rank=TLP_ORDER.index(rendered.items[aid]["tlp"]))
              for aid in {m["advisory"] for m in found} & set(urgent)}
-    late = []
+    late, more = [], 0
     if reminders:
-        due = [a for a in responses.due_reminders(store, fid) if a not in rendered.items]
+        due = [a for a in responses.due_reminders(store, fid, kev=_kev(store, rendered)) if a not in rendered.items]
         if due:
             visible, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, due)
+            visible.sort(key=lambda a: due.index(a["id"]))  # newest first, as due_reminders gives them
+            more = max(0, len(visible) - responses.REMINDERS_MAX)
             late = [item(a, rendered.lang) | {"id": a["id"], "link": responses.link(
-                store, base_url, fid, a["id"], rank=TLP_ORDER.index(a["tlp"]))} for a in visible]
-    return facility_block(rendered, found, register, links=links, answers=answered, reminders=late)
+                store, base_url, fid, a["id"], rank=TLP_ORDER.index(a["tlp"]))}
+                for a in visible[:responses.REMINDERS_MAX]]
+    return facility_block(rendered, found, register, links=links, answers=answered, reminders=late, more=more)
 
 
 LOG_BATCH, LOG_SECONDS = 200, 1.0

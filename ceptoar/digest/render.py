@@ -124,21 +124,21 @@ class Rendered:
     html: str = ""
     items: dict = field(default_factory=dict)  # advisory id → its item as shown (for facility blocks)
     lang: str = "ja"
-    _pieces: dict = field(default_factory=dict, repr=False, compare=False)  # compose's cache, per stuffing
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # per segment: compose's pieces, …
 
     def pieces(self, stuffed: bool) -> list:
         """The body cut where each recipient's parts go: literal bytes (with every '.' after a line
         break doubled when `stuffed`; a '.' opening a piece is compose's to judge) and the names
         "url", "text", "html". Cut once per segment, not per message."""
-        if stuffed not in self._pieces:
+        if ("pieces", stuffed) not in self.cache:
             out, pos = [], 0
             for m in _CUTS.finditer(self.body):
                 out += [_stuff(self.body[pos:m.start()]) if stuffed else self.body[pos:m.start()],
                         _CUT_NAMES[m.group(0)]]
                 pos = m.end()
             out.append(_stuff(self.body[pos:]) if stuffed else self.body[pos:])
-            self._pieces[stuffed] = out
-        return self._pieces[stuffed]
+            self.cache["pieces", stuffed] = out
+        return self.cache["pieces", stuffed]
 
 
 _CUT_NAMES = {PLACEHOLDER.encode(): "url", (FACILITY_TEXT + "\r\n").encode(): "text",
@@ -380,7 +380,8 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
 
 
 def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict], *, links: dict | None = None,
-                   answers: dict | None = None, reminders: list[dict] | None = None) -> tuple[str, str] | None:
+                   answers: dict | None = None, reminders: list[dict] | None = None,
+                   more: int = 0) -> tuple[str, str] | None:
     """The small per-facility part of a digest: the segment's advisories that match the
     facility's register, each with the register's own line, the confidence and what to do."""
     from ceptoar.matching import CONFIDENCE, CONFIDENCE_JA
@@ -408,7 +409,7 @@ def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict], 
                          "action": item["action"], "link": link((links or {}).get(aid)),
                          "answer": _answer_text(answer, r.lang) if answer else None})
     late = [{"title": i["title"], "link": link(i["link"])} for i in reminders or []]
-    ctx = {"rows": rows, "lang": r.lang, "reminders": late}
+    ctx = {"rows": rows, "lang": r.lang, "reminders": late, "more": more}
     text = _wrap(templates().get_template("facility_block.txt.j2").render(ctx))
     html = _wrap(templates().get_template("facility_block.html.j2").render(ctx))
     return text, html

@@ -229,6 +229,19 @@ class Facilities(Repository):
             f"WHERE m.advisory = ? AND m.confidence IN ({marks(len(confidences))}) GROUP BY f.prefecture",
             (advisory, *confidences)))
 
+    def unanswered(self, facility: str, before: str) -> list[dict]:
+        """Published advisories matched to the facility before `before` (by the later of the match
+        and the row's arrival) and never answered by it: id, severity, max_cvss, cves, tags; newest first."""
+        rows = self.store.rows(
+            "SELECT a.id, a.severity, a.max_cvss, a.cves, a.tags FROM advisories a WHERE a.status = 'published' "
+            "AND a.id IN (SELECT m.advisory FROM register_rows r JOIN matches m ON m.profile = r.profile "
+            "WHERE r.facility = ? AND m.matched <= ? AND r.added <= ?) "
+            "AND NOT EXISTS (SELECT 1 FROM responses x WHERE x.facility = ? AND x.advisory = a.id) "
+            "ORDER BY a.published_utc DESC, a.id", (facility, before, before, facility))
+        for r in rows:
+            r["cves"], r["tags"] = json.loads(r["cves"]), json.loads(r["tags"])
+        return rows
+
     def matches(self, *, facility: str | None = None, advisory: str | None = None, member: str | None = None,
                 advisories: list[str] | None = None) -> list[dict]:
         """Matches per facility register row: a profile's match is every row of that profile. A row's
