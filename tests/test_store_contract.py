@@ -116,6 +116,9 @@ def test_search_finds_japanese_substrings_and_identifiers(loaded):
     assert len(newest) > 50
     assert [a["published_utc"] for a in newest] == sorted((a["published_utc"] for a in newest), reverse=True)
     assert len(loaded.advisories.list(search="Microsoft", status="all", limit=5)) == 5
+    # After a large ingest (the worker's checkpoint: SQLite's WAL, PostgreSQL's ANALYZE) search is the same.
+    loaded.checkpoint()
+    assert loaded.advisories.list(search="Microsoft", status="all") == newest
 
 
 def test_advisories_prefixes_filters_and_decisions(loaded):
