@@ -198,10 +198,14 @@ class Membership(Repository):
         changed = 0
         now = utcnow()
         for chunk in chunks(list(targets), 200):
-            cond = " OR ".join("(object_id = ? AND modified = ?)" for _ in chunk)
+            # By object id (an index range each), the versions sorted out here: an OR of (id, version)
+            # pairs made SQLite scan the whole collection (36 ms a placement at 60,000 rows).
+            wanted = set(chunk)
+            ids = sorted({k[0] for k in chunk})
             existing = {(r["object_id"], r["modified"]): r for r in s.rows(
-                f"SELECT seq, object_id, modified, tlp_rank FROM membership WHERE collection = ? AND ({cond})",
-                [collection, *(v for k in chunk for v in k)])}
+                f"SELECT seq, object_id, modified, tlp_rank FROM membership WHERE collection = ? "
+                f"AND object_id IN ({marks(len(ids))})", [collection, *ids])
+                if (r["object_id"], r["modified"]) in wanted}
             inserts, raises, removals = [], [], []
             for key in chunk:
                 t, e = targets[key], existing.get(key)
