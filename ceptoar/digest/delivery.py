@@ -272,14 +272,14 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
             rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
                               periods=periods, kind=kind)
             result.rendered += 1
-            blocks: dict[str, tuple[str, str] | None] = {}  # facility → its block in this segment
-            after = ""
+            blocks: dict[str, tuple[str, str] | None] = {}  # the current facility's block (staff come together)
+            after = ("", "")
             while True:
                 batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
                                                      seg["since"], after, facility=facility)
                 if not batch:
                     break
-                after = batch[-1]["email"]
+                after = (batch[-1]["facility"] or "", batch[-1]["email"])
                 states = store.deliveries.states(run["id"], [r["email"] for r in batch])
                 for r in batch:
                     if lease is not None:
@@ -290,7 +290,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
                     fid = r.get("facility")
                     if fid and fid not in blocks:
-                        blocks[fid] = _block(store, rendered, fid, seg, until, base_url, reminders=kind == "digest")
+                        blocks = {fid: _block(store, rendered, fid, seg, until, base_url, reminders=kind == "digest")}
                     try:  # an address stored before addresses were checked fails alone
                         data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
                                        unsubscribe_url=url, block=blocks.get(fid) if fid else None, stuffed=stuffed)

@@ -80,14 +80,17 @@ class Subscribers(Repository):
             f"WHERE {where} GROUP BY member, clearance, lang, {col} ORDER BY member, clearance, lang", (frequency,))
 
     def recipients(self, frequency: str | None, member: str, clearance: str, lang: str,
-                   since: str | None, after_email: str = "", limit: int = 1000,
+                   since: str | None, after: tuple[str, str] = ("", ""), limit: int = 1000,
                    facility: str | None = None) -> list[dict]:
+        """One page of a segment's recipients, by facility then address (a facility's staff come
+        together, so its block is rendered once and let go), after the (facility, email) cursor."""
         col = f"last_{frequency}" if frequency else "NULL"
         cursor = f"{col} IS NULL" if since is None else f"{col} = ?"
         q = ("SELECT email, name, token, facility FROM subscribers WHERE unsubscribed IS NULL AND member = ? "
-             f"AND clearance = ? AND lang = ? AND {cursor} AND email > ?" + (" AND frequency = ?" if frequency else "")
-             + (" AND facility = ?" if facility else "") + " ORDER BY email LIMIT ?")
-        args = ([member, clearance, lang] + ([] if since is None else [since]) + [after_email]
+             f"AND clearance = ? AND lang = ? AND {cursor} AND (COALESCE(facility, ''), email) > (?, ?)"
+             + (" AND frequency = ?" if frequency else "") + (" AND facility = ?" if facility else "")
+             + " ORDER BY COALESCE(facility, ''), email LIMIT ?")
+        args = ([member, clearance, lang] + ([] if since is None else [since]) + list(after)
                 + ([frequency] if frequency else []) + ([facility] if facility else []) + [limit])
         return self.store.rows(q, args)
 
