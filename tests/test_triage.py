@@ -249,10 +249,14 @@ def test_search_is_the_newest_matches_whatever_the_batches(loaded, query, status
     each: it must give exactly the newest matching advisories (by a scan of every row), with any
     limit, with a filter that rejects most hits, and without a limit."""
     store = Store(loaded.db)
-    rows = store.rows("SELECT id, title, description, identifiers, status, source, search_key FROM advisories")
+    # The order searches promise: SQLite's full-text key (published second, then rowid), PostgreSQL's
+    # (published time, then seq), newest first.
+    key = "search_key" if store.dialect == "sqlite" else "published_utc, seq"
+    rows = store.rows(f"SELECT id, title, description, identifiers, status, source, {key} FROM advisories")
     hits = sorted((r for r in rows if any(query.lower() in (c or "").lower()
                                           for c in (r["title"], r["description"], r["identifiers"]))
-        and status in ("all", r["status"])), key=lambda r: -r["search_key"])
+        and status in ("all", r["status"])),
+        key=lambda r: (r["search_key"],) if "search_key" in r else (r["published_utc"] or "", r["seq"]), reverse=True)
     assert hits
     for limit in (1, 7, 30, None):
         got = [r["id"] for r in store.advisories.list(search=query, status=status, limit=limit)]
