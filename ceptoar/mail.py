@@ -95,10 +95,15 @@ def url_list_header(name: str, urls: list[str]) -> bytes:
     return (f"{name}: " + ",\r\n ".join(f"<{u}>" for u in urls) + "\r\n").encode("ascii")
 
 
+def stuff_lines(data: bytes) -> bytes:
+    """SMTP transparency inside a piece of a message: a '.' after a line break (a bare LF too, in
+    case a server takes one for a line end) gets another."""
+    return data.replace(b"\n.", b"\n..")
+
+
 def dot_stuffed(data: bytes) -> bytes:
-    """SMTP transparency (RFC 5321 4.5.2): a line starting with '.' gets another; after a bare LF
-    too, in case a server takes one for a line end."""
-    data = data.replace(b"\n.", b"\n..")
+    """SMTP transparency (RFC 5321 4.5.2) of a whole message: a line starting with '.' gets another."""
+    data = stuff_lines(data)
     return b"." + data if data.startswith(b".") else data
 
 

@@ -141,7 +141,8 @@ def publish_version(store: Store, row: dict, source_report: dict, source_version
     pins = [Pin(row["id"], version, HUB, "report", "2.1", rank)]
     found = closure(store, report, source_origin(row["source"]), previous)
     for n in notes:  # the hub's notes on the advisory, with what they reference but the report
-        found += [n] + [v for v in closure(store, n.obj, HUB) if v.id not in {f.id for f in found}]
+        have = {f.id for f in found}
+        found += [n] + [v for v in closure(store, n.obj, HUB) if v.id not in have]
     for v in found:
         obj = v.obj
         own = v.own_rank if v.own_rank is not None else rank

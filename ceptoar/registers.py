@@ -280,25 +280,24 @@ def match_advisory(store: Store, advisory: str, kev: set[str] | None = None) -> 
     return len(found)
 
 
-def refresh_all(store: Store, progress=None, *, reprofile: bool = True) -> int:
+def refresh_all(store: Store, progress=None) -> int:
     """Match every published advisory again (after an upgrade, or a change of the alias list):
     rows without a profile given one, every profile's keys computed again, profiles no row uses
-    forgotten. Returns the number of (facility, advisory) matches."""
-    if reprofile:
-        rows = store.facilities.unprofiled_rows()
-        if rows:
-            ids, _ = store.facilities.profiles(rows, {signature(r): sorted(row_keys(r)) for r in rows})
-            store.facilities.set_row_profiles([(r["facility"], r["n"], ids[signature(r)]) for r in rows])
-        for p in store.facilities.all_profiles():
-            store.facilities.set_profile_keys(p["seq"], sorted(row_keys(p)))
-        store.facilities.prune()
+    forgotten. Returns the number of advisories matched again."""
+    rows = store.facilities.unprofiled_rows()
+    if rows:
+        ids, _ = store.facilities.profiles(rows, {signature(r): sorted(row_keys(r)) for r in rows})
+        store.facilities.set_row_profiles([(r["facility"], r["n"], ids[signature(r)]) for r in rows])
+    for p in store.facilities.all_profiles():
+        store.facilities.set_profile_keys(p["seq"], sorted(row_keys(p)))
+    store.facilities.prune()
     ids = [a for (a,) in store.execute("SELECT id FROM advisories WHERE status = 'published' ORDER BY id")]
     kev = store.advisories.kev_cves()
     for i, aid in enumerate(ids, 1):
         match_advisory(store, aid, kev)
         if progress and i % 1000 == 0:
             progress(f"{i}/{len(ids)} advisories matched")
-    return store.facilities.count_matches()
+    return len(ids)
 
 
 def match_facility(store: Store, fid: str, created: list[int]) -> int:

@@ -354,6 +354,6 @@ def test_a_message_stuffed_by_pieces_is_the_message_stuffed_whole(pieces, text, 
     from ceptoar.mail import dot_stuffed
 
     r = Rendered(subject="s", head=b"Subject: s\r\n", body="".join(pieces).encode(), count=1, tlp="CLEAR")
-    kw = {"run_id": "run", "email": "a@clinic.example.jp", "name": name, "unsubscribe_url": "https://h.example.jp/u/t",
+    kw = {"message_id": "<m@example.jp>", "email": "a@clinic.example.jp", "name": name, "unsubscribe_url": "https://h.example.jp/u/t",
           "block": (text, html)}
     assert compose(r, stuffed=True, **kw) == dot_stuffed(compose(r, **kw))

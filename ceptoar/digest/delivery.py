@@ -95,7 +95,8 @@ def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: st
         due = [a for a in responses.due_reminders(store, fid, kev=_kev(store, rendered)) if a not in rendered.items]
         if due:
             visible, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, due)
-            visible.sort(key=lambda a: due.index(a["id"]))  # newest first, as due_reminders gives them
+            rank = {a: i for i, a in enumerate(due)}
+            visible.sort(key=lambda a: rank[a["id"]])  # newest first, as due_reminders gives them
             more = max(0, len(visible) - responses.REMINDERS_MAX)
             late = [item(a, rendered.lang) | {"id": a["id"], "link": responses.link(
                 store, base_url, fid, a["id"], rank=TLP_ORDER.index(a["tlp"]))}
@@ -272,7 +273,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
             rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
                               periods=periods, kind=kind)
             result.rendered += 1
-            blocks: dict[str, tuple[str, str] | None] = {}  # the current facility's block (staff come together)
+            block_of, block = None, None  # the current facility and its block (its staff come together)
             after = ("", "")
             while True:
                 batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
@@ -289,11 +290,14 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         continue
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
                     fid = r.get("facility")
-                    if fid and fid not in blocks:
-                        blocks = {fid: _block(store, rendered, fid, seg, until, base_url, reminders=kind == "digest")}
+                    if fid and fid != block_of:
+                        block_of, block = fid, _block(store, rendered, fid, seg, until, base_url,
+                                                      reminders=kind == "digest")
+                    # Derived from (run, recipient): a resend after a crash carries the same Message-ID.
+                    mid = message_id(f"{run['id']}|{r['email']}")
                     try:  # an address stored before addresses were checked fails alone
-                        data = compose(rendered, run_id=run["id"], email=r["email"], name=r["name"] or "",
-                                       unsubscribe_url=url, block=blocks.get(fid) if fid else None, stuffed=stuffed)
+                        data = compose(rendered, message_id=mid, email=r["email"], name=r["name"] or "",
+                                       unsubscribe_url=url, block=block if fid else None, stuffed=stuffed)
                         if out_dir is not None:
                             write_private(child(out_dir, eml_name(r["email"])), data)
                             result.written += 1
@@ -311,7 +315,6 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                             time.sleep(delay)
                         next_slot = max(next_slot, time.monotonic()) + interval
                     refusal = mailer.send(envelope_from, r["email"], data, stuffed=stuffed)
-                    mid = message_id(f"{run['id']}|{r['email']}")
                     if refusal is None:
                         log.add(run["id"], r["email"], "sent", mid, None, frequency, until)
                         result.sent += 1

@@ -133,10 +133,10 @@ class Rendered:
         if ("pieces", stuffed) not in self.cache:
             out, pos = [], 0
             for m in _CUTS.finditer(self.body):
-                out += [_stuff(self.body[pos:m.start()]) if stuffed else self.body[pos:m.start()],
+                out += [mail.stuff_lines(self.body[pos:m.start()]) if stuffed else self.body[pos:m.start()],
                         _CUT_NAMES[m.group(0)]]
                 pos = m.end()
-            out.append(_stuff(self.body[pos:]) if stuffed else self.body[pos:])
+            out.append(mail.stuff_lines(self.body[pos:]) if stuffed else self.body[pos:])
             self.cache["pieces", stuffed] = out
         return self.cache["pieces", stuffed]
 
@@ -144,11 +144,6 @@ class Rendered:
 _CUT_NAMES = {PLACEHOLDER.encode(): "url", (FACILITY_TEXT + "\r\n").encode(): "text",
               (FACILITY_HTML + "\r\n").encode(): "html"}
 _CUTS = re.compile(b"|".join(re.escape(k) for k in _CUT_NAMES))
-
-
-def _stuff(data: bytes) -> bytes:
-    """SMTP dot-stuffing inside a piece of a message (a '.' after a line break doubled)."""
-    return data.replace(b"\n.", b"\n..")
 
 
 def jst(ts: str) -> datetime:
@@ -422,20 +417,19 @@ def _answer_text(answer: dict, lang: str) -> str:
     return text + (f" ({answer['fixed_on']})" if answer.get("fixed_on") else "")
 
 
-def compose(r: Rendered, *, run_id: str, email: str, name: str, unsubscribe_url: str,
+def compose(r: Rendered, *, message_id: str, email: str, name: str, unsubscribe_url: str,
             block: tuple[str, str] | None = None, stuffed: bool = False) -> bytes:
     """One recipient's message: the segment's bytes with the recipient's headers (an address or
     name cannot add a header), unsubscribe link and facility block. `stuffed`: dot-stuffed for SMTP
     (RFC 5321 4.5.2) already, the segment's pieces once per segment, not the whole message each time."""
     c = contacts()["ceptoar"]
-    # Derived from (digest, recipient): a resend after a crash carries the same Message-ID.
-    headers = (mail.to_header(name, email) + f"Message-ID: {mail.message_id(f'{run_id}|{email}')}\r\n".encode()
+    headers = (mail.to_header(name, email) + f"Message-ID: {message_id}\r\n".encode()
                + mail.url_list_header("List-Unsubscribe", [unsubscribe_url, f"mailto:{c['email']}?subject=unsubscribe"])
                + mail.LIST_UNSUBSCRIBE_POST + b"\r\n")
     # Lines end in CRLF on the wire; an empty block leaves no line behind.
     text, html = (x.replace("\n", "\r\n").encode() for x in block or ("", ""))
-    parts = {"url": unsubscribe_url.encode(), "text": _stuff(text) if stuffed else text,
-             "html": _stuff(html) if stuffed else html}
+    parts = {"url": unsubscribe_url.encode(), "text": mail.stuff_lines(text) if stuffed else text,
+             "html": mail.stuff_lines(html) if stuffed else html}
     out, line_start = [r.head, headers], True  # the body starts a line, after the headers' blank line
     for p in r.pieces(stuffed):
         b = p if isinstance(p, bytes) else parts[p]

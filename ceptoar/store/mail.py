@@ -124,16 +124,7 @@ class Deliveries(Repository):
     def record(self, run_id: str, email: str, status: str, message_id: str | None, error: str | None = None,
                frequency: str | None = None, until: str | None = None) -> None:
         """One recipient's outcome, and on success its digest cursor, in one transaction."""
-        s = self.store
-        with s.transaction():
-            s.execute(
-                "INSERT INTO deliveries (run, email, status, attempts, message_id, last_error, updated) "
-                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (run, email) DO UPDATE SET status = excluded.status, "
-                "attempts = deliveries.attempts + 1, message_id = excluded.message_id, "
-                "last_error = excluded.last_error, updated = excluded.updated",
-                (run_id, email, status, message_id, error, utcnow()))
-            if status == "sent" and frequency:
-                s.execute(f"UPDATE subscribers SET last_{frequency} = ? WHERE email = ?", (until, email))
+        self.record_many([(run_id, email, status, message_id, error, frequency, until)])
 
     def record_many(self, outcomes: list[tuple]) -> None:
         """Recipients' outcomes (run, email, status, message_id, error, frequency, until), and the

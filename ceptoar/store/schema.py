@@ -417,7 +417,7 @@ def _step12(store: Store) -> None:
                       "NOT NULL DEFAULT 0")
     _create(store, ("register_rows", "row_profiles", "profile_keys", "matches", "alert_queue"))
     from ceptoar.registers import refresh_all
-    refresh_all(store, reprofile=True)  # profiles from the rows there are, then every published advisory
+    refresh_all(store)  # profiles from the rows there are, then every published advisory
 
 
 def _step13(store: Store) -> None:
