@@ -7,6 +7,8 @@ import platform
 import re
 import sqlite3
 import statistics
+import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,3 +42,31 @@ def median_ms(fn, repeat: int) -> float:
         fn()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
+
+
+def run_peak(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `cmd` (as subprocess.run, output captured) and return it with its own peak resident memory
+    in MiB: VmHWM of its address space, read every 20 ms while it runs. Not getrusage's ru_maxrss: a
+    child started by vfork and exec inherits the high-water mark of the parent's address space, so a
+    benchmark that built a large database in memory would see its own peak reported as the child's."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    peak_kb, done = 0, threading.Event()
+
+    def watch() -> None:
+        nonlocal peak_kb
+        status = Path(f"/proc/{proc.pid}/status")
+        while not done.is_set():
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kb = max(peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    done.set()
+    watcher.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak_kb / 1024

@@ -8,14 +8,13 @@ subscribers i, i+N, ...), each with a 20-row register (loaded in bulk as `invent
 in which, on average, one row names a product of the digest's advisories: each facility's block
 ("貴院の台帳に該当する可能性がある情報") is rendered once per segment and put in every message of its staff.
 
-Reports wall time and the sender's peak memory (max RSS of the `ceptoar` process).
+Reports wall time and the sender's peak memory (the `ceptoar` process's own VmHWM).
 Targets: ≤ 5 minutes, ≤ 512 MB.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import DATA, write_section  # noqa: E402
+from bench.common import DATA, run_peak, write_section  # noqa: E402
 from ceptoar import members, triage  # noqa: E402
 from ceptoar.collections import collection_uuid  # noqa: E402
 from ceptoar.pipeline import ingest_bytes, source_of  # noqa: E402
@@ -181,12 +180,10 @@ def main() -> None:
                                 stdout=subprocess.PIPE, text=True)
         assert sink.stdout.readline().strip() == "ready"
         t = time.perf_counter()
-        sender = subprocess.run([sys.executable, "-m", "ceptoar.cli", "--db", str(db), "digest", "send",
-                                 "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
-                                 "--base-url", "https://ceptoar.example.jp", "--format", "json"],
-                                cwd=ROOT, capture_output=True, text=True)
+        sender, peak_mb = run_peak([sys.executable, "-m", "ceptoar.cli", "--db", str(db), "digest", "send",
+                                    "--frequency", "daily", "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
+                                    "--base-url", "https://ceptoar.example.jp", "--format", "json"], cwd=ROOT)
         elapsed = time.perf_counter() - t
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         received, size = map(int, sink.communicate("")[0].strip().splitlines()[-1].split())
         sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)

@@ -345,24 +345,20 @@ def match_views(store: Store, actor: str, *, facility_id: str | None = None, adv
     floor = matching.CONFIDENCE.index(min_confidence)
     rows = [m for m in store.facilities.matches(facility=facility_id, advisory=advisory, member=member)
             if matching.CONFIDENCE.index(m["confidence"]) <= floor]
-    registers: dict[str, dict[int, dict]] = {}
     out = []
     kev = store.advisories.kev_cves()
     answers = store.facilities.latest_responses()
     pubs = store.publications.latest(sorted({m["advisory"] for m in rows}))
     for m in rows:
-        if m["facility"] not in registers:
-            registers[m["facility"]] = {r["n"]: r for r in store.facilities.register(m["facility"])}
-        row = registers[m["facility"]].get(m["n"])
+        row = m["row"]
         pub = pubs.get(m["advisory"])
         view = pub.view if pub else store.advisories.get(m["advisory"]) or {}
         out.append({"facility": m["facility"], "facility_name": m["facility_name"], "member": m["member"],
-                    "advisory": m["advisory"], "title": view.get("title"), "product": row_line(row) if row else None,
+                    "advisory": m["advisory"], "title": view.get("title"), "product": row_line(row),
                     "row": m["n"], "confidence": m["confidence"], "reasons": m["reasons"],
                     "kev": bool(set(view.get("cves") or []) & kev) or "kev" in (view.get("tags") or []),
                     "severity": view.get("severity"),
                     "status": answers.get((m["facility"], m["advisory"]), {}).get("status", "unanswered"),
-                    "internet_exposed": bool(row and row["internet_exposed"]),
-                    "remote_maintenance": bool(row and row["remote_maintenance"])})
+                    "internet_exposed": row["internet_exposed"], "remote_maintenance": row["remote_maintenance"]})
     store.audit.add(actor, "matches-read", facility_id or member or advisory or "*", {"count": len(out)})
     return out

@@ -36,23 +36,33 @@ def _key(store: Store) -> bytes:
     return bytes.fromhex(store.meta("response_key"))
 
 
-def _sig(store: Store, facility: str, advisory: str, expires: int, rank: int) -> str:
-    mac = hmac.new(_key(store), f"{facility}|{advisory}|{expires}|{rank}".encode(), hashlib.sha256).digest()
+def _sig(key: bytes, facility: str, advisory: str, expires: int, rank: int) -> str:
+    mac = hmac.new(key, f"{facility}|{advisory}|{expires}|{rank}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
 
-def link(store: Store, base_url: str, facility: str, advisory: str, *, rank: int = 0, days: int | None = None,
-         now: float | None = None) -> str:
-    """The personal answer link of a facility for an advisory (valid `response_link_days`).
-    `rank`: the TLP the advisory reached the recipients at; the page shows the advisory only
-    while it is served at that TLP or lower."""
+def linker(store: Store, base_url: str, *, days: int | None = None, now: float | None = None):
+    """A function (facility, advisory, rank) → the personal answer link of a facility for an
+    advisory, valid `response_link_days` (the key and the expiry read once, for a whole digest run).
+    `rank`: the TLP the advisory reached the recipients at; the page shows the advisory only while
+    it is served at that TLP or lower."""
     from ceptoar import settings
 
     days = settings.current().response_link_days if days is None else days
     expires = int((now or time.time()) + days * 86400)
-    uuid = advisory.split("--", 1)[-1]
-    return (f"{base_url.rstrip('/')}/respond/{facility}/{uuid}/{expires}.{rank}/"
-            f"{_sig(store, facility, advisory, expires, rank)}")
+    key, base = _key(store), base_url.rstrip("/")
+
+    def link(facility: str, advisory: str, rank: int = 0) -> str:
+        uuid = advisory.split("--", 1)[-1]
+        return f"{base}/respond/{facility}/{uuid}/{expires}.{rank}/{_sig(key, facility, advisory, expires, rank)}"
+
+    return link
+
+
+def link(store: Store, base_url: str, facility: str, advisory: str, *, rank: int = 0, days: int | None = None,
+         now: float | None = None) -> str:
+    """One personal answer link (see `linker`)."""
+    return linker(store, base_url, days=days, now=now)(facility, advisory, rank)
 
 
 def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: float | None = None) -> tuple[str, int]:
@@ -62,7 +72,7 @@ def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: flo
     expires, _, rank = token.partition(".")
     if not expires.isdigit() or len(expires) > 12 or not rank.isdigit() or len(rank) > 1 or len(sig) > 64:
         return "invalid", 0
-    if not hmac.compare_digest(_sig(store, facility, advisory, int(expires), int(rank)), sig):
+    if not hmac.compare_digest(_sig(_key(store), facility, advisory, int(expires), int(rank)), sig):
         return "invalid", 0
     if int(expires) < (now or time.time()):
         return "expired", int(rank)
@@ -98,22 +108,23 @@ def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on:
 REMINDERS_MAX = 20  # a digest reminds of the newest unanswered ones and counts the rest
 
 
-def due_reminders(store: Store, facility: str, days: int | None = None, now: datetime | None = None,
-                  kev: set[str] | None = None) -> list[str]:
-    """Advisories matched to the facility more than `days` (`response_reminder_days`) ago, high or
-    critical (or KEV-listed), published, never answered: newest first. One query for the
-    candidates; `kev`: the KEV-listed CVEs, when the caller has them (a digest run)."""
+def due_reminders(store: Store, facilities: list[str], days: int | None = None, now: datetime | None = None,
+                  kev: set[str] | None = None) -> dict[str, list[str]]:
+    """Per facility, the advisories matched to it more than `days` (`response_reminder_days`) ago,
+    high or critical (or KEV-listed), published, never answered: newest first. One query for all the
+    facilities' candidates; `kev`: the KEV-listed CVEs, when the caller has them (a digest run)."""
     from ceptoar import settings
 
     days = settings.current().response_reminder_days if days is None else days
     now = now or datetime.now(UTC)
     before = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
-    old = store.facilities.unanswered(facility, before)
+    old = store.facilities.unanswered(facilities, before)
     if not old:
-        return []
+        return {}
     kev = store.advisories.kev_cves() if kev is None else kev
-    return [a["id"] for a in old if effective_severity(a) in ("high", "critical") or set(a["cves"]) & kev
-            or "kev" in a["tags"]]
+    due = {fid: [a["id"] for a in rows if effective_severity(a) in ("high", "critical") or set(a["cves"]) & kev
+                 or "kev" in a["tags"]] for fid, rows in old.items()}
+    return {fid: ids for fid, ids in due.items() if ids}
 
 
 def summary(store: Store, *, member: str | None = None, advisory: str | None = None) -> list[dict]:

@@ -16,11 +16,19 @@ loglevel = "info"
 
 
 # /metrics counts requests in every worker: prometheus_client's multiprocess mode, in a folder of
-# this server's own (set before the workers import the app).
+# this server's own (set before the workers import the app), removed when the server stops.
+_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ceptoar-metrics-")
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ceptoar-metrics-")
+
+
+def on_exit(server):
+    if _metrics_dir:
+        import shutil
+
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -3,7 +3,10 @@ processes (`ceptoar serve`, gunicorn) for the TAXII tests."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +43,14 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20, log: Path | 
     raise RuntimeError(f"server at {url} did not start")
 
 
+@functools.cache
+def _logs() -> Path:
+    """Where this test process's servers write their logs: a folder of its own, removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="ceptoar-servers-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 class ServerProcess:
     def __init__(self, db: Path, gunicorn: bool = False, workers: int = 3):
         self.db, self.gunicorn, self.workers = db, gunicorn, workers
@@ -47,7 +58,7 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's access log.
-        self.log_path = Path(tempfile.gettempdir()) / f"ceptoar-server-{os.getpid()}-{self.port}.log"
+        self.log_path = _logs() / f"server-{self.port}.log"
 
     def start(self) -> ServerProcess:
         env = dict(os.environ, CEPTOAR_DB=str(self.db), CEPTOAR_TAXII_BIND=f"127.0.0.1:{self.port}",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ceptoar import responses
 from ceptoar.digest.render import compose, facility_block, render
 from ceptoar.errors import CeptoarError
 from ceptoar.files import child, private_dir, write_private
@@ -77,31 +78,43 @@ def _kev(store: Store, rendered) -> set[str]:
     return rendered.cache["kev"]
 
 
-def _block(store: Store, rendered, fid: str, seg: dict, until: str, base_url: str, *, reminders: bool):
-    """A facility's block in one segment: its matches among the segment's advisories (answer links
-    on the urgent ones) and, in digests, reminders of urgent matches it has not answered (only
-    advisories this segment may see)."""
+def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link, *,
+            reminders: bool) -> dict[str, tuple[str, str] | None]:
+    """The blocks of a page of recipients' facilities in one segment, a handful of queries for the
+    whole page: each facility's matches among the segment's advisories (answer links on the urgent
+    ones) and, in digests, reminders of urgent matches it has not answered (only advisories this
+    segment may see)."""
     from ceptoar import responses
     from ceptoar.digest.render import item
 
-    register = {row["n"]: row for row in store.facilities.register(fid)}
-    found = store.facilities.matches(facility=fid, advisories=list(rendered.items))
-    answered = store.facilities.latest_responses(facility=fid)
-    urgent = [aid for aid, i in rendered.items.items() if i["kev"] or i["severity"] in ("high", "critical")]
-    links = {aid: responses.link(store, base_url, fid, aid, rank=TLP_ORDER.index(rendered.items[aid]["tlp"]))
-             for aid in {m["advisory"] for m in found} & set(urgent)}
-    late, more = [], 0
+    found: dict[str, list[dict]] = {}
+    for m in store.facilities.matches(facilities=fids, advisories=list(rendered.items)):
+        found.setdefault(m["facility"], []).append(m)
+    answered: dict[str, dict] = {}
+    for (fid, aid), answer in store.facilities.latest_responses(facilities=fids).items():
+        answered.setdefault(fid, {})[aid] = answer
+    urgent = {aid for aid, i in rendered.items.items() if i["kev"] or i["severity"] in ("high", "critical")}
+    due: dict[str, list[str]] = {}
+    visible: dict[str, dict] = {}
     if reminders:
-        due = [a for a in responses.due_reminders(store, fid, kev=_kev(store, rendered)) if a not in rendered.items]
-        if due:
-            visible, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, due)
-            rank = {a: i for i, a in enumerate(due)}
-            visible.sort(key=lambda a: rank[a["id"]])  # newest first, as due_reminders gives them
-            more = max(0, len(visible) - responses.REMINDERS_MAX)
-            late = [item(a, rendered.lang) | {"id": a["id"], "link": responses.link(
-                store, base_url, fid, a["id"], rank=TLP_ORDER.index(a["tlp"]))}
-                for a in visible[:responses.REMINDERS_MAX]]
-    return facility_block(rendered, found, register, links=links, answers=answered, reminders=late, more=more)
+        due = {fid: [a for a in ids if a not in rendered.items]
+               for fid, ids in responses.due_reminders(store, fids, kev=_kev(store, rendered)).items()}
+        wanted = sorted({a for ids in due.values() for a in ids})
+        if wanted:
+            shown, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, wanted)
+            visible = {a["id"]: item(a, rendered.lang) | {"id": a["id"], "rank": TLP_ORDER.index(a["tlp"])}
+                       for a in shown}
+    blocks = {}
+    for fid in fids:
+        mine = found.get(fid, [])
+        links = {aid: link(fid, aid, TLP_ORDER.index(rendered.items[aid]["tlp"]))
+                 for aid in {m["advisory"] for m in mine} & urgent}
+        late = [visible[a] for a in due.get(fid, []) if a in visible]  # newest first, as due_reminders gives them
+        more = max(0, len(late) - responses.REMINDERS_MAX)
+        late = [v | {"link": link(fid, v["id"], v["rank"])} for v in late[:responses.REMINDERS_MAX]]
+        blocks[fid] = facility_block(rendered, mine, links=links, answers=answered.get(fid), reminders=late,
+                                     more=more)
+    return blocks
 
 
 LOG_BATCH, LOG_SECONDS = 200, 1.0
@@ -255,6 +268,7 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
         mailer = Mailer(smtp)
         mailer.connect()  # a dead server stops the run before anything is marked
     envelope_from = sender().addr_spec
+    link = responses.linker(store, base_url)
     log = DeliveryLog(store)
     # Dot-stuffed as composed (once per segment) when the server pipelines and nothing is written to files.
     stuffed = bool(mailer and mailer.pipelining and out_dir is None)
@@ -273,7 +287,6 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
             rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
                               periods=periods, kind=kind)
             result.rendered += 1
-            block_of, block = None, None  # the current facility and its block (its staff come together)
             after = ("", "")
             while True:
                 batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
@@ -282,6 +295,11 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                     break
                 after = (batch[-1]["facility"] or "", batch[-1]["email"])
                 states = store.deliveries.states(run["id"], [r["email"] for r in batch])
+                # This page's facilities' blocks (a facility's staff come together; its block is let
+                # go with the page).
+                fids = list(dict.fromkeys(r["facility"] for r in batch if r.get("facility")
+                                          and states.get(r["email"], {}).get("status") != "sent"))
+                blocks = _blocks(store, rendered, fids, seg, until, link, reminders=kind == "digest") if fids else {}
                 for r in batch:
                     if lease is not None:
                         lease.keep()
@@ -289,15 +307,11 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                         result.skipped += 1
                         continue
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
-                    fid = r.get("facility")
-                    if fid and fid != block_of:
-                        block_of, block = fid, _block(store, rendered, fid, seg, until, base_url,
-                                                      reminders=kind == "digest")
                     # Derived from (run, recipient): a resend after a crash carries the same Message-ID.
                     mid = message_id(f"{run['id']}|{r['email']}")
                     try:  # an address stored before addresses were checked fails alone
                         data = compose(rendered, message_id=mid, email=r["email"], name=r["name"] or "",
-                                       unsubscribe_url=url, block=block if fid else None, stuffed=stuffed)
+                                       unsubscribe_url=url, block=blocks.get(r.get("facility")), stuffed=stuffed)
                         if out_dir is not None:
                             write_private(child(out_dir, eml_name(r["email"])), data)
                             result.written += 1

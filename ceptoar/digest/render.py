@@ -100,7 +100,8 @@ def _breaks(text: str) -> Markup:
 def templates() -> Environment:
     """Every value from data is escaped in HTML templates (`*.html.j2`)."""
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=_html,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                      auto_reload=False)  # templates ship with the code: no stat per message
     env.filters["breaks"] = _breaks
     return env
 
@@ -374,20 +375,21 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
                     items={i["id"]: i for i in items}, lang=lang)
 
 
-def facility_block(r: Rendered, matches: list[dict], register: dict[int, dict], *, links: dict | None = None,
+def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = None,
                    answers: dict | None = None, reminders: list[dict] | None = None,
                    more: int = 0) -> tuple[str, str] | None:
     """The small per-facility part of a digest: the segment's advisories that match the
-    facility's register, each with the register's own line, the confidence and what to do."""
+    facility's register (`matches`, each with its register row), each with the register's own
+    line, the confidence and what to do."""
     from ceptoar.matching import CONFIDENCE, CONFIDENCE_JA
     from ceptoar.registers import row_line
 
     by_advisory: dict[str, dict] = {}
     for m in matches:
-        if m["advisory"] not in r.items or m["n"] not in register:
+        if m["advisory"] not in r.items:
             continue
         entry = by_advisory.setdefault(m["advisory"], {"lines": [], "confidence": m["confidence"]})
-        entry["lines"].append(row_line(register[m["n"]]))
+        entry["lines"].append(row_line(m["row"]))
         if CONFIDENCE.index(m["confidence"]) < CONFIDENCE.index(entry["confidence"]):
             entry["confidence"] = m["confidence"]
     if not by_advisory and not reminders:

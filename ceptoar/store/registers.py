@@ -16,6 +16,7 @@ from ceptoar.store import Repository, chunks, dump, marks, utcnow
 PROFILE_COLUMNS = ("vendor", "product", "version", "cpe", "aliases")  # what matching reads of a row
 ROW_COLUMNS = ("n", "category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
                "remote_maintenance", "maintenance_vendor", "note", "device")
+LINE_COLUMNS = ("category", "vendor", "product", "version", "device", "internet_exposed", "remote_maintenance")
 
 
 def signature(row: dict) -> str:
@@ -229,27 +230,42 @@ class Facilities(Repository):
             f"WHERE m.advisory = ? AND m.confidence IN ({marks(len(confidences))}) GROUP BY f.prefecture",
             (advisory, *confidences)))
 
-    def unanswered(self, facility: str, before: str) -> list[dict]:
-        """Published advisories matched to the facility before `before` (by the later of the match
-        and the row's arrival) and never answered by it: id, severity, max_cvss, cves, tags; newest first."""
-        rows = self.store.rows(
-            "SELECT a.id, a.severity, a.max_cvss, a.cves, a.tags FROM advisories a WHERE a.status = 'published' "
-            "AND a.id IN (SELECT m.advisory FROM register_rows r JOIN matches m ON m.profile = r.profile "
-            "WHERE r.facility = ? AND m.matched <= ? AND r.added <= ?) "
-            "AND NOT EXISTS (SELECT 1 FROM responses x WHERE x.facility = ? AND x.advisory = a.id) "
-            "ORDER BY a.published_utc DESC, a.id", (facility, before, before, facility))
-        for r in rows:
-            r["cves"], r["tags"] = json.loads(r["cves"]), json.loads(r["tags"])
-        return rows
+    def unanswered(self, facilities: list[str], before: str) -> dict[str, list[dict]]:
+        """Per facility, the published advisories matched to it before `before` (by the later of the
+        match and the row's arrival) and never answered by it: id, severity, max_cvss, cves, tags;
+        newest first. Facilities with none are left out."""
+        out: dict[str, list[dict]] = {}
+        for chunk in chunks(facilities):
+            for r in self.store.rows(
+                    "SELECT DISTINCT r.facility, a.id, a.severity, a.max_cvss, a.cves, a.tags, a.published_utc "
+                    "FROM register_rows r JOIN matches m ON m.profile = r.profile "
+                    "JOIN advisories a ON a.id = m.advisory "
+                    f"WHERE r.facility IN ({marks(len(chunk))}) AND m.matched <= ? AND r.added <= ? "
+                    "AND a.status = 'published' AND NOT EXISTS (SELECT 1 FROM responses x "
+                    "WHERE x.facility = r.facility AND x.advisory = a.id) "
+                    "ORDER BY r.facility, a.published_utc DESC, a.id", (*chunk, before, before)):
+                r["cves"], r["tags"] = json.loads(r.pop("cves")), json.loads(r.pop("tags"))
+                del r["published_utc"]
+                out.setdefault(r.pop("facility"), []).append(r)
+        return out
 
     def matches(self, *, facility: str | None = None, advisory: str | None = None, member: str | None = None,
-                advisories: list[str] | None = None) -> list[dict]:
+                advisories: list[str] | None = None, facilities: list[str] | None = None) -> list[dict]:
         """Matches per facility register row: a profile's match is every row of that profile. A row's
-        match dates from the later of the match and the row's arrival in the register."""
+        match dates from the later of the match and the row's arrival in the register. Each carries
+        what a person reads of its row (`row`: category, vendor, product, version, device, exposure)."""
         where, args = [], []
         if facility:
             where.append("r.facility = ?")
             args.append(facility)
+        if facilities is not None:
+            if not facilities:
+                return []
+            if len(facilities) > 500:
+                return [m for chunk in chunks(facilities) for m in self.matches(
+                    advisory=advisory, member=member, advisories=advisories, facilities=chunk)]
+            where.append(f"r.facility IN ({marks(len(facilities))})")
+            args.extend(facilities)
         if advisory:
             where.append("m.advisory = ?")
             args.append(advisory)
@@ -264,13 +280,17 @@ class Facilities(Repository):
         rows = self.store.rows(
             "SELECT r.facility, m.advisory, r.n, m.confidence, m.reasons, "
             "CASE WHEN m.matched > r.added THEN m.matched ELSE r.added END AS matched, f.member, "
-            "f.name AS facility_name FROM matches m JOIN register_rows r ON r.profile = m.profile "
+            f"f.name AS facility_name, {', '.join('r.' + c for c in LINE_COLUMNS)} "
+            "FROM matches m JOIN register_rows r ON r.profile = m.profile "
             "JOIN facilities f ON f.id = r.facility"
             + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.facility, m.advisory, r.n", args)
         parsed: dict[str, list] = {}
         for r in rows:
             text = r["reasons"]
             r["reasons"] = list(parsed.get(text) or parsed.setdefault(text, json.loads(text)))
+            r["row"] = {c: r.pop(c) for c in LINE_COLUMNS}
+            r["row"]["internet_exposed"] = bool(r["row"]["internet_exposed"])
+            r["row"]["remote_maintenance"] = bool(r["row"]["remote_maintenance"])
         return rows
 
     # --- answers and targeted alerts ------------------------------------------------------------
@@ -284,15 +304,17 @@ class Facilities(Repository):
         return self.store.rows("SELECT status, fixed_on, note, time, actor, via FROM responses WHERE facility = ? "
                                "AND advisory = ? ORDER BY seq", (facility, advisory))
 
-    def latest_responses(self, facility: str | None = None) -> dict:
+    def latest_responses(self, facility: str | None = None, facilities: list[str] | None = None) -> dict:
         """(facility, advisory) → the latest answer (with `facility`: advisory → it)."""
         q = ("SELECT r.facility, r.advisory, r.status, r.fixed_on, r.note, r.time FROM responses r "
              "WHERE r.seq = (SELECT MAX(x.seq) FROM responses x WHERE x.facility = r.facility "
-             "AND x.advisory = r.advisory)" + (" AND r.facility = ?" if facility else ""))
-        rows = self.store.rows(q, (facility,) if facility else ())
+             "AND x.advisory = r.advisory)")
         if facility:
-            return {r["advisory"]: r for r in rows}
-        return {(r["facility"], r["advisory"]): r for r in rows}
+            return {r["advisory"]: r for r in self.store.rows(q + " AND r.facility = ?", (facility,))}
+        if facilities is not None:
+            return {(r["facility"], r["advisory"]): r for chunk in chunks(facilities) for r in self.store.rows(
+                q + f" AND r.facility IN ({marks(len(chunk))})", chunk)}
+        return {(r["facility"], r["advisory"]): r for r in self.store.rows(q)}
 
     def queue_targeted(self, *, advisory: str | None = None, facility: str | None = None) -> None:
         """Targeted alerts (once per facility and advisory) for urgent matches on internet-exposed or

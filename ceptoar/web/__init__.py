@@ -32,7 +32,7 @@ SECURITY_HEADERS = {
 @lru_cache(maxsize=1)
 def _env() -> Environment:
     return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
-                       lstrip_blocks=True)
+                       lstrip_blocks=True, auto_reload=False)
 
 
 def page(template: str, status: int = 200, **context) -> Response:
@@ -82,10 +82,7 @@ def register(app: Flask, store_of) -> None:
         # Never more than the mail carried: an advisory now served above that TLP is not shown.
         if fac is None or report is None or current is None or current["tlp_rank"] > rank:
             return page("respond.html.j2", 404, state="gone", contact=contact)
-        register = {r["n"]: r for r in store.facilities.register(facility)}
-        lines = [registers.row_line(register[m["n"]]) for m in store.facilities.matches(facility=facility,
-                                                                                       advisory=advisory)
-                 if m["n"] in register]
+        lines = [registers.row_line(m["row"]) for m in store.facilities.matches(facility=facility, advisory=advisory)]
         error, saved = None, None
         if request.method == "POST":
             try:
