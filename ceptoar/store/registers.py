@@ -238,9 +238,9 @@ class Facilities(Repository):
         for chunk in chunks(facilities):
             for r in self.store.rows(
                     "SELECT DISTINCT r.facility, a.id, a.severity, a.max_cvss, a.cves, a.tags, a.published_utc "
-                    "FROM register_rows r JOIN matches m ON m.profile = r.profile "
-                    "JOIN advisories a ON a.id = m.advisory "
-                    f"WHERE r.facility IN ({marks(len(chunk))}) AND m.matched <= ? AND r.added <= ? "
+                    "FROM register_rows r CROSS JOIN matches m JOIN advisories a ON a.id = m.advisory "
+                    f"WHERE r.facility IN ({marks(len(chunk))}) AND m.profile = r.profile "
+                    "AND m.matched <= ? AND r.added <= ? "
                     "AND a.status = 'published' AND NOT EXISTS (SELECT 1 FROM responses x "
                     "WHERE x.facility = r.facility AND x.advisory = a.id) "
                     "ORDER BY r.facility, a.published_utc DESC, a.id", (*chunk, before, before)):
@@ -275,15 +275,22 @@ class Facilities(Repository):
         if advisories is not None:
             if not advisories:
                 return []
-            where.append(f"m.advisory IN ({marks(len(advisories))})")
+            # Of given facilities, a filter on each row's few matches ("|| ''" keeps SQLite from probing
+            # the key once per row and advisory instead).
+            column = "m.advisory || ''" if facility or facilities else "m.advisory"
+            where.append(f"{column} IN ({marks(len(advisories))})")
             args.extend(advisories)
+        # Of given facilities, their rows first (SQLite takes CROSS JOIN's order as written; without it,
+        # it may start from the advisories' matches and walk every facility running the product).
+        joined = ("register_rows r CROSS JOIN matches m" if facility or facilities
+                  else "matches m JOIN register_rows r ON r.profile = m.profile")
+        where.append("m.profile = r.profile")
         rows = self.store.rows(
             "SELECT r.facility, m.advisory, r.n, m.confidence, m.reasons, "
             "CASE WHEN m.matched > r.added THEN m.matched ELSE r.added END AS matched, f.member, "
             f"f.name AS facility_name, {', '.join('r.' + c for c in LINE_COLUMNS)} "
-            "FROM matches m JOIN register_rows r ON r.profile = m.profile "
-            "JOIN facilities f ON f.id = r.facility"
-            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.facility, m.advisory, r.n", args)
+            f"FROM {joined} JOIN facilities f ON f.id = r.facility WHERE {' AND '.join(where)} "
+            "ORDER BY r.facility, m.advisory, r.n", args)
         parsed: dict[str, list] = {}
         for r in rows:
             text = r["reasons"]
