@@ -71,10 +71,10 @@ class PostgresServer:
         with psycopg.connect(self.url(database), autocommit=True) as conn:
             conn.execute(sql)
 
-    def database(self) -> str:
-        """A new, empty database; its URL."""
+    def database(self, template: str = "template1") -> str:
+        """A new database (empty, or a copy of `template`, which nobody may be connected to); its URL."""
         name = f"hub_{os.getpid()}_{next(self._names)}"
-        self.admin(f"CREATE DATABASE {name} TEMPLATE template1")
+        self.admin(f"CREATE DATABASE {name} TEMPLATE {template}")
         return self.url(name)
 
     def stop(self) -> None:
