@@ -108,9 +108,13 @@ def build_world(tmp: Path) -> World:
     global _built
     if _built is None:
         _built = _build_world(_scratch() / "world")
-        from ceptoar.store import engines
+        if ENGINE == "postgresql":  # a template database has no one connected to it
+            from ceptoar.store import engines
 
-        engines.close_pools()  # a PostgreSQL template has no one connected to it
+            engines.close_pools()
+            name = _built.db.rsplit("/", 1)[-1]
+            postgres_server().admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
     return _copy_world(_built, tmp)
 
 
