@@ -3,8 +3,12 @@ misbehave on purpose, and a CLI runner on a fresh database."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -24,8 +28,6 @@ DATA = ROOT.parent / "shared" / "data"
 ENGINE = os.environ.get("CEPTOAR_TEST_ENGINE", "sqlite")
 if ENGINE == "postgresql" and "CEPTOAR_CONFIG" not in os.environ:
     # A PostgreSQL hub has no folder to keep its configuration beside: the tests' own, not ~/.config.
-    import tempfile
-
     os.environ["CEPTOAR_CONFIG"] = tempfile.mkdtemp(prefix="ceptoar-config-")
 
 
@@ -67,6 +69,39 @@ def new_db(tmp: Path, name: str = "hub.db") -> str:
     return str(tmp / name)
 
 
+_built: dict[str, str] = {}
+
+
+def copied(key: str, tmp: Path, build) -> str:
+    """A database of its own in `tmp`, a copy of one `build(folder)` made once per test process
+    (a SQLite backup with its configuration folder; CREATE DATABASE … TEMPLATE on PostgreSQL):
+    ingesting and publishing the same files again for every test is most of a test's time."""
+    if key not in _built:
+        folder = Path(tempfile.mkdtemp(prefix=f"ceptoar-{key}-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _built[key] = str(build(folder))
+        if ENGINE == "postgresql":  # a template database has no one connected to it
+            from ceptoar.store import engines
+
+            engines.close_pools()
+            postgres_server().admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    f"WHERE datname = '{_built[key].rsplit('/', 1)[-1]}' "
+                                    "AND pid <> pg_backend_pid()")
+    source = _built[key]
+    if ENGINE == "postgresql":
+        return postgres_server().database(template=source.rsplit("/", 1)[-1])
+    db = tmp / "hub.db"
+    src, dst = sqlite3.connect(source), sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    db.chmod(0o600)
+    config = Path(source).parent / "ceptoar-config"
+    if config.is_dir():
+        shutil.copytree(config, tmp / "ceptoar-config", dirs_exist_ok=True)
+    return str(db)
+
+
 @pytest.fixture(autouse=ENGINE == "postgresql")
 def close_pools():
     """Each test has databases of its own: their connection pools end with it."""
@@ -74,11 +109,6 @@ def close_pools():
     from ceptoar.store import engines
 
     engines.close_pools()
-
-
-@pytest.fixture
-def db_target(tmp_path) -> str:
-    return new_db(tmp_path)
 
 
 @dataclass
@@ -181,11 +211,17 @@ class Hub:
         return json.loads(result.stdout)
 
 
-@pytest.fixture
-def hub(tmp_path, db_target) -> Hub:
-    """A hub whose catalogue is empty: tests add loopback sources and never reach the internet."""
-    empty = tmp_path / "sources.toml"
+def _initialized(folder: Path) -> str:
+    empty = folder / "sources.toml"
     empty.write_text("# no sources\n")
-    h = Hub(db_target)
+    h = Hub(new_db(folder))
     h.run("init", "--sources", str(empty))
-    return h
+    return h.db
+
+
+@pytest.fixture
+def hub(tmp_path) -> Hub:
+    """A hub whose catalogue is empty: tests add loopback sources and never reach the internet
+    (`ceptoar init` run once per test process, its database copied for each test)."""
+    (tmp_path / "sources.toml").write_text("# no sources\n")
+    return Hub(copied("initialized", tmp_path, _initialized))

@@ -8,7 +8,6 @@ import functools
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import requests
 
 from ceptoar import members, triage
 from ceptoar.store import Store
-from tests.conftest import DATA, ENGINE, ROOT, Hub, new_db, postgres_server
+from tests.conftest import DATA, ROOT, Hub, copied, new_db
 
 TAXII = "application/taxii+json;version=2.1"
 
@@ -46,7 +45,7 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20, log: Path | 
 
 @functools.cache
 def _scratch() -> Path:
-    """This test process's own folder (its servers' logs, the world it copies), removed at exit."""
+    """This test process's own folder for its servers' logs, removed at exit."""
     path = Path(tempfile.mkdtemp(prefix="ceptoar-tests-"))
     atexit.register(shutil.rmtree, path, True)
     return path
@@ -102,42 +101,20 @@ _built: World | None = None
 
 
 def build_world(tmp: Path) -> World:
-    """A world of its own in `tmp`: built once per test process, then copied for each caller (the
-    database file on SQLite, CREATE DATABASE … TEMPLATE on PostgreSQL, with its configuration folder):
-    building it is seconds of ingest and publishing, a copy a fraction of one."""
-    global _built
-    if _built is None:
-        _built = _build_world(_scratch() / "world")
-        if ENGINE == "postgresql":  # a template database has no one connected to it
-            from ceptoar.store import engines
+    """A world of its own in `tmp`: built once per test process, then copied for each caller."""
 
-            engines.close_pools()
-            name = _built.db.rsplit("/", 1)[-1]
-            postgres_server().admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
-    return _copy_world(_built, tmp)
+    def build(folder: Path) -> str:
+        global _built
+        _built = _build_world(folder)
+        return _built.db
 
-
-def _copy_world(built: World, tmp: Path) -> World:
-    if ENGINE == "postgresql":
-        db = postgres_server().database(template=built.db.rsplit("/", 1)[-1])
-    else:
-        db = str(tmp / "hub.db")
-        src, dst = sqlite3.connect(built.db), sqlite3.connect(db)
-        src.backup(dst)
-        src.close()
-        dst.close()
-        os.chmod(db, 0o600)
-    config = Path(built.db).parent / "ceptoar-config"
-    if ENGINE != "postgresql" and config.is_dir():
-        shutil.copytree(config, tmp / "ceptoar-config", dirs_exist_ok=True)
+    db = copied("world", tmp, build)
     (tmp / "sources.toml").write_text("")
-    return World(db=db, hub=Hub(db), secrets=dict(built.secrets), uuids=dict(built.uuids),
-                 amber_report=built.amber_report, green_report=built.green_report)
+    return World(db=db, hub=Hub(db), secrets=dict(_built.secrets), uuids=dict(_built.uuids),
+                 amber_report=_built.amber_report, green_report=_built.green_report)
 
 
 def _build_world(tmp: Path) -> World:
-    tmp.mkdir(parents=True, exist_ok=True)
     hub = Hub(new_db(tmp))
     empty = tmp / "sources.toml"
     empty.write_text("")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from ceptoar.extensions import props
 from ceptoar.filters import FilterError, compile_filter
 from ceptoar.store import Store, StoreError
-from tests.conftest import DATA
+from tests.conftest import DATA, Hub, copied, new_db
 
 FILES = {
     "jvn2022": ("jvn", "jvn/vulsdata_jvndb_2022.rdf"),
@@ -20,12 +21,20 @@ FILES = {
 }
 
 
-@pytest.fixture
-def loaded(hub):
+def _load(folder: Path) -> str:
+    hub = Hub(new_db(folder))
+    (folder / "sources.toml").write_text("# no sources\n")
+    hub.run("init", "--sources", str(folder / "sources.toml"))
     for sid, (kind, path) in FILES.items():
         hub.run("sources", "add", sid, f"https://feeds.example/{sid}", "--kind", kind)
         hub.run("ingest", str(DATA / path), "--source", sid)
-    return hub
+    return hub.db
+
+
+@pytest.fixture
+def loaded(tmp_path):
+    """A hub with the files of FILES ingested (made once, copied for each test)."""
+    return Hub(copied("triage-loaded", tmp_path, _load))
 
 
 def one(hub, *filters):

@@ -84,7 +84,6 @@ def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link
     whole page: each facility's matches among the segment's advisories (answer links on the urgent
     ones) and, in digests, reminders of urgent matches it has not answered (only advisories this
     segment may see)."""
-    from ceptoar import responses
     from ceptoar.digest.render import item
 
     found: dict[str, list[dict]] = {}
