@@ -223,7 +223,10 @@ def import_register(store: Store, fid: str, text: str, actor: str, *, device: st
     else:
         rows, errors = rows_from_csv(text)
     if not rows:
-        raise RegisterError("no row could be imported" + (f" ({len(errors)} rejected)" if errors else ""))
+        # Nothing imported: the reasons, by line, are the whole answer.
+        why = "; ".join(f"line {n}: {e}" if not e.startswith("component") else e for n, e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise RegisterError("no row could be imported" + (f": {why}{more}" if errors else ""))
     for n, r in enumerate(rows, 1):
         r["n"] = n
     keys = {signature(r): sorted(row_keys(r)) for r in rows}

@@ -89,6 +89,10 @@ def test_imports_report_bad_rows_by_line_and_keep_the_rest(world):
     (world.tmp / "deep.json").write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
     r = world.hub.run("inventory", "import", "aoba", str(world.tmp / "deep.json"), "--device", "x", ok=None)
     assert r.exit_code == 1 and "nested too deeply" in r.output and "Traceback" not in r.output
+    # Every row bad: the reasons by line are the answer, not only a count.
+    (world.tmp / "none.csv").write_text(HEADER + "PACS,x,y,\x1b[31m,,,,no,no,,\n", encoding="utf-8")
+    r = world.hub.run("inventory", "import", "aoba", str(world.tmp / "none.csv"), ok=None)
+    assert r.exit_code == 1 and "line 2: version contains control characters" in r.output
     assert world.store.facilities.register_versions("aoba") == []  # nothing half-imported
 
 
