@@ -29,6 +29,7 @@ ENGINE = os.environ.get("CEPTOAR_TEST_ENGINE", "sqlite")
 if ENGINE == "postgresql" and "CEPTOAR_CONFIG" not in os.environ:
     # A PostgreSQL hub has no folder to keep its configuration beside: the tests' own, not ~/.config.
     os.environ["CEPTOAR_CONFIG"] = tempfile.mkdtemp(prefix="ceptoar-config-")
+    atexit.register(shutil.rmtree, os.environ["CEPTOAR_CONFIG"], True)
 
 
 def pytest_collection_modifyitems(config, items):
