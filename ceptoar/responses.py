@@ -59,12 +59,6 @@ def linker(store: Store, base_url: str, *, days: int | None = None, now: float |
     return link
 
 
-def link(store: Store, base_url: str, facility: str, advisory: str, *, rank: int = 0, days: int | None = None,
-         now: float | None = None) -> str:
-    """One personal answer link (see `linker`)."""
-    return linker(store, base_url, days=days, now=now)(facility, advisory, rank)
-
-
 def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: float | None = None) -> tuple[str, int]:
     """('ok' | 'expired' (a genuine link past its time) | 'invalid' (tampered, unknown), the TLP
     rank the link was made for)."""

@@ -26,10 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 # The engine under the hub's tests: sqlite (default) or postgresql (a server the tests start).
 ENGINE = os.environ.get("CEPTOAR_TEST_ENGINE", "sqlite")
+
+
+def scratch(prefix: str) -> Path:
+    """A folder of this test process's own, removed when it exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"ceptoar-{prefix}-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 if ENGINE == "postgresql" and "CEPTOAR_CONFIG" not in os.environ:
     # A PostgreSQL hub has no folder to keep its configuration beside: the tests' own, not ~/.config.
-    os.environ["CEPTOAR_CONFIG"] = tempfile.mkdtemp(prefix="ceptoar-config-")
-    atexit.register(shutil.rmtree, os.environ["CEPTOAR_CONFIG"], True)
+    os.environ["CEPTOAR_CONFIG"] = str(scratch("config"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -78,9 +86,7 @@ def copied(key: str, tmp: Path, build) -> str:
     (a SQLite backup with its configuration folder; CREATE DATABASE … TEMPLATE on PostgreSQL):
     ingesting and publishing the same files again for every test is most of a test's time."""
     if key not in _built:
-        folder = Path(tempfile.mkdtemp(prefix=f"ceptoar-{key}-"))
-        atexit.register(shutil.rmtree, folder, True)
-        _built[key] = str(build(folder))
+        _built[key] = str(build(scratch(key)))
         if ENGINE == "postgresql":  # a template database has no one connected to it
             from ceptoar.store import engines
 

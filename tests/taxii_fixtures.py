@@ -3,14 +3,11 @@ processes (`ceptoar serve`, gunicorn) for the TAXII tests."""
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +16,7 @@ import requests
 
 from ceptoar import members, triage
 from ceptoar.store import Store
-from tests.conftest import DATA, ROOT, Hub, copied, new_db
+from tests.conftest import DATA, ROOT, Hub, copied, new_db, scratch
 
 TAXII = "application/taxii+json;version=2.1"
 
@@ -44,11 +41,9 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20, log: Path | 
 
 
 @functools.cache
-def _scratch() -> Path:
-    """This test process's own folder for its servers' logs, removed at exit."""
-    path = Path(tempfile.mkdtemp(prefix="ceptoar-tests-"))
-    atexit.register(shutil.rmtree, path, True)
-    return path
+def _logs() -> Path:
+    """Where this test process's servers write their logs."""
+    return scratch("servers")
 
 
 class ServerProcess:
@@ -58,7 +53,7 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's access log.
-        self.log_path = _scratch() / f"server-{self.port}.log"
+        self.log_path = _logs() / f"server-{self.port}.log"
 
     def start(self) -> ServerProcess:
         env = dict(os.environ, CEPTOAR_DB=str(self.db), CEPTOAR_TAXII_BIND=f"127.0.0.1:{self.port}",

@@ -107,7 +107,7 @@ def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
     tampered = link[:-2] + ("AA" if not link.endswith("AA") else "BB")
     assert requests.get(tampered, timeout=10).status_code == 404
     assert requests.get(link.replace("/sakura/", "/aoba/"), timeout=10).status_code == 404
-    expired = responses.link(store, site.server.base, "sakura", forti, days=-1)
+    expired = responses.linker(store, site.server.base, days=-1)("sakura", forti)
     assert requests.get(link.replace(".0/", ".4/"), timeout=10).status_code == 404  # a higher TLP: forged
     r = requests.get(expired, timeout=10)
     assert r.status_code == 410 and "有効期限" in r.text

@@ -294,17 +294,15 @@ def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str]
                     break
                 after = (batch[-1]["facility"] or "", batch[-1]["email"])
                 states = store.deliveries.states(run["id"], [r["email"] for r in batch])
+                todo = [r for r in batch if states.get(r["email"], {}).get("status") != "sent"]
+                result.skipped += len(batch) - len(todo)
                 # This page's facilities' blocks (a facility's staff come together; its block is let
                 # go with the page).
-                fids = list(dict.fromkeys(r["facility"] for r in batch if r.get("facility")
-                                          and states.get(r["email"], {}).get("status") != "sent"))
+                fids = list(dict.fromkeys(r["facility"] for r in todo if r.get("facility")))
                 blocks = _blocks(store, rendered, fids, seg, until, link, reminders=kind == "digest") if fids else {}
-                for r in batch:
+                for r in todo:
                     if lease is not None:
                         lease.keep()
-                    if states.get(r["email"], {}).get("status") == "sent":
-                        result.skipped += 1
-                        continue
                     url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
                     # Derived from (run, recipient): a resend after a crash carries the same Message-ID.
                     mid = message_id(f"{run['id']}|{r['email']}")

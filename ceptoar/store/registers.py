@@ -254,6 +254,11 @@ class Facilities(Repository):
         """Matches per facility register row: a profile's match is every row of that profile. A row's
         match dates from the later of the match and the row's arrival in the register. Each carries
         what a person reads of its row (`row`: category, vendor, product, version, device, exposure)."""
+        # Of given facilities, the query starts from their rows (SQLite takes CROSS JOIN's order as
+        # written; without it, it may start from the advisories' matches and walk every facility
+        # running the product) and filters advisories on each row's few matches ("|| ''" keeps SQLite
+        # from probing the key once per row and advisory instead).
+        by_rows = bool(facility or facilities)
         where, args = [], []
         if facility:
             where.append("r.facility = ?")
@@ -275,14 +280,10 @@ class Facilities(Repository):
         if advisories is not None:
             if not advisories:
                 return []
-            # Of given facilities, a filter on each row's few matches ("|| ''" keeps SQLite from probing
-            # the key once per row and advisory instead).
-            column = "m.advisory || ''" if facility or facilities else "m.advisory"
+            column = "m.advisory || ''" if by_rows else "m.advisory"
             where.append(f"{column} IN ({marks(len(advisories))})")
             args.extend(advisories)
-        # Of given facilities, their rows first (SQLite takes CROSS JOIN's order as written; without it,
-        # it may start from the advisories' matches and walk every facility running the product).
-        joined = ("register_rows r CROSS JOIN matches m" if facility or facilities
+        joined = ("register_rows r CROSS JOIN matches m" if by_rows
                   else "matches m JOIN register_rows r ON r.profile = m.profile")
         where.append("m.profile = r.profile")
         rows = self.store.rows(
