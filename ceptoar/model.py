@@ -107,9 +107,18 @@ def marking_rank(obj: dict, known: dict[str, str] | None = None) -> int | None:
     return max(ranks) if ranks else None
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 @lru_cache(maxsize=65536)
 def stable_id(stix_type: str, *parts: str) -> str:
-    return f"{stix_type}--{uuid.uuid5(NAMESPACE, '|'.join(parts))}"
+    """`type--` + the name-based (version 5) UUID of the parts: `uuid.uuid5`'s value, formatted
+    without building a UUID object (a fifth of normalizing a large feed went there)."""
+    b = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "|".join(parts).encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{stix_type}--{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def vulnerability_id(cve: str) -> str:
@@ -186,7 +195,7 @@ def to_utc(d: datetime | date | None) -> datetime | None:
 def stix_time(d: datetime | date | None) -> str | None:
     """STIX timestamp: UTC, millisecond precision, 'Z'."""
     u = to_utc(d)
-    return None if u is None else u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+    return None if u is None else u.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_stix_time(s: str) -> datetime:

@@ -14,6 +14,7 @@ import re
 from ceptoar.errors import NotFound
 from ceptoar.model import TLP_ORDER
 from ceptoar.store import Repository, chunks, dump, marks
+from ceptoar.store.schema import SEARCH_KEY
 
 FACTS = ("source", "entry_key", "source_report", "title", "description", "published", "published_utc", "modified",
          "stix_modified", "url", "identifiers", "cves", "cvss", "cpes", "max_cvss", "source_tlp", "lang",
@@ -77,12 +78,21 @@ class Advisories(Repository):
         new_ids = [r["id"] for r in rows if r.get("_new")]
         cols = ["id", *FACTS]
         updates = ", ".join(f"{c} = excluded.{c}" for c in FACTS)
+        values = [[_value(c, r[c]) for c in cols] + [r["first_seen"], r["source_tlp"],
+                                                      TLP_ORDER.index(r["source_tlp"]), dump(r["auto_tags"])]
+                  for r in rows]
+        extra, more = "", ""
+        if s.dialect == "sqlite":
+            # The search key given with the row (rowids numbered here, under the write lock), instead
+            # of a trigger's second write of every new row.
+            extra, more = ", rowid, search_key", ", ?, " + SEARCH_KEY.format("x").replace("x.published_utc", "?") \
+                .replace("x.rowid", "?")
+            base = s.scalar("SELECT COALESCE(MAX(rowid), 0) FROM advisories")
+            for i, v in enumerate(values, base + 1):
+                v += [i, v[cols.index("published_utc")], i]
         s.executemany(
-            f"INSERT INTO advisories ({', '.join(cols)}, first_seen, tlp, tlp_rank, tags) "
-            f"VALUES ({marks(len(cols) + 4)}) ON CONFLICT (id) DO UPDATE SET {updates}",
-            [[_value(c, r[c]) for c in cols] + [r["first_seen"], r["source_tlp"],
-                                                 TLP_ORDER.index(r["source_tlp"]), dump(r["auto_tags"])]
-             for r in rows])
+            f"INSERT INTO advisories ({', '.join(cols)}, first_seen, tlp, tlp_rank, tags{extra}) "
+            f"VALUES ({marks(len(cols) + 4)}{more}) ON CONFLICT (id) DO UPDATE SET {updates}", values)
         self.refresh_derived([r["id"] for r in rows if not r.get("_new")])
         if s.dialect != "sqlite":
             return  # PostgreSQL's trigram index follows the table by itself

@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -194,13 +194,14 @@ CREATE TABLE targeted_alerts (
 
 # The full-text index (SQLite): FTS5 trigram over title, description and identifiers, keyed not by
 # rowid but by `search_key` = (published second << 31) | rowid, so that its own order is newest
-# first and a search reads the newest hits and stops (`ORDER BY rowid DESC LIMIT n`).
+# first and a search reads the newest hits and stops (`ORDER BY rowid DESC LIMIT n`). Ingest gives
+# it with the row (one write per row); the trigger fills it for rows inserted without it.
 SEARCH_KEY = ("(MAX(COALESCE(CAST(strftime('%s', {0}.published_utc) AS INTEGER), 0), 0) << 31) "
               "| ({0}.rowid & 2147483647)")
 SEARCH_EXTRAS = f"""
 ALTER TABLE advisories ADD COLUMN search_key INTEGER;
 CREATE INDEX advisories_search_key ON advisories (search_key);
-CREATE TRIGGER advisories_search_key AFTER INSERT ON advisories BEGIN
+CREATE TRIGGER advisories_search_key AFTER INSERT ON advisories WHEN new.search_key IS NULL BEGIN
     UPDATE advisories SET search_key = {SEARCH_KEY.format('new')} WHERE rowid = new.rowid;
 END;
 CREATE VIRTUAL TABLE advisories_fts USING fts5 (
@@ -436,5 +437,15 @@ def _step13(store: Store) -> None:
     store.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
 
 
+def _step14(store: Store) -> None:
+    """SQLite: the search key given with a new row by ingest; the trigger only fills it in when absent."""
+    if store.dialect != "sqlite":
+        return
+    store.execute("DROP TRIGGER IF EXISTS advisories_search_key")
+    for stmt in statements(SEARCH_EXTRAS):
+        if stmt.startswith("CREATE TRIGGER advisories_search_key"):
+            store.execute(stmt)
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
-                                                     (11, _step11), (12, _step12), (13, _step13)]
+                                                     (11, _step11), (12, _step12), (13, _step13), (14, _step14)]
