@@ -44,6 +44,18 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def paired_ms(fa, fb, repeat: int) -> tuple[float, float]:
+    """Median wall times (ms) of `fa()` and `fb()` over `repeat` calls each, taken alternately, so
+    that the machine's drift during the run falls on both alike (for ratios to a floor)."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def run_peak(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
     """Run `cmd` (as subprocess.run, output captured) and return it with its own peak resident memory
     in MiB: VmHWM of its address space, read every 20 ms while it runs. Not getrusage's ru_maxrss: a

@@ -101,6 +101,7 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_time ON audit (time);
 CREATE INDEX audit_failures ON audit (address, http_status, time);
+CREATE INDEX audit_member ON audit (member, action, time);
 CREATE TABLE members (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, clearance TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
     key_id TEXT UNIQUE, secret_hash TEXT, secret_set TEXT, created TEXT NOT NULL,
@@ -438,7 +439,10 @@ def _step13(store: Store) -> None:
 
 
 def _step14(store: Store) -> None:
-    """SQLite: the search key given with a new row by ingest; the trigger only fills it in when absent."""
+    """A member's failed logins and submissions found by index (every TAXII request counted them by
+    reading the audit log's recent window); SQLite: the search key given with a new row by ingest,
+    the trigger only filling it in when absent."""
+    _create(store, ("audit",))
     if store.dialect != "sqlite":
         return
     store.execute("DROP TRIGGER IF EXISTS advisories_search_key")
