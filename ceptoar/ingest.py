@@ -180,7 +180,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     adv_id = {e.key: known.get(e.key) or stable_id("report", source.id, e.key) for e in entries}
     states = store.advisories.states(list(adv_id.values()))
     raw_known = store.sources.raw_versions(source.id, [e.key for e in entries])
-    raw_hashes = {e.key: _raw_hash(e.raw) for e in entries}
+    raw_hashes = {e.key: raw_hash(e.raw) for e in entries}
     # Same bytes through the same normalizer give the same objects: nothing to compare.
     same = set() if recheck else {e.key for e in entries if adv_id[e.key] in states
                                   and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
@@ -328,5 +328,5 @@ def _rank(tlp: str | None) -> int | None:
 NORMALIZER_VERSION = "5"
 
 
-def _raw_hash(raw: str) -> str:
+def raw_hash(raw: str) -> str:
     return hashlib.sha256((NORMALIZER_VERSION + raw).encode("utf-8", "surrogatepass")).hexdigest()

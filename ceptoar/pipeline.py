@@ -16,10 +16,10 @@ from pathlib import Path
 
 from ceptoar import triage
 from ceptoar.errors import StoreError
-from ceptoar.ingest import Counts, newest_per_key, store_entries
+from ceptoar.ingest import Counts, newest_per_key, raw_hash, store_entries
 from ceptoar.leases import LeaseHeld, held
 from ceptoar.model import Source
-from ceptoar.normalize import Entry, FeedError, csaf, jvn, kev, rss, stix
+from ceptoar.normalize import Entry, FeedError, Known, csaf, jvn, kev, rss, stix
 from ceptoar.sources import KINDS, http, rolie, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
@@ -123,7 +123,13 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
         bodies, followed, note = bodies_of(source, body, store, limits or Limits(), progress)
         if len(bodies) == 1 and bodies[0][0] is None:
             stream = STREAMS.get(source.kind)
-            entries = stream(body, source, charset) if stream else normalize(source, body, charset)
+            if stream:
+                entries = stream(body, source, charset)
+                held = store.sources.raw_held(source.id)
+                if held:
+                    entries.known = lambda raw: held.get(raw_hash(raw))
+            else:
+                entries = normalize(source, body, charset)
         else:
             entries = []
             for name, document in bodies:
@@ -161,7 +167,12 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
     with paused_gc():
         with store.transaction():
             for chunk in _chunks(entries, CHUNK):
-                chunk = [e for e in newest_per_key(chunk, counts)
+                # Items the stream knew to be held unchanged stand as they are, against any other
+                # copy of the same entry in this fetch older than the stored one.
+                for k in (e for e in chunk if isinstance(e, Known)):
+                    counts.unchanged += 1
+                    seen[k.key] = max(seen.get(k.key, ""), k.version or "")
+                chunk = [e for e in newest_per_key([e for e in chunk if not isinstance(e, Known)], counts)
                          if e.key not in seen or version_key(e.report) >= seen[e.key]]
                 for e in chunk:
                     seen[e.key] = version_key(e.report)

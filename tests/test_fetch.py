@@ -79,6 +79,37 @@ def test_changed_entry_becomes_a_new_version(hub, feed_server, data):
     assert bundle["objects"][0]["name"].startswith("[更新]")
 
 
+def test_refetch_builds_only_what_changed_and_an_older_copy_stays_behind(hub, data):
+    """A re-fetched feed: items whose raw text is held unchanged are not built again, and another
+    copy of one of them in the same feed, older than the held one, does not replace it."""
+    from ceptoar.model import Source
+    from ceptoar.normalize import Known, jvn
+    from ceptoar.pipeline import ingest_bytes
+    from ceptoar.store import Store
+
+    store = Store(hub.db)
+    source = Source(id="jvn", kind="jvn", name="JVN")
+    body = (data / "jvn/vulsdata_jvndb_2023.rdf").read_text(encoding="utf-8")
+    assert ingest_bytes(store, source, body.encode()).new == 2
+    # The stream itself: every item held, nothing built.
+    stream = jvn.stream(body.encode(), source)
+    stream.known = lambda raw: ("k", "v")
+    assert [type(e) for e in stream] == [Known, Known]
+    # The held first item, then an older copy of it with another title: the held copy stands.
+    start = body.index("<item ")
+    end = body.index("</item>", start) + len("</item>")
+    item = body[start:end]
+    older = item.replace("<title>", "<title>[古い写し] ").replace("2023-10-16T17:18+09:00", "2001-01-01T00:00+09:00")
+    assert older != item and "2001-01-01" in older
+    again = ingest_bytes(store, source, (body[:end] + "\n" + older + body[end:]).encode())
+    assert (again.new, again.updated, again.unchanged) == (0, 0, 2), again
+    titles = [a["title"] for a in hub.json("advisories", "list")]
+    assert len(titles) == 2 and not any("古い写し" in t for t in titles)
+    # A changed item is built and stored as before.
+    changed = ingest_bytes(store, source, body.replace("<title>Linux", "<title>[更新] Linux", 1).encode())
+    assert (changed.new, changed.updated, changed.unchanged) == (0, 1, 1), changed
+
+
 def test_list_fields_and_filters(hub, feed_server):
     add(hub, "myjvn", feed_server.url("/jvn/spiegel_go-myjvn_getVulnOverviewList_2018-03-13_extracted.rdf"), "jvn")
     add(hub, "kev", feed_server.url("/cisa_kev/vulsdata_kev_2022-08-18_partial.json"), "kev", "--lang", "en")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -52,11 +53,17 @@ ITEM_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, Over
 
 class EntryStream:
     """Entries read lazily from one document (a large feed is stored a chunk at a time and never
-    held whole); `warnings` and `skipped` fill as it is read. Iterable once."""
+    held whole); `warnings` and `skipped` fill as it is read. Iterable once.
+
+    `known`, set by the caller before reading: an item's raw text → (key, version) when the store
+    holds that very text for this source already. A stream that has an item's raw text before
+    building it (JVN RSS) then yields `Known(key, version)` instead of building what would be
+    thrown away as unchanged: a re-fetched yearly feed costs its parsing, not its normalizing."""
 
     def __init__(self, make):
         self.warnings: list[str] = []
         self.skipped = 0
+        self.known: Callable[[str], tuple[str, str | None] | None] | None = None
         self._entries = make(self)
 
     def __iter__(self):
@@ -144,6 +151,14 @@ def date_field(text, where: str, name: str, warnings: list[str]):
     if d is None:
         warnings.append(f"{where}: {name} {str(text)[:40]!r} is not a usable date: dropped")
     return d
+
+
+@dataclass(frozen=True)
+class Known:
+    """An item whose raw text the store holds unchanged for its source: its key and stored version."""
+
+    key: str
+    version: str | None
 
 
 @dataclass

@@ -18,6 +18,7 @@ from ceptoar.normalize import (
     Entry,
     EntryStream,
     FeedError,
+    Known,
     advisory,
     date_field,
     score,
@@ -127,6 +128,11 @@ def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStrea
                         n += 1
                         item_text = next(texts, None)
                         raw_item = wrap(item_text) if item_text is not None else None
+                        held = out.known(raw_item) if out.known and raw_item is not None else None
+                        if held:
+                            el.clear()
+                            yield Known(*held)
+                            continue
                         e = out.keep(lambda el, r=raw_item: _rss_item(el, source, tlp, r, out.warnings), el,
                                      lambda el=el, n=n: _describe(n, (el, None)))
                         el.clear()

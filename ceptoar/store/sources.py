@@ -93,6 +93,14 @@ class Sources(Repository):
                 out[k] = (h, v)
         return out
 
+    def raw_held(self, source_id: str, limit: int = 500_000) -> dict[str, tuple[str, str | None]] | None:
+        """hash → (key, version) of every raw entry held for a source; None when it has more than
+        `limit` (held in memory for one ingest: about 300 bytes each)."""
+        if self.store.scalar("SELECT COUNT(*) FROM raw_entries WHERE source = ?", (source_id,)) > limit:
+            return None
+        return {h: (k, v) for k, h, v in self.store.execute(
+            "SELECT key, hash, version FROM raw_entries WHERE source = ?", (source_id,))}
+
     def write_raw(self, rows: list[tuple]) -> None:
         """(source, key, hash, version, raw) rows: the entry as last received."""
         now = utcnow()
