@@ -88,13 +88,19 @@ class Members(Repository):
         return {c: (bool(r), bool(w)) for c, r, w in self.store.execute(
             "SELECT collection, can_read, can_write FROM grants WHERE member = ?", (mid,))}
 
-    def recent_failures(self, *, since: str, address: str | None = None, member: str | None = None
-                        ) -> tuple[int, str | None]:
-        """(failed logins, time of the last one) since a time, from one address or for one member."""
-        col, value = ("address", address) if address is not None else ("member", member)
-        row = self.store.execute(f"SELECT COUNT(*), MAX(time) FROM audit WHERE {col} = ? AND http_status = 401 "
-                                 "AND action = 'taxii-denied' AND time >= ?", (value, since)).fetchone()
-        return row[0], row[1]
+    def recent_failures(self, *, since: str, address: str, member: str | None = None
+                        ) -> dict[str, tuple[int, str | None]]:
+        """(failed logins, time of the last one) since a time from one address and, given, for one
+        member: {"address": …, "member": …}, counted in one statement (each index probed once)."""
+        count = "SUM(CASE WHEN {0} = ? THEN 1 ELSE 0 END), MAX(CASE WHEN {0} = ? THEN time END)"
+        row = self.store.execute(
+            f"SELECT {count.format('address')}, {count.format('member')} FROM audit WHERE (address = ? OR member = ?) "
+            "AND http_status = 401 AND action = 'taxii-denied' AND time >= ?",
+            (address, address, member, member, address, member, since)).fetchone()
+        out = {"address": (row[0] or 0, row[1])}
+        if member is not None:
+            out["member"] = (row[2] or 0, row[3])
+        return out
 
     def objects_submitted(self, member: str, since: str) -> int:
         """Objects the member has added over TAXII since a time (from the audit log)."""

@@ -52,10 +52,8 @@ def lock_remaining(store: Store, address: str, member_id: str | None) -> int:
     free failures within the window, each further failure doubles the wait (up to MAX_LOCK_SECONDS)."""
     since = (datetime.now(UTC) - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     worst = 0.0
-    counted = [("address", *store.members.recent_failures(address=address, since=since))]
-    if member_id:
-        counted.append(("member", *store.members.recent_failures(member=member_id, since=since)))
-    for kind, count, last in counted:
+    for kind, (count, last) in store.members.recent_failures(since=since, address=address,
+                                                             member=member_id or None).items():
         if count < FREE_FAILURES[kind] or not last:
             continue
         wait = min(MAX_LOCK_SECONDS, 2 ** (count - FREE_FAILURES[kind]))
