@@ -173,3 +173,21 @@ def test_the_hubs_files_are_private(hub, tmp_path):
         assert mode(p) == 0o600, (p, oct(mode(p)))
     for d in (out, tmp_path / "notices"):
         assert mode(d) == 0o700, d
+
+
+def test_a_manifest_written_as_text_is_the_json_of_what_is_stored():
+    """The manifest page is written by hand from stored strings: whatever they hold (quotes,
+    backslashes, markup, line separators, control characters, non-BMP text), it parses back to them."""
+    from ceptoar.taxii.backend import HubBackend
+
+    hostile = ['indicator--"}],"more":false,"x":["', "a\\b\u2028\u2029</script>\x00\x1b[31m", "日本語\U0001F600",
+               "\ud800"]
+    rows = [{"object_id": h, "date_added": "2026-01-01T00:00:00.000000Z", "modified": m, "spec_version": v}
+            for h in hostile for m, v in ((h, "2.1"), (None, '2.0"'))]
+    envelope = json.loads(HubBackend._manifest(rows, True, 'tok"en\\').text)
+    assert envelope["more"] is True and envelope["next"] == 'tok"en\\'
+    assert envelope["objects"] == [
+        {"id": r["object_id"], "date_added": r["date_added"], "version": r["modified"] or r["date_added"],
+         "media_type": f"application/stix+json;version={r['spec_version']}"} for r in rows]
+    assert json.loads(HubBackend._manifest(rows[:1], False, None).text) == {"more": False, "objects": envelope["objects"][:1]}
+    assert HubBackend._manifest([], False, None) == {}

@@ -352,16 +352,20 @@ class HubBackend(Backend):
 
     def get_object_manifest(self, api_root, collection_id, filter_args, allowed_filters, limit):
         rows, more, token = self._page(collection_id, Query("objects"), limit, with_json=False)
+        return self._manifest(rows, more, token), self._headers(rows)
+
+    @staticmethod
+    def _manifest(rows: list[dict], more: bool, token: str | None) -> dict:
+        """A manifest envelope written as text, each stored string JSON-escaped (through `json.dumps`,
+        100 small dicts were a tenth of the page's time)."""
         if not rows:
-            return {}, self._headers(rows)
-        # Written as text, each stored string JSON-escaped (a tenth of the page's time through json.dumps).
+            return {}
         q = json.encoder.encode_basestring_ascii
         items = ",".join(f'{{"id":{q(r["object_id"])},"date_added":{q(r["date_added"])},'
                          f'"version":{q(r["modified"] or r["date_added"])},'
                          f'"media_type":{q("application/stix+json;version=" + r["spec_version"])}}}' for r in rows)
         tail = f',"next":{q(token)}' if token else ""
-        return Spliced('{"more":' + ("true" if more else "false") + ',"objects":[' + items + "]" + tail + "}"), \
-            self._headers(rows)
+        return Spliced('{"more":' + ("true" if more else "false") + ',"objects":[' + items + "]" + tail + "}")
 
     def get_object(self, api_root, collection_id, object_id, filter_args, allowed_filters, limit):
         rows, more, token = self._page(collection_id, Query("object", object_id), limit, with_json=True)
