@@ -275,6 +275,18 @@ def test_search_is_the_newest_matches_whatever_the_batches(loaded, query, status
         assert got == [r["id"] for r in hits if r["source"] == source][:3], source
 
 
+def test_the_search_key_ingest_writes_is_the_one_the_index_defines(loaded):
+    """Ingest writes each new advisory's full-text key itself (SQLite); it must be the key the
+    schema defines from the row's published time and rowid, as the trigger computes it."""
+    from ceptoar.store.schema import search_key
+
+    store = Store(loaded.db)
+    if store.dialect != "sqlite":
+        pytest.skip("the full-text key is SQLite's")
+    assert store.scalar("SELECT COUNT(*) FROM advisories WHERE search_key IS NOT NULL") > 50
+    assert store.scalar(f"SELECT COUNT(*) FROM advisories WHERE search_key IS NOT {search_key('advisories')}") == 0
+
+
 def test_renormalize_rebuilds_facts_from_raw_and_keeps_decisions(loaded):
     store = Store(loaded.db)
     # Every stored raw entry parses alone with its own normalizer: nothing changes on a rerun.

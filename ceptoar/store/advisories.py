@@ -14,7 +14,7 @@ import re
 from ceptoar.errors import NotFound
 from ceptoar.model import TLP_ORDER
 from ceptoar.store import Repository, chunks, dump, marks
-from ceptoar.store.schema import SEARCH_KEY
+from ceptoar.store.schema import search_key
 
 FACTS = ("source", "entry_key", "source_report", "title", "description", "published", "published_utc", "modified",
          "stix_modified", "url", "identifiers", "cves", "cvss", "cpes", "max_cvss", "source_tlp", "lang",
@@ -85,8 +85,7 @@ class Advisories(Repository):
         if s.dialect == "sqlite":
             # The search key given with the row (rowids numbered here, under the write lock), instead
             # of a trigger's second write of every new row.
-            extra, more = ", rowid, search_key", ", ?, " + SEARCH_KEY.format("x").replace("x.published_utc", "?") \
-                .replace("x.rowid", "?")
+            extra, more = ", rowid, search_key", f", ?, {search_key(None)}"
             base = s.scalar("SELECT COALESCE(MAX(rowid), 0) FROM advisories")
             for i, v in enumerate(values, base + 1):
                 v += [i, v[cols.index("published_utc")], i]

@@ -197,13 +197,22 @@ CREATE TABLE targeted_alerts (
 # rowid but by `search_key` = (published second << 31) | rowid, so that its own order is newest
 # first and a search reads the newest hits and stops (`ORDER BY rowid DESC LIMIT n`). Ingest gives
 # it with the row (one write per row); the trigger fills it for rows inserted without it.
-SEARCH_KEY = ("(MAX(COALESCE(CAST(strftime('%s', {0}.published_utc) AS INTEGER), 0), 0) << 31) "
-              "| ({0}.rowid & 2147483647)")
+_SEARCH_KEY = ("(MAX(COALESCE(CAST(strftime('%s', {published}) AS INTEGER), 0), 0) << 31) "
+               "| ({rowid} & 2147483647)")
+
+
+def search_key(row: str | None) -> str:
+    """The search key's SQL for a row (`new`, a table), or with two parameters (published, rowid)."""
+    if row is None:
+        return _SEARCH_KEY.format(published="?", rowid="?")
+    return _SEARCH_KEY.format(published=f"{row}.published_utc", rowid=f"{row}.rowid")
+
+
 SEARCH_EXTRAS = f"""
 ALTER TABLE advisories ADD COLUMN search_key INTEGER;
 CREATE INDEX advisories_search_key ON advisories (search_key);
 CREATE TRIGGER advisories_search_key AFTER INSERT ON advisories WHEN new.search_key IS NULL BEGIN
-    UPDATE advisories SET search_key = {SEARCH_KEY.format('new')} WHERE rowid = new.rowid;
+    UPDATE advisories SET search_key = {search_key('new')} WHERE rowid = new.rowid;
 END;
 CREATE VIRTUAL TABLE advisories_fts USING fts5 (
     title, description, identifiers, content='advisories', content_rowid='search_key', tokenize='trigram'
@@ -218,9 +227,9 @@ WHEN old.search_key IS NOT NULL AND (old.title IS NOT new.title OR old.descripti
 BEGIN
     INSERT INTO advisories_fts (advisories_fts, rowid, title, description, identifiers)
     VALUES ('delete', old.search_key, old.title, old.description, old.identifiers);
-    UPDATE advisories SET search_key = {SEARCH_KEY.format('new')} WHERE rowid = new.rowid;
+    UPDATE advisories SET search_key = {search_key('new')} WHERE rowid = new.rowid;
     INSERT INTO advisories_fts (rowid, title, description, identifiers)
-    VALUES ({SEARCH_KEY.format('new')}, new.title, new.description, new.identifiers);
+    VALUES ({search_key('new')}, new.title, new.description, new.identifiers);
 END;
 """
 
@@ -434,7 +443,7 @@ def _step13(store: Store) -> None:
     store.execute("DROP TABLE IF EXISTS advisories_fts")
     for stmt in statements(SEARCH_EXTRAS):
         store.execute(stmt)
-    store.execute(f"UPDATE advisories SET search_key = {SEARCH_KEY.format('advisories')}")
+    store.execute(f"UPDATE advisories SET search_key = {search_key('advisories')}")
     store.execute("INSERT INTO advisories_fts (advisories_fts) VALUES ('rebuild')")
 
 
