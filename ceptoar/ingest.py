@@ -259,7 +259,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                 report = own.obj(rid)
         if revoked:
             counts.revoked_ids.append(aid)
-            raw_rows.append((source.id, entry.key, raw_hashes[entry.key], report.get("modified"), entry.raw))
+            raw_rows.append((source.id, entry.key, raw_hashes[entry.key], version_key(entry.report), entry.raw))
             continue
         # The hub's vulnerability per CVE: public CLEAR facts only.
         share = source.public and entry.tlp == "CLEAR"
@@ -289,7 +289,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                    first_seen=state["first_seen"] if state else now, _new=state is None)
         facts_rows.append(row)
         cve_rows.extend((c, aid) for c in row["cves"])
-        raw_rows.append((source.id, entry.key, raw_hashes[entry.key], report.get("modified"), entry.raw))
+        raw_rows.append((source.id, entry.key, raw_hashes[entry.key], version_key(entry.report), entry.raw))
         if state and state["source_tlp"] != entry.tlp and not state["analyst_tlp"]:
             tlp_changes.append((aid, state["tlp"], entry.tlp, state["status"]))
 

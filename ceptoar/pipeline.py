@@ -163,6 +163,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
     so a large feed is never held whole. Then its auto-publish rule."""
     counts = Counts()
     seen: dict[str, tuple] = {}  # key → version stored in this run: the newest copy of an entry stands
+    held: dict[str, str] = {}  # key → stored version of the entries the stream knew to be unchanged
     done = 0
     with paused_gc():
         with store.transaction():
@@ -171,9 +172,13 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                 # copy of the same entry in this fetch older than the stored one.
                 for k in (e for e in chunk if isinstance(e, Known)):
                     counts.unchanged += 1
-                    seen[k.key] = max(seen.get(k.key, ""), k.version or "")
+                    held[k.key] = seen[k.key] = max(seen.get(k.key, ""), k.version or "")
                 chunk = [e for e in newest_per_key([e for e in chunk if not isinstance(e, Known)], counts)
                          if e.key not in seen or version_key(e.report) >= seen[e.key]]
+                for e in chunk:
+                    if held.get(e.key) == version_key(e.report):
+                        counts.warnings.append(f"{e.key}: given twice at {held[e.key]}, as stored and changed; "
+                                               "the changed copy stands")
                 for e in chunk:
                     seen[e.key] = version_key(e.report)
                 c = store_entries(store, source, chunk)

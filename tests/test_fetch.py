@@ -108,6 +108,15 @@ def test_refetch_builds_only_what_changed_and_an_older_copy_stays_behind(hub, da
     # A changed item is built and stored as before.
     changed = ingest_bytes(store, source, body.replace("<title>Linux", "<title>[更新] Linux", 1).encode())
     assert (changed.new, changed.updated, changed.unchanged) == (0, 1, 1), changed
+    # The held copy and a changed one at the same `modified`: the changed copy stands, and it is said.
+    body = body.replace("<title>Linux", "<title>[更新] Linux", 1)
+    start = body.index("<item ")
+    end = body.index("</item>", start) + len("</item>")
+    twice = body[:end] + "\n" + body[start:end].replace("[更新]", "[再更新]") + body[end:]
+    again = ingest_bytes(store, source, twice.encode())
+    assert (again.new, again.updated, again.unchanged) == (0, 1, 2), again
+    assert len(again.warnings) == 1 and "given twice" in again.warnings[0] and "the changed copy stands" in again.warnings[0]
+    assert any("[再更新]" in a["title"] for a in hub.json("advisories", "list"))
 
 
 def test_list_fields_and_filters(hub, feed_server):

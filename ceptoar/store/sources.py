@@ -102,7 +102,8 @@ class Sources(Repository):
             "SELECT key, hash, version FROM raw_entries WHERE source = ?", (source_id,))}
 
     def write_raw(self, rows: list[tuple]) -> None:
-        """(source, key, hash, version, raw) rows: the entry as last received."""
+        """(source, key, hash, version, raw) rows: the entry as last received, with the version its
+        source gave it (the stored report's may be later, when its content changed at the same one)."""
         now = utcnow()
         self.store.executemany(
             "INSERT INTO raw_entries (source, key, hash, received, version, raw) VALUES (?, ?, ?, ?, ?, ?) "
