@@ -163,13 +163,13 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
     so a large feed is never held whole. Then its auto-publish rule."""
     counts = Counts()
     seen: dict[str, tuple] = {}  # key → version stored in this run: the newest copy of an entry stands
-    held: dict[str, str] = {}  # key → stored version of the entries the stream knew to be unchanged
+    held: dict[str, str] = {}  # key → version of the entries the stream knew to be held unchanged
     done = 0
     with paused_gc():
         with store.transaction():
             for chunk in _chunks(entries, CHUNK):
                 # Items the stream knew to be held unchanged stand as they are, against any other
-                # copy of the same entry in this fetch older than the stored one.
+                # copy of the same entry in this fetch at an older version.
                 for k in (e for e in chunk if isinstance(e, Known)):
                     counts.unchanged += 1
                     held[k.key] = seen[k.key] = max(seen.get(k.key, ""), k.version or "")
@@ -179,7 +179,6 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                     if held.get(e.key) == version_key(e.report):
                         counts.warnings.append(f"{e.key}: given twice at {held[e.key]}, as stored and changed; "
                                                "the changed copy stands")
-                for e in chunk:
                     seen[e.key] = version_key(e.report)
                 c = store_entries(store, source, chunk)
                 done += len(chunk)

@@ -155,7 +155,8 @@ def date_field(text, where: str, name: str, warnings: list[str]):
 
 @dataclass(frozen=True)
 class Known:
-    """An item whose raw text the store holds unchanged for its source: its key and stored version."""
+    """An item whose raw text the store holds unchanged for its source: its key and version (as the
+    source gave it when that text was stored)."""
 
     key: str
     version: str | None

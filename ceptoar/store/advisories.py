@@ -87,8 +87,9 @@ class Advisories(Repository):
             # of a trigger's second write of every new row.
             extra, more = ", rowid, search_key", f", ?, {search_key(None)}"
             base = s.scalar("SELECT COALESCE(MAX(rowid), 0) FROM advisories")
+            published = cols.index("published_utc")
             for i, v in enumerate(values, base + 1):
-                v += [i, v[cols.index("published_utc")], i]
+                v += [i, v[published], i]
         s.executemany(
             f"INSERT INTO advisories ({', '.join(cols)}, first_seen, tlp, tlp_rank, tags{extra}) "
             f"VALUES ({marks(len(cols) + 4)}{more}) ON CONFLICT (id) DO UPDATE SET {updates}", values)
