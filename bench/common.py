@@ -56,22 +56,32 @@ def paired_ms(fa, fb, repeat: int) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
-def run_peak(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+def run_peak(cmd: list[str], tree: list[float] | None = None, **kwargs) -> tuple[subprocess.CompletedProcess, float]:
     """Run `cmd` (as subprocess.run, output captured) and return it with its own peak resident memory
     in MiB: VmHWM of its address space, read every 20 ms while it runs. Not getrusage's ru_maxrss: a
     child started by vfork and exec inherits the high-water mark of the parent's address space, so a
-    benchmark that built a large database in memory would see its own peak reported as the child's."""
+    benchmark that built a large database in memory would see its own peak reported as the child's.
+    `tree`, when given, receives the peak of the resident memory of the process and its children
+    together (the sum of their VmRSS at each reading)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-    peak_kb, done = 0, threading.Event()
+    peak_kb, tree_kb, done = 0, 0, threading.Event()
+
+    def field(pid: int, name: str) -> int:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1])
+        return 0
+
+    def family(pid: int) -> list[int]:
+        kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        return [pid, *(p for k in kids for p in family(k))]
 
     def watch() -> None:
-        nonlocal peak_kb
-        status = Path(f"/proc/{proc.pid}/status")
+        nonlocal peak_kb, tree_kb
         while not done.is_set():
             try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak_kb = max(peak_kb, int(line.split()[1]))
+                peak_kb = max(peak_kb, field(proc.pid, "VmHWM:"))
+                tree_kb = max(tree_kb, sum(field(p, "VmRSS:") for p in family(proc.pid)))
             except (OSError, ValueError):
                 pass
             done.wait(0.02)
@@ -81,4 +91,6 @@ def run_peak(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, flo
     out, err = proc.communicate()
     done.set()
     watcher.join()
+    if tree is not None:
+        tree.append(tree_kb / 1024)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak_kb / 1024

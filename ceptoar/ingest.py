@@ -32,7 +32,7 @@ from ceptoar.model import (
     tlp_name,
     vulnerability_id,
 )
-from ceptoar.normalize import Entry, cvss_key, source_identity, vulnerability
+from ceptoar.normalize import Entry, Known, cvss_key, source_identity, vulnerability
 from ceptoar.store import Store, utcnow
 from ceptoar.store.objects import ObjectVersion, version_key
 
@@ -104,6 +104,40 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
     }
 
 
+@dataclass
+class Prepared:
+    """What storing an entry derives from the entry alone, computed ahead of storing (in a second
+    process for a large document: ceptoar.offload) and used only where the entry is stored as it
+    came; wherever the store's state changes the outcome, `store_entries` derives it again."""
+
+    raw_hash: str
+    report: tuple[str, str]  # serialize(entry.report)
+    row: dict  # advisory_row(entry) with its medical signals
+    vulnerabilities: dict[str, tuple[dict, tuple[str, str]]]  # CVE → the hub's first version, serialized
+
+
+def prepare(entry: Entry | Known, source: Source) -> Entry | Known:
+    """The entry with its `Prepared` values (a held item, `Known`, has none to compute)."""
+    if isinstance(entry, Known) or entry.prepared is not None:
+        return entry
+    report = entry.report
+    created = report.get("published") or report.get("created")
+    vulnerabilities = {}
+    if isinstance(created, str):
+        for cve in entry.cves:
+            v = vulnerability(cve, created, _shared_facts(entry, source, cve))
+            vulnerabilities[cve] = (v, serialize(v))
+    row = advisory_row(entry, source.id)
+    row["medical_signals"] = medical.signals(report)
+    entry.prepared = Prepared(raw_hash(entry.raw), serialize(report), row, vulnerabilities)
+    return entry
+
+
+def _shared_facts(entry: Entry, source: Source, cve: str) -> dict:
+    """What an entry tells the hub's shared vulnerability object: public CLEAR facts only."""
+    return entry.cve_facts.get(cve, {}) if source.public and entry.tlp == "CLEAR" else {}
+
+
 def newest_per_key(entries: list[Entry], counts: Counts) -> list[Entry]:
     """The same entry twice in one batch: the newest report `modified` stands (a later copy at the
     same `modified` too, for feeds that repeat an item); equal timestamps with different content are
@@ -148,8 +182,9 @@ class _Versions:
         v = self.obj(oid)
         return content_hash(v) if v is not None else None
 
-    def put(self, obj: dict, own_rank: int | None = None, kept_apart: bool = False) -> None:
-        text, h = serialize(obj)
+    def put(self, obj: dict, own_rank: int | None = None, kept_apart: bool = False,
+            serialized: tuple[str, str] | None = None) -> None:
+        text, h = serialized or serialize(obj)
         self.objs[obj["id"]] = obj
         self.latest.pop(obj["id"], None)
         self.rows.append((obj["id"], version_key(obj), obj["type"], h, text, own_rank, kept_apart))
@@ -180,12 +215,12 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     adv_id = {e.key: known.get(e.key) or stable_id("report", source.id, e.key) for e in entries}
     states = store.advisories.states(list(adv_id.values()))
     raw_known = store.sources.raw_versions(source.id, [e.key for e in entries])
-    raw_hashes = {e.key: raw_hash(e.raw) for e in entries}
+    raw_hashes = {e.key: e.prepared.raw_hash if e.prepared else raw_hash(e.raw) for e in entries}
     # Same bytes through the same normalizer give the same objects: nothing to compare.
     same = set() if recheck else {e.key for e in entries if adv_id[e.key] in states
                                   and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
     counts.unchanged += len(same)
-    entries = [e for e in entries if e.key not in same]
+    entries = [prepare(e, source) for e in entries if e.key not in same]
     if not entries:
         return counts
 
@@ -233,13 +268,14 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
             changed |= _put_supplied(own, obj, _rank(entry.object_tlps.get(obj["id"])), apart, counts)
         # The report itself.
         report = entry.report
+        ready = entry.prepared
         rid = report["id"]
         if rid == aid:  # synthesized by a normalizer: the hub moves its versions forward
             prev = own.modified(rid)
             if prev is None or own.hash(rid) != content_hash(report) or changed:
                 if prev is not None:
                     report = dict(report, modified=later_than(report.get("modified"), prev))
-                own.put(report, _rank(entry.tlp))
+                own.put(report, _rank(entry.tlp), serialized=ready.report if report is entry.report else None)
                 changed = True
         else:  # a producer's report
             holder = owners.get(rid)
@@ -250,7 +286,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                 owners[rid] = origin
             prev = own.modified(rid)
             if prev is None or version_key(report) > prev:
-                own.put(report, _rank(entry.tlp), kept_apart=apart)
+                own.put(report, _rank(entry.tlp), kept_apart=apart, serialized=ready.report)
                 changed = True
             else:
                 if version_key(report) == prev and own.hash(rid) != content_hash(report):
@@ -262,13 +298,18 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
             raw_rows.append((source.id, entry.key, raw_hashes[entry.key], version_key(entry.report), entry.raw))
             continue
         # The hub's vulnerability per CVE: public CLEAR facts only.
-        share = source.public and entry.tlp == "CLEAR"
+        as_came = report is entry.report
         for cve in entry.cves:
             vid = vulnerability_id(cve)
-            facts = entry.cve_facts.get(cve, {}) if share else {}
+            facts = _shared_facts(entry, source, cve)
             current = hub.obj(vid)
             if current is None:
-                hub.put(vulnerability(cve, report.get("published") or report.get("created") or now_stix(), facts), 0)
+                made = ready.vulnerabilities.get(cve) if as_came else None
+                if made:
+                    hub.put(made[0], 0, serialized=made[1])
+                else:
+                    hub.put(vulnerability(cve, report.get("published") or report.get("created") or now_stix(),
+                                          facts), 0)
             else:
                 candidate = merge_vulnerability(current, facts)
                 if content_hash(candidate) != content_hash(current):
@@ -281,11 +322,15 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
             counts.updated_ids.append(aid)
         else:
             counts.unchanged += 1
-        current_entry = Entry(entry.key, report, entry.raw, entry.objects, entry.tags, entry.tlp, entry.cves)
-        row = advisory_row(current_entry, source.id)
-        signals = medical.signals(report)
+        if as_came:
+            row = dict(ready.row)
+        else:
+            row = advisory_row(Entry(entry.key, report, entry.raw, entry.objects, entry.tags, entry.tlp, entry.cves),
+                               source.id)
+            row["medical_signals"] = medical.signals(report)
+        signals = row["medical_signals"]
         auto = list(dict.fromkeys(entry.tags + ([medical.TAG] if signals else [])))
-        row.update(id=aid, auto_tags=auto, medical_signals=signals, updated_at=now,
+        row.update(id=aid, auto_tags=auto, updated_at=now,
                    first_seen=state["first_seen"] if state else now, _new=state is None)
         facts_rows.append(row)
         cve_rows.extend((c, aid) for c in row["cves"])

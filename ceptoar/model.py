@@ -279,9 +279,12 @@ def identifier_reference(ident: str, url: str | None = None) -> dict:
     return ref
 
 
+# One encoder for every stored object (json.dumps with options builds a new one per call).
+_canonical = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
 def _body(obj: dict) -> str:
-    return json.dumps({k: v for k, v in obj.items() if k not in ("created", "modified")},
-                      sort_keys=True, ensure_ascii=False)
+    return _canonical({k: v for k, v in obj.items() if k not in ("created", "modified")})
 
 
 def content_hash(obj: dict) -> str:

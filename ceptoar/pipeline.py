@@ -20,6 +20,7 @@ from ceptoar.ingest import Counts, newest_per_key, raw_hash, store_entries
 from ceptoar.leases import LeaseHeld, held
 from ceptoar.model import Source
 from ceptoar.normalize import Entry, FeedError, Known, csaf, jvn, kev, rss, stix
+from ceptoar.offload import OffloadedStream, children
 from ceptoar.sources import KINDS, http, rolie, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
@@ -44,6 +45,9 @@ Progress = Callable[[str], None]
 class Limits:
     timeout: float = http.DEFAULT_TIMEOUT
     max_bytes: int = http.DEFAULT_MAX_BYTES
+    # A streamed document at least this large is normalized in a second process while this one
+    # stores (ceptoar.offload); below it, starting that process costs more than it saves.
+    offload_bytes: int = 4 << 20
 
 
 @dataclass
@@ -120,12 +124,17 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
                  before_commit: Callable[[FetchResult], None] | None = None) -> FetchResult:
     """Normalize a body and store it in one transaction; `before_commit(result)` runs inside it."""
     with paused_gc():
-        bodies, followed, note = bodies_of(source, body, store, limits or Limits(), progress)
+        limits = limits or Limits()
+        bodies, followed, note = bodies_of(source, body, store, limits, progress)
         if len(bodies) == 1 and bodies[0][0] is None:
             stream = STREAMS.get(source.kind)
             if stream:
-                entries = stream(body, source, charset)
                 held = store.sources.raw_held(source.id)
+                if len(body) >= limits.offload_bytes and children():
+                    with OffloadedStream(source.kind, body, source, charset, held, children()) as entries:
+                        del body, bodies
+                        return store_all(store, source, entries, followed, note, before_commit, progress)
+                entries = stream(body, source, charset)
                 if held:
                     entries.known = lambda raw: held.get(raw_hash(raw))
             else:

@@ -58,6 +58,9 @@ class Settings:
     response_link_days: int = 30  # how long a facility's answer link stays valid
     response_reminder_days: int = 3  # unanswered urgent matches are reminded after this many days
     exposure_minimum: int = 5  # a prefecture with fewer matched facilities is not named in an exposure note
+    # Processes that normalize a large document while the hub stores it (ceptoar.offload); 0: all in the
+    # hub's own process (less memory, more time). Used only on a machine with two cores or more.
+    ingest_processes: int = 2
 
     def config_file(self, name: str) -> Path:
         """The operator's copy of a configuration file, else the example shipped with the hub."""
@@ -75,7 +78,7 @@ class Settings:
 
 _INT = {"smtp_port", "failure_threshold", "audit_retention_days", "taxii_max_content_length", "taxii_page_size",
         "taxii_proxies", "taxii_max_objects", "taxii_max_objects_per_day", "response_link_days",
-        "response_reminder_days", "exposure_minimum"}
+        "response_reminder_days", "exposure_minimum", "ingest_processes"}
 _FLOAT = {"busy_seconds"}
 _BOOL = {"smtp_starttls"}
 

@@ -60,14 +60,22 @@ class EntryStream:
     building it (JVN RSS) then yields `Known(key, version)` instead of building what would be
     thrown away as unchanged: a re-fetched yearly feed costs its parsing, not its normalizing."""
 
-    def __init__(self, make):
+    def __init__(self, make, selectable: bool = False):
         self.warnings: list[str] = []
         self.skipped = 0
         self.known: Callable[[str], tuple[str, str | None] | None] | None = None
+        # `select`, set by a reader that builds only some of the items (ceptoar.offload splits a
+        # document between processes): the n-th item (from 1) is built only when select(n) is true.
+        # Honoured by streams that read their items one by one (`selectable`).
+        self.selectable = selectable
+        self.select: Callable[[int], bool] | None = None
         self._entries = make(self)
 
     def __iter__(self):
         return self._entries
+
+    def wanted(self, n: int) -> bool:
+        return self.select is None or self.select(n)
 
     def keep(self, build, item, describe) -> Entry | None:
         return kept(build, item, describe, self)
@@ -176,6 +184,8 @@ class Entry:
     cves: list[str] = field(default_factory=list)
     cve_facts: dict[str, dict] = field(default_factory=dict)  # CVE → facts for the shared vulnerability
     object_tlps: dict[str, str] = field(default_factory=dict)  # own TLP of supplied objects, by id
+    # What storing derives from the entry alone, computed ahead (ceptoar.ingest.prepare).
+    prepared: object = field(default=None, compare=False, repr=False)
 
 
 def source_identity(source: Source) -> dict:

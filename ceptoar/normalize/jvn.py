@@ -127,6 +127,9 @@ def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStrea
                     if el.tag == RSS + "item":
                         n += 1
                         item_text = next(texts, None)
+                        if not out.wanted(n):
+                            el.clear()
+                            continue
                         raw_item = wrap(item_text) if item_text is not None else None
                         held = out.known(raw_item) if out.known and raw_item is not None else None
                         if held:
@@ -142,7 +145,7 @@ def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStrea
         except ParseError as e:
             raise FeedError(f"malformed XML: {e}") from None
 
-    return EntryStream(entries)
+    return EntryStream(entries, selectable=True)
 
 
 def _whole(text: str, source: Source, out: EntryStream) -> list[Entry]:

@@ -38,11 +38,13 @@ def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStrea
     def entries(out: EntryStream):
         for i in range(len(vulns)):
             v, vulns[i] = vulns[i], None
+            if not out.wanted(i + 1):
+                continue
             e = out.keep(lambda v: _entry(v, source, out.warnings), v, lambda i=i, v=v: _describe(i + 1, v))
             if e is not None:
                 yield e
 
-    return EntryStream(entries)
+    return EntryStream(entries, selectable=True)
 
 
 def _describe(i: int, v) -> str:

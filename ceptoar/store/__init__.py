@@ -32,9 +32,12 @@ def chunks(items: list, n: int = 500):
         yield items[i:i + n]
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def dump(v) -> str:
     """JSON text of a stored value (lists of strings and dicts, Japanese kept readable)."""
-    return "[]" if v == [] else json.dumps(v, ensure_ascii=False)
+    return "[]" if v == [] else _encode(v)
 
 
 def marks(n: int) -> str:
