@@ -130,6 +130,7 @@ def _child() -> int:
     gc.disable()  # as in the parent: bulk normalizing makes millions of acyclic objects
     os.nice(5)  # the storing parent is the narrow end of the pipeline (and TAXII readers come first)
     out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # the pipe carries messages only: a stray print goes to the log
     job = pickle.load(sys.stdin.buffer)
     from ceptoar.ingest import prepare, raw_hash
     from ceptoar.pipeline import STREAMS

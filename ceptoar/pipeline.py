@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ assert set(PARSERS) == set(KINDS) - {"taxii"}, "every kind of ceptoar.sources.KI
 STREAMS: dict[str, Callable[..., object]] = {"jvn": jvn.stream, "kev": kev.stream}
 
 Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,8 +132,14 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
             stream = STREAMS.get(source.kind)
             if stream:
                 held = store.sources.raw_held(source.id)
+                offloaded = None
                 if len(body) >= limits.offload_bytes and children():
-                    with OffloadedStream(source.kind, body, source, charset, held, children()) as entries:
+                    try:
+                        offloaded = OffloadedStream(source.kind, body, source, charset, held, children())
+                    except OSError as e:  # no interpreter to start: this process normalizes
+                        log.warning("normalizing %s in this process: cannot start another (%s)", source.id, e)
+                if offloaded:
+                    with offloaded as entries:
                         del body, bodies
                         return store_all(store, source, entries, followed, note, before_commit, progress)
                 entries = stream(body, source, charset)

@@ -4,6 +4,7 @@ stores, fails the same way, and leaves no process behind."""
 from __future__ import annotations
 
 import os
+import sys
 import re
 from pathlib import Path
 
@@ -139,3 +140,12 @@ def test_any_number_of_processes_gives_the_items_in_the_document_order(n):
         got = [(e.key, e.report["name"], e.raw) for e in there]
     assert got == expected and len(got) == 3 * GROUP + 4
     assert (there.warnings, there.skipped) == (here.warnings, here.skipped) and there.skipped == 1
+
+
+def test_with_no_interpreter_to_start_the_hub_normalizes_in_its_own_process(tmp_path, monkeypatch, caplog):
+    store = Store(new_db(tmp_path))
+    store.migrate()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    r = ingest_bytes(store, Source(id="jvn", kind="jvn", name="JVN"), jvn_feed(2 * GROUP + 5), limits=OFFLOADED)
+    assert (r.status, r.new, r.skipped) == ("ok", 2 * GROUP + 3, 1)
+    assert "normalizing jvn in this process: cannot start another" in caplog.text
