@@ -5,7 +5,7 @@ PostgreSQL: a server started from Debian's package in a temporary folder (as the
 `--pg-url postgresql://…` for one of your own. Writes the "Engines side by side" section of
 BENCHMARKS.md unless --no-write.
 
-    .venv/bin/python -m bench.engines [--advisories 20000] [--subscribers 5000]
+    .venv/bin/python -m bench.engines [--advisories 10000] [--subscribers 2000] [--repeat 15]
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ def digest(target: str, store: Store, subscribers: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--advisories", type=int, default=20000)
-    ap.add_argument("--subscribers", type=int, default=5000)
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--advisories", type=int, default=10000)
+    ap.add_argument("--subscribers", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--pg-url", help="a PostgreSQL database of your own (default: a server started here)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -192,7 +192,8 @@ def main() -> None:
             "PGroonga are not in Debian's packages).\n\n" + "\n".join(rows))
     print(body)
     if not args.no_write:
-        write_section("Engines side by side", "python -m bench.engines", body)
+        write_section("Engines side by side", f"python -m bench.engines --advisories {args.advisories} "
+                      f"--subscribers {args.subscribers} --repeat {args.repeat}", body)
 
 
 if __name__ == "__main__":

@@ -47,10 +47,9 @@ def children() -> int:
 class OffloadedStream:
     """The entries of `STREAMS[kind](body, source, charset)`, normalized by `n` child processes.
     Iterable once; `warnings` and `skipped` are the stream's, complete once iteration has ended.
-    `held` is the dict behind the stream's `known` (hash of a raw text → (key, version)), since a
-    function does not cross processes. Use as a context manager, or call `close()`."""
+    Use as a context manager, or call `close()`."""
 
-    def __init__(self, kind: str, body: bytes, source, charset: str | None, held: dict | None, n: int = 2):
+    def __init__(self, kind: str, body: bytes, source, charset: str | None, n: int = 2):
         self.warnings: list[str] = []
         self.skipped = 0
         self._procs = []
@@ -60,8 +59,8 @@ class OffloadedStream:
                                         stdout=subprocess.PIPE)
                 self._procs.append(proc)
                 try:
-                    pickle.dump({"kind": kind, "body": body, "source": source, "charset": charset, "held": held,
-                                 "index": k, "of": n}, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump({"kind": kind, "body": body, "source": source, "charset": charset, "index": k,
+                                 "of": n}, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                     proc.stdin.close()
                 except BrokenPipeError:
                     pass  # the child is gone already: reading from it says why
@@ -132,16 +131,13 @@ def _child() -> int:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # the pipe carries messages only: a stray print goes to the log
     job = pickle.load(sys.stdin.buffer)
-    from ceptoar.ingest import prepare, raw_hash
+    from ceptoar.ingest import prepare
     from ceptoar.pipeline import STREAMS
 
     index, of, source = job["index"], job["of"], job["source"]
     try:
         entries = STREAMS[job["kind"]](job["body"], source, job["charset"])
         del job["body"]
-        held = job["held"]
-        if held:
-            entries.known = lambda raw: held.get(raw_hash(raw))
         split = entries.selectable and of > 1
         _send(out, ("split", split))
         if not split and index:

@@ -133,9 +133,12 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
             if stream:
                 held = store.sources.raw_held(source.id)
                 offloaded = None
-                if len(body) >= limits.offload_bytes and children():
+                # Child processes for a large document the store holds nothing of yet. A re-fetch
+                # recognizes most items before building them (`known`): its work is the parsing,
+                # which children would each repeat, after starting up (0.4 s for 10,000 items).
+                if len(body) >= limits.offload_bytes and not held and children():
                     try:
-                        offloaded = OffloadedStream(source.kind, body, source, charset, held, children())
+                        offloaded = OffloadedStream(source.kind, body, source, charset, children())
                     except OSError as e:  # no interpreter to start: this process normalizes
                         log.warning("normalizing %s in this process: cannot start another (%s)", source.id, e)
                 if offloaded:
