@@ -362,3 +362,32 @@ def test_migrates_a_database_made_by_the_released_hub(tmp_path):
     newer = hub.run("advisories", "list", ok=None)
     assert newer.exit_code == 1 and "newer" in newer.output
     assert hub.run("init", "--sources", str(tmp_path / "none.toml"), ok=None).exit_code == 1
+
+
+def test_a_shared_object_newer_above_a_readers_clearance_leaves_it_the_older_version(hub, tmp_path):
+    """An indicator published at CLEAR by one report and again, newer, by an AMBER report: a CLEAR
+    reader's latest version is the older one, an AMBER reader's the newer; the same after the
+    upgrade (schema 15) that keeps each row's lowest newer rank is run on such a collection."""
+    hub.run("sources", "add", "partner", "https://partner.example/stix", "--kind", "stix")
+    old = indicator("p1", description="first")
+    new = indicator("p1", description="second", modified="2026-11-05T00:00:00.000Z")
+    a = report("Partner A", [old["id"]])
+    b = report("Partner B", [new["id"]], tlp="AMBER")
+    for name, bundle in (("a", [a, old]), ("b", [b, new])):  # each published before the next arrives
+        hub.run("ingest", str(write_bundle(tmp_path / f"{name}.json", bundle)), "--source", "partner")
+        (row,) = [r for r in hub.json("advisories", "list", "--source", "partner") if r["status"] == "new"]
+        hub.run("advisories", "tag", row["id"], "jma")
+        hub.run("advisories", "publish", row["id"])
+    readers = {t: Reader(hub.db, f"r-{t.lower()}", t, ["jma-amber"]) for t in ("CLEAR", "AMBER")}
+
+    def seen():
+        return {t: [o.get("description") for o in r.objects("jma-amber") if o["id"] == old["id"]]
+                for t, r in readers.items()}
+
+    assert seen() == {"CLEAR": ["first"], "AMBER": ["second"]}
+    store = Store(hub.db)
+    store.execute("UPDATE membership SET newer_rank = NULL")
+    store.execute("UPDATE meta SET value = '14' WHERE key = 'schema_version'")
+    (tmp_path / "none.toml").write_text("")
+    assert "from schema 14 to" in hub.run("init", "--sources", str(tmp_path / "none.toml")).output
+    assert seen() == {"CLEAR": ["first"], "AMBER": ["second"]}

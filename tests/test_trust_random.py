@@ -34,6 +34,7 @@ from ceptoar.extensions import hub_objects, props
 from ceptoar.model import TLP_BY_ID, TLP_ORDER, marking_definition, vulnerability_id
 from ceptoar.publication import REVOKED_LABEL, REVOKED_NAME
 from ceptoar.store import Store
+from ceptoar.store.schema import NEWER_RANK
 from tests.conftest import Hub, new_db
 from tests.taxii_fixtures import TAXII, ServerProcess
 from tests.trust_helpers import TLP, sid
@@ -394,6 +395,11 @@ class TrustMachine(RuleBasedStateMachine):
             served = {(r["object_id"], r["modified"]): r["tlp_rank"] for r in self.store.rows(
                 "SELECT object_id, modified, tlp_rank FROM membership WHERE collection = ?", (cid,))}
             assert served == {k: r["rank"] for k, r in self.store.membership.derive(cid).items()}, cid
+            # Each row's lowest newer rank (what a page of latest versions reads) is the one derived.
+            stale = self.store.rows(
+                f"SELECT object_id, modified, newer_rank, {NEWER_RANK} AS derived FROM membership WHERE collection = ?",
+                (cid,))
+            assert all(r["newer_rank"] == r["derived"] for r in stale), (cid, stale)
         for tlp in TLPS:
             self.check_reader(tlp)
             rank = TLP_ORDER.index(tlp)

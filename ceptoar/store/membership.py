@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from ceptoar.store import Repository, chunks, marks, utcnow
+from ceptoar.store.schema import NEWER_RANK
 
 
 @dataclass
@@ -223,6 +224,9 @@ class Membership(Repository):
             s.executemany("UPDATE membership SET tlp_rank = ? WHERE seq = ?", raises)
             s.executemany("INSERT INTO membership (collection, object_id, modified, origin, type, spec_version, "
                           "tlp_rank, date_added) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            if inserts or raises or removals:
+                s.execute(f"UPDATE membership SET newer_rank = {NEWER_RANK} WHERE collection = ? "
+                          f"AND object_id IN ({marks(len(ids))})", [collection, *ids])
             changed += len(inserts)
         return changed
 
@@ -289,6 +293,11 @@ class Membership(Repository):
         if "all" not in versions:
             alternatives = []
             for word, agg in (("last", "MAX"), ("first", "MIN")):
+                if word == "last" and "last" in versions and not spec:
+                    # The latest version this reader may see: no newer one at or below its rank.
+                    alternatives.append("(m.newer_rank IS NULL OR m.newer_rank > ?)")
+                    args.append(max_rank)
+                    continue
                 if word in versions:
                     alternatives.append(
                         f"m.modified = (SELECT {agg}(x.modified) FROM membership x WHERE x.collection = "

@@ -17,7 +17,7 @@ from ceptoar.errors import StoreError
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -88,7 +88,8 @@ CREATE INDEX placements_advisory ON placements (advisory, collection);
 CREATE TABLE membership (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL, object_id TEXT NOT NULL,
     modified TEXT NOT NULL, origin TEXT NOT NULL, type TEXT NOT NULL, spec_version TEXT NOT NULL DEFAULT '2.1',
-    tlp_rank INTEGER NOT NULL, date_added TEXT NOT NULL, UNIQUE (collection, object_id, modified)
+    tlp_rank INTEGER NOT NULL, date_added TEXT NOT NULL, newer_rank INTEGER,
+    UNIQUE (collection, object_id, modified)
 );
 CREATE INDEX membership_page ON membership (collection, date_added, seq);
 CREATE INDEX membership_object ON membership (collection, object_id, tlp_rank, modified);
@@ -258,6 +259,13 @@ POSTGRES_EXTRAS = [
     "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
     "FOR EACH ROW EXECUTE FUNCTION ceptoar_append_only()",
 ]
+
+
+# A membership row's `newer_rank`: the lowest rank among the collection's newer versions of its object
+# (NULL: none), so "the latest version a reader at rank r may see" is the visible row with no newer
+# version at or below r. Kept by `Membership._apply` for the objects it writes.
+NEWER_RANK = ("(SELECT MIN(x.tlp_rank) FROM membership x WHERE x.collection = membership.collection "
+              "AND x.object_id = membership.object_id AND x.modified > membership.modified)")
 
 
 def postgres_tables() -> list[str]:
@@ -460,5 +468,15 @@ def _step14(store: Store) -> None:
             store.execute(stmt)
 
 
+def _step15(store: Store) -> None:
+    """Each served version knows the lowest rank of the collection's newer versions of its object,
+    so a page of latest versions needs no subquery per row."""
+    if "newer_rank" not in _columns(store, "membership"):
+        store.execute("ALTER TABLE membership ADD COLUMN newer_rank " + ("BIGINT" if store.dialect == "postgresql"
+                                                                          else "INTEGER"))
+    store.execute(f"UPDATE membership SET newer_rank = {NEWER_RANK}")
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
-                                                     (11, _step11), (12, _step12), (13, _step13), (14, _step14)]
+                                                     (11, _step11), (12, _step12), (13, _step13), (14, _step14),
+                                                     (15, _step15)]
