@@ -29,10 +29,15 @@ import subprocess
 import sys
 import traceback
 
+from ceptoar.errors import CeptoarError
 from ceptoar.normalize import FeedError
 
 _LEN = struct.Struct("<Q")
 GROUP = 250  # consecutive items a child builds before the next child's turn
+
+
+class NormalizingStopped(CeptoarError):
+    """A normalizing process ended before its document was read (killed, out of memory)."""
 
 
 def children() -> int:
@@ -90,11 +95,12 @@ class OffloadedStream:
             self.close()
 
     def _read(self, k: int):
-        out, proc = self._procs[k].stdout, self._procs[k]
-        head = out.read(_LEN.size)
-        data = out.read(_LEN.unpack(head)[0]) if len(head) == _LEN.size else b""
-        if not data or len(data) < _LEN.unpack(head)[0]:
-            raise RuntimeError(f"the normalizing process ended without finishing (exit status {proc.wait()})")
+        proc = self._procs[k]
+        head = proc.stdout.read(_LEN.size)
+        size = _LEN.unpack(head)[0] if len(head) == _LEN.size else None
+        data = proc.stdout.read(size) if size else b""
+        if size is None or len(data) < size:
+            raise NormalizingStopped(f"the normalizing process ended without finishing (exit status {proc.wait()})")
         message = pickle.loads(data)
         if message[0] == "feed-error":
             raise FeedError(message[1])

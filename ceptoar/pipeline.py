@@ -21,7 +21,7 @@ from ceptoar.ingest import Counts, newest_per_key, raw_hash, store_entries
 from ceptoar.leases import LeaseHeld, held
 from ceptoar.model import Source
 from ceptoar.normalize import Entry, FeedError, Known, csaf, jvn, kev, rss, stix
-from ceptoar.offload import OffloadedStream, children
+from ceptoar.offload import NormalizingStopped, OffloadedStream, children
 from ceptoar.sources import KINDS, http, rolie, taxii
 from ceptoar.sources.http import FetchError
 from ceptoar.store import Store
@@ -270,7 +270,7 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
                                        changed=bool(result.new or result.updated))
 
         return ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
-    except (FetchError, FeedError, StoreError) as e:
+    except (FetchError, FeedError, StoreError, NormalizingStopped) as e:
         reason = str(e)
     except Exception as e:  # a bug must still fail this source alone, in one line
         reason = f"internal error: {type(e).__name__}: {e}"
@@ -293,7 +293,7 @@ def ingest_file(store: Store, path: Path, row: dict, limits: Limits | None = Non
         return ingest_bytes(store, source, path.read_bytes(), None, limits, progress)
     except OSError as e:
         return FetchResult(source.id, "error", error=f"cannot read {path}: {e.strerror}")
-    except (FetchError, FeedError) as e:
+    except (FetchError, FeedError, NormalizingStopped) as e:
         return FetchResult(source.id, "error", error=" ".join(str(e).split())[:500])
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from ceptoar.model import Source
 from ceptoar.normalize import FeedError
-from ceptoar.offload import GROUP, OffloadedStream
+from ceptoar.offload import GROUP, NormalizingStopped, OffloadedStream
 from ceptoar.pipeline import Limits, ingest_bytes
 from ceptoar.store import Store
 from tests.conftest import DATA, new_db
@@ -157,3 +157,18 @@ def test_with_no_interpreter_to_start_the_hub_normalizes_in_its_own_process(tmp_
     r = ingest_bytes(store, Source(id="jvn", kind="jvn", name="JVN"), jvn_feed(2 * GROUP + 5), limits=OFFLOADED)
     assert (r.status, r.new, r.skipped) == ("ok", 2 * GROUP + 3, 1)
     assert "normalizing jvn in this process: cannot start another" in caplog.text
+
+
+def test_a_normalizing_process_that_dies_fails_the_ingest_in_one_line(tmp_path):
+    import signal
+
+    store = Store(new_db(tmp_path))
+    store.migrate()
+    source = Source(id="jvn", kind="jvn", name="JVN")
+
+    def killed(_: str) -> None:  # after the first chunk: the second child is killed from outside
+        os.kill(int(children_of_this_process()[-1]), signal.SIGKILL)
+
+    with pytest.raises(NormalizingStopped, match=r"the normalizing process ended without finishing \(exit status -9\)"):
+        ingest_bytes(store, source, jvn_feed(8 * GROUP), limits=OFFLOADED, progress=killed)
+    assert store.count("advisories") == 0 and children_of_this_process() == []
