@@ -27,6 +27,9 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+PAGE_SIZE = 16384  # SQLite's page size for new databases
+
+
 def chunks(items: list, n: int = 500):
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -83,6 +86,9 @@ class Store:
                     os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
                 try:
+                    # A new database's pages (a database that exists keeps its own size): most rows
+                    # are objects of 1–4 KB, which 4 KB pages held one to a page.
+                    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                     sqlite_utils.Database(conn).enable_wal()
                 except sqlite3.DatabaseError:
                     conn.close()
