@@ -304,3 +304,24 @@ def test_a_second_app_does_not_disturb_the_first(tmp_path):
     assert reader.get("/taxii2/").status_code == 200
     create_app(str(tmp_path / "other.db"))
     assert reader.get("/taxii2/").status_code == 200
+
+
+@pytest.mark.sqlite_only
+def test_a_new_sqlite_database_has_16_kib_pages_and_an_older_one_moves_by_migrate_store(tmp_path):
+    import shutil
+
+    from tests.conftest import ROOT
+
+    fresh = Store(tmp_path / "fresh.db")
+    fresh.migrate()
+    assert fresh.scalar("PRAGMA page_size") == 16384
+    old = tmp_path / "old.db"
+    shutil.copy(ROOT / "tests" / "fixtures" / "released-schema8.db", old)
+    before = Store(old)
+    assert before.scalar("PRAGMA page_size") == 4096
+    before.migrate()
+    assert before.scalar("PRAGMA page_size") == 4096  # a database in WAL mode keeps its page size
+    moved = Store(tmp_path / "moved.db")
+    copy_store(before, moved, actor="tester")
+    assert moved.scalar("PRAGMA page_size") == 16384
+    assert moved.count("advisories") == before.count("advisories") == 6
