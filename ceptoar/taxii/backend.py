@@ -333,9 +333,13 @@ class HubBackend(Backend):
         and dumped again (most of a page's time): see `SplicingJSON`."""
         if not rows:
             return {}
-        tail = f',"next":{json.dumps(token)}' if token else ""
-        return Spliced('{"more":' + ("true" if more else "false") + ',"objects":['
-                       + ",".join(r["json"] for r in rows) + "]" + tail + "}")
+        return HubBackend._envelope_text(",".join(r["json"] for r in rows), more, token)
+
+    @staticmethod
+    def _envelope_text(items: str, more: bool, token: str | None) -> Spliced:
+        """The text of an envelope of `objects` (already JSON, comma-separated), `more` and `next`."""
+        tail = f',"next":{json.encoder.encode_basestring_ascii(token)}' if token else ""
+        return Spliced('{"more":' + ("true" if more else "false") + ',"objects":[' + items + "]" + tail + "}")
 
     @staticmethod
     def _envelope(key: str, items: list, more: bool, token: str | None) -> dict:
@@ -364,8 +368,7 @@ class HubBackend(Backend):
         items = ",".join(f'{{"id":{q(r["object_id"])},"date_added":{q(r["date_added"])},'
                          f'"version":{q(r["modified"] or r["date_added"])},'
                          f'"media_type":{q("application/stix+json;version=" + r["spec_version"])}}}' for r in rows)
-        tail = f',"next":{q(token)}' if token else ""
-        return Spliced('{"more":' + ("true" if more else "false") + ',"objects":[' + items + "]" + tail + "}")
+        return HubBackend._envelope_text(items, more, token)
 
     def get_object(self, api_root, collection_id, object_id, filter_args, allowed_filters, limit):
         rows, more, token = self._page(collection_id, Query("object", object_id), limit, with_json=True)
