@@ -10,6 +10,7 @@ facts from public CLEAR sources. One source's batch is written atomically by the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def merge_vulnerability(old: dict, facts: dict) -> dict:
 
 
 def advisory_row(entry: Entry, source_id: str) -> dict:
-    """The facts of one advisory, from its source report."""
+    """The facts of one advisory, from its source report (with why it looks medical)."""
     r = entry.report
     refs = [x for x in listed(r.get("external_references")) if isinstance(x, dict)]
     identifiers = list(dict.fromkeys(
@@ -101,6 +102,7 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
         "max_cvss": max(scores) if scores else None,
         "source_tlp": entry.tlp,
         "lang": r.get("lang") if isinstance(r.get("lang"), str) else None,
+        "medical_signals": medical.signals(r),
     }
 
 
@@ -112,7 +114,7 @@ class Prepared:
 
     raw_hash: str
     report: tuple[str, str]  # serialize(entry.report)
-    row: dict  # advisory_row(entry) with its medical signals
+    row: dict  # advisory_row(entry)
     vulnerabilities: dict[str, tuple[dict, tuple[str, str]]]  # CVE → the hub's first version, serialized
 
 
@@ -127,9 +129,8 @@ def prepare(entry: Entry | Known, source: Source) -> Entry | Known:
         for cve in entry.cves:
             v = vulnerability(cve, created, _shared_facts(entry, source, cve))
             vulnerabilities[cve] = (v, serialize(v))
-    row = advisory_row(entry, source.id)
-    row["medical_signals"] = medical.signals(report)
-    entry.prepared = Prepared(raw_hash(entry.raw), serialize(report), row, vulnerabilities)
+    entry.prepared = Prepared(raw_hash(entry.raw), serialize(report), advisory_row(entry, source.id),
+                              vulnerabilities)
     return entry
 
 
@@ -322,12 +323,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
             counts.updated_ids.append(aid)
         else:
             counts.unchanged += 1
-        if as_came:
-            row = dict(ready.row)
-        else:
-            row = advisory_row(Entry(entry.key, report, entry.raw, entry.objects, entry.tags, entry.tlp, entry.cves),
-                               source.id)
-            row["medical_signals"] = medical.signals(report)
+        row = dict(ready.row) if as_came else advisory_row(dataclasses.replace(entry, report=report), source.id)
         signals = row["medical_signals"]
         auto = list(dict.fromkeys(entry.tags + ([medical.TAG] if signals else [])))
         row.update(id=aid, auto_tags=auto, updated_at=now,

@@ -84,7 +84,6 @@ class OffloadedStream:
                 message = self._read(g % len(readers))
                 if message[0] == "end":
                     self.warnings.extend(message[1])
-                    self.skipped += message[2]
                     return
                 _, entries, warnings, skipped = message
                 self.warnings.extend(warnings)
@@ -174,7 +173,7 @@ def _child() -> int:
             flush()  # the last group
         # The parent stops at the first "end" it meets, from the child after the last group's: what
         # the document said after its items (the same in every child) comes with it.
-        _send(out, ("end", entries.warnings[group["warnings"]:], 0))
+        _send(out, ("end", entries.warnings[group["warnings"]:]))
     except FeedError as e:
         _send(out, ("feed-error", str(e)))
     except BrokenPipeError:

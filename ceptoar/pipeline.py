@@ -136,9 +136,10 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
                 # Child processes for a large document the store holds nothing of yet. A re-fetch
                 # recognizes most items before building them (`known`): its work is the parsing,
                 # which children would each repeat, after starting up (0.4 s for 10,000 items).
-                if len(body) >= limits.offload_bytes and not held and children():
+                n = children() if len(body) >= limits.offload_bytes and not held else 0
+                if n:
                     try:
-                        offloaded = OffloadedStream(source.kind, body, source, charset, children())
+                        offloaded = OffloadedStream(source.kind, body, source, charset, n)
                     except OSError as e:  # no interpreter to start: this process normalizes
                         log.warning("normalizing %s in this process: cannot start another (%s)", source.id, e)
                 if offloaded:
