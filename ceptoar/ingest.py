@@ -118,8 +118,9 @@ class Prepared:
     vulnerabilities: dict[str, tuple[dict, tuple[str, str]]]  # CVE → the hub's first version, serialized
 
 
-def prepare(entry: Entry | Known, source: Source) -> Entry | Known:
-    """The entry with its `Prepared` values (a held item, `Known`, has none to compute)."""
+def prepare(entry: Entry | Known, source: Source, hashed: str | None = None) -> Entry | Known:
+    """The entry with its `Prepared` values (a held item, `Known`, has none to compute); `hashed`:
+    its raw hash, when the caller has it already."""
     if isinstance(entry, Known) or entry.prepared is not None:
         return entry
     report = entry.report
@@ -129,7 +130,7 @@ def prepare(entry: Entry | Known, source: Source) -> Entry | Known:
         for cve in entry.cves:
             v = vulnerability(cve, created, _shared_facts(entry, source, cve))
             vulnerabilities[cve] = (v, serialize(v))
-    entry.prepared = Prepared(raw_hash(entry.raw), serialize(report), advisory_row(entry, source.id),
+    entry.prepared = Prepared(hashed or raw_hash(entry.raw), serialize(report), advisory_row(entry, source.id),
                               vulnerabilities)
     return entry
 
@@ -221,7 +222,7 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     same = set() if recheck else {e.key for e in entries if adv_id[e.key] in states
                                   and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
     counts.unchanged += len(same)
-    entries = [prepare(e, source) for e in entries if e.key not in same]
+    entries = [prepare(e, source, raw_hashes[e.key]) for e in entries if e.key not in same]
     if not entries:
         return counts
 
