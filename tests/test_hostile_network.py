@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 
 from ceptoar import members
 from ceptoar.model import Source
-from ceptoar.normalize import jvn, xmlsafe
+from ceptoar.normalize import FeedError, jvn, xmlsafe
 from ceptoar.sources.rolie import url_policy
 from ceptoar.store import Store
 from tests.conftest import DATA
@@ -234,6 +234,18 @@ def test_keyless_items_stay_apart_and_mislabelled_charsets_are_refused(hub, feed
     assert "ISO-8859-1" in out["latin"]["error"].upper().replace("ISO8859-1", "ISO-8859-1") or \
         "iso8859-1" in out["latin"]["error"]
     assert "XML declaration says" in out["latin"]["error"]
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_utf8_mojibake_is_refused_at_its_character_offset(bom):
+    """Japanese read once as ISO-8859-1 and saved again as UTF-8 (C1 controls in UTF-8 bytes) is
+    refused, the offset counted in characters as for any other charset."""
+    good = "<?xml version='1.0' encoding='UTF-8'?><rdf:RDF><title>脆弱性 é</title>"
+    assert xmlsafe.decode(bom + good.encode() + b"</rdf:RDF>").endswith("é</title></rdf:RDF>")
+    garbled = "脆弱性".encode().decode("latin-1")
+    body = bom + (good + garbled + "</rdf:RDF>").encode()
+    with pytest.raises(FeedError, match=rf"\(at offset {len(good) + 1}\)"):  # 脆 is E8 84 86: \x84 is 2nd
+        xmlsafe.decode(body)
 
 
 @pytest.mark.sqlite_only
