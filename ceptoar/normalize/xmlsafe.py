@@ -17,7 +17,7 @@ _HTML_START = re.compile(r"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
 # C1 controls: what UTF-8 (Japanese above all) looks like when decoded as ISO-8859-1 or cp1252.
 _IMPLAUSIBLE = re.compile("[\x80-\x9f]")
 # The same characters in UTF-8 bytes (C2 80 – C2 9F; C2 never continues another character), found
-# ten times faster than in the decoded text of a large feed.
+# about ten times faster than in the decoded text of a large feed.
 _IMPLAUSIBLE_UTF8 = re.compile(b"\xc2[\x80-\x9f]")
 
 
