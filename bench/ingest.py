@@ -169,7 +169,8 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section("Ingest throughput", f"python bench/ingest.py --items {args.items} --repeat {args.repeat}",
-                      body + f"\n\nMedian of {args.repeat} runs per feed.")
+                      body + (f"\n\nMedian of {args.repeat} runs per feed." if args.repeat > 1
+                              else "\n\nOne run per feed."))
 
 
 if __name__ == "__main__":
