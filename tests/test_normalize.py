@@ -9,7 +9,7 @@ import pytest
 
 from ceptoar.extensions import ADVISORY, props
 from ceptoar.model import TLP_IDS, Source, vulnerability_id
-from ceptoar.normalize import FeedError, csaf, jvn, kev, rss, stix
+from ceptoar.normalize import FeedError, csaf, json_list_items, jvn, kev, rss, stix
 
 JVN = Source(id="jvndb", kind="jvn", name="JVN iPedia", lang="ja")
 KEV = Source(id="cisa-kev", kind="kev", name="CISA KEV", lang="en")
@@ -264,6 +264,46 @@ def test_correct_shift_jis_is_read():
 def test_bad_json_is_refused(module, body, reason):
     with pytest.raises(FeedError, match=reason):
         module.parse(body, KEV)
+
+
+def test_kev_is_read_an_entry_at_a_time_and_gives_what_a_whole_reading_gives(data):
+    raw = read(data, "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json")
+    items = json_list_items(raw, "the KEV catalog", "vulnerabilities")
+    first = next(items)  # decoded from the text, before the rest is read
+    assert first == json.loads(raw)["vulnerabilities"][0]
+    assert [first, *items] == json.loads(raw)["vulnerabilities"]
+    # Members around the list, spaces and a byte order mark are read as json.loads reads them.
+    doc = b'\xef\xbb\xbf { "title" : "t\\ud83d\\ude00" ,\n "vulnerabilities" :\t[ {"cveID": "CVE-2024-0001"} , ' \
+          b'{"cveID": "CVE-2024-0002"} ] , "count": 2 }\r\n'
+    assert [e.key for e in kev.parse(doc, KEV)] == ["CVE-2024-0001", "CVE-2024-0002"]
+    assert kev.parse(b'{"vulnerabilities": 5, "vulnerabilities": [{"cveID": "CVE-2024-0001"}]}', KEV)[0].key \
+        == "CVE-2024-0001"  # json.loads keeps the last member of a name: so does the stream
+
+
+ENTRY = b'{"cveID": "CVE-2024-0001", "vulnerabilityName": "x"}'
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"vulnerabilities": [' + ENTRY + b', {"cveID": "CVE-2024-0002", "n": NaN}]}', "NaN is not a JSON number"),
+    (b'{"vulnerabilities": [' + ENTRY + b', {"cveID": "CVE-2024-0002", "n": 1e999}]}', "not a finite number"),
+    (b'{"vulnerabilities": [' + ENTRY + b', {"cveID": "CVE-2024-0002", "n": "\\udc00"}]}', "lone surrogate"),
+    (b'{"t\\ud800": 1, "vulnerabilities": [' + ENTRY + b']}', "lone surrogate"),
+    (b'{"vulnerabilities": [' + ENTRY + b'], "t": "\\ud800"}', "lone surrogate"),
+    (b'{"vulnerabilities": [' + ENTRY + b', ' + b"[" * 100000 + b"]" * 100000 + b"]}", "nested too deeply"),
+    (b'{"vulnerabilities": [' + ENTRY + b' ' + ENTRY + b"]}", "Expecting ',' delimiter"),
+    (b'{"vulnerabilities": [' + ENTRY + b",]}", "Expecting value"),
+    (b'{"vulnerabilities": [' + ENTRY + b"]} trailing", "Extra data"),
+    (b'{"vulnerabilities": [' + ENTRY + b'], "vulnerabilities": []}', "holds 'vulnerabilities' twice"),
+    (b'{"vulnerabilities": [' + ENTRY + b', "\xff"]}', "not UTF-8"),
+    (b'{"vulnerabilities": [' + ENTRY, "malformed JSON"),
+    (b'{"title": "no list"}', "not a KEV"),
+    (b"[" + ENTRY + b"]", "not a KEV"),
+])
+def test_a_kev_catalog_broken_after_good_entries_is_refused_whole(body, reason):
+    # The stream has yielded good entries by the time it reaches the fault: the reading still fails
+    # (and the ingest, one transaction, keeps nothing: tests/test_offload.py, tests/test_fetch.py).
+    with pytest.raises(FeedError, match=reason):
+        kev.parse(body, KEV)
 
 
 def test_a_bundle_cannot_redefine_the_oasis_tlp_ids():

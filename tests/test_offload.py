@@ -114,6 +114,18 @@ def test_a_document_that_fails_in_a_normalizing_process_commits_nothing(tmp_path
     with pytest.raises(FeedError, match="HTML page"):
         ingest_bytes(store, source, b"<!DOCTYPE html><html><body>maintenance</body></html>" + b" " * 100,
                      limits=OFFLOADED)
+    # A KEV catalog is read an entry at a time: one broken two thirds in (a NaN) has had groups of
+    # good entries stored by then, in the one transaction that the failure rolls back.
+    kev = Source(id="kev", kind="kev", name="KEV", lang="en")
+    catalog = (DATA / "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json").read_bytes()
+    at = [m.start() for m in re.finditer(rb'"cveID"', catalog)][len(re.findall(rb'"cveID"', catalog)) * 2 // 3]
+    broken = catalog[:at] + b'"cvss": NaN, ' + catalog[at:]
+    hub_objects = store.count("objects")  # the hub's own (extension definitions, identity, markings)
+    for limits in (ONE_PROCESS, OFFLOADED):
+        with pytest.raises(FeedError, match="NaN is not a JSON number"):
+            ingest_bytes(store, kev, broken, limits=limits)
+        assert store.count("advisories") == 0 and store.count("raw_entries") == 0
+        assert store.count("objects") == hub_objects
     assert children_of_this_process() == []
 
 

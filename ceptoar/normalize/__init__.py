@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -412,14 +413,120 @@ def describe_vulnerability(facts: dict, cwes: list[str]) -> str:
 
 
 def load_json(raw: bytes, what: str):
+    with json_errors(raw, what):
+        text = _json_text(raw, what)
+        doc = _DECODER.decode(text)
+        if _ESCAPED_SURROGATE.search(text):  # a lone one cannot be stored or sent on
+            _check_surrogates(doc)
+        return doc
+
+
+def json_list_items(raw: bytes, what: str, key: str) -> Iterator | None:
+    """The items of the list under `key` in the document's top-level object, decoded one at a time,
+    so a large catalog is never held as one tree; the rest of the document is read and checked as
+    `load_json` would (malformed JSON, NaN, a lone surrogate, too deep: FeedError, raised when the
+    reading gets there). None when the document is no object holding such a list (the caller then
+    reads it whole for the exact error); a second `key` after the list is refused (`json.loads` would
+    keep the last, after the first was read)."""
+    with json_errors(raw, what):
+        text = _json_text(raw, what)
+    raw = raw[:_LEADING_SPACE.match(raw).end() + 16]  # what an error reads of it: the body is not held twice
+    at = _space_end(text, 0)
+    if not text.startswith("{", at):
+        return None
+    # Find the list first (the keys before it are small values), so a document without one is
+    # answered before a single item is taken.
+    with json_errors(raw, what):
+        at, found = _seek_key(text, at + 1, key)
+    if found is None:
+        return None
+    surrogates = _ESCAPED_SURROGATE.search(text) is not None
+
+    def items():
+        with json_errors(raw, what):
+            i = _space_end(text, found + 1)
+            if text.startswith("]", i):
+                i += 1
+            else:
+                while True:
+                    item, end = _DECODER.raw_decode(text, i)
+                    if surrogates and _ESCAPED_SURROGATE.search(text, i, end):
+                        _check_surrogates(item)
+                    yield item
+                    i = _space_end(text, end)
+                    if text.startswith(",", i):
+                        i = _space_end(text, i + 1)
+                    elif text.startswith("]", i):
+                        i += 1
+                        break
+                    else:
+                        raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            # What follows the list: the object's other members, then nothing.
+            at, again = _seek_key(text, i, key, after_value=True)
+            if again is not None:
+                raise FeedError(f"{what} holds {key!r} twice")
+            if _space_end(text, at) != len(text):
+                raise json.JSONDecodeError("Extra data", text, _space_end(text, at))
+
+    return items()
+
+
+def _seek_key(text: str, i: int, key: str, after_value: bool = False) -> tuple[int, int | None]:
+    """Read an object's members from `i` (just after its `{`, or after a member's value when
+    `after_value`) up to the member `key`: (where the object ended, None) when there is none, else
+    (-, where its value starts). Before the list, a `key` whose value is no list is read past (a later
+    one is the one `json.loads` would keep); after it, any `key` is returned (a second one)."""
+    first = not after_value
+    while True:
+        i = _space_end(text, i)
+        if text.startswith("}", i):
+            return i + 1, None
+        if not first:
+            if not text.startswith(",", i):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i = _space_end(text, i + 1)
+        first = False
+        if not text.startswith('"', i):
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+        member = i
+        name, i = _DECODER.raw_decode(text, i)
+        i = _space_end(text, i)
+        if not text.startswith(":", i):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+        i = _space_end(text, i + 1)
+        if name == key and (after_value or text.startswith("[", i)):
+            return i, i
+        value, i = _DECODER.raw_decode(text, i)
+        if _ESCAPED_SURROGATE.search(text, member, i):
+            _check_surrogates({name: value})
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_LEADING_SPACE = re.compile(rb"\s*")
+_HTML_START = re.compile(rb"\s*(?:<!doctype|<html)", re.I)  # an HTML page where JSON was expected
+# A \uD800–\uDFFF escape: json decodes it into a string that cannot be encoded (unless paired).
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _space_end(text: str, i: int) -> int:
+    return _SPACE.match(text, i).end()
+
+
+def _check_surrogates(value) -> None:
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def _json_text(raw: bytes, what: str) -> str:
     if not raw or not raw.strip():
         raise FeedError("empty body")
+    return raw.decode("utf-8-sig")
+
+
+@contextmanager
+def json_errors(raw: bytes, what: str):
+    """JSON reading errors as one-line FeedErrors naming `what`."""
     try:
-        text = raw.decode("utf-8-sig")
-        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-        if "\\ud" in text.lower():  # an escaped surrogate: a lone one cannot be stored or sent on
-            json.dumps(doc, ensure_ascii=False).encode("utf-8")
-        return doc
+        yield
     except UnicodeEncodeError:
         raise FeedError(f"{what} holds a lone surrogate (an invalid \\ud800–\\udfff escape) in a string") from None
     except RecursionError:
@@ -427,10 +534,11 @@ def load_json(raw: bytes, what: str):
     except UnicodeDecodeError as e:
         raise FeedError(f"{what} is not UTF-8 (bad byte at offset {e.start})") from None
     except json.JSONDecodeError as e:
-        head = raw.lstrip()[:15].lower()
-        if head.startswith((b"<!doctype", b"<html")):
+        if _HTML_START.match(raw):
             raise FeedError(f"got an HTML page instead of {what}") from None
         raise FeedError(f"malformed JSON in {what}: {e}") from None
+    except FeedError:
+        raise
     except ValueError as e:  # NaN, Infinity, 1e999: not numbers a feed may carry
         raise FeedError(f"malformed JSON in {what}: {e}") from None
 
@@ -444,6 +552,9 @@ def _finite(text: str) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{text[:20]} is not a finite number")
     return v
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 def to_json(obj) -> str:

@@ -14,6 +14,7 @@ from ceptoar.normalize import (
     FeedError,
     advisory,
     date_field,
+    json_list_items,
     list_field,
     load_json,
     text_field,
@@ -28,19 +29,21 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
 
 
 def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStream:
-    """The catalog's entries one at a time, each vulnerability let go once read."""
-    doc = load_json(raw, "the KEV catalog")
-    if not isinstance(doc, dict) or not isinstance(doc.get("vulnerabilities"), list):
-        raise FeedError("not a KEV catalog (no 'vulnerabilities' list)")
-    vulns = doc["vulnerabilities"]
-    del doc
+    """The catalog's entries one at a time, each decoded from the text when its turn comes (a large
+    catalog is never held as one tree; a malformed catalog fails when the reading reaches the fault,
+    before the ingest's one transaction commits)."""
+    vulns = json_list_items(raw, "the KEV catalog", "vulnerabilities")
+    if vulns is None:  # no object holding that list: read whole, for the exact error
+        doc = load_json(raw, "the KEV catalog")
+        if not isinstance(doc, dict) or not isinstance(doc.get("vulnerabilities"), list):
+            raise FeedError("not a KEV catalog (no 'vulnerabilities' list)")
+        vulns = iter(doc.pop("vulnerabilities"))
 
     def entries(out: EntryStream):
-        for i in range(len(vulns)):
-            v, vulns[i] = vulns[i], None
-            if not out.wanted(i + 1):
+        for i, v in enumerate(vulns, 1):
+            if not out.wanted(i):
                 continue
-            e = out.keep(lambda v: _entry(v, source, out.warnings), v, lambda i=i, v=v: _describe(i + 1, v))
+            e = out.keep(lambda v: _entry(v, source, out.warnings), v, lambda i=i, v=v: _describe(i, v))
             if e is not None:
                 yield e
 
