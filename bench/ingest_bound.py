@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -28,18 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_section  # noqa: E402
-from bench.ingest import big_jvn_feed  # noqa: E402
+from bench.ingest import big_jvn_feed, cpu  # noqa: E402
 from ceptoar import medical  # noqa: E402
 from ceptoar.ingest import NORMALIZER_VERSION, prepare, store_entries  # noqa: E402
 from ceptoar.model import CVE_RE, Source, canonical_identifier, iso_original, stable_id, stix_time  # noqa: E402
 from ceptoar.normalize import jvn  # noqa: E402
 from ceptoar.pipeline import STREAMS, paused_gc  # noqa: E402
 from ceptoar.store import Store, utcnow  # noqa: E402
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 class Facts:
