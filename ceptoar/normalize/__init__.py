@@ -414,7 +414,7 @@ def describe_vulnerability(facts: dict, cwes: list[str]) -> str:
 
 def load_json(raw: bytes, what: str):
     with json_errors(raw, what):
-        text = _json_text(raw, what)
+        text = _json_text(raw)
         doc = _DECODER.decode(text)
         if _ESCAPED_SURROGATE.search(text):  # a lone one cannot be stored or sent on
             _check_surrogates(doc)
@@ -429,7 +429,7 @@ def json_list_items(raw: bytes, what: str, key: str) -> Iterator | None:
     reads it whole for the exact error); a second `key` after the list is refused (`json.loads` would
     keep the last, after the first was read)."""
     with json_errors(raw, what):
-        text = _json_text(raw, what)
+        text = _json_text(raw)
     raw = raw[:_LEADING_SPACE.match(raw).end() + 16]  # what an error reads of it: the body is not held twice
     at = _space_end(text, 0)
     if not text.startswith("{", at):
@@ -516,8 +516,8 @@ def _check_surrogates(value) -> None:
     json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-def _json_text(raw: bytes, what: str) -> str:
-    if not raw or not raw.strip():
+def _json_text(raw: bytes) -> str:
+    if _LEADING_SPACE.match(raw).end() == len(raw):  # (strip() would copy a large body to find out)
         raise FeedError("empty body")
     return raw.decode("utf-8-sig")
 
