@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import DATA, run_peak, write_section  # noqa: E402
-from ceptoar import members, triage  # noqa: E402
-from ceptoar.collections import collection_uuid  # noqa: E402
 from ceptoar.pipeline import ingest_bytes, source_of  # noqa: E402
+from ceptoar.publishing import triage  # noqa: E402
+from ceptoar.publishing.collections import collection_uuid  # noqa: E402
+from ceptoar.sharing import members  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 from tests.taxii_fixtures import free_port  # noqa: E402
 
@@ -106,7 +107,7 @@ def registers_for(store: Store, ids: list[str], facilities: int) -> None:
     import json
     import random
 
-    from ceptoar import matching, registers
+    from ceptoar.facilities import matching, registers
     from ceptoar.store.registers import signature
 
     rng = random.Random(5)

@@ -26,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, median_ms, write_section  # noqa: E402
 from bench.digest import SINK  # noqa: E402
 from bench.ingest import big_jvn_feed  # noqa: E402
-from ceptoar import collections as colls  # noqa: E402
-from ceptoar import members, triage  # noqa: E402
-from ceptoar.digest.delivery import SmtpConfig, run_digest  # noqa: E402
-from ceptoar.model import Source  # noqa: E402
+from ceptoar.clinics.digest.delivery import SmtpConfig, run_digest  # noqa: E402
+from ceptoar.core.model import Source  # noqa: E402
 from ceptoar.pipeline import ingest_bytes  # noqa: E402
+from ceptoar.publishing import collections as colls  # noqa: E402
+from ceptoar.publishing import triage  # noqa: E402
+from ceptoar.sharing import members  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 from tests.postgres import PostgresServer, binaries, free_port  # noqa: E402
 
@@ -78,7 +79,7 @@ def matching(store: Store, published: list[str], repeat: int, facilities: int = 
     import statistics
 
     from bench.digest import registers_for
-    from ceptoar import registers
+    from ceptoar.facilities import registers
 
     registers_for(store, published, facilities)
     out = {}

@@ -24,9 +24,10 @@ from xml.parsers import expat
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA, write_section  # noqa: E402
-from ceptoar.ingest import prepare  # noqa: E402
-from ceptoar.model import Source  # noqa: E402
-from ceptoar.pipeline import STREAMS, Limits, ingest_bytes, paused_gc  # noqa: E402
+from ceptoar.core.model import Source  # noqa: E402
+from ceptoar.ingest.entries import prepare  # noqa: E402
+from ceptoar.normalize.kinds import STREAMS  # noqa: E402
+from ceptoar.pipeline import Limits, ingest_bytes, paused_gc  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 
 ITEM_RE = re.compile(r"<item .*?</item>", re.S)
@@ -99,7 +100,7 @@ class Run:
 
 def run(label: str, body: bytes, source: Source) -> Run:
     """The pipeline's own path (`ingest_bytes`: normalize, then store in one transaction), as the hub
-    runs it (a document over 4 MiB normalized by child processes, ceptoar.offload) and all in this
+    runs it (a document over 4 MiB normalized by child processes, ceptoar.ingest.offload) and all in this
     process; before them, the pure part alone (read, normalize and prepare every entry, nothing
     stored), the work no storing design avoids."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +160,7 @@ def main() -> None:
         "namespaces for JVN, `json.loads` for KEV), nothing built or kept, in the same run. " \
         "\"Of which SQL\": time inside the store's statements and commit during the end-to-end run. " \
         "End to end is the hub's own path: a first document of 4 MiB or more is normalized by two child " \
-        "processes while the hub stores (ceptoar.offload; a re-fetch stays in one process); \"all in one " \
+        "processes while the hub stores (ceptoar.ingest.offload; a re-fetch stays in one process); \"all in one " \
         "process\": the same ingest with that turned off. \"Normalize+prepare alone\": reading, normalizing " \
         "and preparing every entry in one process with nothing stored. \"CPU s, all processes\": user + " \
         "system time of the hub's process and its normalizing processes during the end-to-end run. Target: " \

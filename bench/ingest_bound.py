@@ -4,7 +4,7 @@ facts only: the measure behind issue 18's open question (5,000 advisories/s on t
 
 Both halves run in this one process, the cyclic collector paused as in the hub, on a fresh database:
 
-- now: the JVN stream read, normalized and prepared (`ceptoar.ingest.prepare`), then stored by
+- now: the JVN stream read, normalized and prepared (`ceptoar.ingest.entries.prepare`), then stored by
   `store_entries` in one transaction (object versions of the report and of the hub's vulnerability
   per CVE, ownership, advisory facts, CVE rows, raw entries, the search index);
 - facts only: a design that does not exist. The same stream and item reader (`_rss_item` reads
@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_section  # noqa: E402
 from bench.ingest import big_jvn_feed, cpu  # noqa: E402
-from ceptoar import medical  # noqa: E402
-from ceptoar.ingest import NORMALIZER_VERSION, prepare, store_entries  # noqa: E402
-from ceptoar.model import CVE_RE, Source, canonical_identifier, iso_original, stable_id, stix_time  # noqa: E402
+from ceptoar.core.model import CVE_RE, Source, canonical_identifier, iso_original, stable_id, stix_time  # noqa: E402
+from ceptoar.ingest import medical  # noqa: E402
+from ceptoar.ingest.entries import NORMALIZER_VERSION, prepare, store_entries  # noqa: E402
 from ceptoar.normalize import jvn  # noqa: E402
-from ceptoar.pipeline import STREAMS, paused_gc  # noqa: E402
+from ceptoar.normalize.kinds import STREAMS  # noqa: E402
+from ceptoar.pipeline import paused_gc  # noqa: E402
 from ceptoar.store import Store, utcnow  # noqa: E402
 
 

@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_section  # noqa: E402
-from ceptoar import members, registers, triage  # noqa: E402
+from ceptoar.facilities import registers  # noqa: E402
 from ceptoar.pipeline import ingest_bytes, source_of  # noqa: E402
+from ceptoar.publishing import triage  # noqa: E402
+from ceptoar.sharing import members  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 from ceptoar.store.registers import signature  # noqa: E402
 

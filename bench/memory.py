@@ -62,7 +62,7 @@ def main() -> None:
             rows.append(f"| {label} | {size:.0f} MB | {mib:,.0f} | {together:,.0f} | {seconds:.1f} |")
     body = ("Each ingest in its own process (`ceptoar ingest`), peak resident memory from the kernel "
             "(the process's own VmHWM, read while it runs), and the peak of the sum of its and its children's "
-            "resident memory (a large document is normalized by two child processes: ceptoar.offload). "
+            "resident memory (a large document is normalized by two child processes: ceptoar.ingest.offload). "
             "Before streaming (commit d0ac6e6, measured "
             "with `/usr/bin/time -f %M`): 1,080 MiB for the JVN feed and 1,200 MiB for the KEV catalog, every "
             "entry, raw text and serialized object held until one final write.\n\n" + "\n".join(rows))

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import median_ms, paired_ms, write_section  # noqa: E402
-from ceptoar import members  # noqa: E402
-from ceptoar.collections import collection_uuid  # noqa: E402
-from ceptoar.model import TLP_IDS  # noqa: E402
+from ceptoar.core.model import TLP_IDS  # noqa: E402
+from ceptoar.publishing.collections import collection_uuid  # noqa: E402
+from ceptoar.sharing import members  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 from tests.taxii_fixtures import free_port, wait_for  # noqa: E402
 

@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_section  # noqa: E402
 from bench.ingest import big_jvn_feed  # noqa: E402
-from ceptoar import collections as colls  # noqa: E402
-from ceptoar import triage  # noqa: E402
-from ceptoar.model import Source  # noqa: E402
-from ceptoar.paths import project_file  # noqa: E402
+from ceptoar.core.model import Source  # noqa: E402
+from ceptoar.core.paths import project_file  # noqa: E402
 from ceptoar.pipeline import ingest_bytes  # noqa: E402
+from ceptoar.publishing import collections as colls  # noqa: E402
+from ceptoar.publishing import triage  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 
 QUERIES = [

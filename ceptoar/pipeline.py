@@ -15,29 +15,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ceptoar import triage
-from ceptoar.errors import StoreError
-from ceptoar.ingest import Counts, newest_per_key, raw_hash, store_entries
-from ceptoar.leases import LeaseHeld, held
-from ceptoar.model import Source
-from ceptoar.normalize import Entry, FeedError, Known, csaf, jvn, kev, rss, stix
-from ceptoar.offload import NormalizingStopped, OffloadedStream, children
-from ceptoar.sources import KINDS, http, rolie, taxii
-from ceptoar.sources.http import FetchError
+from ceptoar.core.errors import StoreError
+from ceptoar.core.model import MEMBER_SUBMISSIONS, Source
+from ceptoar.fetch import http, rolie, taxii
+from ceptoar.fetch.http import FetchError
+from ceptoar.ingest.entries import Counts, newest_per_key, raw_hash, store_entries
+from ceptoar.ingest.offload import NormalizingStopped, OffloadedStream, children
+from ceptoar.normalize import Entry, FeedError, Known, stix
+from ceptoar.normalize.kinds import PARSERS, STREAMS
+from ceptoar.publishing import triage
 from ceptoar.store import Store
+from ceptoar.store.leases import LeaseHeld, held
 from ceptoar.store.objects import version_key
-
-# The parser of each kind of source that sends a body (a TAXII source sends objects).
-PARSERS: dict[str, Callable[..., list[Entry]]] = {
-    "jvn": jvn.parse,
-    "rss": rss.parse,
-    "kev": kev.parse,
-    "csaf": csaf.parse,
-    "stix": stix.parse,
-}
-assert set(PARSERS) == set(KINDS) - {"taxii"}, "every kind of ceptoar.sources.KINDS needs its parser"
-# Kinds whose large documents are read as a stream (stored a chunk at a time, never held whole).
-STREAMS: dict[str, Callable[..., object]] = {"jvn": jvn.stream, "kev": kev.stream}
 
 Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -48,7 +37,7 @@ class Limits:
     timeout: float = http.DEFAULT_TIMEOUT
     max_bytes: int = http.DEFAULT_MAX_BYTES
     # A streamed document at least this large is normalized in a second process while this one
-    # stores (ceptoar.offload); below it, starting that process costs more than it saves.
+    # stores (ceptoar.ingest.offload); below it, starting that process costs more than it saves.
     offload_bytes: int = 4 << 20
 
 
@@ -79,7 +68,6 @@ class FetchResult:
         return "; ".join(parts)[:500] or None
 
 
-MEMBER_SUBMISSIONS = "taxii"  # `defined_by` of the sources that hold members' TAXII submissions
 
 
 def source_of(row: dict) -> Source:
@@ -100,7 +88,7 @@ def normalize(source: Source, body: bytes, charset: str | None = None) -> list[E
 def bodies_of(source: Source, body: bytes, store: Store, limits: Limits, progress: Progress | None = None
               ) -> tuple[list[tuple[str | None, bytes]], list[tuple[str, str]], str | None]:
     """What there is to normalize: the body itself, or for a ROLIE index the documents it leads to
-    (fetched by ceptoar.sources.rolie). Returns ((name, body) pairs, followed, note)."""
+    (fetched by ceptoar.fetch.rolie). Returns ((name, body) pairs, followed, note)."""
     index = rolie.index_of(body) if source.kind == "csaf" else None
     if index is None:
         return [(None, body)], [], None

@@ -11,7 +11,7 @@ workers = int(os.environ.get("CEPTOAR_TAXII_WORKERS", "3"))
 worker_class = "sync"  # each worker holds its own SQLite connection; WAL lets them read side by side
 timeout = 60
 accesslog = "-"  # the hub's own audit log in the database is the record; this is for operators
-logger_class = "ceptoar.taxii.accesslog.MaskingLogger"  # unsubscribe tokens never reach the log
+logger_class = "ceptoar.sharing.taxii.accesslog.MaskingLogger"  # unsubscribe tokens never reach the log
 loglevel = "info"
 
 

@@ -2,7 +2,7 @@
 
     CEPTOAR_DB=/srv/ceptoar/ceptoar.db gunicorn -c taxii_server/gunicorn.conf.py
 
-Settings as everywhere (ceptoar.settings: CEPTOAR_* variables, or settings.toml in the configuration
+Settings as everywhere (ceptoar.core.settings: CEPTOAR_* variables, or settings.toml in the configuration
 folder): CEPTOAR_DB (required), CEPTOAR_TAXII_API_ROOT, CEPTOAR_TAXII_MAX_CONTENT_LENGTH,
 CEPTOAR_TAXII_PAGE_SIZE, CEPTOAR_TAXII_PROXIES (how many reverse proxies set X-Forwarded-*),
 CEPTOAR_PUBLIC_URL (the hub's external URL, advertised by discovery), CEPTOAR_TAXII_PROXY_KEY.
@@ -11,7 +11,7 @@ CEPTOAR_PUBLIC_URL (the hub's external URL, advertised by discovery), CEPTOAR_TA
 import os
 
 from ceptoar.store import Store
-from ceptoar.taxii.app import create_app_from_env
+from ceptoar.sharing.taxii.app import create_app_from_env
 
 _db = os.environ.get("CEPTOAR_DB")
 if not _db:

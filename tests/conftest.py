@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from ceptoar.cli import main
-from ceptoar.devserver import serve_directory
+from ceptoar.ops.devserver import serve_directory
 
 pytest_plugins = ["tests.smtp_sink"]  # the `smtp` fixture: a real SMTP server (aiosmtpd)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import requests
 
-from ceptoar import members, triage
+from ceptoar.publishing import triage
+from ceptoar.sharing import members
 from ceptoar.store import Store
 from tests.conftest import DATA, ROOT, Hub, copied, new_db, scratch
 

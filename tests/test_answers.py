@@ -11,7 +11,8 @@ import re
 import pytest
 import requests
 
-from ceptoar import responses, triage
+from ceptoar.clinics import responses
+from ceptoar.publishing import triage
 from ceptoar.store import Store
 from tests import chromium
 from tests.taxii_fixtures import ServerProcess, build_world
@@ -125,8 +126,8 @@ def test_unanswered_urgent_matches_are_reminded(site):
     new in it) asks again for the old ones, with their links; an answered one is not asked again."""
     from datetime import UTC, datetime, timedelta
 
-    from ceptoar.digest.delivery import run_digest
-    from ceptoar.mail import SmtpConfig
+    from ceptoar.clinics.digest.delivery import run_digest
+    from ceptoar.core.mail import SmtpConfig
 
     store, sink = site.store, site.sink
     smtp = SmtpConfig("127.0.0.1", site.controller.port)

@@ -13,10 +13,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from ceptoar import triage
-from ceptoar.extensions import props
+from ceptoar.core.extensions import props
+from ceptoar.publishing import triage
+from ceptoar.sharing.taxii.app import create_app
 from ceptoar.store import Store
-from ceptoar.taxii.app import create_app
 from tests import chromium
 from tests.conftest import DATA, ROOT
 from tests.taxii_fixtures import build_world
@@ -292,7 +292,7 @@ def test_unsubscribe_pages_show_the_address_a_contact_and_the_way_back(clinic):
 
 
 def test_links_show_their_host_and_shorteners_are_not_clickable():
-    from ceptoar.digest.render import link
+    from ceptoar.clinics.digest.render import link
 
     page = "https://www.jpcert.or.jp/at/2026/at260001.html"
     assert link(page) == {"href": page, "text": page}

@@ -15,8 +15,8 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from ceptoar.digest.delivery import LOG_BATCH
-from ceptoar.model import vulnerability_id
+from ceptoar.clinics.digest.delivery import LOG_BATCH
+from ceptoar.core.model import vulnerability_id
 from ceptoar.store import Store
 from tests.conftest import DATA, ROOT
 from tests.taxii_fixtures import TAXII, ServerProcess

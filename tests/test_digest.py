@@ -5,8 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ceptoar.digest.render import JST
+from ceptoar.clinics.digest.render import JST
+from ceptoar.sharing.taxii.app import create_app
 from ceptoar.store import Store
-from ceptoar.taxii.app import create_app
 from tests.conftest import ROOT
 from tests.taxii_fixtures import build_world, free_port
 
@@ -313,7 +313,7 @@ def test_the_fast_to_header_reads_back_as_the_name_and_address(name, address):
     from email.parser import BytesParser
     from email.policy import default
 
-    from ceptoar.mail import clean_name, to_header
+    from ceptoar.core.mail import clean_name, to_header
 
     raw = to_header(name, address)
     parsed = BytesParser(policy=default).parsebytes(raw + b"\r\n")["To"].addresses[0]
@@ -333,7 +333,7 @@ def test_the_fast_to_header_reads_back_as_the_name_and_address(name, address):
 @settings(max_examples=300, deadline=None)
 @given(lines=st.lists(st.sampled_from([".", "..", ".x", "x.", "", "a\n.b", "本文"]), max_size=8))
 def test_dot_stuffing_leaves_no_line_that_ends_the_data_early(lines):
-    from ceptoar.mail import dot_stuffed
+    from ceptoar.core.mail import dot_stuffed
 
     data = "\r\n".join(lines).encode()
     stuffed = dot_stuffed(data)
@@ -350,8 +350,8 @@ def test_dot_stuffing_leaves_no_line_that_ends_the_data_early(lines):
 def test_a_message_stuffed_by_pieces_is_the_message_stuffed_whole(pieces, text, html, name):
     """compose(stuffed=True) cuts the segment once and stuffs its pieces; the result must be what
     stuffing the whole composed message gives."""
-    from ceptoar.digest.render import Rendered, compose
-    from ceptoar.mail import dot_stuffed
+    from ceptoar.clinics.digest.render import Rendered, compose
+    from ceptoar.core.mail import dot_stuffed
 
     r = Rendered(subject="s", head=b"Subject: s\r\n", body="".join(pieces).encode(), count=1, tlp="CLEAR")
     kw = {"message_id": "<m@example.jp>", "email": "a@clinic.example.jp", "name": name, "unsubscribe_url": "https://h.example.jp/u/t",

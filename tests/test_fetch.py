@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from ceptoar.extensions import props
+from ceptoar.core.extensions import props
 from tests.conftest import DATA, ROOT, Hub
 from tests.test_normalize import BOMB, HTML, SJIS_AS_UTF8, XXE
 
@@ -82,7 +82,7 @@ def test_changed_entry_becomes_a_new_version(hub, feed_server, data):
 def test_refetch_builds_only_what_changed_and_an_older_copy_stays_behind(hub, data):
     """A re-fetched feed: items whose raw text is held unchanged are not built again, and another
     copy of one of them in the same feed, older than the held one, does not replace it."""
-    from ceptoar.model import Source
+    from ceptoar.core.model import Source
     from ceptoar.normalize import Known, jvn
     from ceptoar.pipeline import ingest_bytes
     from ceptoar.store import Store

@@ -61,7 +61,7 @@ def test_feed_markup_reaches_the_clinics_mail_as_text(hub, tmp_path, feed_server
 
 
 def test_the_hubs_pages_escape_and_forbid_scripts(hub, tmp_path):
-    from ceptoar.taxii.app import create_app
+    from ceptoar.sharing.taxii.app import create_app
     hub.run("members", "add", "jma", "--name", "JMA", "--clearance", "GREEN")
     hub.run("subscribers", "add", "a@clinic.example.jp", "--member", "jma")
     token = Store(hub.db).subscribers.get("a@clinic.example.jp")["token"]
@@ -178,7 +178,7 @@ def test_the_hubs_files_are_private(hub, tmp_path):
 def test_a_manifest_written_as_text_is_the_json_of_what_is_stored():
     """The manifest page is written by hand from stored strings: whatever they hold (quotes,
     backslashes, markup, line separators, control characters, non-BMP text), it parses back to them."""
-    from ceptoar.taxii.backend import HubBackend
+    from ceptoar.sharing.taxii.backend import HubBackend
 
     hostile = ['indicator--"}],"more":false,"x":["', "a\\b\u2028\u2029</script>\x00\x1b[31m", "日本語\U0001F600",
                "\ud800"]

@@ -15,10 +15,10 @@ import requests
 from flask import Flask, request
 from werkzeug.serving import make_server
 
-from ceptoar import members
-from ceptoar.model import Source
+from ceptoar.core.model import Source
+from ceptoar.fetch.rolie import url_policy
 from ceptoar.normalize import FeedError, jvn, xmlsafe
-from ceptoar.sources.rolie import url_policy
+from ceptoar.sharing import members
 from ceptoar.store import Store
 from tests.conftest import DATA
 from tests.nginx_proxy import Nginx, nginx, self_signed
@@ -369,7 +369,7 @@ def test_locked_attackers_never_hold_a_worker(hub):
 
 
 def test_member_submissions_are_capped_and_shown_in_triage(hub):
-    from ceptoar.taxii.app import create_app
+    from ceptoar.sharing.taxii.app import create_app
     writer = Reader(hub.db, "writer", "GREEN", [])
     Store(hub.db).members.set_grant("writer", "medical", False, True)
     client = create_app(str(hub.db), max_objects=3, max_objects_per_day=5).test_client()
@@ -407,7 +407,7 @@ def test_nesting_and_missing_lengths_are_refused_cleanly(hub):
 
 # --- the public URL, and a real TLS proxy in front ------------------------------------------------------------
 def test_discovery_and_redirects_never_follow_the_host_header(hub):
-    from ceptoar.taxii.app import create_app
+    from ceptoar.sharing.taxii.app import create_app
     reader = Reader(hub.db, "jma", "GREEN", [])
     client = create_app(str(hub.db), public_url="https://taxii.example.jp").test_client()
     r = client.get("/taxii2/", headers=reader.headers | {"Host": "evil.example"})

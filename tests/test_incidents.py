@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from ceptoar.extensions import props
+from ceptoar.core.extensions import props
 from ceptoar.store import Store
 from tests.taxii_fixtures import build_world, free_port
 

@@ -16,8 +16,9 @@ from stix2validator import ValidationOptions, validate_instance
 from taxii2client.common import TokenAuth
 from taxii2client.v21 import Server, as_pages
 
-from ceptoar import members, triage
-from ceptoar.model import spec_version_of
+from ceptoar.core.model import spec_version_of
+from ceptoar.publishing import triage
+from ceptoar.sharing import members
 from ceptoar.store import Store
 from tests.conftest import DATA, Hub, new_db
 from tests.nginx_proxy import Nginx, issued, nginx, self_signed

@@ -7,8 +7,8 @@ import json
 import feedparser
 import pytest
 
-from ceptoar.extensions import ADVISORY, props
-from ceptoar.model import TLP_IDS, Source, vulnerability_id
+from ceptoar.core.extensions import ADVISORY, props
+from ceptoar.core.model import TLP_IDS, Source, vulnerability_id
 from ceptoar.normalize import FeedError, csaf, json_list_items, jvn, kev, rss, stix
 
 JVN = Source(id="jvndb", kind="jvn", name="JVN iPedia", lang="ja")

@@ -1,18 +1,18 @@
-"""A large document normalized in child processes (ceptoar.offload) stores exactly what one process
+"""A large document normalized in child processes (ceptoar.ingest.offload) stores exactly what one process
 stores, fails the same way, and leaves no process behind."""
 
 from __future__ import annotations
 
 import os
-import sys
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from ceptoar.model import Source
+from ceptoar.core.model import Source
+from ceptoar.ingest.offload import GROUP, NormalizingStopped, OffloadedStream
 from ceptoar.normalize import FeedError
-from ceptoar.offload import GROUP, NormalizingStopped, OffloadedStream
 from ceptoar.pipeline import Limits, ingest_bytes
 from ceptoar.store import Store
 from tests.conftest import DATA, new_db

@@ -19,13 +19,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from ceptoar import collections as colls
-from ceptoar import members, settings, triage
-from ceptoar.digest import subscribers as subs
-from ceptoar.model import JST
+from ceptoar.clinics.digest import subscribers as subs
+from ceptoar.core import settings
+from ceptoar.core.model import JST
+from ceptoar.ops.worker import TickReport, Worker, expected_gap, next_due
+from ceptoar.publishing import collections as colls
+from ceptoar.publishing import triage
+from ceptoar.sharing import members
 from ceptoar.store import Store
 from ceptoar.store.schema import SCHEMA_VERSION
-from ceptoar.worker import TickReport, Worker, expected_gap, next_due
 from tests.conftest import DATA, ENGINE, ROOT, Route
 from tests.taxii_fixtures import ServerProcess
 
@@ -254,14 +256,14 @@ def test_audit_prune_archives_first_and_the_log_stays_append_only(hub, tmp_path)
     assert len(lines) == n and lines[0]["actor"] and any(x["actor"] == "old" for x in lines)
     left = [r["actor"] for r in store.audit.list()]
     assert "old" not in left and "new" in left and store.audit.list(action="audit-prune")
-    from ceptoar.errors import StoreError
+    from ceptoar.core.errors import StoreError
 
     with pytest.raises(StoreError, match="append-only"):
         store.execute("DELETE FROM audit")
 
 
 def test_healthz_and_metrics(hub, tmp_path):
-    from ceptoar.taxii.app import create_app
+    from ceptoar.sharing.taxii.app import create_app
 
     hub.run("sources", "add", "kev", "https://feeds.example/kev", "--kind", "kev")
     client = create_app(str(hub.db), metrics_token=None).test_client()
@@ -391,7 +393,7 @@ def test_a_second_worker_stops_with_a_clear_message(hub):
 
 def test_a_large_feed_is_stored_a_chunk_at_a_time_and_still_all_or_nothing(hub, monkeypatch):
     from ceptoar import pipeline
-    from ceptoar.model import Source
+    from ceptoar.core.model import Source
 
     monkeypatch.setattr(pipeline, "CHUNK", 100)
     store = Store(hub.db)

@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from ceptoar import exposure, triage
-from ceptoar.model import TLP_IDS
+from ceptoar.clinics import exposure
+from ceptoar.core.model import TLP_IDS
+from ceptoar.publishing import triage
 from ceptoar.store import Store
 from tests.conftest import DATA
 from tests.taxii_fixtures import build_world
@@ -159,7 +160,7 @@ def test_publishing_revoking_and_reimporting_rematch(world, tmp_path):
 def test_rows_alike_share_a_profile_and_its_matches(world, tmp_path):
     """A second facility running what sakura runs adds no profile: its matches are sakura's, and
     its reminders count from the day the rows came into its own register, not sakura's."""
-    from ceptoar import responses
+    from ceptoar.clinics import responses
 
     hub, store = world.hub, world.store
     (tmp_path / "f.csv").write_text("facility_id,name,facility_type,prefecture,member\n"
@@ -188,7 +189,7 @@ def test_exposure_counts_are_published_as_a_green_note_without_names(world, tmp_
     大阪府's two under その他; served to GREEN readers of the KEV collection, not to a CLEAR one."""
     from taxii2client.v21 import Collection, as_pages
 
-    from ceptoar import members
+    from ceptoar.sharing import members
     from tests.taxii_fixtures import ServerProcess
 
     hub, store = world.hub, world.store

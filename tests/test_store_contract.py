@@ -9,12 +9,14 @@ import time
 
 import pytest
 
-from ceptoar import catalogue, members, triage
-from ceptoar import collections as colls
-from ceptoar.digest import subscribers as subs
-from ceptoar.errors import Conflict, StoreError
-from ceptoar.model import TLP_ORDER
+from ceptoar.clinics.digest import subscribers as subs
+from ceptoar.core.errors import Conflict, StoreError
+from ceptoar.core.model import TLP_ORDER
+from ceptoar.ops import catalogue
 from ceptoar.pipeline import ingest_file
+from ceptoar.publishing import collections as colls
+from ceptoar.publishing import triage
+from ceptoar.sharing import members
 from ceptoar.store import Store, utcnow
 from ceptoar.store.copy import copy_store, tables
 from tests.conftest import DATA, ENGINE, postgres_server
@@ -294,8 +296,8 @@ def test_a_hub_copied_across_engines_keeps_every_row(loaded, engine, tmp_path):
 
 def test_a_second_app_does_not_disturb_the_first(tmp_path):
     """The TAXII authentication is bound to its app: creating another app keeps the first working."""
-    from ceptoar import setup
-    from ceptoar.taxii.app import create_app
+    from ceptoar.ops import setup
+    from ceptoar.sharing.taxii.app import create_app
     from tests.trust_helpers import Reader
 
     db = str(tmp_path / "hub.db")

@@ -11,8 +11,8 @@ import pytest
 import requests
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
-from ceptoar.collections import collection_uuid
-from ceptoar.model import TLP_IDS
+from ceptoar.core.model import TLP_IDS
+from ceptoar.publishing.collections import collection_uuid
 from ceptoar.store import Store
 from tests.taxii_fixtures import TAXII, ServerProcess, build_world
 

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ceptoar import members, triage
-from ceptoar.model import TLP_BY_ID, TLP_ORDER
+from ceptoar.core.model import TLP_BY_ID, TLP_ORDER
+from ceptoar.publishing import triage
+from ceptoar.sharing import members
+from ceptoar.sharing.taxii.app import create_app
 from ceptoar.store import Store
-from ceptoar.taxii.app import create_app
 from tests.conftest import DATA, Hub
 
 TLPS = ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from taxii2client.v21 import Collection
 
-from ceptoar import triage
+from ceptoar.publishing import triage
 from ceptoar.store import Store
 from tests.conftest import DATA, Hub
 from tests.taxii_fixtures import ServerProcess, build_world, free_port, wait_for

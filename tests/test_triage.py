@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ceptoar.extensions import props
-from ceptoar.filters import FilterError, compile_filter
+from ceptoar.core.extensions import props
+from ceptoar.publishing.filters import FilterError, compile_filter
 from ceptoar.store import Store, StoreError
 from tests.conftest import DATA, Hub, copied, new_db
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from ceptoar.extensions import ADVISORY, HUB_IDENTITY, props
-from ceptoar.model import TLP2_EXTENSION, marking_definition, vulnerability_id
-from ceptoar.publication import REVOKED_NAME
+from ceptoar.core.extensions import ADVISORY, HUB_IDENTITY, props
+from ceptoar.core.model import TLP2_EXTENSION, marking_definition, vulnerability_id
+from ceptoar.publishing.publication import REVOKED_NAME
 from ceptoar.store import Store
 from ceptoar.store.schema import SCHEMA_VERSION
 from tests.conftest import DATA

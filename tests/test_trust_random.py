@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from ceptoar import exposure
-from ceptoar.extensions import hub_objects, props
-from ceptoar.model import TLP_BY_ID, TLP_ORDER, marking_definition, vulnerability_id
-from ceptoar.publication import REVOKED_LABEL, REVOKED_NAME
+from ceptoar.clinics import exposure
+from ceptoar.core.extensions import hub_objects, props
+from ceptoar.core.model import TLP_BY_ID, TLP_ORDER, marking_definition, vulnerability_id
+from ceptoar.publishing.publication import REVOKED_LABEL, REVOKED_NAME
 from ceptoar.store import Store
 from ceptoar.store.schema import NEWER_RANK
 from tests.conftest import Hub, new_db

@@ -8,9 +8,9 @@ import json
 import uuid
 from pathlib import Path
 
-from ceptoar import members
+from ceptoar.sharing import members
+from ceptoar.sharing.taxii.app import create_app
 from ceptoar.store import Store
-from ceptoar.taxii.app import create_app
 
 TAXII = "application/taxii+json;version=2.1"
 TLP = {"CLEAR": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",

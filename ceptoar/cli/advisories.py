@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ceptoar import settings, triage
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import public_url, send_flashes, since_option, stamp
-from ceptoar.digest.delivery import SmtpConfig
-from ceptoar.output import echo, emit, format_option, to_json
+from ceptoar.clinics.digest.delivery import SmtpConfig
+from ceptoar.core import settings
+from ceptoar.core.output import echo, emit, format_option, to_json
+from ceptoar.publishing import triage
 from ceptoar.store import Store
 
 ADVISORY_COLUMNS = ["id", "source", "submitted_by", "published", "tlp", "severity", "status", "cves", "cvss", "tags",
@@ -74,7 +75,7 @@ def advisories_list(hub: Hub, fmt: str, needs_ja: bool, **filters) -> None:
 def advisories_show(hub: Hub, advisory_id: str, fmt: str) -> None:
     """Show one advisory (full STIX id or a unique UUID prefix of 6+ characters). `stix`: the
     bundle as last published (as ingested while unpublished); `source`: as its source gave it."""
-    from ceptoar.export import published_bundle, report_bundle
+    from ceptoar.sharing.export import published_bundle, report_bundle
 
     store = hub.ready_store()
     row = store.advisories.find(advisory_id)

@@ -8,7 +8,7 @@ import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import UTC_TIME, since_option, stamp
-from ceptoar.output import echo, emit, format_option
+from ceptoar.core.output import echo, emit, format_option
 
 AUDIT_COLUMNS = ["time", "actor", "action", "target", "details", "member", "http_status"]
 
@@ -45,8 +45,8 @@ def audit_list(hub: Hub, since, actor, action, member, limit, fmt: str) -> None:
 def audit_prune(hub: Hub, before, folder: Path | None) -> None:
     """Remove old entries, each written to an archive file first (JSON lines); the log is otherwise
     append-only. The pruning itself is audited."""
-    from ceptoar import settings
-    from ceptoar.worker import prune_audit
+    from ceptoar.core import settings
+    from ceptoar.ops.worker import prune_audit
 
     folder = folder or settings.current().config_dir / "audit-archive"
     n = prune_audit(hub.ready_store(), before, folder, hub.actor)

@@ -8,8 +8,8 @@ import traceback
 
 import click
 
-from ceptoar.errors import CeptoarError
-from ceptoar.output import clean, echo
+from ceptoar.core.errors import CeptoarError
+from ceptoar.core.output import clean, echo
 from ceptoar.store import Store
 
 REPORT = "this is a bug in the hub: please report it to the CEPTOAR secretariat with the lines above"
@@ -70,7 +70,7 @@ pass_hub = click.make_pass_decorator(Hub)
 def main(ctx: click.Context, db_path: str, actor: str | None) -> None:
     """CEPTOAR hub (医療セプター): ingest, triage and share security advisories."""
     os.umask(0o077)  # the database, notices, digests and exports hold TLP:RED and secrets: owner only
-    from ceptoar import settings
+    from ceptoar.core import settings
 
     settings.use(settings.load(db_path))
     ctx.obj = Hub(db_path, actor or _os_user())

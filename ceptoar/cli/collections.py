@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ceptoar import collections as colls
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, emit, format_option, to_json
+from ceptoar.core.output import echo, emit, format_option, to_json
+from ceptoar.publishing import collections as colls
 
 COLLECTION_COLUMNS = ["id", "uuid", "title", "filter", "advisories", "objects"]
 

@@ -15,8 +15,8 @@ from ceptoar.cli.options import (
     smtp_config,
     with_smtp,
 )
-from ceptoar.digest.delivery import DeliveryError, run_digest
-from ceptoar.output import echo, emit, format_option, progress_line
+from ceptoar.clinics.digest.delivery import DeliveryError, run_digest
+from ceptoar.core.output import echo, emit, format_option, progress_line
 
 
 @main.group()
@@ -33,8 +33,8 @@ def digest() -> None:
 @pass_hub
 def digest_preview(hub: Hub, member, frequency, clearance, lang, as_html) -> None:
     """Print what a subscriber of MEMBER would get now."""
-    from ceptoar.digest.delivery import preview
-    from ceptoar.model import tlp_name
+    from ceptoar.clinics.digest.delivery import preview
+    from ceptoar.core.model import tlp_name
 
     r = preview(hub.ready_store(), member, frequency, tlp_name(clearance), lang)
     if r is None:
@@ -81,7 +81,7 @@ def digest_flash(hub: Hub, smtp_host, smtp_port, smtp_user, starttls, rate, dry_
     store = hub.ready_store()
     smtp = smtp_config(smtp_host, smtp_port, smtp_user, starttls)
     link_base = public_url(base_url, sending=bool(smtp and not dry_run))
-    from ceptoar.digest.delivery import pending_alerts
+    from ceptoar.clinics.digest.delivery import pending_alerts
 
     if not pending_alerts(store):
         echo("no flash or targeted alerts queued")
@@ -105,7 +105,7 @@ def alert_periods() -> None:
 @pass_hub
 def alert_periods_add(hub: Hub, name: str, start: str, end: str, note: str | None) -> None:
     """Add (or redefine) an alert period."""
-    from ceptoar.digest.delivery import add_alert_period
+    from ceptoar.clinics.digest.delivery import add_alert_period
     if end <= start:
         raise click.BadParameter("the end must be after the start", param_hint="--end")
     s, e = add_alert_period(hub.ready_store(), name, start, end, note, hub.actor)

@@ -8,8 +8,8 @@ import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import TLP_CHOICES, since_option, stamp
-from ceptoar.files import write_private
-from ceptoar.output import echo
+from ceptoar.core.files import write_private
+from ceptoar.core.output import echo
 
 # --- exports ----------------------------------------------------------------------------------
 
@@ -42,7 +42,7 @@ def with_export_options(f):
 def export_bundle(hub: Hub, collection_id, since, status, clearance, output) -> None:
     """A STIX 2.1 bundle of what was published: each advisory's latest publication (a revocation for
     a revoked one) and exactly the object versions pinned with it."""
-    from ceptoar.export import bundle_export
+    from ceptoar.sharing.export import bundle_export
     text, n = bundle_export(hub.ready_store(), hub.actor, collection=collection_id,
                             since=stamp(since) if since else None, status=status or "all", clearance=clearance,
                             target=str(output or "-"))
@@ -56,7 +56,7 @@ def export_bundle(hub: Hub, collection_id, since, status, clearance, output) -> 
 def export_csv(hub: Hub, collection_id, since, status, clearance, output, bom) -> None:
     """One line per published advisory, as published (the same publications as `export bundle`).
     Cells a spreadsheet would evaluate as a formula start with an apostrophe."""
-    from ceptoar.export import csv_export
+    from ceptoar.sharing.export import csv_export
     text, n = csv_export(hub.ready_store(), hub.actor, collection=collection_id,
                          since=stamp(since) if since else None, status=status or "published", clearance=clearance,
                          bom=bom, target=str(output or "-"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, format_option, progress_line
+from ceptoar.core.output import echo, format_option, progress_line
 from ceptoar.store import Store
 
 
@@ -20,7 +20,7 @@ from ceptoar.store import Store
 @pass_hub
 def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> None:
     """Create or upgrade the database and load the feed catalogue (idempotent)."""
-    from ceptoar import setup
+    from ceptoar.ops import setup
 
     store = hub.store
     r = setup.init(store, sources_path, collections_path, hub.actor)
@@ -45,8 +45,8 @@ def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> 
 def run(hub: Hub, every: float, once: bool) -> None:
     """Run the hub by itself: fetch sources when due, send digests at their JST times, drain flash
     alerts, watch feed health (operator mail), prune the audit log. Stops cleanly on SIGTERM."""
-    from ceptoar import settings
-    from ceptoar.worker import Worker
+    from ceptoar.core import settings
+    from ceptoar.ops.worker import Worker
 
     store = hub.ready_store()
     Worker(store, settings.current(), actor=hub.actor if hub.actor != "root" else "worker",
@@ -59,8 +59,8 @@ def run(hub: Hub, every: float, once: bool) -> None:
 def status(hub: Hub, fmt: str) -> None:
     """The hub's health for a person or a monitor: sources, queues, digests, database and WAL size,
     last backup. Exit status 0 when all is well, 1 with warnings, 2 when the hub cannot work."""
-    from ceptoar import operations
-    from ceptoar.output import emit, to_json
+    from ceptoar.core.output import emit, to_json
+    from ceptoar.ops import operations
 
     st = operations.status(hub.store)
     if fmt == "json":
@@ -81,7 +81,7 @@ def status(hub: Hub, fmt: str) -> None:
 @pass_hub
 def backup(hub: Hub, target: Path) -> None:
     """Copy the (SQLite) database to TARGET while the hub runs, consistently; checked, private."""
-    from ceptoar import operations
+    from ceptoar.ops import operations
 
     path = operations.backup(hub.ready_store(), target, hub.actor)
     echo(f"backed up {hub.store.where} to {path} ({path.stat().st_size:,} bytes)")
@@ -93,8 +93,8 @@ def backup(hub: Hub, target: Path) -> None:
 @pass_hub
 def restore(hub: Hub, backup_file: Path, force: bool) -> None:
     """Put a backup in place of the (SQLite) database; the one it replaces is kept beside it."""
-    from ceptoar import operations
-    from ceptoar.store.engines import is_url, sqlite_path
+    from ceptoar.core.dburl import is_url, sqlite_path
+    from ceptoar.ops import operations
 
     if is_url(hub.db_path) and not hub.db_path.startswith("sqlite:"):
         raise click.ClickException("restore puts back SQLite backups; for PostgreSQL use pg_restore")
@@ -137,7 +137,7 @@ def migrate_store(hub: Hub, source_db: str, target_db: str) -> None:
 @click.option("--fresh/--keep", default=True, show_default=True, help="Start from an empty demo database.")
 def demo(port: int, demo_db: Path, fresh: bool) -> None:
     """Offline demo: serve the sample feeds on loopback and run the whole pipeline on them."""
-    from ceptoar.demo import run_demo
+    from ceptoar.ops.demo import run_demo
 
     sys.exit(run_demo(demo_db, port=port, fresh=fresh))
 

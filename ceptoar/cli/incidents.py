@@ -8,7 +8,7 @@ import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import JST_TIME, smtp_config, with_smtp
-from ceptoar.output import echo, emit, format_option, to_json
+from ceptoar.core.output import echo, emit, format_option, to_json
 
 # --- incidents ----------------------------------------------------------------------------------
 
@@ -28,8 +28,8 @@ def incidents() -> None:
 def _incident_json(inc: dict) -> dict:
     from datetime import datetime
 
-    from ceptoar.incidents import STATUS_JA, mhlw_due, next_steps, obligations
-    from ceptoar.model import JST
+    from ceptoar.core.model import JST
+    from ceptoar.incidents.reports import STATUS_JA, mhlw_due, next_steps, obligations
 
     owed = obligations(inc)
     detected = datetime.fromisoformat(inc["detected_at"].replace("Z", "+00:00")).astimezone(JST)
@@ -69,7 +69,7 @@ def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summ
                      contact_person, cause, crime_suspected, records_affected, fmt) -> None:
     """Record a suspected cyberattack at a facility and print the reports it owes, with deadlines."""
 
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     inc = inc_mod.report(hub.ready_store(), hub.actor, facility=facility, facility_type=facility_type,
                          prefecture=prefecture, member=member, summary=summary, detected_at=detected_at, vendor=vendor,
                          vendor_phone=vendor_phone, vendor_email=vendor_email, service_impact=service_impact,
@@ -108,7 +108,7 @@ def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summ
 def incidents_edit(hub: Hub, incident_id, **facts) -> None:
     """Correct or complete the recorded facts: each correction a new version, audited with the old
     and new values; the reports owed follow the corrected facts."""
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     inc, changed = inc_mod.edit(hub.ready_store(), incident_id, hub.actor, facts, on_notice=_notice)
     for k, (old, new) in changed.items():
         echo(f"{inc_mod.FACTS[k]} ({k}): {old!r} → {new!r}")
@@ -129,7 +129,7 @@ def incidents_edit(hub: Hub, incident_id, **facts) -> None:
 def incidents_reported(hub: Hub, incident_id, party, how, at, note) -> None:
     """Record a report made outside the hub (by telephone, the PPC's online form…): it closes
     that obligation."""
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     inc = inc_mod.record_report(hub.ready_store(), incident_id, party, hub.actor, how=how, at=at, note=note)
     out = _incident_json(inc)
     echo(f"{inc['id']}: report to {party} recorded ({how}); still owed: {out['owed'] or 'none'}")
@@ -148,7 +148,7 @@ def incidents_reported(hub: Hub, incident_id, party, how, at, note) -> None:
 def incidents_update(hub: Hub, incident_id, status, note, note_kind, reason, force) -> None:
     """Move an incident forward (or back, with --reason) and record damage, response, recovery,
     prevention notes. Closing is refused while a report is owed, unless --force --reason."""
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     inc = inc_mod.update(hub.ready_store(), incident_id, hub.actor, status=status, note=note, note_kind=note_kind,
                          reason=reason, force=force)
     echo(f"{inc['id']}: {inc['status']} ({len(inc['notes'])} notes)")
@@ -164,7 +164,8 @@ def incidents_update(hub: Hub, incident_id, status, note, note_kind, reason, for
 @pass_hub
 def incidents_list(hub: Hub, status, prefecture, due, fmt) -> None:
     """List incidents, newest first (times in JST); --due: one row per report owed."""
-    from ceptoar.obligations import PREFECTURES, prefecture as canonical
+    from ceptoar.core.facts import PREFECTURES
+    from ceptoar.core.facts import prefecture as canonical
     if prefecture and prefecture not in PREFECTURES:
         prefecture, notice = canonical(prefecture)
         _notice(notice)
@@ -183,7 +184,7 @@ def incidents_list(hub: Hub, status, prefecture, due, fmt) -> None:
 def incidents_show(hub: Hub, incident_id) -> None:
     """Show one incident with its history, notes, notices, corrections and the reports it owes,
     each with its state and deadline (JSON)."""
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     echo(to_json(_incident_json(inc_mod.show(hub.ready_store(), incident_id, hub.actor))))
 
 
@@ -197,7 +198,7 @@ def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_
                      base_url) -> None:
     """Prepare (and send, or write as .eml) the notice to each party, in Japanese. A notice sent
     records the report; one written or printed is recorded with `incidents reported` once made."""
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     store = hub.ready_store()
     inc = inc_mod.find(store, incident_id)
     parties = list(parties) or [o["party"] for o in inc_mod.open_obligations(inc)]
@@ -226,7 +227,7 @@ def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_
 @pass_hub
 def incidents_share(hub: Hub, incident_id, tlp, summary) -> None:
     """Turn an anonymized lesson into a new advisory for triage."""
-    from ceptoar import incidents as inc_mod
+    from ceptoar.incidents import reports as inc_mod
     aid = inc_mod.share(hub.ready_store(), incident_id, hub.actor, tlp=tlp, summary=summary)
     echo(f"lesson {aid} is waiting for triage (ceptoar advisories show {aid})")
 
@@ -240,7 +241,7 @@ def incidents_share(hub: Hub, incident_id, tlp, summary) -> None:
               help="The HTML file to write (print it on A4).")
 def poster(facility, vendor, vendor_phone, vendor_contact, output) -> None:
     """The in-hospital notice (院内掲示): whom to call after a suspected cyberattack."""
-    from ceptoar.incidents import write_poster
+    from ceptoar.incidents.poster import write_poster
     write_poster(output, facility=facility, vendor=vendor, vendor_phone=vendor_phone, vendor_contact=vendor_contact)
     echo(f"wrote {output}")
 

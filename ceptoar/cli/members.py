@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, emit, format_option
+from ceptoar.core.output import echo, emit, format_option
 
 # --- members ----------------------------------------------------------------------------------
 
@@ -31,7 +31,7 @@ def members() -> None:
 @pass_hub
 def members_add(hub: Hub, member_id: str, name: str, clearance: str, collection_titles: str | None) -> None:
     """Add a member (or change its name and clearance)."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     new = m.add(hub.ready_store(), member_id, name, clearance, hub.actor, collection_titles)
     echo(f"{'added' if new else 'updated'} member {member_id} (clearance TLP:{clearance.upper()})")
 
@@ -49,7 +49,7 @@ def members_add(hub: Hub, member_id: str, name: str, clearance: str, collection_
 def members_cert(hub: Hub, member_id: str, fingerprint: str | None, cert_file: str | None, subject: str | None,
                  required: bool, clear: bool) -> None:
     """Authenticate a member by a TLS client certificate that the proxy in front verified (see README)."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     store = hub.ready_store()
     if clear and (fingerprint or cert_file or subject):
         raise click.UsageError("--clear forgets the certificate: give no --fingerprint, --cert-file or --subject")
@@ -89,7 +89,7 @@ def members_list(hub: Hub, fmt: str) -> None:
 @pass_hub
 def members_disable(hub: Hub, member_id: str) -> None:
     """Refuse the member's credentials from now on."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     m.set_enabled(hub.ready_store(), member_id, False, hub.actor)
     echo(f"disabled {member_id}")
 
@@ -99,7 +99,7 @@ def members_disable(hub: Hub, member_id: str) -> None:
 @pass_hub
 def members_enable(hub: Hub, member_id: str) -> None:
     """Accept the member's credentials again."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     m.set_enabled(hub.ready_store(), member_id, True, hub.actor)
     echo(f"enabled {member_id}")
 
@@ -112,7 +112,7 @@ def members_enable(hub: Hub, member_id: str) -> None:
 @pass_hub
 def members_grant(hub: Hub, member_id: str, collection_id: str, read: bool, write: bool) -> None:
     """Let a member read (and/or add to) a collection."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     store = hub.ready_store()
     m.grant(store, member_id, collection_id, read, write, hub.actor)
     echo(f"{member_id} may {'read' if read else ''}{' and ' if read and write else ''}"
@@ -125,7 +125,7 @@ def members_grant(hub: Hub, member_id: str, collection_id: str, read: bool, writ
 @pass_hub
 def members_ungrant(hub: Hub, member_id: str, collection_id: str) -> None:
     """Withdraw a member's grant on a collection."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     m.ungrant(hub.ready_store(), member_id, collection_id, hub.actor)
     echo(f"{member_id} no longer has {collection_id}")
 
@@ -135,7 +135,7 @@ def members_ungrant(hub: Hub, member_id: str, collection_id: str) -> None:
 @pass_hub
 def members_secret(hub: Hub, member_id: str) -> None:
     """Generate a new secret (printed once; only its salted hash is stored). The old one stops working."""
-    from ceptoar import members as m
+    from ceptoar.sharing import members as m
     store = hub.ready_store()
     secret = m.new_secret(store, member_id, hub.actor)
     echo(secret)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from ceptoar import settings
-from ceptoar.digest.delivery import SmtpConfig, drain_flash_queue
-from ceptoar.model import JST, moment, stamp
-from ceptoar.output import echo
+from ceptoar.clinics.digest.delivery import SmtpConfig, drain_flash_queue
+from ceptoar.core import settings
+from ceptoar.core.model import JST, moment, stamp
+from ceptoar.core.output import echo
 
 __all__ = ["Moment", "UTC_TIME", "JST_TIME", "since_option", "TLP_CHOICES", "with_smtp",
            "smtp_config", "public_url", "WAIT_OPTION", "send_flashes", "stamp"]
@@ -94,7 +94,7 @@ def public_url(value: str | None, sending: bool = False) -> str:
 def send_flashes(store, actor: str, smtp: SmtpConfig | None, out: Path | None, dry_run: bool, rate: float | None,
                  url: str, wait: float = 0.0) -> None:
     """Drain the flash queue and say what happened (or why nothing could be sent)."""
-    from ceptoar.digest.delivery import pending_alerts
+    from ceptoar.clinics.digest.delivery import pending_alerts
 
     pending = pending_alerts(store)
     if pending and smtp is None and out is None and not dry_run:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, emit, format_option, to_json
+from ceptoar.core.output import echo, emit, format_option, to_json
 
 FACILITY_COLUMNS = ["id", "name", "facility_type", "prefecture", "member", "phone"]
 REGISTER_COLUMNS = ["n", "category", "vendor", "product", "version", "cpe", "internet_exposed", "remote_maintenance",
@@ -39,7 +39,7 @@ def facilities() -> None:
 @pass_hub
 def facilities_import(hub: Hub, file: Path) -> None:
     """Import a CSV (facility_id,name,facility_type,prefecture,member,phone); re-import updates."""
-    from ceptoar import registers
+    from ceptoar.facilities import registers
     res = registers.import_facilities(hub.ready_store(), _read(file), hub.actor, str(file))
     _report(file, res.errors)
     echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
@@ -61,7 +61,7 @@ def facilities_list(hub: Hub, member, fmt) -> None:
 @pass_hub
 def facilities_show(hub: Hub, facility_id) -> None:
     """One facility with its register's versions (JSON; the register itself: `inventory list`)."""
-    from ceptoar import registers
+    from ceptoar.facilities import registers
     store = hub.ready_store()
     f = registers.facility(store, facility_id)
     echo(to_json(f | {"register_versions": store.facilities.register_versions(facility_id)}))
@@ -81,7 +81,7 @@ def inventory_import(hub: Hub, facility_id, file: Path, device) -> None:
     """Import a facility's register from CSV (category,vendor,product,version,cpe,purl,aliases,
     internet_exposed,remote_maintenance,maintenance_vendor,note), or one device's CycloneDX SBOM.
     The register is replaced (the previous one kept as a version) and matched at once."""
-    from ceptoar import registers
+    from ceptoar.facilities import registers
     res = registers.import_register(hub.ready_store(), facility_id, _read(file), hub.actor, device=device,
                                     origin=str(file))
     _report(file, res.errors)
@@ -94,9 +94,9 @@ def inventory_import(hub: Hub, facility_id, file: Path, device) -> None:
 
 def _send_targeted(hub: Hub) -> None:
     """Targeted alerts go at once when SMTP is configured (else they stay queued for `digest flash`)."""
-    from ceptoar import settings
     from ceptoar.cli.options import public_url, send_flashes
-    from ceptoar.digest.delivery import SmtpConfig
+    from ceptoar.clinics.digest.delivery import SmtpConfig
+    from ceptoar.core import settings
 
     if not hub.store.facilities.pending_count():
         return
@@ -113,7 +113,7 @@ def _send_targeted(hub: Hub) -> None:
 @pass_hub
 def inventory_list(hub: Hub, facility_id, fmt) -> None:
     """A facility's current register (the read is audited)."""
-    from ceptoar import registers
+    from ceptoar.facilities import registers
     emit(registers.read_register(hub.ready_store(), facility_id, hub.actor), fmt, REGISTER_COLUMNS,
          widths={"product": 30, "cpe": 30})
 
@@ -134,7 +134,7 @@ def matches() -> None:
 def matches_list(hub: Hub, facility_id, advisory, member, min_confidence, fmt) -> None:
     """Which published advisories touch which facility's systems, with confidence and reasons
     (they reveal registers: audited)."""
-    from ceptoar import registers
+    from ceptoar.facilities import registers
     store = hub.ready_store()
     if advisory:
         advisory = store.advisories.find(advisory)["id"]
@@ -148,7 +148,7 @@ def matches_list(hub: Hub, facility_id, advisory, member, min_confidence, fmt) -
 def matches_refresh(hub: Hub) -> None:
     """Match every published advisory against every register again (after editing
     feeds/vendor_aliases.toml, or renormalizing sources)."""
-    from ceptoar import registers
+    from ceptoar.facilities import registers
     store = hub.ready_store()
     with store.transaction():
         registers.refresh_all(store, progress=lambda m: echo(m, err=True))
@@ -167,7 +167,8 @@ def matches_refresh(hub: Hub) -> None:
 @pass_hub
 def matches_exposure(hub: Hub, advisory, minimum, min_confidence, publish, fmt) -> None:
     """How many facilities run a product the advisory names, per prefecture (counts only)."""
-    from ceptoar import exposure, settings
+    from ceptoar.clinics import exposure
+    from ceptoar.core import settings
     store = hub.ready_store()
     advisory = store.advisories.find(advisory)["id"]
     minimum = minimum or settings.current().exposure_minimum
@@ -198,7 +199,7 @@ def responses() -> None:
 def responses_summary(hub: Hub, member, advisory, fmt) -> None:
     """Per advisory and association: facilities matched, answered, applicable, fixed, open, and
     the oldest open match."""
-    from ceptoar import responses as resp
+    from ceptoar.clinics import responses as resp
     store = hub.ready_store()
     if advisory:
         advisory = store.advisories.find(advisory)["id"]
@@ -216,8 +217,8 @@ def responses_summary(hub: Hub, member, advisory, fmt) -> None:
 @pass_hub
 def responses_record(hub: Hub, facility_id, advisory_id, status, fixed_on, note) -> None:
     """Record an answer a facility gave by telephone or e-mail (audited, kept as history)."""
-    from ceptoar import registers
-    from ceptoar import responses as resp
+    from ceptoar.clinics import responses as resp
+    from ceptoar.facilities import registers
     store = hub.ready_store()
     registers.facility(store, facility_id)
     advisory = store.advisories.find(advisory_id)["id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo
+from ceptoar.core.output import echo
 
 # --- TAXII server -----------------------------------------------------------------------------
 
@@ -17,8 +17,8 @@ def serve(hub: Hub, host: str, port: int) -> None:
     """Serve TAXII 2.1 for development (production: gunicorn, see README)."""
     from werkzeug.serving import run_simple
 
-    from ceptoar.taxii.accesslog import mask_werkzeug
-    from ceptoar.taxii.app import create_app_from_env
+    from ceptoar.sharing.taxii.accesslog import mask_werkzeug
+    from ceptoar.sharing.taxii.app import create_app_from_env
     hub.ready_store()
     mask_werkzeug()
     app = create_app_from_env(hub.db_path)

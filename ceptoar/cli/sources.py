@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from ceptoar import catalogue
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, emit, format_option, progress_line
+from ceptoar.core.output import echo, emit, format_option, progress_line
+from ceptoar.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+from ceptoar.normalize.kinds import KINDS
+from ceptoar.ops import catalogue
 from ceptoar.pipeline import Limits, fetch_source, ingest_file
-from ceptoar.sources import KINDS
-from ceptoar.sources.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 
 SOURCE_COLUMNS = ["id", "kind", "enabled", "tlp", "last_fetched", "last_status", "last_error", "last_note", "url"]
 
@@ -117,7 +117,7 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: f
     import random
     from datetime import UTC, datetime
 
-    from ceptoar.worker import is_due, reschedule
+    from ceptoar.ops.worker import is_due, reschedule
 
     store = hub.ready_store()
     known = {r["id"]: r for r in store.sources.list()}

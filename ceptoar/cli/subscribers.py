@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.output import echo, emit, format_option
+from ceptoar.core.output import echo, emit, format_option
 
 # --- subscribers, digests, alert periods ------------------------------------------------------
 
@@ -25,7 +25,7 @@ def subscribers() -> None:
 @pass_hub
 def subscribers_import(hub: Hub, file: Path) -> None:
     """Import a CSV (email,name,member,frequency,clearance,lang); re-import updates by e-mail."""
-    from ceptoar.digest import subscribers as subs
+    from ceptoar.clinics.digest import subscribers as subs
     store = hub.ready_store()
     try:
         text = file.read_text(encoding="utf-8")
@@ -51,7 +51,7 @@ def subscribers_import(hub: Hub, file: Path) -> None:
 @pass_hub
 def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang, facility) -> None:
     """Add (or update) one subscriber."""
-    from ceptoar.digest import subscribers as subs
+    from ceptoar.clinics.digest import subscribers as subs
     store = hub.ready_store()
     outcome = subs.add(store, {"email": email, "member": member, "name": name, "frequency": frequency,
                                "clearance": clearance, "lang": lang, "facility": facility}, hub.actor)
@@ -68,7 +68,7 @@ def subscribers_add(hub: Hub, email, member, name, frequency, clearance, lang, f
 @pass_hub
 def subscribers_resubscribe(hub: Hub, email: str, reason: str) -> None:
     """Undo an opt-out, on the subscriber's own request (audited)."""
-    from ceptoar.digest import subscribers as subs
+    from ceptoar.clinics.digest import subscribers as subs
     subs.resubscribe(hub.ready_store(), email, hub.actor, reason)
     echo(f"resubscribed {email.strip().lower()}")
 
@@ -88,7 +88,7 @@ def subscribers_list(hub: Hub, member: str | None, fmt: str) -> None:
 @pass_hub
 def subscribers_remove(hub: Hub, email: str) -> None:
     """Remove a subscriber."""
-    from ceptoar.digest import subscribers as subs
+    from ceptoar.clinics.digest import subscribers as subs
     echo(f"removed {subs.remove(hub.ready_store(), email, hub.actor)}")
 
 
@@ -97,7 +97,7 @@ def subscribers_remove(hub: Hub, email: str) -> None:
 @pass_hub
 def unsubscribe(hub: Hub, token: str) -> None:
     """Stop the digests of the subscriber with this unsubscribe token."""
-    from ceptoar.digest import subscribers as subs
+    from ceptoar.clinics.digest import subscribers as subs
     echo(f"unsubscribed {subs.unsubscribe(hub.ready_store(), token, hub.actor, 'cli')}")
 
 

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from ceptoar import extensions
-from ceptoar.errors import CeptoarError
-from ceptoar.model import (
+from ceptoar.core import extensions
+from ceptoar.core.errors import CeptoarError
+from ceptoar.core.model import (
     CVE_RE,
     TLP_IDS,
     Source,
@@ -27,6 +27,7 @@ from ceptoar.model import (
     identifier_reference,
     identity_id,
     iso_original,
+    listed,
     parse_date,
     stable_id,
     stix_time,
@@ -65,7 +66,7 @@ class EntryStream:
         self.warnings: list[str] = []
         self.skipped = 0
         self.known: Callable[[str], tuple[str, str | None] | None] | None = None
-        # `select`, set by a reader that builds only some of the items (ceptoar.offload splits a
+        # `select`, set by a reader that builds only some of the items (ceptoar.ingest.offload splits a
         # document between processes): the n-th item (from 1) is built only when select(n) is true.
         # Honoured by streams that read their items one by one (`selectable`).
         self.selectable = selectable
@@ -185,7 +186,7 @@ class Entry:
     cves: list[str] = field(default_factory=list)
     cve_facts: dict[str, dict] = field(default_factory=dict)  # CVE → facts for the shared vulnerability
     object_tlps: dict[str, str] = field(default_factory=dict)  # own TLP of supplied objects, by id
-    # What storing derives from the entry alone, computed ahead (ceptoar.ingest.prepare).
+    # What storing derives from the entry alone, computed ahead (ceptoar.ingest.entries.prepare).
     prepared: object = field(default=None, compare=False, repr=False)
 
 
@@ -559,3 +560,22 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 def to_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def _union(a: list, b: list, key=lambda x: json.dumps(x, sort_keys=True)) -> list:
+    seen = {key(x) for x in a}
+    return a + [x for x in b if key(x) not in seen and not seen.add(key(x))]
+
+
+def merge_vulnerability(old: dict, facts: dict) -> dict:
+    """The shared vulnerability object gathers the (public) facts every source tells about its CVE;
+    the properties consumers read (description, CWE references, OpenCTI's CVSS) follow from them."""
+    have = extensions.props(old, extensions.VULNERABILITY)
+    merged = {"cvss": _union(listed(have.get("cvss")), facts.get("cvss", []), cvss_key)}
+    for k in ("cpes", "cwes"):
+        merged[k] = _union(listed(have.get(k)), facts.get(k, []), key=str)
+    merged["kev"] = facts.get("kev") or have.get("kev")
+    pages = [r for r in listed(old.get("external_references")) if isinstance(r, dict)
+             and r.get("source_name") not in ("cve", "cwe")]
+    merged["references"] = _union(pages, facts.get("references", []), key=lambda r: r.get("url"))
+    return vulnerability(old["name"], old["created"], merged) | {"modified": old["modified"]}

@@ -6,7 +6,7 @@ since following means I/O.
 
 from __future__ import annotations
 
-from ceptoar.model import CVE_RE, Source, tlp_max, tlp_name
+from ceptoar.core.model import CVE_RE, Source, tlp_max, tlp_name
 from ceptoar.normalize import (
     Entries,
     Entry,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
-from ceptoar.model import CVE_RE, Source, find_cves, tlp_max, tlp_name
+from ceptoar.core.model import CVE_RE, Source, find_cves, tlp_max, tlp_name
 from ceptoar.normalize import (
     Entries,
     Entry,

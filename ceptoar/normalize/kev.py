@@ -5,7 +5,7 @@ The catalog's `count` has been seen wrong in published copies: the list is the t
 
 from __future__ import annotations
 
-from ceptoar.model import CVE_RE, Source
+from ceptoar.core.model import CVE_RE, Source
 from ceptoar.normalize import (
     CWE_ID_RE,
     Entries,

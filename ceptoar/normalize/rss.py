@@ -12,7 +12,7 @@ from html import escape
 
 import feedparser
 
-from ceptoar.model import Source, find_cves, find_identifiers
+from ceptoar.core.model import Source, find_cves, find_identifiers
 from ceptoar.normalize import Entries, Entry, FeedError, advisory, date_field, each_item, xmlsafe
 
 _FEED_ROOTS = {"RDF", "rss", "feed", "channel"}

@@ -14,8 +14,8 @@ import json
 import re
 import uuid
 
-from ceptoar import extensions
-from ceptoar.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
+from ceptoar.core import extensions
+from ceptoar.core.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
 from ceptoar.normalize import Entries, Entry, FeedError, advisory, each_item, load_json, to_json
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")

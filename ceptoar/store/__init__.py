@@ -9,42 +9,35 @@ is the embedded engine.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
 
-from ceptoar.errors import NotFound, StoreError
+from ceptoar.core import settings
+from ceptoar.core.dburl import sqlite_path
+from ceptoar.core.errors import NotFound, StoreError
+from ceptoar.core.files import make_private
+from ceptoar.store import engines, schema
+from ceptoar.store.access import Members
+from ceptoar.store.advisories import Advisories
+from ceptoar.store.audit import Audit
+from ceptoar.store.base import Repository, chunks, dump, marks, utcnow
+from ceptoar.store.incidents import Incidents
+from ceptoar.store.leases import Leases
+from ceptoar.store.mail import Deliveries, Subscribers
+from ceptoar.store.membership import Collections, Membership, Publications
+from ceptoar.store.objects import Objects
+from ceptoar.store.registers import Facilities
+from ceptoar.store.sources import Sources
 
-__all__ = ["Store", "open_store", "StoreError", "NotFound", "utcnow", "chunks", "dump"]
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+__all__ = ["Store", "open_store", "StoreError", "NotFound", "Repository", "utcnow", "chunks", "dump", "marks"]
 
 
 PAGE_SIZE = 16384  # SQLite's page size for new databases
-
-
-def chunks(items: list, n: int = 500):
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
-_encode = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def dump(v) -> str:
-    """JSON text of a stored value (lists of strings and dicts, Japanese kept readable)."""
-    return "[]" if v == [] else _encode(v)
-
-
-def marks(n: int) -> str:
-    return ",".join("?" * n)
 
 
 class Store:
@@ -52,8 +45,6 @@ class Store:
     `postgresql://…` (PostgreSQL), or None / ':memory:' (SQLite in memory, for tests)."""
 
     def __init__(self, target: str | Path | None = None):
-        from ceptoar.store import engines
-
         target = ":memory:" if target is None else str(target)
         self.degraded: str | None = None  # why this connection can only read, when it can only read
         self.on_busy = None  # called with a message when a write waits for another writer
@@ -64,7 +55,7 @@ class Store:
             self.engine = engines.PostgreSQL(target)
             self.where = self.engine.where
         else:
-            self.path = engines.sqlite_path(target)
+            self.path = sqlite_path(target)
             self.where = str(self.path) if self.path else "the in-memory database"
             self.engine = engines.SQLite(self._open_sqlite(), self.where)
         self.dialect = self.engine.name
@@ -119,17 +110,6 @@ class Store:
         self.engine.close()
 
     def _repositories(self) -> None:
-        from ceptoar.store.access import Members
-        from ceptoar.store.advisories import Advisories
-        from ceptoar.store.audit import Audit
-        from ceptoar.store.incidents import Incidents
-        from ceptoar.store.leases import Leases
-        from ceptoar.store.mail import Deliveries, Subscribers
-        from ceptoar.store.membership import Collections, Membership, Publications
-        from ceptoar.store.objects import Objects
-        from ceptoar.store.registers import Facilities
-        from ceptoar.store.sources import Sources
-
         self.sources = Sources(self)
         self.objects = Objects(self)
         self.advisories = Advisories(self)
@@ -200,8 +180,6 @@ class Store:
             yield
             return
         if wait is None:
-            from ceptoar import settings
-
             wait = settings.current().busy_seconds
         try:
             engine.begin(wait, self.on_busy)
@@ -233,12 +211,10 @@ class Store:
         return self.engine.explain(e)
 
     # --- schema and settings -----------------------------------------------------------------------
-    def migrate(self, actor: str = "ceptoar") -> int:
+    def migrate(self, actor: str = "ceptoar", backfills: Mapping[int, Callable[[Store], None]] | None = None) -> int:
         """Create or upgrade the schema; safe to run any number of times. An upgrade is audited
-        (with the copy taken before it, `self.last_backup`)."""
-        from ceptoar.files import make_private
-        from ceptoar.store import schema
-        version, previous, backup = schema.migrate(self, backup=self.backup_before_migration)
+        (with the copy taken before it, `self.last_backup`); `backfills` as in `schema.migrate`."""
+        version, previous, backup = schema.migrate(self, backup=self.backup_before_migration, backfills=backfills)
         self.upgraded_from, self.last_backup = (previous, backup) if previous not in (None, version) else (None, None)
         if self.upgraded_from is not None:
             self.audit.add(actor, "schema-upgrade", self.where, {"from": previous, "to": version, "copy": backup})
@@ -250,7 +226,6 @@ class Store:
         """A copy of the database beside it, taken before an upgrade changes anything."""
         if self.path is None:
             return None
-        from ceptoar.store import schema
         target = self.path.with_name(f"{self.path.name}.before-schema-{schema.version_of(self)}")
         target.unlink(missing_ok=True)
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -265,7 +240,6 @@ class Store:
         return "meta" in self.table_names()
 
     def require_initialized(self) -> None:
-        from ceptoar.store import schema
         if not self.is_initialized():
             raise StoreError("database not initialized: run `ceptoar init` first")
         current = schema.version_of(self)
@@ -293,9 +267,3 @@ def open_store(target: str | Path | None = None, migrate: bool = False) -> Store
         store.require_initialized()
     return store
 
-
-class Repository:
-    """One room of the store; reaches SQL only through the facade."""
-
-    def __init__(self, store: Store):
-        self.store = store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ceptoar.store import Repository, utcnow
+from ceptoar.store.base import Repository, utcnow
 
 
 class Members(Repository):

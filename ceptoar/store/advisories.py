@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 
-from ceptoar.errors import NotFound
-from ceptoar.model import TLP_ORDER
-from ceptoar.store import Repository, chunks, dump, marks
+from ceptoar.core.errors import NotFound
+from ceptoar.core.model import TLP_ORDER
+from ceptoar.store.base import Repository, chunks, dump, marks
 from ceptoar.store.schema import search_key
 
 FACTS = ("source", "entry_key", "source_report", "title", "description", "published", "published_utc", "modified",

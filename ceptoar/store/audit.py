@@ -7,8 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ceptoar.errors import Busy
-from ceptoar.store import Repository, utcnow
+from ceptoar.core.errors import Busy
+from ceptoar.store.base import Repository, utcnow
 
 COLUMNS = ["time", "actor", "action", "target", "details", "member", "address", "method", "path", "collection",
            "http_status", "objects"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ceptoar.errors import StoreError
+from ceptoar.core.errors import StoreError
 from ceptoar.store import Store, schema
+from ceptoar.store.base import statements
 
 BATCH = 2000
 # What `init` puts in a new database; anything else in the target means it is in use.
@@ -21,7 +22,7 @@ SEEDED = {"meta", "objects", "object_owners"}
 def tables() -> list[tuple[str, list[str]]]:
     """(table, columns) of the portable schema, in creation order."""
     out = []
-    for stmt in schema.statements(schema.TABLES):
+    for stmt in statements(schema.TABLES):
         m = re.match(r"CREATE TABLE (\w+) \((.*)\);$", stmt, re.S)
         if not m:
             continue

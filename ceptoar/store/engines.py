@@ -11,32 +11,16 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import sqlite3
 import threading
 import weakref
 from functools import lru_cache
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from ceptoar.errors import Busy, Conflict, StoreError
+from ceptoar.core.dburl import redacted
+from ceptoar.core.errors import Busy, Conflict, StoreError
 
 WRITER_LOCK = 0x6365_7074  # 'cept': the advisory lock every PostgreSQL write transaction holds
 BUSY_SECONDS = 10
-
-
-def is_url(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://", "sqlite://"))
-
-
-def redacted(url: str) -> str:
-    """A database URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class SQLite:
@@ -286,12 +270,3 @@ class PostgreSQL:
         if self.conn is not None:
             self._finalizer()
             self.conn = None
-
-
-def sqlite_path(target: str) -> Path | None:
-    """The file of a SQLite target (a plain path or sqlite:///path), None for in-memory."""
-    if target.startswith("sqlite://"):
-        target = target[len("sqlite://"):]
-        if target.startswith("/") and not target.startswith("//"):
-            target = target[1:] if re.match(r"^/[A-Za-z]:", target) else target
-    return None if target in ("", ":memory:", "/:memory:") else Path(target)

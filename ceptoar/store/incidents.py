@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ceptoar.store import Repository, utcnow
 from ceptoar.store.advisories import ids_by_prefix
+from ceptoar.store.base import Repository, utcnow
 
 
 class Incidents(Repository):

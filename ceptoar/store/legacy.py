@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ceptoar.model import (
+from ceptoar.core import extensions
+from ceptoar.core.model import (
     HUB,
     INCIDENT,
+    SEVERITY_LABEL,
     TLP_BY_ID,
     TLP_ORDER,
     marking_definition,
     marking_rank,
+    serialize,
     source_origin,
     vulnerability_id,
 )
+from ceptoar.normalize import merge_vulnerability
+from ceptoar.store.base import statements
 
 if TYPE_CHECKING:
     from ceptoar.store import Store
@@ -159,7 +164,6 @@ ADDED_COLUMNS = [
 
 
 def upgrade_to_6(store: Store) -> None:
-    from ceptoar.store.schema import statements
     for stmt in statements(SCHEMA_6):
         store.execute(stmt)
     for table, column, decl in ADDED_COLUMNS:
@@ -188,8 +192,9 @@ def _origin_of(row: dict, obj: dict, advisory_source: dict[str, str], referenced
     return source_origin(str(obj.get("x_ceptoar_source") or "legacy"))
 
 
-def trust_model(store: Store) -> None:
-    """Schema 6 → 7."""
+def trust_model(store: Store, tables: list[str]) -> None:
+    """Schema 6 → 7; `tables` are the current schema's statements, whose publications, pins,
+    placements and membership tables this step creates."""
     s = store
     s.execute("ALTER TABLE sources RENAME COLUMN origin TO defined_by")
     s.execute("ALTER TABLE sources ADD COLUMN last_note TEXT")
@@ -254,8 +259,7 @@ def trust_model(store: Store) -> None:
     s.execute("CREATE UNIQUE INDEX advisories_entry ON advisories (source, entry_key)")
 
     # --- publications, pins and placements from what was published -----------------------------------
-    from ceptoar.store.schema import TABLES, statements
-    for stmt in statements(TABLES):
+    for stmt in tables:
         if stmt.startswith(("CREATE TABLE publications", "CREATE TABLE pins", "CREATE INDEX pins_",
                             "CREATE TABLE placements", "CREATE INDEX placements_")):
             s.execute(stmt)
@@ -308,7 +312,7 @@ def trust_model(store: Store) -> None:
     s.execute("ALTER TABLE membership RENAME TO membership_6")
     for name in ("membership_page", "membership_advisory", "membership_object"):
         s.execute(f"DROP INDEX IF EXISTS {name}")
-    for stmt in statements(TABLES):
+    for stmt in tables:
         if stmt.startswith(("CREATE TABLE membership", "CREATE INDEX membership_")):
             s.execute(stmt)
     targets = s.rows(
@@ -333,10 +337,6 @@ def hub_extensions(store: Store) -> None:
     place in every stored version (the information is the same; only its encoding changes). Hub
     vulnerabilities also gain what importers read (description, CWE references, OpenCTI's CVSS);
     published reports gain the severity label."""
-    from ceptoar import extensions
-    from ceptoar.ingest import merge_vulnerability
-    from ceptoar.model import serialize
-    from ceptoar.publication import SEVERITY_LABEL
 
     rows = store.execute("SELECT id, modified, origin, json FROM objects WHERE json LIKE '%\"x\\_ceptoar\\_%' "
                          "ESCAPE '\\'").fetchall()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from ceptoar.store import Repository, chunks, marks, utcnow
+from ceptoar.store.base import Repository, chunks, marks, utcnow
 
 
 class Subscribers(Repository):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ceptoar.store import Repository, chunks, marks, utcnow
+from ceptoar.store.base import Repository, chunks, marks, utcnow
 from ceptoar.store.schema import NEWER_RANK
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ceptoar.model import HUB, marking_rank, serialize
-from ceptoar.store import Repository, chunks, marks, utcnow
+from ceptoar.core.model import HUB, marking_rank, serialize
+from ceptoar.store.base import Repository, chunks, marks, utcnow
 
 COLUMNS = "id, origin, modified, type, hash, own_rank, kept_apart, json"
 

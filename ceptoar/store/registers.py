@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ceptoar.store import Repository, chunks, dump, marks, utcnow
+from ceptoar.store.base import Repository, chunks, dump, marks, utcnow
 
 PROFILE_COLUMNS = ("vendor", "product", "version", "cpe", "aliases")  # what matching reads of a row
 ROW_COLUMNS = ("n", "category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ceptoar.errors import StoreError
+from ceptoar.core.errors import StoreError
+from ceptoar.core.extensions import hub_objects
+from ceptoar.core.model import TLP_ORDER, marking_definition
+from ceptoar.store import legacy
+from ceptoar.store.base import statements
 
 if TYPE_CHECKING:
     from ceptoar.store import Store
@@ -284,18 +288,6 @@ def postgres_tables() -> list[str]:
     return out + POSTGRES_EXTRAS
 
 
-def statements(script: str) -> list[str]:
-    """Split a schema script on ';' outside trigger bodies."""
-    out, buf = [], []
-    for line in script.splitlines():
-        buf.append(line)
-        text = "\n".join(buf).strip()
-        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
-            out.append(text)
-            buf = []
-    return out
-
-
 def version_of(store: Store) -> int | None:
     """The schema version of the database, None for an empty one."""
     if "meta" not in store.table_names():
@@ -307,8 +299,6 @@ def version_of(store: Store) -> int | None:
 def seed(store: Store) -> None:
     """What every database holds from its first day: the `next` signing key, the fixed OASIS
     TLP marking definitions, the hub identity and its extension-definitions, owned by the hub."""
-    from ceptoar.extensions import hub_objects
-    from ceptoar.model import TLP_ORDER, marking_definition
 
     for key in ("next_key", "response_key"):  # paging cursors; facilities' answer links
         store.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
@@ -316,9 +306,13 @@ def seed(store: Store) -> None:
     store.objects.put_hub([marking_definition(t) for t in TLP_ORDER] + hub_objects(), replace=True)
 
 
-def migrate(store: Store, backup: Callable[[], str | None] | None = None) -> tuple[int, int | None, str | None]:
-    """Bring the database to SCHEMA_VERSION. Returns (version, previous version, backup path)."""
-    from ceptoar.store import legacy
+def migrate(store: Store, backup: Callable[[], str | None] | None = None,
+            backfills: Mapping[int, Callable[[Store], None]] | None = None) -> tuple[int, int | None, str | None]:
+    """Bring the database to SCHEMA_VERSION. Returns (version, previous version, backup path).
+
+    `backfills` is the work a step leaves to the rooms above the store (step 12: every published
+    advisory matched again to facilities' registers), run right after that step, in the same
+    transaction; without it an upgraded database's matches wait for `ceptoar matches refresh`."""
 
     current = version_of(store)
     if current is not None and current > SCHEMA_VERSION:
@@ -341,6 +335,8 @@ def migrate(store: Store, backup: Callable[[], str | None] | None = None) -> tup
             for number, step in STEPS:
                 if number > max(current, 6):
                     step(store)
+                    if backfills and number in backfills:
+                        backfills[number](store)
         seed(store)
         store.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
@@ -348,12 +344,10 @@ def migrate(store: Store, backup: Callable[[], str | None] | None = None) -> tup
 
 
 def _step7(store: Store) -> None:
-    from ceptoar.store import legacy
-    legacy.trust_model(store)
+    legacy.trust_model(store, statements(TABLES))
 
 
 def _step8(store: Store) -> None:
-    from ceptoar.store import legacy
     legacy.hub_extensions(store)
     store.execute("ALTER TABLE members ADD COLUMN collection_titles TEXT NOT NULL DEFAULT 'title'")
     store.execute("ALTER TABLE members ADD COLUMN cert_fingerprint TEXT")
@@ -441,8 +435,8 @@ def _step12(store: Store) -> None:
     if "urgent" not in _columns(store, "advisory_affected"):
         _add_column(store, "advisory_affected", "urgent INTEGER NOT NULL DEFAULT 0")
     _create(store, ("register_rows", "row_profiles", "profile_keys", "matches", "alert_queue"))
-    from ceptoar.registers import refresh_all
-    refresh_all(store)  # profiles from the rows there are, then every published advisory
+    # Then the backfill (ceptoar.facilities.registers.refresh_all, given by `init`): profiles from
+    # the rows there are, and every published advisory matched again.
 
 
 def _step13(store: Store) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ceptoar.store import Repository, chunks, marks, utcnow
+from ceptoar.store.base import Repository, chunks, marks, utcnow
 
 FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "defined_by")
 

@@ -1,0 +1,2 @@
+"""Clinics: digests and alerts by mail, facilities' answers, exposure counts.
+"""

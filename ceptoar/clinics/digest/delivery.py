@@ -1,0 +1,341 @@
+"""Delivery: who gets which digest, SMTP sending, and the delivery log that makes a run resumable.
+
+A run (one per frequency and JST day, or one per flash alert) has a fixed `until`. A recipient is
+marked sent (and its digest cursor moved) in the same transaction, right after the SMTP server
+accepted the message, so a rerun after a crash sends exactly the rest. Per-recipient SMTP refusals
+are recorded and retried by the next run; a server that cannot be reached or drops the connection
+stops the run with a clear message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ceptoar.clinics import responses
+from ceptoar.clinics.digest.render import compose, facility_block, item, render
+from ceptoar.core.errors import CeptoarError, NotFound
+from ceptoar.core.files import child, private_dir, write_private
+from ceptoar.core.mail import DeliveryError, Mailer, SmtpConfig, eml_name, message_id, sender  # noqa: F401
+from ceptoar.core.model import HUB, JST, SYSTEM, TLP_ORDER
+from ceptoar.core.output import clean
+from ceptoar.store import Store, utcnow
+from ceptoar.store.leases import held
+
+WINDOW = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+
+
+@dataclass
+class RunResult:
+    run: str
+    segments: int = 0
+    rendered: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0  # already sent by an earlier attempt of this run
+    written: int = 0
+    empty_segments: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def member_view(store: Store, member_id: str) -> tuple[list[str], int, str]:
+    """(collections the member may read, its clearance rank, its name)."""
+    m = store.members.get(member_id)
+    if m is None or not m["enabled"]:
+        return [], -1, member_id
+    readable = [c for c, (r, _w) in store.members.grants_of(member_id).items() if r]
+    return readable, TLP_ORDER.index(m["clearance"]), m["name"]
+
+
+def advisories_for(store: Store, member: str, clearance: str, since: str | None, until: str,
+                   ids: list[str] | None = None) -> tuple[list[dict], str]:
+    """What a subscriber of `member` at `clearance` receives: each advisory published into a
+    collection the member reads, in (since, until], as published (its newest pinned version the
+    subscriber may see), at the TLP it is served at; revoked advisories left out. Newest first."""
+    collections, member_rank, name = member_view(store, member)
+    rank = min(member_rank, TLP_ORDER.index(clearance))
+    if rank < 0:
+        return [], name
+    chosen = store.membership.reports(collections, rank, since, until, ids)
+    items = []
+    for c in chosen:
+        pub = store.publications.get(c["advisory"], c["version"])
+        report = store.objects.get(c["advisory"], c["version"], HUB).obj
+        items.append(pub.view | {"tlp": TLP_ORDER[c["rank"]], "version": c["version"], "report": report})
+    items.sort(key=lambda a: (a["report"].get("published") or "", a["id"]), reverse=True)
+    return items, name
+
+
+def _kev(store: Store, rendered) -> set[str]:
+    """The KEV-listed CVEs, read once per segment (kept on its Rendered) rather than per facility."""
+    if "kev" not in rendered.cache:
+        rendered.cache["kev"] = store.advisories.kev_cves()
+    return rendered.cache["kev"]
+
+
+def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link, *,
+            reminders: bool) -> dict[str, tuple[str, str] | None]:
+    """The blocks of a page of recipients' facilities in one segment, a handful of queries for the
+    whole page: each facility's matches among the segment's advisories (answer links on the urgent
+    ones) and, in digests, reminders of urgent matches it has not answered (only advisories this
+    segment may see)."""
+
+    found: dict[str, list[dict]] = {}
+    for m in store.facilities.matches(facilities=fids, advisories=list(rendered.items)):
+        found.setdefault(m["facility"], []).append(m)
+    answered: dict[str, dict] = {}
+    for (fid, aid), answer in store.facilities.latest_responses(facilities=fids).items():
+        answered.setdefault(fid, {})[aid] = answer
+    urgent = {aid for aid, i in rendered.items.items() if i["kev"] or i["severity"] in ("high", "critical")}
+    due: dict[str, list[str]] = {}
+    visible: dict[str, dict] = {}
+    if reminders:
+        due = {fid: [a for a in ids if a not in rendered.items]
+               for fid, ids in responses.due_reminders(store, fids, kev=_kev(store, rendered)).items()}
+        wanted = sorted({a for ids in due.values() for a in ids})
+        if wanted:
+            shown, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, wanted)
+            visible = {a["id"]: item(a, rendered.lang) | {"id": a["id"], "rank": TLP_ORDER.index(a["tlp"])}
+                       for a in shown}
+    blocks = {}
+    for fid in fids:
+        mine = found.get(fid, [])
+        links = {aid: link(fid, aid, TLP_ORDER.index(rendered.items[aid]["tlp"]))
+                 for aid in {m["advisory"] for m in mine} & urgent}
+        late = [visible[a] for a in due.get(fid, []) if a in visible]  # newest first, as due_reminders gives them
+        more = max(0, len(late) - responses.REMINDERS_MAX)
+        late = [v | {"link": link(fid, v["id"], v["rank"])} for v in late[:responses.REMINDERS_MAX]]
+        blocks[fid] = facility_block(rendered, mine, links=links, answers=answered.get(fid), reminders=late,
+                                     more=more)
+    return blocks
+
+
+LOG_BATCH, LOG_SECONDS = 200, 1.0
+
+
+def _stamp(d: datetime) -> str:
+    return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def preview(store: Store, member: str, frequency: str, clearance: str, lang: str):
+    """What a subscriber of `member` with this clearance would get now (a Rendered), or None when
+    nothing was published for it in the period."""
+
+    if store.members.get(member) is None:
+        raise NotFound(f"no member {member!r}")
+    now = datetime.now(UTC)
+    until = _stamp(now)
+    rows, name = advisories_for(store, member, clearance, _stamp(now - WINDOW[frequency]), until)
+    if not rows:
+        return None
+    return render(store, rows, lang=lang, member_name=name, until=until,
+                  periods=store.deliveries.active_alert_periods(until))
+
+
+def run_digest(store: Store, frequency: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
+               dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
+               now: datetime | None = None, progress=None, wait: float = 0.0, actor: str = SYSTEM) -> RunResult:
+    """Today's (JST) daily or weekly run: resumable, one process at a time, audited (also when the
+    SMTP server stops it)."""
+    now = now or datetime.now(UTC)
+    run = store.deliveries.create_run(f"{frequency}-{now.astimezone(JST):%Y-%m-%d}", "digest", frequency, _stamp(now))
+    try:
+        res = _deliver(store, run, frequency, None, smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                       base_url=base_url, progress=progress, wait=wait)
+    except DeliveryError as e:
+        store.audit.add(actor, "digest-send", run["id"], {"error": str(e)})
+        raise
+    store.audit.add(actor, "digest-send", res.run, {k: v for k, v in res.as_dict().items() if k != "errors"})
+    return res
+
+
+def add_alert_period(store: Store, name: str, start: datetime, end: datetime, note: str | None = None,
+                     actor: str = SYSTEM) -> tuple[str, str]:
+    """Add (or redefine) a period of heightened vigilance; its (start, end) as stored (UTC)."""
+    s, e = _stamp(start), _stamp(end)
+    if e <= s:
+        raise DeliveryError("an alert period must end after it starts")
+    with store.transaction():
+        store.deliveries.add_alert_period(name, s, e, note)
+        store.audit.add(actor, "alert-period-add", name, {"start": s, "end": e})
+    return s, e
+
+
+def run_flash(store: Store, advisory_id: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
+              dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
+              progress=None, wait: float = 0.0) -> RunResult:
+    run = store.deliveries.create_run(f"flash-{advisory_id.split('--')[-1]}", "flash", None, utcnow(), advisory_id)
+    return _deliver(store, run, None, [advisory_id], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                    base_url=base_url, progress=progress, wait=wait)
+
+
+def run_targeted(store: Store, facility: str, advisory_id: str, *, smtp: SmtpConfig | None,
+                 out_dir: Path | None = None, dry_run: bool = False, rate: float | None = None,
+                 base_url: str = "http://127.0.0.1:8000", progress=None, wait: float = 0.0) -> RunResult:
+    """An alert to one facility's staff about an advisory touching a product it exposes."""
+    run = store.deliveries.create_run(f"alert-{facility}-{advisory_id.split('--')[-1]}", "targeted", None, utcnow(),
+                                      advisory_id)
+    return _deliver(store, run, None, [advisory_id], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                    base_url=base_url, progress=progress, wait=wait, facility=facility)
+
+
+def pending_alerts(store: Store) -> int:
+    """Flash alerts and targeted alerts waiting to be sent."""
+    return len(store.deliveries.pending_flashes()) + store.facilities.pending_count()
+
+
+def drain_flash_queue(store: Store, actor: str, *, smtp: SmtpConfig | None, out_dir: Path | None = None,
+                      dry_run: bool = False, rate: float | None = None, base_url: str = "http://127.0.0.1:8000",
+                      wait: float = 0.0) -> list[RunResult]:
+    """Send the flash alerts queued during an alert period, one process at a time (a lease); each
+    sent flash is marked done and audited. Nothing is sent without a way to send or write it."""
+
+    if not pending_alerts(store) or (smtp is None and out_dir is None and not dry_run):
+        return []
+    results = []
+    with held(store, "flash-queue", "the flash-alert queue", wait):
+        for f in store.deliveries.pending_flashes():  # read again under the lease
+            res = run_flash(store, f["advisory"], smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                            base_url=base_url)
+            if smtp and not dry_run:
+                store.deliveries.mark_flash(f["advisory"], res.run)
+            store.audit.add(actor, "flash", f["advisory"], {"run": res.run, "sent": res.sent, "failed": res.failed})
+            results.append(res)
+        with store.transaction():
+            store.facilities.expand_targeted()  # the facilities due an alert for each advisory queued
+        for t in store.facilities.pending_targeted():
+            res = run_targeted(store, t["facility"], t["advisory"], smtp=smtp, out_dir=out_dir, dry_run=dry_run,
+                               rate=rate, base_url=base_url)
+            if smtp and not dry_run:
+                store.facilities.mark_targeted(t["facility"], t["advisory"], res.run)
+            store.audit.add(actor, "targeted-alert", t["advisory"], {"facility": t["facility"], "run": res.run,
+                                                                      "sent": res.sent, "failed": res.failed})
+            results.append(res)
+    return results
+
+
+class DeliveryLog:
+    """Outcomes written to the delivery log in batches (one transaction per LOG_BATCH recipients or
+    LOG_SECONDS, whichever comes first) instead of one per message. A crash can lose the last batch's
+    records: those recipients get the digest again on the next run, with the same Message-ID (derived
+    from the run and the address), so a resend is recognisable."""
+
+    def __init__(self, store: Store):
+        self.store, self.pending, self.since = store, [], 0.0
+
+    def add(self, *outcome) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(outcome)
+        if len(self.pending) >= LOG_BATCH or time.monotonic() - self.since >= LOG_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        self.store.deliveries.record_many(pending)
+
+
+def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | None, *, smtp, out_dir, dry_run,
+             rate, base_url, progress, wait: float, facility: str | None = None) -> RunResult:
+    """A run sends only while it holds the run's lease: two runs started together (cron and a
+    person) never send the same digest twice."""
+    if not smtp or dry_run:
+        return _deliver_held(store, run, frequency, ids, None, smtp=None, out_dir=out_dir, dry_run=dry_run,
+                             rate=rate, base_url=base_url, progress=progress, facility=facility)
+    with held(store, f"digest:{run['id']}", f"digest run {run['id']}", wait) as lease:
+        return _deliver_held(store, run, frequency, ids, lease, smtp=smtp, out_dir=out_dir, dry_run=dry_run,
+                             rate=rate, base_url=base_url, progress=progress, facility=facility)
+
+
+def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str] | None, lease, *, smtp, out_dir,
+                  dry_run, rate, base_url, progress, facility: str | None = None) -> RunResult:
+    result = RunResult(run=run["id"])
+    until = run["until"]
+    periods = store.deliveries.active_alert_periods(until)
+    mailer = None
+    if out_dir is not None:
+        private_dir(out_dir)
+    if smtp and not dry_run:
+        mailer = Mailer(smtp)
+        mailer.connect()  # a dead server stops the run before anything is marked
+    envelope_from = sender().addr_spec
+    link = responses.linker(store, base_url)
+    log = DeliveryLog(store)
+    # Dot-stuffed as composed (once per segment) when the server pipelines and nothing is written to files.
+    stuffed = bool(mailer and mailer.pipelining and out_dir is None)
+    interval = 1.0 / rate if rate else 0.0
+    next_slot = time.monotonic()
+    try:
+        for seg in store.subscribers.segments(frequency, facility):
+            since = seg["since"] or (_stamp(datetime.fromisoformat(until.replace("Z", "+00:00")) - WINDOW[frequency])
+                                     if frequency else None)
+            advisories, member_name = advisories_for(store, seg["member"], seg["clearance"], since, until, ids)
+            result.segments += 1
+            if not advisories:
+                result.empty_segments += 1  # empty digests are not sent
+                continue
+            kind = "targeted" if facility else "flash" if ids else "digest"
+            rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
+                              periods=periods, kind=kind)
+            result.rendered += 1
+            after = ("", "")
+            while True:
+                batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
+                                                     seg["since"], after, facility=facility)
+                if not batch:
+                    break
+                after = (batch[-1]["facility"] or "", batch[-1]["email"])
+                states = store.deliveries.states(run["id"], [r["email"] for r in batch])
+                todo = [r for r in batch if states.get(r["email"], {}).get("status") != "sent"]
+                result.skipped += len(batch) - len(todo)
+                # This page's facilities' blocks (a facility's staff come together; its block is let
+                # go with the page).
+                fids = list(dict.fromkeys(r["facility"] for r in todo if r.get("facility")))
+                blocks = _blocks(store, rendered, fids, seg, until, link, reminders=kind == "digest") if fids else {}
+                for r in todo:
+                    if lease is not None:
+                        lease.keep()
+                    url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
+                    # Derived from (run, recipient): a resend after a crash carries the same Message-ID.
+                    mid = message_id(f"{run['id']}|{r['email']}")
+                    try:  # an address stored before addresses were checked fails alone
+                        data = compose(rendered, message_id=mid, email=r["email"], name=r["name"] or "",
+                                       unsubscribe_url=url, block=blocks.get(r.get("facility")), stuffed=stuffed)
+                        if out_dir is not None:
+                            write_private(child(out_dir, eml_name(r["email"])), data)
+                            result.written += 1
+                    except (CeptoarError, ValueError) as e:
+                        result.failed += 1
+                        result.errors.append(f"{clean(r['email'])}: {clean(str(e))}")
+                        if mailer is not None and not dry_run:
+                            log.add(run["id"], r["email"], "failed", None, str(e)[:300], None, None)
+                        continue
+                    if mailer is None:
+                        continue
+                    if interval:
+                        delay = next_slot - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        next_slot = max(next_slot, time.monotonic()) + interval
+                    refusal = mailer.send(envelope_from, r["email"], data, stuffed=stuffed)
+                    if refusal is None:
+                        log.add(run["id"], r["email"], "sent", mid, None, frequency, until)
+                        result.sent += 1
+                    else:
+                        log.add(run["id"], r["email"], "failed", mid, refusal, None, None)
+                        result.failed += 1
+                        result.errors.append(f"{r['email']}: {refusal}")
+                    if progress and (result.sent + result.failed) % 1000 == 0:
+                        progress(f"{run['id']}: {result.sent} sent, {result.failed} failed")
+    finally:
+        log.flush()  # what the server accepted before an error is recorded too
+        if mailer:
+            mailer.close()
+    if mailer and result.failed == 0:
+        store.deliveries.finish_run(run["id"])
+    return result

@@ -1,0 +1,515 @@
+"""Incidents at member facilities: intake, tracking to recovery, corrections, the reports each
+incident owes (ceptoar.incidents.obligations: vendor, MHLW, prefecture, police, the Personal Information
+Protection Commission's 速報 and 確報) and the notices that make them.
+
+Incident data is TLP:RED. Its STIX objects are kept apart from advisories (origin 'incident'), so
+no collection, digest or export ever carries them; only `share` turns an anonymized lesson into a
+new advisory for triage.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ceptoar.core import extensions, mail, settings
+from ceptoar.core import facts as checks
+from ceptoar.core.errors import CeptoarError
+from ceptoar.core.facts import FACILITY_TYPES
+from ceptoar.core.files import child, private_dir, write_private
+from ceptoar.core.mail import SmtpConfig, check_address
+from ceptoar.core.model import (
+    INCIDENT,
+    JST,
+    TLP_IDS,
+    TLP_ORDER,
+    Source,
+    later_than,
+    now_stix,
+    serialize,
+    stix_time,
+    tlp_name,
+)
+from ceptoar.incidents import obligations as owed
+from ceptoar.ingest.entries import store_entries
+from ceptoar.normalize import advisory
+from ceptoar.store import Store, utcnow
+
+STATUSES = ["reported", "vendor-contacted", "reported-to-mhlw", "recovering", "closed"]
+STATUS_JA = {"reported": "受付済み(対応開始前)", "vendor-contacted": "ベンダーに連絡済み",
+             "reported-to-mhlw": "厚生労働省に報告済み", "recovering": "復旧作業中", "closed": "対応終了"}
+# The facts `edit` corrects: name → (Japanese label, how a value is checked).
+FACTS = {
+    "summary": "事象の概要", "prefecture": "都道府県", "facility_phone": "医療機関の電話番号",
+    "contact_person": "医療機関の担当者", "vendor": "システムベンダー", "vendor_phone": "ベンダーの電話番号",
+    "vendor_email": "ベンダーのメールアドレス", "service_impact": "医療情報システムの障害",
+    "care_disrupted": "診療への支障", "personal_data_leak": "個人データ漏えい等のおそれ",
+    "crime_suspected": "犯罪の疑い", "records_affected": "本人の数", "cause": "原因",
+    "data_items": "漏えい等した個人データの項目", "secondary_harm": "二次被害又はそのおそれ",
+    "individuals_response": "本人への対応", "public_announcement": "公表",
+}
+# The PPC report's items that come from facts: fact → option that records it.
+PPC_FACTS = {"data_items": "--data-items", "records_affected": "--records-affected", "cause": "--cause",
+             "secondary_harm": "--secondary-harm", "individuals_response": "--individuals-response",
+             "public_announcement": "--public-announcement"}
+NOTICE_PARTIES = list(owed.PARTIES)
+NOTE_KINDS = {"damage": "被害", "response": "対応", "recovery": "復旧", "prevention": "再発防止", "general": "メモ"}
+LESSONS_SOURCE = "ceptoar-lessons"
+
+
+class IncidentError(CeptoarError, ValueError):
+    pass
+
+
+def _fill(inc: dict) -> dict:
+    """An incident recorded by an older hub, with the facts added since (unknown: None)."""
+    for k in ("facility_phone", "contact_person", "crime_suspected", "records_affected", "cause", "data_items",
+              "secondary_harm", "individuals_response", "public_announcement"):
+        inc.setdefault(k, None)
+    inc.setdefault("reports", [])
+    inc.setdefault("corrections", [])
+    return inc
+
+
+def obligations(inc: dict, now: datetime | None = None) -> list[dict]:
+    return owed.obligations(inc, now, settings.current().relay().get("deadlines"))
+
+
+def open_obligations(inc: dict, now: datetime | None = None) -> list[dict]:
+    return owed.open_obligations(inc, now, settings.current().relay().get("deadlines"))
+
+
+def mhlw_due(inc: dict) -> bool:
+    """MHLW asks for a report when the information system is impaired, personal data may have
+    leaked, or care is disrupted (and it has not been made yet)."""
+    return any(o["party"] == "mhlw" for o in open_obligations(inc))
+
+
+def next_steps(inc: dict) -> list[str]:
+    cfg = settings.current().relay()
+    short = inc["id"][10:18]
+    steps = []
+    for o in open_obligations(inc):
+        party = o["party"]
+        if party == "vendor":
+            who = (inc["vendor"] or "システムベンダー") + (f" ({inc['vendor_phone']})" if inc["vendor_phone"] else "")
+            text = f"直ちにシステムベンダーに連絡してください: {who}"
+        elif party == "mhlw":
+            text = f"{cfg['mhlw']['name']} ({cfg['mhlw']['phone']}、{cfg['mhlw']['hours']}) に報告してください"
+        elif party == "prefecture":
+            text = f"{inc['prefecture']}(保健所)にも情報提供してください"
+        elif party == "police":
+            text = f"{_police(inc)['name']}に相談・通報してください"
+        else:
+            text = f"{cfg['ppc']['name']}に{'速報' if party == 'ppc-preliminary' else '確報'}を提出してください"
+        steps.append(f"{text} (期限 {o['deadline_jst']}) → incidents notify {short} --to {party}")
+    if inc["status"] in ("reported-to-mhlw", "recovering"):
+        steps.append("被害・対応・復旧・再発防止の状況を記録してください  → incidents update ID --note … --note-kind …")
+    return steps
+
+
+def _police(inc: dict) -> dict:
+    """The prefectural police's cyber-crime desk: relay.toml's, else its name (警視庁, 大阪府警察…)."""
+    pref = inc["prefecture"]
+    default = "警視庁" if pref == "東京都" else f"{pref}警察"
+    return {"name": f"{default} サイバー犯罪相談窓口"} | settings.current().relay().get("police", {}).get(pref, {})
+
+
+def check_facts(facts: dict, on_notice=None) -> dict:
+    """The facts given, checked and made canonical (prefecture among the 47, telephone numbers,
+    addresses, causes, counts, free text); FactError (an IncidentError) says what is wrong."""
+    out = {}
+    for k, v in facts.items():
+        if v is None:
+            continue
+        if k == "prefecture":
+            v, notice = checks.prefecture(v)
+            if notice and on_notice:
+                on_notice(notice)
+        elif k in ("facility_phone", "vendor_phone"):
+            v = checks.phone(v, FACTS[k])
+        elif k == "vendor_email":
+            v = check_address(v) if v.strip() else None
+        elif k == "cause":
+            v = owed.cause(v)
+        elif k == "records_affected":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise IncidentError("records affected (本人の数) is a count: 0 or more")
+        elif k in ("service_impact", "care_disrupted", "personal_data_leak", "crime_suspected"):
+            v = bool(v)
+        elif k in FACTS:
+            v = checks.text(v, FACTS[k], 4000 if k == "summary" else 500)
+        else:
+            raise IncidentError(f"not a fact of an incident: {k}")
+        out[k] = v
+    return out
+
+
+def _stix(inc: dict, created: str, modified: str) -> list[dict]:
+    red = TLP_IDS["RED"]
+    incident = {
+        "type": "incident", "spec_version": "2.1", "id": inc["stix_id"], "created": created, "modified": modified,
+        "name": f"{inc['facility']}: サイバー攻撃の疑い", "description": inc["summary"], "object_marking_refs": [red],
+    }
+    incident = extensions.with_props(incident, extensions.INCIDENT, incident={
+        k: inc.get(k) for k in ("facility_type", "prefecture", "member", "detected_at", "status", "service_impact",
+                                "personal_data_leak", "care_disrupted", "crime_suspected", "cause",
+                                "records_affected") if inc.get(k) is not None})
+    report = {
+        "type": "report", "spec_version": "2.1", "id": inc["report_id"], "created": created, "modified": modified,
+        "name": f"インシデント報告: {inc['facility']}", "published": created, "report_types": ["incident"],
+        "object_refs": [inc["stix_id"]], "object_marking_refs": [red], "description": inc["summary"],
+    }
+    return [incident, report]
+
+
+def _store_stix(store: Store, inc: dict, created: str, modified: str) -> None:
+    """Stored under the incident origin, which holds these ids: no publication can draw them in."""
+    rows = []
+    for obj in _stix(inc, created, modified):
+        text, h = serialize(obj)
+        rows.append((obj["id"], obj["modified"], obj["type"], h, text, TLP_ORDER.index("RED"), False))
+    store.objects.claim([r[0] for r in rows], INCIDENT)
+    store.objects.put(rows, INCIDENT)
+
+
+def _stamp(d: datetime) -> str:
+    return stix_time(d)
+
+
+def report(store: Store, actor: str, *, facility: str, facility_type: str, prefecture: str, member: str,
+           summary: str, detected_at: datetime | None = None, vendor: str | None = None,
+           vendor_phone: str | None = None, vendor_email: str | None = None, service_impact: bool = False,
+           personal_data_leak: bool = False, care_disrupted: bool = False, facility_phone: str | None = None,
+           contact_person: str | None = None, cause: str | None = None, crime_suspected: bool | None = None,
+           records_affected: int | None = None, on_notice=None) -> dict:
+    if facility_type not in FACILITY_TYPES:
+        raise IncidentError(f"facility type must be one of {', '.join(FACILITY_TYPES)}")
+    if store.members.get(member) is None:
+        raise IncidentError(f"no member {member!r} (see `ceptoar members list`)")
+    if not facility.strip() or not summary.strip() or not prefecture.strip():
+        raise IncidentError("facility, prefecture and summary are required")
+    facts = check_facts({"prefecture": prefecture, "summary": summary, "vendor": vendor, "vendor_phone": vendor_phone,
+                         "vendor_email": vendor_email, "facility_phone": facility_phone,
+                         "contact_person": contact_person, "cause": cause, "crime_suspected": crime_suspected,
+                         "records_affected": records_affected}, on_notice)
+    now = datetime.now(UTC)
+    key = uuid.uuid4()
+    inc = _fill({"id": f"incident--{key}", "stix_id": f"incident--{key}", "report_id": f"report--{uuid.uuid4()}",
+                 "facility": facility.strip(), "facility_type": facility_type, "member": member,
+                 "detected_at": _stamp(detected_at or now), "vendor": None, "vendor_phone": None,
+                 "vendor_email": None, "service_impact": service_impact, "personal_data_leak": personal_data_leak,
+                 "care_disrupted": care_disrupted, "status": "reported",
+                 "history": [{"status": "reported", "time": utcnow(), "actor": actor}], "notes": [], "notices": [],
+                 "shared": None, "created": utcnow()} | facts)
+    inc["stix_created"] = stix_time(now)
+    with store.transaction():
+        store.incidents.save(inc)
+        _store_stix(store, inc, inc["stix_created"], inc["stix_created"])
+        store.audit.add(actor, "incident-report", inc["id"],
+                        {"member": member, "owed": [o["party"] for o in open_obligations(inc)]})
+    return inc
+
+
+def find(store: Store, ref: str) -> dict:
+    inc = store.incidents.find(ref.strip())
+    if inc is None:
+        raise IncidentError(f"no incident {ref!r} (give its id or 6+ characters of it)")
+    return _fill(inc)
+
+
+def _save_version(store: Store, inc: dict) -> None:
+    """The incident saved, and a new STIX version of it (under the incident origin)."""
+    store.incidents.save(inc)
+    previous = store.objects.max_modified([inc["stix_id"]])[inc["stix_id"]]
+    _store_stix(store, inc, inc["stix_created"], later_than(now_stix(), previous))
+
+
+def edit(store: Store, ref: str, actor: str, facts: dict, on_notice=None) -> tuple[dict, dict]:
+    """Corrections of the recorded facts: each a new STIX version, audited with the old and new
+    values. The reports owed are derived again from the corrected facts. Returns (incident,
+    {fact: (old, new)})."""
+    inc = find(store, ref)
+    given = {k: v for k, v in facts.items() if v is not None}
+    if not given:
+        raise IncidentError("nothing to correct: give at least one fact (see `incidents edit --help`)")
+    clean = check_facts(given, on_notice)
+    if "vendor_email" in given and clean.get("vendor_email") is None:
+        clean["vendor_email"] = None  # "" clears it
+    changed = {k: (inc.get(k), v) for k, v in clean.items() if inc.get(k) != v}
+    if not changed:
+        raise IncidentError("nothing changes: the facts given are already recorded")
+    before = [o["party"] for o in open_obligations(inc)]
+    for k, (_old, new) in changed.items():
+        inc[k] = new
+    inc["corrections"].append({"time": utcnow(), "actor": actor, "changes": {k: list(v) for k, v in changed.items()}})
+    with store.transaction():
+        _save_version(store, inc)
+        store.audit.add(actor, "incident-edit", inc["id"],
+                        {"changes": {k: {"from": old, "to": new} for k, (old, new) in changed.items()},
+                         "owed_before": before, "owed": [o["party"] for o in open_obligations(inc)]})
+    return inc, changed
+
+
+def record_report(store: Store, ref: str, party: str, actor: str, *, how: str = "telephone",
+                  at: datetime | None = None, note: str | None = None) -> dict:
+    """A report made outside the hub (by telephone, the PPC's online form, in person) closes
+    that obligation; audited."""
+    inc = find(store, ref)
+    if party not in owed.PARTIES:
+        raise IncidentError(f"reports go to {', '.join(owed.PARTIES)}")
+    note = checks.text(note, "note", 500)
+    inc["reports"].append({"party": party, "time": _stamp(at or datetime.now(UTC)), "how": how, "actor": actor,
+                           **({"note": note} if note else {})})
+    with store.transaction():
+        _save_version(store, inc)
+        store.audit.add(actor, "incident-reported", inc["id"], {"party": party, "how": how})
+    return inc
+
+
+def show(store: Store, ref: str, actor: str) -> dict:
+    """An incident as a person reads it (TLP:RED facts): every reading is audited."""
+    inc = find(store, ref)
+    store.audit.add(actor, "incident-show", inc["id"])
+    return inc
+
+
+def update(store: Store, ref: str, actor: str, *, status: str | None = None, note: str | None = None,
+           note_kind: str = "general", reason: str | None = None, force: bool = False) -> dict:
+    """Move the status (back only with a reason; closed only with every report made, or with
+    --force and a reason) and record notes."""
+    inc = find(store, ref)
+    if status is None and not note:
+        raise IncidentError("give --status, --note or both")
+    reason = checks.text(reason, "reason", 500)
+    audited: dict = {}
+    if status is not None:
+        if status not in STATUSES:
+            raise IncidentError(f"status must be one of {', '.join(STATUSES)}")
+        if STATUSES.index(status) < STATUSES.index(inc["status"]) and not reason:
+            raise IncidentError(f"the incident is already {inc['status']}; statuses only move forward "
+                                "unless you give --reason (a correction, audited)")
+        pending = open_obligations(inc)
+        if status == "closed" and inc["status"] != "closed" and pending:
+            if not (force and reason):
+                due = ", ".join(f"{o['party']} (期限 {o['deadline_jst']})" for o in pending)
+                raise IncidentError(f"reports still owed: {due}. Record each (`incidents reported` or `incidents "
+                                    "notify`), or close anyway with --force --reason TEXT")
+            audited["forced_with_open"] = [o["party"] for o in pending]
+        if status != inc["status"]:
+            audited |= {"from": inc["status"], "to": status}
+            if reason:
+                audited["reason"] = reason
+            inc["history"].append({"status": status, "time": utcnow(), "actor": actor,
+                                   **({"reason": reason} if reason else {})})
+            inc["status"] = status
+    if note:
+        if note_kind not in NOTE_KINDS:
+            raise IncidentError(f"note kind must be one of {', '.join(NOTE_KINDS)}")
+        inc["notes"].append({"kind": note_kind, "text": note, "time": utcnow(), "actor": actor})
+    with store.transaction():
+        _save_version(store, inc)
+        store.audit.add(actor, "incident-update", inc["id"],
+                        {"status": status, "note_kind": note_kind if note else None, **audited})
+    return inc
+
+
+def _jst(ts: str) -> str:
+    t = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(JST)
+    return f"{t:%Y年%m月%d日 %H:%M} (日本時間)"
+
+
+def _yes(flag, yes: str = "あり", no: str = "現時点で確認されていません") -> str:
+    return yes if flag else no
+
+
+UNKNOWN = "未確認"
+
+
+def missing_ppc_facts(inc: dict) -> list[str]:
+    """The PPC report's items the facility has not given yet, as the option that records each."""
+    missing = [opt for fact, opt in PPC_FACTS.items() if inc.get(fact) in (None, "", "unknown")]
+    if not any(n["kind"] == "prevention" for n in inc["notes"]):
+        missing.append("再発防止策 (incidents update ID --note … --note-kind prevention)")
+    return missing
+
+
+def notice(inc: dict, party: str) -> tuple[str, str, str]:
+    """(recipient address, subject, body) of the notice to one party, in Japanese, from the facts
+    recorded (what the facility has not given yet reads 未確認)."""
+
+    cfg = settings.current().relay()
+    secretariat = settings.current().contacts()["ceptoar"]
+    inc = _fill(inc)
+    facility_type = FACILITY_TYPES[inc["facility_type"]]
+    impact = [label for flag, label in (("service_impact", "医療情報システムの障害あり"),
+                                         ("care_disrupted", "診療への支障あり"),
+                                         ("personal_data_leak", "個人データ漏えい等のおそれあり")) if inc[flag]]
+    actions = [n["text"] for n in inc["notes"] if n["kind"] in ("response", "recovery", "general")]
+    prevention = [n["text"] for n in inc["notes"] if n["kind"] == "prevention"]
+    ppc = party.startswith("ppc-")
+    if party == "vendor":
+        address = inc["vendor_email"] or cfg.get("vendors", {}).get(inc["vendor"] or "", {}).get("email")
+        to_name = inc["vendor"] or "システムベンダー"
+        opening = ("貴社が保守を担当されている医療機関のシステムについて、サイバー攻撃の疑いがあり、"
+                   "至急のご対応をお願いいたします。")
+    elif party == "mhlw":
+        address, to_name = cfg["mhlw"].get("email"), cfg["mhlw"]["name"]
+        opening = "医療機関におけるサイバー攻撃の疑い事案について、下記のとおりご報告いたします。"
+    elif party == "prefecture":
+        pref = cfg.get("prefectures", {}).get(inc["prefecture"], {})
+        address, to_name = pref.get("email"), pref.get("name", inc["prefecture"])
+        opening = "管内の医療機関におけるサイバー攻撃の疑い事案について、下記のとおり情報提供いたします。"
+    elif party == "police":
+        police = _police(inc)
+        address, to_name = police.get("email"), police["name"]
+        opening = "医療機関におけるサイバー攻撃(犯罪の疑い)について、下記のとおりご相談・通報いたします。"
+    elif ppc:
+        address, to_name = cfg["ppc"].get("email"), cfg["ppc"]["name"]
+        kind = "速報" if party == "ppc-preliminary" else "確報"
+        opening = (f"個人データの漏えい等(要配慮個人情報を含むおそれ)について、個人情報の保護に関する法律第26条に"
+                   f"基づき、下記のとおり報告({kind})いたします。")
+    else:
+        raise IncidentError(f"notices go to {', '.join(NOTICE_PARTIES)}")
+    if not address:
+        where = {"vendor": f"give it with `incidents edit {inc['id'][10:18]} --vendor-email ADDR`, or add "
+                           f"[vendors.\"{inc['vendor'] or '名前'}\"] email to relay.toml",
+                 "mhlw": "set [mhlw] email in relay.toml", "prefecture": f"add [prefectures.\"{inc['prefecture']}\"] "
+                 "email to relay.toml", "police": f"add [police.\"{inc['prefecture']}\"] email to relay.toml"}
+        hint = where.get(party, "set [ppc] email in relay.toml (or report through the Commission's online form "
+                                "and record it with `incidents reported`)")
+        raise IncidentError(f"no e-mail address for {party} ({to_name}): {hint} in the configuration folder "
+                            "(CEPTOAR_CONFIG)")
+    address = check_address(address)
+    contact = " / ".join(x for x in (inc["contact_person"], inc["facility_phone"]) if x) or UNKNOWN
+    lines = [f"{to_name} 御中", "", opening, "", "記", ""]
+    if ppc:
+        count = inc["records_affected"]
+        items = [
+            ("概要", f"{inc['facility']} ({facility_type}、{inc['prefecture']}) において、{_jst(inc['detected_at'])}に"
+                   f"検知。{inc['summary']}"),
+            ("漏えい等が発生し、又は発生したおそれがある個人データの項目", inc["data_items"] or UNKNOWN),
+            ("漏えい等が発生し、又は発生したおそれがある個人データに係る本人の数",
+             f"{count:,}人" if count is not None else UNKNOWN),
+            ("原因", owed.CAUSES[inc["cause"]] if inc["cause"] else UNKNOWN),
+            ("二次被害又はそのおそれの有無及びその内容", inc["secondary_harm"] or UNKNOWN),
+            ("本人への対応の実施状況", inc["individuals_response"] or UNKNOWN),
+            ("公表の実施状況", inc["public_announcement"] or UNKNOWN),
+            ("再発防止のための措置", " / ".join(prevention) or UNKNOWN),
+            ("その他参考となる事項", f"これまでの対応: {' / '.join(actions) or '調査中'}。"
+                                 f"不正の目的をもって行われたおそれ: {_yes(inc['cause'] in owed.MALICIOUS)}"),
+        ]
+        lines += [f"{i}. {label}: {value}" for i, (label, value) in enumerate(items, 1)]
+        lines += ["", f"報告者: {inc['facility']} 担当者・連絡先: {contact}"]
+    else:
+        items = [
+            ("医療機関", f"{inc['facility']} ({facility_type}、{inc['prefecture']})"),
+            ("医療機関の担当者・連絡先", contact),
+            ("検知日時", _jst(inc["detected_at"])),
+            ("事象の概要", inc["summary"]),
+            ("原因", owed.CAUSES[inc["cause"]] if inc["cause"] else "調査中"),
+            ("システム・診療への影響", "、".join(impact) if impact else "現時点で確認されていません"),
+            ("個人データ漏えい等のおそれ", _yes(inc["personal_data_leak"])
+             + (f" (本人の数: {inc['records_affected']:,}人)" if inc["records_affected"] is not None else "")),
+            ("犯罪の疑い", _yes(owed.crime_suspected(inc))),
+            ("これまでの対応", " / ".join(actions) if actions else "調査中"),
+            ("現在の状況", STATUS_JA[inc["status"]]),
+            ("システムベンダー", (inc["vendor"] or "未登録")
+             + (f" ({inc['vendor_phone']})" if inc["vendor_phone"] else "")),
+        ]
+        lines += [f"{i}. {label}: {value}" for i, (label, value) in enumerate(items, 1)]
+    lines += ["", f"取りまとめ: {secretariat['name']} (電話 {secretariat['phone']}、{secretariat['email']})",
+              f"(医療セプター 事案番号 {inc['id']})", "", "以上",
+              "", "本通知は TLP:RED です。宛先の方限りとし、転送しないでください。"]
+    what = {"vendor": "ご連絡", "police": "ご相談", "ppc-preliminary": "報告(速報)", "ppc-final": "報告(確報)"}
+    subject = (f"【医療セプター】{'個人データの漏えい等' if ppc else 'サイバー攻撃の疑い事案'}の"
+               f"{what.get(party, '報告')}: {inc['facility']}")
+    return address, subject, "\n".join(lines)
+
+
+@dataclass
+class NoticeSent:
+    party: str
+    address: str
+    how: str  # sent | written PATH | printed
+    subject: str
+    body: str
+
+
+def send_notices(store: Store, inc: dict, parties: list[str], actor: str, *, smtp: SmtpConfig | None = None,
+                 out_dir: Path | None = None, dry_run: bool = False) -> list[NoticeSent]:
+    """Build each party's notice (one message builder, base64 since Japanese lines run long), send
+    it when SMTP is given, write it as .eml under `out_dir`, and record it on the incident (audited)
+    unless `dry_run`. A refusal or an unreachable server stops with a DeliveryError."""
+    notices = []
+    for party in parties:
+        address, subject, body = notice(inc, party)
+        msg = mail.message(subject, body, to=address, eight_bit=False,
+                           headers={"Message-ID": mail.message_id(f"{inc['id']}|{party}|{utcnow()}"),
+                                    "X-CEPTOAR-TLP": "RED"})
+        notices.append((party, address, subject, body, msg.as_bytes()))
+    mailer = mail.Mailer(smtp) if smtp and not dry_run else None
+    if mailer is not None:
+        mailer.connect()
+    done = []
+    try:
+        for party, address, subject, body, data in notices:
+            how = "printed"
+            if out_dir is not None:
+                path = child(private_dir(out_dir), f"{inc['id'][10:18]}-{party}.eml")
+                write_private(path, data)
+                how = f"written {path}"
+            if mailer is not None:
+                refusal = mailer.send(mail.sender().addr_spec, address, data)
+                if refusal:
+                    raise mail.DeliveryError(f"{party} ({address}) refused: {refusal}")
+                how = "sent"
+            if not dry_run:
+                record_notice(store, inc, party, address, how, actor, closes=how == "sent")
+            done.append(NoticeSent(party, address, how, subject, body))
+    finally:
+        if mailer is not None:
+            mailer.close()
+    return done
+
+
+def record_notice(store: Store, inc: dict, party: str, address: str, how: str, actor: str, *,
+                  closes: bool) -> None:
+    """A notice prepared; one sent by the hub also records the report (closing that obligation)."""
+    inc["notices"].append({"party": party, "to": address, "how": how, "time": utcnow(), "actor": actor})
+    if closes:
+        inc["reports"].append({"party": party, "time": utcnow(), "how": "e-mail (ceptoar notify)", "actor": actor})
+    with store.transaction():
+        if closes:
+            _save_version(store, inc)
+        else:
+            store.incidents.save(inc)
+        store.audit.add(actor, "incident-notify", inc["id"], {"party": party, "how": how, "reported": closes})
+
+
+def share(store: Store, ref: str, actor: str, *, tlp: str, summary: str) -> str:
+    """An anonymized lesson (no facility name, no personal data) enters triage as a new advisory."""
+    inc = find(store, ref)
+    tlp = tlp_name(tlp)
+    if tlp == "RED":
+        raise IncidentError("a lesson for other members cannot be TLP:RED")
+    for secret in (inc["facility"], inc["vendor_phone"], inc["vendor_email"]):
+        if secret and secret in summary:
+            raise IncidentError("the summary names the facility or its contacts: anonymize it first")
+    if store.sources.get(LESSONS_SOURCE) is None:
+        store.sources.upsert({"id": LESSONS_SOURCE, "kind": "stix", "url": "https://ceptoar.example.jp/lessons",
+                              "name": "医療セプター 事例共有", "tlp": "GREEN", "lang": "ja", "enabled": False,
+                              "defined_by": "incidents"}, keep_enabled=False)
+    source = Source(id=LESSONS_SOURCE, kind="stix", name="医療セプター 事例共有", tlp=tlp, lang="ja")
+    entry = advisory(source, f"lesson:{inc['id']}", title=f"【事例共有】{FACILITY_TYPES[inc['facility_type']]}における"
+                     "サイバー攻撃の疑い事案", description=summary, tlp=tlp, raw=json.dumps({"summary": summary}),
+                     medical_signals=["incident-lesson"])
+    with store.transaction():
+        store_entries(store, source, [entry], actor)
+        inc["shared"] = entry.report["id"]
+        store.incidents.save(inc)
+        store.audit.add(actor, "incident-share", inc["id"], {"advisory": entry.report["id"], "tlp": tlp})
+    return entry.report["id"]

@@ -1,0 +1,3 @@
+"""Operations: the worker, setup, database operations, the source catalogue, the demo and its loopback
+feed server.
+"""

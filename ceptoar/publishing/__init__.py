@@ -1,0 +1,3 @@
+"""Publishing: analyst decisions (triage), publication snapshots, collections and their filters,
+clinic-facing text.
+"""
