@@ -1,4 +1,4 @@
-"""WSGI entry of the hub's TAXII 2.1 server, for gunicorn (see README "Production").
+"""WSGI entry of the hub's TAXII 2.1 server, for gunicorn (see docs/operator.md, "TAXII in production").
 
     CEPTOAR_DB=/srv/ceptoar/ceptoar.db gunicorn -c taxii_server/gunicorn.conf.py
 

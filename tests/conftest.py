@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from ceptoar.cli import main
 from ceptoar.ops.devserver import serve_directory
+from ceptoar.store import engines
 
 pytest_plugins = ["tests.smtp_sink"]  # the `smtp` fixture: a real SMTP server (aiosmtpd)
 
@@ -88,9 +89,7 @@ def copied(key: str, tmp: Path, build) -> str:
     if key not in _built:
         _built[key] = str(build(scratch(key)))
         if ENGINE == "postgresql":  # a template database has no one connected to it
-            from ceptoar.store import engines
-
-            engines.close_pools()
+            close_pools()
             postgres_server().admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                     f"WHERE datname = '{_built[key].rsplit('/', 1)[-1]}' "
                                     "AND pid <> pg_backend_pid()")
@@ -110,12 +109,10 @@ def copied(key: str, tmp: Path, build) -> str:
 
 
 @pytest.fixture(autouse=ENGINE == "postgresql")
-def close_pools():
+def pools_closed_after():
     """Each test has databases of its own: their connection pools end with it."""
     yield
-    from ceptoar.store import engines
-
-    engines.close_pools()
+    close_pools()
 
 
 @dataclass
@@ -216,6 +213,16 @@ class Hub:
     def json(self, *args: str, ok: bool | None = True):
         result = self.run(*args, "--format", "json", ok=ok)
         return json.loads(result.stdout)
+
+
+def close_pools() -> None:
+    """Close this process's PostgreSQL pools, so that no one is connected to a database about to
+    become a template (the hub never needs to: its pools live as long as its process)."""
+    with engines._pools_lock:
+        pools = list(engines._pools.values())
+        engines._pools.clear()
+    for pool in pools:
+        pool.close()
 
 
 def _initialized(folder: Path) -> str:

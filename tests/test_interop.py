@@ -31,7 +31,7 @@ SOURCES = [
     ("stix", "stix", ["stix/oasis_threat-reports_poisonivy.json", "stix/elastic_labs_guloader_stix-bundle.json",
                       "stix/myjvn_np_getVulnDetailInfo_oka_JVNDB-2017-009608_jvnstix.json"]),
 ]
-# Strict-mode findings stix2-validator may report on the hub's own objects, each deliberate (README).
+# Strict-mode findings stix2-validator may report on the hub's own objects, each deliberate (docs/members.md, "Interoperability").
 DOCUMENTED = {"103",  # deterministic UUIDv5 ids (the same advisory, CVE or source always has the same id)
               "302",  # external references with a URL but no hash (CVE, CWE and advisory pages)
               "401"}  # only OpenCTI's x_opencti_* properties, which pycti reads and nothing else carries

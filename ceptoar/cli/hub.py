@@ -29,7 +29,7 @@ def init(hub: Hub, sources_path: Path | None, collections_path: Path | None) -> 
              + (f" (a copy of the old one: {r.backup})" if r.backup else ""), err=True)
     if r.config_made:
         echo(f"configuration folder {r.config_dir}: wrote {', '.join(p.name for p in r.config_made)} from the "
-             "examples; edit them there (see README \"Configuration\")", err=True)
+             "examples; edit them there (see docs/operator.md, \"Configuration\")", err=True)
     if r.sources_kept:
         echo(f"kept as redefined with `sources add`: {', '.join(r.sources_kept)}", err=True)
     echo(f"database {store.where} ready (schema {r.version}); {r.sources} sources from {r.sources_path} "

@@ -48,7 +48,7 @@ def members_add(hub: Hub, member_id: str, name: str, clearance: str, collection_
 @pass_hub
 def members_cert(hub: Hub, member_id: str, fingerprint: str | None, cert_file: str | None, subject: str | None,
                  required: bool, clear: bool) -> None:
-    """Authenticate a member by a TLS client certificate that the proxy in front verified (see README)."""
+    """Authenticate a member by a TLS client certificate that the proxy in front verified (see docs/members.md)."""
     from ceptoar.sharing import members as m
     store = hub.ready_store()
     if clear and (fingerprint or cert_file or subject):

@@ -14,7 +14,7 @@ from ceptoar.core.output import echo
 @click.option("--port", type=int, default=8000, show_default=True)
 @pass_hub
 def serve(hub: Hub, host: str, port: int) -> None:
-    """Serve TAXII 2.1 for development (production: gunicorn, see README)."""
+    """Serve TAXII 2.1 for development (production: gunicorn, see docs/operator.md)."""
     from werkzeug.serving import run_simple
 
     from ceptoar.sharing.taxii.accesslog import mask_werkzeug

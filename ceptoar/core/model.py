@@ -96,10 +96,6 @@ def spec_version_of(obj: dict) -> str:
     return "2.0" if "created" in obj else "2.1"
 
 
-def tlp_rank(tlp: str) -> int:
-    return TLP_ORDER.index(tlp)
-
-
 def marking_rank(obj: dict, known: dict[str, str] | None = None) -> int | None:
     """The rank of the highest TLP an object is marked with (OASIS ids, or `known` definitions of
     its producer), None when unmarked. Marking definitions themselves are public."""

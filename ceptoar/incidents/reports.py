@@ -340,87 +340,19 @@ def missing_ppc_facts(inc: dict) -> list[str]:
 def notice(inc: dict, party: str) -> tuple[str, str, str]:
     """(recipient address, subject, body) of the notice to one party, in Japanese, from the facts
     recorded (what the facility has not given yet reads 未確認)."""
-
-    cfg = settings.current().relay()
-    secretariat = settings.current().contacts()["ceptoar"]
     inc = _fill(inc)
-    facility_type = FACILITY_TYPES[inc["facility_type"]]
-    impact = [label for flag, label in (("service_impact", "医療情報システムの障害あり"),
-                                         ("care_disrupted", "診療への支障あり"),
-                                         ("personal_data_leak", "個人データ漏えい等のおそれあり")) if inc[flag]]
-    actions = [n["text"] for n in inc["notes"] if n["kind"] in ("response", "recovery", "general")]
-    prevention = [n["text"] for n in inc["notes"] if n["kind"] == "prevention"]
-    ppc = party.startswith("ppc-")
-    if party == "vendor":
-        address = inc["vendor_email"] or cfg.get("vendors", {}).get(inc["vendor"] or "", {}).get("email")
-        to_name = inc["vendor"] or "システムベンダー"
-        opening = ("貴社が保守を担当されている医療機関のシステムについて、サイバー攻撃の疑いがあり、"
-                   "至急のご対応をお願いいたします。")
-    elif party == "mhlw":
-        address, to_name = cfg["mhlw"].get("email"), cfg["mhlw"]["name"]
-        opening = "医療機関におけるサイバー攻撃の疑い事案について、下記のとおりご報告いたします。"
-    elif party == "prefecture":
-        pref = cfg.get("prefectures", {}).get(inc["prefecture"], {})
-        address, to_name = pref.get("email"), pref.get("name", inc["prefecture"])
-        opening = "管内の医療機関におけるサイバー攻撃の疑い事案について、下記のとおり情報提供いたします。"
-    elif party == "police":
-        police = _police(inc)
-        address, to_name = police.get("email"), police["name"]
-        opening = "医療機関におけるサイバー攻撃(犯罪の疑い)について、下記のとおりご相談・通報いたします。"
-    elif ppc:
-        address, to_name = cfg["ppc"].get("email"), cfg["ppc"]["name"]
-        kind = "速報" if party == "ppc-preliminary" else "確報"
-        opening = (f"個人データの漏えい等(要配慮個人情報を含むおそれ)について、個人情報の保護に関する法律第26条に"
-                   f"基づき、下記のとおり報告({kind})いたします。")
-    else:
-        raise IncidentError(f"notices go to {', '.join(NOTICE_PARTIES)}")
+    address, to_name, opening = _recipient(inc, party)
     if not address:
-        where = {"vendor": f"give it with `incidents edit {inc['id'][10:18]} --vendor-email ADDR`, or add "
-                           f"[vendors.\"{inc['vendor'] or '名前'}\"] email to relay.toml",
-                 "mhlw": "set [mhlw] email in relay.toml", "prefecture": f"add [prefectures.\"{inc['prefecture']}\"] "
-                 "email to relay.toml", "police": f"add [police.\"{inc['prefecture']}\"] email to relay.toml"}
-        hint = where.get(party, "set [ppc] email in relay.toml (or report through the Commission's online form "
-                                "and record it with `incidents reported`)")
-        raise IncidentError(f"no e-mail address for {party} ({to_name}): {hint} in the configuration folder "
-                            "(CEPTOAR_CONFIG)")
+        raise IncidentError(f"no e-mail address for {party} ({to_name}): {_missing_address_hint(inc, party)} "
+                            "in the configuration folder (CEPTOAR_CONFIG)")
     address = check_address(address)
-    contact = " / ".join(x for x in (inc["contact_person"], inc["facility_phone"]) if x) or UNKNOWN
+    ppc = party.startswith("ppc-")
+    secretariat = settings.current().contacts()["ceptoar"]
+    items = _ppc_items(inc) if ppc else _incident_items(inc)
     lines = [f"{to_name} 御中", "", opening, "", "記", ""]
+    lines += [f"{i}. {label}: {value}" for i, (label, value) in enumerate(items, 1)]
     if ppc:
-        count = inc["records_affected"]
-        items = [
-            ("概要", f"{inc['facility']} ({facility_type}、{inc['prefecture']}) において、{_jst(inc['detected_at'])}に"
-                   f"検知。{inc['summary']}"),
-            ("漏えい等が発生し、又は発生したおそれがある個人データの項目", inc["data_items"] or UNKNOWN),
-            ("漏えい等が発生し、又は発生したおそれがある個人データに係る本人の数",
-             f"{count:,}人" if count is not None else UNKNOWN),
-            ("原因", owed.CAUSES[inc["cause"]] if inc["cause"] else UNKNOWN),
-            ("二次被害又はそのおそれの有無及びその内容", inc["secondary_harm"] or UNKNOWN),
-            ("本人への対応の実施状況", inc["individuals_response"] or UNKNOWN),
-            ("公表の実施状況", inc["public_announcement"] or UNKNOWN),
-            ("再発防止のための措置", " / ".join(prevention) or UNKNOWN),
-            ("その他参考となる事項", f"これまでの対応: {' / '.join(actions) or '調査中'}。"
-                                 f"不正の目的をもって行われたおそれ: {_yes(inc['cause'] in owed.MALICIOUS)}"),
-        ]
-        lines += [f"{i}. {label}: {value}" for i, (label, value) in enumerate(items, 1)]
-        lines += ["", f"報告者: {inc['facility']} 担当者・連絡先: {contact}"]
-    else:
-        items = [
-            ("医療機関", f"{inc['facility']} ({facility_type}、{inc['prefecture']})"),
-            ("医療機関の担当者・連絡先", contact),
-            ("検知日時", _jst(inc["detected_at"])),
-            ("事象の概要", inc["summary"]),
-            ("原因", owed.CAUSES[inc["cause"]] if inc["cause"] else "調査中"),
-            ("システム・診療への影響", "、".join(impact) if impact else "現時点で確認されていません"),
-            ("個人データ漏えい等のおそれ", _yes(inc["personal_data_leak"])
-             + (f" (本人の数: {inc['records_affected']:,}人)" if inc["records_affected"] is not None else "")),
-            ("犯罪の疑い", _yes(owed.crime_suspected(inc))),
-            ("これまでの対応", " / ".join(actions) if actions else "調査中"),
-            ("現在の状況", STATUS_JA[inc["status"]]),
-            ("システムベンダー", (inc["vendor"] or "未登録")
-             + (f" ({inc['vendor_phone']})" if inc["vendor_phone"] else "")),
-        ]
-        lines += [f"{i}. {label}: {value}" for i, (label, value) in enumerate(items, 1)]
+        lines += ["", f"報告者: {inc['facility']} 担当者・連絡先: {_contact(inc)}"]
     lines += ["", f"取りまとめ: {secretariat['name']} (電話 {secretariat['phone']}、{secretariat['email']})",
               f"(医療セプター 事案番号 {inc['id']})", "", "以上",
               "", "本通知は TLP:RED です。宛先の方限りとし、転送しないでください。"]
@@ -428,6 +360,93 @@ def notice(inc: dict, party: str) -> tuple[str, str, str]:
     subject = (f"【医療セプター】{'個人データの漏えい等' if ppc else 'サイバー攻撃の疑い事案'}の"
                f"{what.get(party, '報告')}: {inc['facility']}")
     return address, subject, "\n".join(lines)
+
+
+def _recipient(inc: dict, party: str) -> tuple[str | None, str, str]:
+    """(address or None, the name the notice is addressed to, its opening sentence) for one party."""
+    cfg = settings.current().relay()
+    if party == "vendor":
+        address = inc["vendor_email"] or cfg.get("vendors", {}).get(inc["vendor"] or "", {}).get("email")
+        return address, inc["vendor"] or "システムベンダー", (
+            "貴社が保守を担当されている医療機関のシステムについて、サイバー攻撃の疑いがあり、至急のご対応をお願いいたします。")
+    if party == "mhlw":
+        return cfg["mhlw"].get("email"), cfg["mhlw"]["name"], (
+            "医療機関におけるサイバー攻撃の疑い事案について、下記のとおりご報告いたします。")
+    if party == "prefecture":
+        pref = cfg.get("prefectures", {}).get(inc["prefecture"], {})
+        return pref.get("email"), pref.get("name", inc["prefecture"]), (
+            "管内の医療機関におけるサイバー攻撃の疑い事案について、下記のとおり情報提供いたします。")
+    if party == "police":
+        police = _police(inc)
+        return police.get("email"), police["name"], (
+            "医療機関におけるサイバー攻撃(犯罪の疑い)について、下記のとおりご相談・通報いたします。")
+    if party.startswith("ppc-"):
+        kind = "速報" if party == "ppc-preliminary" else "確報"
+        return cfg["ppc"].get("email"), cfg["ppc"]["name"], (
+            f"個人データの漏えい等(要配慮個人情報を含むおそれ)について、個人情報の保護に関する法律第26条に"
+            f"基づき、下記のとおり報告({kind})いたします。")
+    raise IncidentError(f"notices go to {', '.join(NOTICE_PARTIES)}")
+
+
+def _missing_address_hint(inc: dict, party: str) -> str:
+    where = {"vendor": f"give it with `incidents edit {inc['id'][10:18]} --vendor-email ADDR`, or add "
+                       f"[vendors.\"{inc['vendor'] or '名前'}\"] email to relay.toml",
+             "mhlw": "set [mhlw] email in relay.toml",
+             "prefecture": f"add [prefectures.\"{inc['prefecture']}\"] email to relay.toml",
+             "police": f"add [police.\"{inc['prefecture']}\"] email to relay.toml"}
+    return where.get(party, "set [ppc] email in relay.toml (or report through the Commission's online form "
+                            "and record it with `incidents reported`)")
+
+
+def _contact(inc: dict) -> str:
+    return " / ".join(x for x in (inc["contact_person"], inc["facility_phone"]) if x) or UNKNOWN
+
+
+def _notes(inc: dict, *kinds: str) -> list[str]:
+    return [n["text"] for n in inc["notes"] if n["kind"] in kinds]
+
+
+def _ppc_items(inc: dict) -> list[tuple[str, str]]:
+    """The items of the Personal Information Protection Commission's report (速報 and 確報)."""
+    count = inc["records_affected"]
+    actions = _notes(inc, "response", "recovery", "general")
+    return [
+        ("概要", f"{inc['facility']} ({FACILITY_TYPES[inc['facility_type']]}、{inc['prefecture']}) において、"
+               f"{_jst(inc['detected_at'])}に検知。{inc['summary']}"),
+        ("漏えい等が発生し、又は発生したおそれがある個人データの項目", inc["data_items"] or UNKNOWN),
+        ("漏えい等が発生し、又は発生したおそれがある個人データに係る本人の数",
+         f"{count:,}人" if count is not None else UNKNOWN),
+        ("原因", owed.CAUSES[inc["cause"]] if inc["cause"] else UNKNOWN),
+        ("二次被害又はそのおそれの有無及びその内容", inc["secondary_harm"] or UNKNOWN),
+        ("本人への対応の実施状況", inc["individuals_response"] or UNKNOWN),
+        ("公表の実施状況", inc["public_announcement"] or UNKNOWN),
+        ("再発防止のための措置", " / ".join(_notes(inc, "prevention")) or UNKNOWN),
+        ("その他参考となる事項", f"これまでの対応: {' / '.join(actions) or '調査中'}。"
+                             f"不正の目的をもって行われたおそれ: {_yes(inc['cause'] in owed.MALICIOUS)}"),
+    ]
+
+
+def _incident_items(inc: dict) -> list[tuple[str, str]]:
+    """The items of a notice to the vendor, MHLW, the prefecture or the police."""
+    impact = [label for flag, label in (("service_impact", "医療情報システムの障害あり"),
+                                         ("care_disrupted", "診療への支障あり"),
+                                         ("personal_data_leak", "個人データ漏えい等のおそれあり")) if inc[flag]]
+    actions = _notes(inc, "response", "recovery", "general")
+    return [
+        ("医療機関", f"{inc['facility']} ({FACILITY_TYPES[inc['facility_type']]}、{inc['prefecture']})"),
+        ("医療機関の担当者・連絡先", _contact(inc)),
+        ("検知日時", _jst(inc["detected_at"])),
+        ("事象の概要", inc["summary"]),
+        ("原因", owed.CAUSES[inc["cause"]] if inc["cause"] else "調査中"),
+        ("システム・診療への影響", "、".join(impact) if impact else "現時点で確認されていません"),
+        ("個人データ漏えい等のおそれ", _yes(inc["personal_data_leak"])
+         + (f" (本人の数: {inc['records_affected']:,}人)" if inc["records_affected"] is not None else "")),
+        ("犯罪の疑い", _yes(owed.crime_suspected(inc))),
+        ("これまでの対応", " / ".join(actions) if actions else "調査中"),
+        ("現在の状況", STATUS_JA[inc["status"]]),
+        ("システムベンダー", (inc["vendor"] or "未登録")
+         + (f" ({inc['vendor_phone']})" if inc["vendor_phone"] else "")),
+    ]
 
 
 @dataclass

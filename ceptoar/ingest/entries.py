@@ -192,51 +192,116 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
     transaction, so a failure later in the same fetch leaves nothing behind. `recheck`: compare
     what the normalizer makes now even when the raw entry is the same (re-normalization)."""
     counts = Counts()
-    origin = source_origin(source.id)
-    entries = newest_per_key(entries, counts)
-    known = store.advisories.ids_for_entries(source.id, [e.key for e in entries])
-    adv_id = {e.key: known.get(e.key) or stable_id("report", source.id, e.key) for e in entries}
-    states = store.advisories.states(list(adv_id.values()))
-    raw_known = store.sources.raw_versions(source.id, [e.key for e in entries])
-    raw_hashes = {e.key: e.prepared.raw_hash if e.prepared else raw_hash(e.raw) for e in entries}
-    # Same bytes through the same normalizer give the same objects: nothing to compare.
-    same = set() if recheck else {e.key for e in entries if adv_id[e.key] in states
-                                  and raw_known.get(e.key, (None,))[0] == raw_hashes[e.key]}
-    counts.unchanged += len(same)
-    entries = [prepare(e, source, raw_hashes[e.key]) for e in entries if e.key not in same]
+    batch = _Batch(store, source, counts)
+    entries = batch.unseen(newest_per_key(entries, counts), recheck)
     if not entries:
         return counts
-
-    # Ids the hub derives are taken back whoever used them first: a report a normalizer synthesized
-    # is this source's; the id under which the hub publishes a producer's report is the hub's.
-    derived = [e.report["id"] for e in entries if e.report["id"] == adv_id[e.key]]
-    published_as = [adv_id[e.key] for e in entries if e.report["id"] != adv_id[e.key]]
-    for oid, before in store.objects.reclaim(derived, origin) + store.objects.reclaim(published_as, HUB):
-        counts.warnings.append(f"{oid}: id taken back from {before}")
-    own_ids = [e.report["id"] for e in entries] + [o["id"] for e in entries for o in e.objects]
-    owners = store.objects.owners(own_ids)
-    own = _Versions(store, origin, own_ids)
-    cves = list(dict.fromkeys(c for e in entries for c in e.cves))
-    hub = _Versions(store, HUB, [vulnerability_id(c) for c in cves] + [identity_id(source.id)])
-
-    identity = source_identity(source)
-    if hub.hash(identity["id"]) != content_hash(identity):
-        prev = hub.modified(identity["id"])
-        hub.put(dict(identity, modified=later_than(now_stix(), prev)) if prev else identity, 0)
-
-    facts_rows, cve_rows, raw_rows, tlp_changes = [], [], [], []
-    now = utcnow()
+    batch.reclaim_derived(entries)
+    batch.load_versions(entries)
+    batch.check_identity()
     for entry in entries:
-        aid = adv_id[entry.key]
-        state = states.get(aid)
+        batch.add(entry)
+    batch.write()
+    batch.audit_tlp_changes(actor or f"ingest:{source.id}")
+    return counts
+
+
+class _Batch:
+    """One call of `store_entries`: what is known of its entries' advisories, the versions it
+    writes under the source's origin (`own`) and the hub's (`hub`), and the rows that go with them."""
+
+    def __init__(self, store: Store, source: Source, counts: Counts):
+        self.store, self.source, self.counts = store, source, counts
+        self.origin = source_origin(source.id)
+        self.now = utcnow()
+        self.facts_rows: list[dict] = []
+        self.cve_rows: list[tuple] = []
+        self.raw_rows: list[tuple] = []
+        self.tlp_changes: list[tuple] = []
+
+    def unseen(self, entries: list[Entry], recheck: bool) -> list[Entry]:
+        """The entries worth comparing, prepared: same bytes through the same normalizer give the
+        same objects, so an entry whose raw hash is stored is unchanged (unless `recheck`)."""
+        store, source = self.store, self.source
+        keys = [e.key for e in entries]
+        known = store.advisories.ids_for_entries(source.id, keys)
+        self.adv_id = {e.key: known.get(e.key) or stable_id("report", source.id, e.key) for e in entries}
+        self.states = store.advisories.states(list(self.adv_id.values()))
+        raw_known = store.sources.raw_versions(source.id, keys)
+        self.raw_hashes = {e.key: e.prepared.raw_hash if e.prepared else raw_hash(e.raw) for e in entries}
+        same = set() if recheck else {e.key for e in entries if self.adv_id[e.key] in self.states
+                                      and raw_known.get(e.key, (None,))[0] == self.raw_hashes[e.key]}
+        self.counts.unchanged += len(same)
+        return [prepare(e, source, self.raw_hashes[e.key]) for e in entries if e.key not in same]
+
+    def reclaim_derived(self, entries: list[Entry]) -> None:
+        """Ids the hub derives are taken back whoever used them first: a report a normalizer
+        synthesized is this source's; the id under which the hub publishes a producer's report is
+        the hub's."""
+        derived = [e.report["id"] for e in entries if e.report["id"] == self.adv_id[e.key]]
+        published_as = [self.adv_id[e.key] for e in entries if e.report["id"] != self.adv_id[e.key]]
+        objects = self.store.objects
+        for oid, before in objects.reclaim(derived, self.origin) + objects.reclaim(published_as, HUB):
+            self.counts.warnings.append(f"{oid}: id taken back from {before}")
+
+    def load_versions(self, entries: list[Entry]) -> None:
+        own_ids = [e.report["id"] for e in entries] + [o["id"] for e in entries for o in e.objects]
+        self.owners = self.store.objects.owners(own_ids)
+        self.own = _Versions(self.store, self.origin, own_ids)
+        cves = list(dict.fromkeys(c for e in entries for c in e.cves))
+        self.hub = _Versions(self.store, HUB, [vulnerability_id(c) for c in cves] + [identity_id(self.source.id)])
+
+    def check_identity(self) -> None:
+        """The source's identity object, a new version when the catalogue's description changed."""
+        identity, hub = source_identity(self.source), self.hub
+        if hub.hash(identity["id"]) != content_hash(identity):
+            prev = hub.modified(identity["id"])
+            hub.put(dict(identity, modified=later_than(now_stix(), prev)) if prev else identity, 0)
+
+    def add(self, entry: Entry) -> None:
+        aid = self.adv_id[entry.key]
+        state = self.states.get(aid)
         # A producer's report revoked upstream: the advisory is withdrawn here too (by the caller),
         # its facts kept as they were; one never seen live is never offered.
         revoked = entry.report.get("revoked") is True and entry.report["id"] != aid
         if revoked and state is None:
-            counts.warnings.append(f"{entry.report['id']}: revoked by the source, never received live: not stored")
-            continue
-        # What the source supplied with the report: its own versions, or kept apart.
+            self.counts.warnings.append(f"{entry.report['id']}: revoked by the source, never received live: "
+                                        "not stored")
+            return
+        changed = self.put_supplied(entry)
+        report, changed = self.put_report(entry, aid, changed)
+        raw_row = (self.source.id, entry.key, self.raw_hashes[entry.key], version_key(entry.report), entry.raw)
+        if revoked:
+            self.counts.revoked_ids.append(aid)
+            self.raw_rows.append(raw_row)
+            return
+        as_came = report is entry.report
+        self.put_vulnerabilities(entry, report, as_came)
+        counts = self.counts
+        if state is None:
+            counts.new += 1
+            counts.new_ids.append(aid)
+        elif changed:
+            counts.updated += 1
+            counts.updated_ids.append(aid)
+        else:
+            counts.unchanged += 1
+        row = dict(entry.prepared.row) if as_came else advisory_row(dataclasses.replace(entry, report=report),
+                                                                    self.source.id)
+        auto = list(dict.fromkeys(entry.tags + ([medical.TAG] if row["medical_signals"] else [])))
+        row.update(id=aid, auto_tags=auto, updated_at=self.now,
+                   first_seen=state["first_seen"] if state else self.now, _new=state is None)
+        self.facts_rows.append(row)
+        self.cve_rows.extend((c, aid) for c in row["cves"])
+        self.raw_rows.append(raw_row)
+        if state and state["source_tlp"] != entry.tlp and not state["analyst_tlp"]:
+            self.tlp_changes.append((aid, state["tlp"], entry.tlp, state["status"]))
+
+    def put_supplied(self, entry: Entry) -> bool:
+        """What the source supplied with the report: its own versions, or kept apart. True when a
+        new version was stored."""
         changed = False
+        own, owners, origin, counts = self.own, self.owners, self.origin, self.counts
         for obj in entry.objects:
             holder = owners.get(obj["id"])
             apart = (holder is not None and holder != origin) or _hub_reserved(obj)
@@ -249,9 +314,11 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                     apart = True
                     counts.warnings.append(f"{obj['id']}: not sent on ({invalid[0]}); stored as received")
             changed |= _put_supplied(own, obj, _rank(entry.object_tlps.get(obj["id"])), apart, counts)
-        # The report itself.
-        report = entry.report
-        ready = entry.prepared
+        return changed
+
+    def put_report(self, entry: Entry, aid: str, changed: bool) -> tuple[dict, bool]:
+        """The report itself: (the version that stands, whether anything of the entry changed)."""
+        own, report, ready = self.own, entry.report, entry.prepared
         rid = report["id"]
         if rid == aid:  # synthesized by a normalizer: the hub moves its versions forward
             prev = own.modified(rid)
@@ -260,34 +327,31 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                     report = dict(report, modified=later_than(report.get("modified"), prev))
                 own.put(report, _rank(entry.tlp), serialized=ready.report if report is entry.report else None)
                 changed = True
-        else:  # a producer's report
-            holder = owners.get(rid)
-            apart = holder is not None and holder != origin
-            if apart:
-                counts.kept_apart.append(rid)
-            else:
-                owners[rid] = origin
-            prev = own.modified(rid)
-            if prev is None or version_key(report) > prev:
-                own.put(report, _rank(entry.tlp), kept_apart=apart, serialized=ready.report)
-                changed = True
-            else:
-                if version_key(report) == prev and own.hash(rid) != content_hash(report):
-                    counts.warnings.append(f"{rid}: changed content at the same modified {prev}; "
-                                           "the first copy stands")
-                report = own.obj(rid)
-        if revoked:
-            counts.revoked_ids.append(aid)
-            raw_rows.append((source.id, entry.key, raw_hashes[entry.key], version_key(entry.report), entry.raw))
-            continue
-        # The hub's vulnerability per CVE: public CLEAR facts only.
-        as_came = report is entry.report
+            return report, changed
+        # A producer's report.
+        holder = self.owners.get(rid)
+        apart = holder is not None and holder != self.origin
+        if apart:
+            self.counts.kept_apart.append(rid)
+        else:
+            self.owners[rid] = self.origin
+        prev = own.modified(rid)
+        if prev is None or version_key(report) > prev:
+            own.put(report, _rank(entry.tlp), kept_apart=apart, serialized=ready.report)
+            return report, True
+        if version_key(report) == prev and own.hash(rid) != content_hash(report):
+            self.counts.warnings.append(f"{rid}: changed content at the same modified {prev}; the first copy stands")
+        return own.obj(rid), changed
+
+    def put_vulnerabilities(self, entry: Entry, report: dict, as_came: bool) -> None:
+        """The hub's vulnerability per CVE: public CLEAR facts only."""
+        hub = self.hub
         for cve in entry.cves:
             vid = vulnerability_id(cve)
-            facts = _shared_facts(entry, source, cve)
+            facts = _shared_facts(entry, self.source, cve)
             current = hub.obj(vid)
             if current is None:
-                made = ready.vulnerabilities.get(cve) if as_came else None
+                made = entry.prepared.vulnerabilities.get(cve) if as_came else None
                 if made:
                     hub.put(made[0], 0, serialized=made[1])
                 else:
@@ -297,40 +361,25 @@ def store_entries(store: Store, source: Source, entries: list[Entry], actor: str
                 candidate = merge_vulnerability(current, facts)
                 if content_hash(candidate) != content_hash(current):
                     hub.put(dict(candidate, modified=later_than(now_stix(), version_key(current))), 0)
-        if state is None:
-            counts.new += 1
-            counts.new_ids.append(aid)
-        elif changed:
-            counts.updated += 1
-            counts.updated_ids.append(aid)
-        else:
-            counts.unchanged += 1
-        row = dict(ready.row) if as_came else advisory_row(dataclasses.replace(entry, report=report), source.id)
-        signals = row["medical_signals"]
-        auto = list(dict.fromkeys(entry.tags + ([medical.TAG] if signals else [])))
-        row.update(id=aid, auto_tags=auto, updated_at=now,
-                   first_seen=state["first_seen"] if state else now, _new=state is None)
-        facts_rows.append(row)
-        cve_rows.extend((c, aid) for c in row["cves"])
-        raw_rows.append((source.id, entry.key, raw_hashes[entry.key], version_key(entry.report), entry.raw))
-        if state and state["source_tlp"] != entry.tlp and not state["analyst_tlp"]:
-            tlp_changes.append((aid, state["tlp"], entry.tlp, state["status"]))
 
-    store.objects.claim([i for i, o in owners.items() if o == origin], origin)
-    store.objects.put(own.rows, origin)
-    if hub.rows:
-        store.objects.reclaim([r[0] for r in hub.rows], HUB)
-        store.objects.put(hub.rows, HUB)
-    store.advisories.write_facts(facts_rows)
-    store.advisories.write_cves(cve_rows, [r["id"] for r in facts_rows if not r["_new"]])
-    store.sources.write_raw(raw_rows)
-    for aid, before, after, status in tlp_changes:
-        # The source changed its TLP and the analyst set none: the effective TLP follows, from now on
-        # for every reader of what was published.
-        store.audit.add(actor or f"ingest:{source.id}", "tlp", aid, {"from": before, "to": after, "by": "source"})
-        if status in ("published", "revoked"):
-            store.membership.refresh_advisory(aid)
-    return counts
+    def write(self) -> None:
+        store, origin = self.store, self.origin
+        store.objects.claim([i for i, o in self.owners.items() if o == origin], origin)
+        store.objects.put(self.own.rows, origin)
+        if self.hub.rows:
+            store.objects.reclaim([r[0] for r in self.hub.rows], HUB)
+            store.objects.put(self.hub.rows, HUB)
+        store.advisories.write_facts(self.facts_rows)
+        store.advisories.write_cves(self.cve_rows, [r["id"] for r in self.facts_rows if not r["_new"]])
+        store.sources.write_raw(self.raw_rows)
+
+    def audit_tlp_changes(self, actor: str) -> None:
+        """The source changed its TLP and the analyst set none: the effective TLP follows, from now
+        on for every reader of what was published."""
+        for aid, before, after, status in self.tlp_changes:
+            self.store.audit.add(actor, "tlp", aid, {"from": before, "to": after, "by": "source"})
+            if status in ("published", "revoked"):
+                self.store.membership.refresh_advisory(aid)
 
 
 def _hub_reserved(obj: dict) -> bool:

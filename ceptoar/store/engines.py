@@ -165,15 +165,6 @@ def _give_back(pool, conn) -> None:
         pass
 
 
-def close_pools() -> None:
-    """Close this process's pools (their connections go away; stores opened later get new ones)."""
-    with _pools_lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
-        pool.close()
-
-
 class PostgreSQL:
     name = "postgresql"
     rowid = "seq"  # PostgreSQL has no rowid: the tables that order by insertion get a sequence

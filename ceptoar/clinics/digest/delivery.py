@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ceptoar.clinics import responses
-from ceptoar.clinics.digest.render import compose, facility_block, item, render
+from ceptoar.clinics.digest.render import Rendered, compose, facility_block, item, render
 from ceptoar.core.errors import CeptoarError, NotFound
 from ceptoar.core.files import child, private_dir, write_private
 from ceptoar.core.mail import DeliveryError, Mailer, SmtpConfig, eml_name, message_id, sender  # noqa: F401
@@ -254,88 +254,114 @@ def _deliver(store: Store, run: dict, frequency: str | None, ids: list[str] | No
 
 def _deliver_held(store: Store, run: dict, frequency: str | None, ids: list[str] | None, lease, *, smtp, out_dir,
                   dry_run, rate, base_url, progress, facility: str | None = None) -> RunResult:
-    result = RunResult(run=run["id"])
-    until = run["until"]
-    periods = store.deliveries.active_alert_periods(until)
-    mailer = None
-    if out_dir is not None:
-        private_dir(out_dir)
-    if smtp and not dry_run:
-        mailer = Mailer(smtp)
-        mailer.connect()  # a dead server stops the run before anything is marked
-    envelope_from = sender().addr_spec
-    link = responses.linker(store, base_url)
-    log = DeliveryLog(store)
-    # Dot-stuffed as composed (once per segment) when the server pipelines and nothing is written to files.
-    stuffed = bool(mailer and mailer.pipelining and out_dir is None)
-    interval = 1.0 / rate if rate else 0.0
-    next_slot = time.monotonic()
+    sending = _Sending(store, run, frequency, ids, lease, smtp=smtp, out_dir=out_dir, dry_run=dry_run, rate=rate,
+                       base_url=base_url, progress=progress, facility=facility)
     try:
         for seg in store.subscribers.segments(frequency, facility):
-            since = seg["since"] or (_stamp(datetime.fromisoformat(until.replace("Z", "+00:00")) - WINDOW[frequency])
-                                     if frequency else None)
-            advisories, member_name = advisories_for(store, seg["member"], seg["clearance"], since, until, ids)
-            result.segments += 1
-            if not advisories:
-                result.empty_segments += 1  # empty digests are not sent
-                continue
-            kind = "targeted" if facility else "flash" if ids else "digest"
-            rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
-                              periods=periods, kind=kind)
-            result.rendered += 1
-            after = ("", "")
-            while True:
-                batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
-                                                     seg["since"], after, facility=facility)
-                if not batch:
-                    break
-                after = (batch[-1]["facility"] or "", batch[-1]["email"])
-                states = store.deliveries.states(run["id"], [r["email"] for r in batch])
-                todo = [r for r in batch if states.get(r["email"], {}).get("status") != "sent"]
-                result.skipped += len(batch) - len(todo)
-                # This page's facilities' blocks (a facility's staff come together; its block is let
-                # go with the page).
-                fids = list(dict.fromkeys(r["facility"] for r in todo if r.get("facility")))
-                blocks = _blocks(store, rendered, fids, seg, until, link, reminders=kind == "digest") if fids else {}
-                for r in todo:
-                    if lease is not None:
-                        lease.keep()
-                    url = f"{base_url.rstrip('/')}/unsubscribe/{r['token']}"
-                    # Derived from (run, recipient): a resend after a crash carries the same Message-ID.
-                    mid = message_id(f"{run['id']}|{r['email']}")
-                    try:  # an address stored before addresses were checked fails alone
-                        data = compose(rendered, message_id=mid, email=r["email"], name=r["name"] or "",
-                                       unsubscribe_url=url, block=blocks.get(r.get("facility")), stuffed=stuffed)
-                        if out_dir is not None:
-                            write_private(child(out_dir, eml_name(r["email"])), data)
-                            result.written += 1
-                    except (CeptoarError, ValueError) as e:
-                        result.failed += 1
-                        result.errors.append(f"{clean(r['email'])}: {clean(str(e))}")
-                        if mailer is not None and not dry_run:
-                            log.add(run["id"], r["email"], "failed", None, str(e)[:300], None, None)
-                        continue
-                    if mailer is None:
-                        continue
-                    if interval:
-                        delay = next_slot - time.monotonic()
-                        if delay > 0:
-                            time.sleep(delay)
-                        next_slot = max(next_slot, time.monotonic()) + interval
-                    refusal = mailer.send(envelope_from, r["email"], data, stuffed=stuffed)
-                    if refusal is None:
-                        log.add(run["id"], r["email"], "sent", mid, None, frequency, until)
-                        result.sent += 1
-                    else:
-                        log.add(run["id"], r["email"], "failed", mid, refusal, None, None)
-                        result.failed += 1
-                        result.errors.append(f"{r['email']}: {refusal}")
-                    if progress and (result.sent + result.failed) % 1000 == 0:
-                        progress(f"{run['id']}: {result.sent} sent, {result.failed} failed")
+            sending.segment(seg)
     finally:
-        log.flush()  # what the server accepted before an error is recorded too
-        if mailer:
-            mailer.close()
-    if mailer and result.failed == 0:
+        sending.close()
+    if sending.mailer and sending.result.failed == 0:
         store.deliveries.finish_run(run["id"])
-    return result
+    return sending.result
+
+
+class _Sending:
+    """One run's sending, segment by segment and page by page of recipients: the SMTP connection
+    (none for a dry run or files only), the pace (`rate`), the delivery log and the result."""
+
+    def __init__(self, store: Store, run: dict, frequency: str | None, ids: list[str] | None, lease, *, smtp,
+                 out_dir, dry_run, rate, base_url, progress, facility: str | None):
+        self.store, self.run, self.frequency, self.ids, self.lease = store, run, frequency, ids, lease
+        self.out_dir, self.dry_run, self.base_url, self.progress, self.facility = (out_dir, dry_run, base_url,
+                                                                                   progress, facility)
+        self.result = RunResult(run=run["id"])
+        self.until = run["until"]
+        self.periods = store.deliveries.active_alert_periods(self.until)
+        self.kind = "targeted" if facility else "flash" if ids else "digest"
+        self.mailer = None
+        if out_dir is not None:
+            private_dir(out_dir)
+        if smtp and not dry_run:
+            self.mailer = Mailer(smtp)
+            self.mailer.connect()  # a dead server stops the run before anything is marked
+        self.envelope_from = sender().addr_spec
+        self.link = responses.linker(store, base_url)
+        self.log = DeliveryLog(store)
+        # Dot-stuffed as composed (once per segment) when the server pipelines and nothing is written to files.
+        self.stuffed = bool(self.mailer and self.mailer.pipelining and out_dir is None)
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_slot = time.monotonic()
+
+    def close(self) -> None:
+        self.log.flush()  # what the server accepted before an error is recorded too
+        if self.mailer:
+            self.mailer.close()
+
+    def segment(self, seg: dict) -> None:
+        """One segment (member, clearance, language): rendered once, then its recipients a page at
+        a time (a facility's staff come together; its block is let go with the page)."""
+        store, result, frequency, until = self.store, self.result, self.frequency, self.until
+        since = seg["since"] or (_stamp(datetime.fromisoformat(until.replace("Z", "+00:00")) - WINDOW[frequency])
+                                 if frequency else None)
+        advisories, member_name = advisories_for(store, seg["member"], seg["clearance"], since, until, self.ids)
+        result.segments += 1
+        if not advisories:
+            result.empty_segments += 1  # empty digests are not sent
+            return
+        rendered = render(store, advisories, lang=seg["lang"], member_name=member_name, until=until,
+                          periods=self.periods, kind=self.kind)
+        result.rendered += 1
+        after = ("", "")
+        while True:
+            batch = store.subscribers.recipients(frequency, seg["member"], seg["clearance"], seg["lang"],
+                                                 seg["since"], after, facility=self.facility)
+            if not batch:
+                break
+            after = (batch[-1]["facility"] or "", batch[-1]["email"])
+            states = store.deliveries.states(self.run["id"], [r["email"] for r in batch])
+            todo = [r for r in batch if states.get(r["email"], {}).get("status") != "sent"]
+            result.skipped += len(batch) - len(todo)
+            fids = list(dict.fromkeys(r["facility"] for r in todo if r.get("facility")))
+            blocks = _blocks(store, rendered, fids, seg, until, self.link,
+                             reminders=self.kind == "digest") if fids else {}
+            for r in todo:
+                self.deliver(rendered, blocks.get(r.get("facility")), r)
+
+    def deliver(self, rendered: Rendered, block, r: dict) -> None:
+        """One recipient's message: composed, written to a file if asked, sent and logged."""
+        result, run_id = self.result, self.run["id"]
+        if self.lease is not None:
+            self.lease.keep()
+        url = f"{self.base_url.rstrip('/')}/unsubscribe/{r['token']}"
+        # Derived from (run, recipient): a resend after a crash carries the same Message-ID.
+        mid = message_id(f"{run_id}|{r['email']}")
+        try:  # an address stored before addresses were checked fails alone
+            data = compose(rendered, message_id=mid, email=r["email"], name=r["name"] or "",
+                           unsubscribe_url=url, block=block, stuffed=self.stuffed)
+            if self.out_dir is not None:
+                write_private(child(self.out_dir, eml_name(r["email"])), data)
+                result.written += 1
+        except (CeptoarError, ValueError) as e:
+            result.failed += 1
+            result.errors.append(f"{clean(r['email'])}: {clean(str(e))}")
+            if self.mailer is not None and not self.dry_run:
+                self.log.add(run_id, r["email"], "failed", None, str(e)[:300], None, None)
+            return
+        if self.mailer is None:
+            return
+        if self.interval:
+            delay = self.next_slot - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.next_slot = max(self.next_slot, time.monotonic()) + self.interval
+        refusal = self.mailer.send(self.envelope_from, r["email"], data, stuffed=self.stuffed)
+        if refusal is None:
+            self.log.add(run_id, r["email"], "sent", mid, None, self.frequency, self.until)
+            result.sent += 1
+        else:
+            self.log.add(run_id, r["email"], "failed", mid, refusal, None, None)
+            result.failed += 1
+            result.errors.append(f"{r['email']}: {refusal}")
+        if self.progress and (result.sent + result.failed) % 1000 == 0:
+            self.progress(f"{run_id}: {result.sent} sent, {result.failed} failed")

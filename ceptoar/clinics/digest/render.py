@@ -4,7 +4,6 @@ the body bytes are built once and the link is substituted."""
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -414,7 +413,3 @@ def compose(r: Rendered, *, message_id: str, email: str, name: str, unsubscribe_
             out.append(b)
             line_start = b[-1:] == b"\n"
     return b"".join(out)
-
-
-def json_preview(r: Rendered) -> str:
-    return json.dumps({"subject": r.subject, "count": r.count, "tlp": r.tlp}, ensure_ascii=False)

@@ -154,7 +154,18 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
     for bp in (collections.collections_bp, discovery.discovery_bp, manifest.manifest_bp, objects.objects_bp):
         app.register_blueprint(bp)
     backend: HubBackend = app.medallion_backend
+    _authentication(app, backend, proxy_key)
+    _error_handlers(app)
+    web.register(app, lambda: backend.store)
+    metrics.register(app, lambda: backend.store, metrics_token)
+    _audit_hook(app, backend)
+    app.wsgi_app = TaxiiMiddleware(app.wsgi_app, max_content_length)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+    return app
 
+
+def _authentication(app: Flask, backend: HubBackend, proxy_key: str | None) -> None:
     def verify(username, password):
         member = auth.authenticate(backend.store, username, password, request.remote_addr or "", proxy_key)
         if member is not None:
@@ -163,6 +174,9 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
 
     app.ceptoar_verify = verify  # medallion's auth object is shared by every app: each answers for itself
 
+
+def _error_handlers(app: Flask) -> None:
+    """Every answer that is not a success is a TAXII error in TAXII JSON."""
     @app.before_request
     def methods():
         """HEAD is no TAXII method (405); OPTIONS says what is, in TAXII JSON."""
@@ -191,9 +205,10 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
         log.error("internal error on %s %s: %s", request.method, request.path, traceback.format_exc())
         return taxii_error(500, "Internal Server Error", "the server could not complete the request")
 
-    web.register(app, lambda: backend.store)
-    metrics.register(app, lambda: backend.store, metrics_token)
 
+def _audit_hook(app: Flask, backend: HubBackend) -> None:
+    """Every request is audited before its answer leaves (one that cannot be audited is not
+    served); the store's connection goes back after it."""
     @app.after_request
     def audit(response):
         if request.path == "/healthz":  # no data, no credentials: polled every few seconds
@@ -222,11 +237,6 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
     @app.teardown_request
     def release(_exc):
         backend.release()
-
-    app.wsgi_app = TaxiiMiddleware(app.wsgi_app, max_content_length)
-    if proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
-    return app
 
 
 def create_app_from_env(db_path: str) -> Flask:

@@ -197,6 +197,33 @@ class Token:
         return filters, (date_added, int(seq))
 
 
+def _check_envelope(objs) -> None:
+    """A TAXII envelope of STIX-shaped objects, or one TAXII error naming the first few bad ones."""
+    if not isinstance(objs, dict) or not isinstance(objs.get("objects"), list):
+        raise ProcessingError("The body must be a TAXII envelope with an 'objects' list", 422)
+    try:
+        json.dumps(objs, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("a string holds a lone surrogate (an invalid \\ud800–\\udfff escape)") from None
+    problems = [f"objects[{i}] ({o['id'] if isinstance(o.get('id'), str) else 'no id'}): {why}"
+                for i, o in enumerate(objs["objects"]) if isinstance(o, dict) and (why := malformed(o))]
+    if problems:
+        raise bad("; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
+
+
+def _split_valid(objects: list) -> tuple[list[dict], list[dict]]:
+    """(objects with a type and a valid id of that type, a failure for each of the others)."""
+    valid, failures = [], []
+    for i, o in enumerate(objects):
+        if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) \
+                and STIX_ID_RE.fullmatch(o["id"]) and o["id"].startswith(o["type"] + "--"):
+            valid.append(o)
+        else:
+            oid = o.get("id", f"objects[{i}]") if isinstance(o, dict) else f"objects[{i}]"
+            failures.append({"id": str(oid), "version": "", "message": "not a STIX object with a type and a valid id"})
+    return valid, failures
+
+
 class HubBackend(Backend):
     """Every method sees the authenticated member in `g.member` (set by the app's auth)."""
 
@@ -391,52 +418,13 @@ class HubBackend(Backend):
         """Submitted objects enter triage as new advisories of the member's own source; nothing
         goes straight into a published collection, and an id another origin holds is kept apart
         (stored under the member's origin, never served as that origin's object)."""
-        if not isinstance(objs, dict) or not isinstance(objs.get("objects"), list):
-            raise ProcessingError("The body must be a TAXII envelope with an 'objects' list", 422)
-        try:
-            json.dumps(objs, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise bad("a string holds a lone surrogate (an invalid \\ud800–\\udfff escape)") from None
+        _check_envelope(objs)
         member = self.member
         c = self.store.collections.get(collection_id)
-        problems = [f"objects[{i}] ({o['id'] if isinstance(o.get('id'), str) else 'no id'}): {why}"
-                    for i, o in enumerate(objs["objects"]) if isinstance(o, dict) and (why := malformed(o))]
-        if problems:
-            raise bad("; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
-        successes, failures, valid = [], [], []
-        for i, o in enumerate(objs["objects"]):
-            if isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) \
-                    and STIX_ID_RE.fullmatch(o["id"]) and o["id"].startswith(o["type"] + "--"):
-                valid.append(o)
-            else:
-                oid = o.get("id", f"objects[{i}]") if isinstance(o, dict) else f"objects[{i}]"
-                failures.append({"id": str(oid), "version": "",
-                                 "message": "not a STIX object with a type and a valid id"})
-        store = self.store
-        # Caps: per request and per member per day; the excess is refused, object by object.
-        since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        room = max(0, min(self.max_objects, self.max_objects_per_day - store.members.objects_submitted(member["id"],
-                                                                                                      since)))
-        for o in valid[room:]:
-            failures.append({"id": o["id"], "version": str(o.get("modified") or o.get("created") or ""),
-                             "message": f"refused: over the cap of {self.max_objects} objects per request or "
-                                        f"{self.max_objects_per_day} per member per day"})
-        valid = valid[:room]
-        source_id = f"member-{member['id']}"
-        kept_apart: set[str] = set()
-        with store.transaction():  # the submission and its audit entry commit together
-            if store.sources.get(source_id) is None:
-                store.sources.upsert({"id": source_id, "kind": "stix", "url": f"taxii://{member['id']}",
-                                      "name": f"TAXII submissions of {member['name']}", "tlp": SUBMISSION_TLP,
-                                      "enabled": False, "defined_by": MEMBER_SUBMISSIONS}, keep_enabled=False)
-            if valid:
-                source = source_of(store.sources.get(source_id))
-                result = ingest_objects(store, source, valid)  # keyed by the objects: a resend is a no-op
-                counts = result.counts
-                kept_apart = set(counts.kept_apart)
-                store.audit.add(member["id"], "taxii-add", c["id"],
-                                {"objects": len(valid), "new": counts.new, "updated": counts.updated,
-                                 "kept_apart": sorted(kept_apart)}, member=member["id"])
+        valid, failures = _split_valid(objs["objects"])
+        valid = self._within_caps(valid, failures)
+        kept_apart = self._ingest_submission(valid, c["id"])
+        successes = []
         for o in valid:
             item = {"id": o["id"], "version": str(o.get("modified") or o.get("created") or "")}
             if o["id"] in kept_apart:
@@ -451,8 +439,39 @@ class HubBackend(Backend):
             status["successes"] = successes
         if failures:
             status["failures"] = failures
-        store.members.save_status(status, member["id"], c["id"])
+        self.store.members.save_status(status, member["id"], c["id"])
         return status
+
+    def _within_caps(self, valid: list[dict], failures: list[dict]) -> list[dict]:
+        """Caps: per request and per member per day; the excess is refused, object by object."""
+        since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        submitted = self.store.members.objects_submitted(self.member["id"], since)
+        room = max(0, min(self.max_objects, self.max_objects_per_day - submitted))
+        for o in valid[room:]:
+            failures.append({"id": o["id"], "version": str(o.get("modified") or o.get("created") or ""),
+                             "message": f"refused: over the cap of {self.max_objects} objects per request or "
+                                        f"{self.max_objects_per_day} per member per day"})
+        return valid[:room]
+
+    def _ingest_submission(self, valid: list[dict], collection_id: str) -> set[str]:
+        """The objects into the member's own source, with their audit entry in the same
+        transaction; the ids kept apart."""
+        store, member = self.store, self.member
+        source_id = f"member-{member['id']}"
+        with store.transaction():
+            if store.sources.get(source_id) is None:
+                store.sources.upsert({"id": source_id, "kind": "stix", "url": f"taxii://{member['id']}",
+                                      "name": f"TAXII submissions of {member['name']}", "tlp": SUBMISSION_TLP,
+                                      "enabled": False, "defined_by": MEMBER_SUBMISSIONS}, keep_enabled=False)
+            if not valid:
+                return set()
+            source = source_of(store.sources.get(source_id))
+            counts = ingest_objects(store, source, valid).counts  # keyed by the objects: a resend is a no-op
+            kept_apart = set(counts.kept_apart)
+            store.audit.add(member["id"], "taxii-add", collection_id,
+                            {"objects": len(valid), "new": counts.new, "updated": counts.updated,
+                             "kept_apart": sorted(kept_apart)}, member=member["id"])
+        return kept_apart
 
     def get_status(self, api_root, status_id):
         if api_root != self.api_root:

@@ -43,7 +43,12 @@ def page(template: str, status: int = 200, **context) -> Response:
 
 def register(app: Flask, store_of) -> None:
     """The pages, on an app whose backend gives the store (`store_of()`)."""
+    _unsubscribe_page(app, store_of)
+    _answer_page(app, store_of)
+    _summary_page(app, store_of)
 
+
+def _unsubscribe_page(app: Flask, store_of) -> None:
     @app.route("/unsubscribe/<token>", methods=["GET", "POST"])
     def unsubscribe(token: str):
         """The link in every digest; POST is RFC 8058's one-click (List-Unsubscribe-Post), or
@@ -66,6 +71,8 @@ def register(app: Flask, store_of) -> None:
         return page("unsubscribe.html.j2", state=state, contact=contact, address=address)
 
 
+
+def _answer_page(app: Flask, store_of) -> None:
     @app.route("/respond/<facility>/<uuid>/<token>/<sig>", methods=["GET", "POST"])
     def respond(facility: str, uuid: str, token: str, sig: str):
         """A facility's answer about one advisory, through the personal link in its mail."""
@@ -95,6 +102,8 @@ def register(app: Flask, store_of) -> None:
                     title=report.get("name"), lines=lines, answers=responses.ANSWERS, history=history,
                     current=history[-1] if history else None, error=error, saved=saved)
 
+
+def _summary_page(app: Flask, store_of) -> None:
     @app.route("/responses", methods=["GET"])
     @medallion.auth.login_required
     def responses_summary():
