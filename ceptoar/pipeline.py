@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ceptoar.core.errors import StoreError
 from ceptoar.core.model import MEMBER_SUBMISSIONS, Source
+from ceptoar.facilities import registers
 from ceptoar.fetch import http, rolie, taxii
 from ceptoar.fetch.http import FetchError
 from ceptoar.ingest.entries import Counts, newest_per_key, raw_hash, store_entries
@@ -52,6 +53,7 @@ class FetchResult:
     error: str | None = None
     note: str | None = None
     warnings: list[str] = field(default_factory=list)
+    wait: float | None = None  # seconds the upstream asked before the next poll (Retry-After, max-age)
 
     def as_dict(self) -> dict:
         return {"source": self.source, "status": self.status, "new": self.new, "updated": self.updated,
@@ -68,6 +70,12 @@ class FetchResult:
         return "; ".join(parts)[:500] or None
 
 
+
+
+def urgent_path(source: Source) -> bool:
+    """Whether the source's urgent advisories alert facilities on arrival: public CLEAR sources,
+    unless the catalogue or `sources add --no-urgent` turned it off; never one above CLEAR."""
+    return source.public and source.tlp == "CLEAR" and source.options.get("urgent", True) is not False
 
 
 def source_of(row: dict) -> Source:
@@ -205,6 +213,9 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                 # transaction as the ingest it follows.
                 triage.auto_publish(store, {"id": source.id, "options": source.options},
                                     counts.new_ids + counts.updated_ids)
+            if urgent_path(source):
+                # Facilities running an exposed product hear of its exploitation before review.
+                registers.alert_on_arrival(store, counts.new_ids + counts.updated_ids)
             result = FetchResult(source.id, "ok", counts.new, counts.updated, counts.unchanged,
                                  skipped=getattr(entries, "skipped", 0), note=note,
                                  warnings=[*getattr(entries, "warnings", []), *counts.warnings])
@@ -250,7 +261,7 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
                         max_bytes=int(opts.get("max_bytes", limits.max_bytes)))
         if resp.status == 304:
             store.sources.record_fetch(source.id, "not-modified")
-            return FetchResult(source.id, "not-modified")
+            return FetchResult(source.id, "not-modified", wait=resp.wait)
 
         def record(result: FetchResult) -> None:
             # A ROLIE run that left documents for later must not be skipped next time by a 304.
@@ -258,16 +269,19 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
             store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note(),
                                        changed=bool(result.new or result.updated))
 
-        return ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
+        result = ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
+        result.wait = resp.wait
+        return result
     except (FetchError, FeedError, StoreError, NormalizingStopped) as e:
         reason = str(e)
+        wait = getattr(e, "wait", None)
     except Exception as e:  # a bug must still fail this source alone, in one line
-        reason = f"internal error: {type(e).__name__}: {e}"
+        reason, wait = f"internal error: {type(e).__name__}: {e}", None
         if opts.get("debug"):
             traceback.print_exc()
     reason = " ".join(reason.split())[:500]
     store.sources.record_fetch(source.id, "error", reason)
-    return FetchResult(source.id, "error", error=reason)
+    return FetchResult(source.id, "error", error=reason, wait=wait)
 
 
 def ingest_file(store: Store, path: Path, row: dict, limits: Limits | None = None,

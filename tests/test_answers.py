@@ -57,7 +57,7 @@ def test_targeted_alert_answer_in_a_browser_and_the_summary(site):
             "--base-url", site.server.base)
     (alert,) = sink.parsed("inchou@sakura.example.jp")
     assert not sink.parsed("other@clinic.example.jp")  # only the facility's staff
-    assert alert["Subject"].startswith("【医療セプター】緊急: 貴院の機器に該当する情報")
+    assert alert["Subject"] == "【医療セプター】緊急: 貴院の VPN装置 FortiOS に該当する情報 (1件)"
     text = alert.get_body(("plain",)).get_content()
     assert "[VPN装置] フォーティネット FortiOS 7.0.1 (インターネットに公開)" in text
     link = answer_link(alert)

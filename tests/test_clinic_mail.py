@@ -125,7 +125,8 @@ def japanese_part(item: str) -> str:
     return URL.sub("", item.split("英語の原文:")[0])
 
 
-def test_japanese_digest_reads_as_japanese_with_english_apart(clinic):
+def test_japanese_digest_reads_as_japanese_with_english_apart(clinic, monkeypatch):
+    monkeypatch.setenv("CEPTOAR_DIGEST_MAX_ITEMS", "0")  # every item in full: this test reads items
     text, html, msg = send_digest(clinic)
     items = items_of(text)
     # The analyst's text comes first and replaces the fixed phrasing.
@@ -178,7 +179,8 @@ def test_japanese_digest_reads_as_japanese_with_english_apart(clinic):
     assert html.count("<div lang=\"en\"") >= len(items) - 3 and SUMMARY_JA in html  # circular, lesson, JVN: none
 
 
-def test_mail_looks_like_it_comes_from_the_ceptoar(clinic):
+def test_mail_looks_like_it_comes_from_the_ceptoar(clinic, monkeypatch):
+    monkeypatch.setenv("CEPTOAR_DIGEST_MAX_ITEMS", "0")  # every item in full: this test reads items
     text, html, msg = send_digest(clinic)
     assert msg["Date"].endswith("+0900")
     assert msg["From"].addresses[0].display_name == "医療セプター"

@@ -80,7 +80,8 @@ def test_subscriber_import_reports_bad_lines_and_updates(world, tmp_path):
     assert len(world.hub.json("subscribers", "list")) == 6
 
 
-def test_digest_mime_content_and_headers(world, tmp_path, smtp):
+def test_digest_mime_content_and_headers(world, tmp_path, smtp, monkeypatch):
+    monkeypatch.setenv("CEPTOAR_DIGEST_MAX_ITEMS", "0")  # every item in full: this test reads items
     controller, sink = smtp
     world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
     summary = send(world, controller, ok=False)  # one recipient refused → exit 1
@@ -273,9 +274,10 @@ def test_pipelined_delivery_to_a_pipelining_server(world, tmp_path):
     assert summary["sent"] == received == 5 and summary["failed"] == 0  # the sink accepts reject@ too
 
 
-def test_japanese_digest_items_are_urgent_first_and_plain(world, tmp_path, smtp):
+def test_japanese_digest_items_are_urgent_first_and_plain(world, tmp_path, smtp, monkeypatch):
     """KEV items say exploited, are at least 高 and come first; no US deadline; KEV's standard
     required action in Japanese with the English original apart; at most five CVE ids; JST Date."""
+    monkeypatch.setenv("CEPTOAR_DIGEST_MAX_ITEMS", "0")  # every item in full: this test reads items
     controller, sink = smtp
     world.hub.run("subscribers", "import", str(tmp_path / "subs.csv"), ok=None)
     send(world, controller, ok=False)

@@ -39,7 +39,8 @@ def html_part(path) -> str:
     return msg.get_body(("html",)).get_content()
 
 
-def test_feed_markup_reaches_the_clinics_mail_as_text(hub, tmp_path, feed_server):
+def test_feed_markup_reaches_the_clinics_mail_as_text(hub, tmp_path, feed_server, monkeypatch):
+    monkeypatch.setenv("CEPTOAR_DIGEST_MAX_ITEMS", "0")  # every item in full: this test reads items
     canary = feed_server.base + "/canary"
     title = (f'<img src="{canary}/img" onerror="fetch(\'{canary}/onerror\')"><script src="{canary}/script"></script>'
              f"<script>document.title='PWNED';fetch('{canary}/inline')</script>"

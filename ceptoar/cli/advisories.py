@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
-from ceptoar.cli.options import public_url, send_flashes, since_option, stamp
-from ceptoar.clinics.digest.delivery import SmtpConfig
-from ceptoar.core import settings
+from ceptoar.cli.options import send_now, since_option, stamp
 from ceptoar.core.output import echo, emit, format_option, to_json
 from ceptoar.publishing import triage
 from ceptoar.store import Store
@@ -131,6 +129,7 @@ def advisories_triage(hub: Hub, advisory_id: str, tlp, severity, medical, note, 
     row = triage.triage(store, advisory_id, hub.actor, tlp=tlp, severity=severity, medical=medical, note=note,
                         for_clinics=text)
     emit(triage.views(store, [row]), fmt, ADVISORY_COLUMNS, widths={"title": 46})
+    send_now(store, hub.actor, err=True)  # corrections of alerts sent before review
 
 
 def _bulk(hub: Hub, ids: tuple[str, ...], filters: dict, verb: str, yes: bool) -> list[str]:
@@ -179,12 +178,8 @@ def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
     for r in results:
         echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
                    + (" [flash alert queued]" if r["flash"] else ""))
-    if any(r["flash"] for r in results) or (results and hub.store.facilities.pending_count()):
-        smtp, url = SmtpConfig.from_env(), settings.current().public_url
-        if smtp and not url:
-            echo("flash alerts stay queued: set CEPTOAR_PUBLIC_URL so their unsubscribe links reach the hub", err=True)
-        else:
-            send_flashes(hub.store, hub.actor, smtp, None, False, None, public_url(url))
+    if results:
+        send_now(hub.store, hub.actor)
 
 
 @advisories.command("reject")
@@ -196,6 +191,7 @@ def advisories_reject(hub: Hub, advisory_ids, yes: bool, reason: str, **filters)
     ids = _bulk(hub, advisory_ids, filters, "reject", yes)
     for r in triage.reject(hub.store, ids, reason, hub.actor) if ids else []:
         echo(f"rejected {r['id']}")
+    send_now(hub.store, hub.actor)
 
 
 @advisories.command("revoke")

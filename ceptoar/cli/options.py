@@ -14,7 +14,7 @@ from ceptoar.core.model import JST, moment, stamp
 from ceptoar.core.output import echo
 
 __all__ = ["Moment", "UTC_TIME", "JST_TIME", "since_option", "TLP_CHOICES", "with_smtp",
-           "smtp_config", "public_url", "WAIT_OPTION", "send_flashes", "stamp"]
+           "smtp_config", "public_url", "WAIT_OPTION", "send_flashes", "send_now", "stamp"]
 
 TLP_CHOICES = ["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]
 
@@ -92,8 +92,9 @@ def public_url(value: str | None, sending: bool = False) -> str:
 
 
 def send_flashes(store, actor: str, smtp: SmtpConfig | None, out: Path | None, dry_run: bool, rate: float | None,
-                 url: str, wait: float = 0.0) -> None:
-    """Drain the flash queue and say what happened (or why nothing could be sent)."""
+                 url: str, wait: float = 0.0, err: bool = False) -> None:
+    """Drain the flash queue and say what happened (or why nothing could be sent); `err`: say it
+    on stderr (a command whose stdout is its JSON)."""
     from ceptoar.clinics.digest.delivery import pending_alerts
 
     pending = pending_alerts(store)
@@ -103,5 +104,22 @@ def send_flashes(store, actor: str, smtp: SmtpConfig | None, out: Path | None, d
         return
     for res in drain_flash_queue(store, actor, smtp=smtp, out_dir=out, dry_run=dry_run, rate=rate, base_url=url,
                                  wait=wait):
-        echo(f"{'targeted' if res.run.startswith('alert-') else 'flash'} alert {res.run}: {res.sent} sent, "
-             f"{res.failed} failed, {res.written} written")
+        what = "targeted alert" if res.run.startswith("alert-") else "correction" \
+            if res.run.startswith("correction-") else "flash alert"
+        echo(f"{what} {res.run}: {res.sent} sent, {res.failed} failed, {res.written} written", err=err)
+
+
+def send_now(store, actor: str, err: bool = False) -> None:
+    """What a command just queued (flash and targeted alerts, corrections) sent at once when SMTP
+    is configured; otherwise it waits for the worker or `ceptoar digest flash`, and the command
+    says so."""
+    from ceptoar.clinics.digest.delivery import pending_alerts
+    from ceptoar.core import settings
+
+    if not pending_alerts(store):
+        return
+    smtp, url = SmtpConfig.from_env(), settings.current().public_url
+    if smtp and not url:
+        echo("alerts stay queued: set CEPTOAR_PUBLIC_URL so their unsubscribe links reach the hub", err=True)
+    else:
+        send_flashes(store, actor, smtp, None, False, None, public_url(url), err=err)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
+from ceptoar.cli.options import send_now
 from ceptoar.core.output import echo, emit, format_option, progress_line
 from ceptoar.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from ceptoar.normalize.kinds import KINDS
@@ -44,11 +45,14 @@ def sources_list(hub: Hub, fmt: str) -> None:
 @click.option("--lang", default="ja", show_default=True)
 @click.option("--interval", type=int, default=3600, show_default=True)
 @click.option("--auto-publish", "auto_publish", help="Filter whose matches are published on arrival.")
+@click.option("--urgent/--no-urgent", default=True, show_default=True,
+              help="Alert a facility on arrival, before review, when a KEV-listed or critical advisory of this "
+                   "(CLEAR) source matches a register row exposed to the internet or remotely maintained.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A source option (repeatable), e.g. --option password_env=PARTNER_TAXII_SECRET.")
 @pass_hub
 def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None, tlp: str, lang: str,
-                interval: int, auto_publish: str | None, options: tuple[str, ...]) -> None:
+                interval: int, auto_publish: str | None, urgent: bool, options: tuple[str, ...]) -> None:
     """Add a source (or redefine one added before)."""
     store = hub.ready_store()
     opts = {}
@@ -58,7 +62,7 @@ def sources_add(hub: Hub, source_id: str, url: str, kind: str, name: str | None,
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
         opts[key.strip()] = int(value) if value.isdigit() else value
     src = {"id": source_id, "url": url, "kind": kind, "name": name, "tlp": tlp, "lang": lang, "interval": interval,
-           "auto_publish": auto_publish, "options": opts}
+           "auto_publish": auto_publish, "urgent": urgent, "options": opts}
     new = catalogue.add_source(store, src, hub.actor)
     echo(f"{'added' if new else 'updated'} source {source_id} ({kind}, TLP:{catalogue.check_source(src)['tlp']})")
 
@@ -136,7 +140,8 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: f
         _warn(res)
         results.append(res)
         if due:
-            reschedule(store, row["id"], datetime.now(UTC), random.Random())
+            reschedule(store, row["id"], datetime.now(UTC), random.Random(), res.wait)
+    send_now(store, hub.actor, err=True)  # alerts on arrival, before review (the urgent path)
     emit([r.as_dict() for r in results], fmt, FETCH_COLUMNS, widths={"error": 60})
     if any(r.status == "error" for r in results):
         sys.exit(1)

@@ -33,7 +33,8 @@ class ResponseError(CeptoarError, ValueError):
     pass
 
 
-def _key(store: Store) -> bytes:
+def link_key(store: Store) -> bytes:
+    """The hub's key for the personal links in mail (answers, a digest's whole list)."""
     return bytes.fromhex(store.meta("response_key"))
 
 
@@ -50,7 +51,7 @@ def linker(store: Store, base_url: str, *, days: int | None = None, now: float |
 
     days = settings.current().response_link_days if days is None else days
     expires = int((now or time.time()) + days * 86400)
-    key, base = _key(store), base_url.rstrip("/")
+    key, base = link_key(store), base_url.rstrip("/")
 
     def link(facility: str, advisory: str, rank: int = 0) -> str:
         uuid = advisory.split("--", 1)[-1]
@@ -66,7 +67,7 @@ def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: flo
     expires, _, rank = token.partition(".")
     if not expires.isdigit() or len(expires) > 12 or not rank.isdigit() or len(rank) > 1 or len(sig) > 64:
         return "invalid", 0
-    if not hmac.compare_digest(_sig(_key(store), facility, advisory, int(expires), int(rank)), sig):
+    if not hmac.compare_digest(_sig(link_key(store), facility, advisory, int(expires), int(rank)), sig):
         return "invalid", 0
     if int(expires) < (now or time.time()):
         return "expired", int(rank)

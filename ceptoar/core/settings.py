@@ -75,6 +75,8 @@ class Settings:
     response_link_days: int = 30  # how long a facility's answer link stays valid
     response_reminder_days: int = 3  # unanswered urgent matches are reminded after this many days
     exposure_minimum: int = 5  # a prefecture with fewer matched facilities is not named in an exposure note
+    urgent_min_minutes: int = 10  # a facility gets at most one urgent message this often; later matches join the next
+    digest_max_items: int = 10  # items a digest shows in full, then up to 30 in a line each, the rest counted; 0: all
     # Processes that normalize a large document while the hub stores it (ceptoar.ingest.offload); 0: all in the
     # hub's own process (less memory, more time). Used only on a machine with two cores or more.
     ingest_processes: int = 2
@@ -112,7 +114,8 @@ class Settings:
 
 _INT = {"smtp_port", "failure_threshold", "audit_retention_days", "taxii_max_content_length", "taxii_page_size",
         "taxii_proxies", "taxii_max_objects", "taxii_max_objects_per_day", "response_link_days",
-        "response_reminder_days", "exposure_minimum", "ingest_processes"}
+        "response_reminder_days", "exposure_minimum", "ingest_processes", "urgent_min_minutes",
+        "digest_max_items"}
 _FLOAT = {"busy_seconds"}
 _BOOL = {"smtp_starttls"}
 

@@ -17,9 +17,9 @@ from ceptoar.core import facts
 from ceptoar.core.errors import CeptoarError
 from ceptoar.core.facts import FACILITY_TYPES
 from ceptoar.core.files import csv_rows
-from ceptoar.core.model import HUB, SYSTEM, effective_severity
+from ceptoar.core.model import HUB, SYSTEM, effective_severity, source_origin
 from ceptoar.facilities import matching
-from ceptoar.store import Store
+from ceptoar.store import Store, chunks
 from ceptoar.store.registers import signature
 
 FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "prefecture", "member", "phone")
@@ -325,6 +325,42 @@ def match_facility(store: Store, fid: str, created: list[int]) -> int:
     store.facilities.add_matches(found)
     store.facilities.queue_targeted(facility=fid)
     return store.facilities.count_matches(facility=fid)
+
+
+def alert_on_arrival(store: Store, ids: list[str]) -> int:
+    """The urgent path: each of these advisories (just stored from a CLEAR source, not yet decided)
+    that is KEV-listed or critical, matched against every register as its source states it, queues
+    an alert to each facility with a matching row that is internet-exposed or remotely maintained,
+    before any analyst acts. Returns how many alerts were queued."""
+    if not ids:
+        return 0
+    kev = store.advisories.kev_cves()
+    queued = 0
+    for a in (a for chunk in chunks(ids) for a in store.advisories.list(ids=chunk)):
+        if a["status"] != "new" or a["tlp"] != "CLEAR" or not urgent(a, kev):
+            continue
+        version = store.objects.latest([a["source_report"]], source_origin(a["source"])).get(a["source_report"])
+        affected = matching.affected_of(version.obj) if version else []
+        keys = affected_keys(affected)
+        found = {}
+        for profile in store.facilities.profiles_for_keys(sorted(keys)) if keys else []:
+            m = matching.match_row(profile, affected)
+            if m:
+                found[profile["seq"]] = m[0]
+        by_facility: dict[str, list[dict]] = {}
+        for r in store.facilities.exposed_rows(list(found)):
+            by_facility.setdefault(r["facility"], []).append({"row": r["row"], "confidence": found[r["profile"]]})
+        queued += store.facilities.queue_on_arrival([(f, a["id"], d) for f, d in by_facility.items()])
+    return queued
+
+
+def reviewed(store: Store, advisory: str, what: str, detail: dict | None = None) -> list[str]:
+    """An analyst's decision on an advisory some facilities were alerted about before review
+    (`what`: rejected, severity, published): each of them gets a short correction. An alert not
+    sent yet is withdrawn when the advisory is rejected. Returns the facilities to be told."""
+    if what == "rejected":
+        store.facilities.drop_pending(advisory)
+    return store.facilities.queue_corrections(advisory, what, detail)
 
 
 def urgent(advisory: dict, kev: set[str]) -> bool:

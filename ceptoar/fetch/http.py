@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 import requests
@@ -28,7 +30,12 @@ MAX_REDIRECTS = 5
 
 
 class FetchError(CeptoarError):
-    """The fetch failed; the message is one line for the user and for `last_error`."""
+    """The fetch failed; the message is one line for the user and for `last_error`. `wait`: how
+    long the server asked to be left alone (its Retry-After), in seconds."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
 
 
 class DeadlineExceeded(FetchError):
@@ -44,6 +51,36 @@ class Response:
     charset: str | None = None
     url: str = ""
     headers: dict = field(default_factory=dict)
+
+    @property
+    def wait(self) -> float | None:
+        """How long the server asks before the next poll (Retry-After, Cache-Control: max-age)."""
+        return upstream_wait(self.headers)
+
+
+MAX_WAIT = 86400.0  # what an upstream may ask is capped at a day: a typo upstream must not stop a source
+
+
+def upstream_wait(headers) -> float | None:
+    """Seconds before the server wants to be asked again: the longer of its Retry-After (seconds or
+    an HTTP date) and its Cache-Control max-age (not with no-cache or no-store), at most a day."""
+    found = []
+    retry = (headers.get("Retry-After") or "").strip()
+    if retry.isdigit():
+        found.append(float(retry))
+    elif retry:
+        try:
+            found.append((parsedate_to_datetime(retry) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError, OverflowError):
+            pass
+    control = [d.strip().lower() for d in (headers.get("Cache-Control") or "").split(",")]
+    if "no-cache" not in control and "no-store" not in control:
+        for d in control:
+            name, _, value = d.partition("=")
+            if name.strip() == "max-age" and value.strip().strip('"').isdigit():
+                found.append(float(value.strip().strip('"')))
+    wait = max(found, default=0.0)
+    return min(wait, MAX_WAIT) if wait > 0 else None
 
 
 def charset_of(content_type: str | None) -> str | None:
@@ -178,9 +215,10 @@ def _read(r: requests.Response, url: str, conditional: bool, etag, last_modified
     if r.status_code == 304:
         if not conditional:
             raise FetchError("HTTP 304 Not Modified to an unconditional request")
-        return Response(304, etag=etag, last_modified=last_modified, url=url)
+        return Response(304, etag=etag, last_modified=last_modified, url=url, headers=dict(r.headers))
     if r.status_code >= 400:
-        raise FetchError(f"HTTP {r.status_code}")
+        asked = upstream_wait(r.headers) if r.status_code in (429, 503) else None  # busy, or down for a while
+        raise FetchError(f"HTTP {r.status_code}" + (f" (retry after {asked:.0f} s)" if asked else ""), wait=asked)
     if r.status_code >= 300:
         raise FetchError(f"HTTP {r.status_code} redirect not followed")
     length = r.headers.get("Content-Length")

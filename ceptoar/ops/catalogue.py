@@ -49,6 +49,14 @@ def check_source(src: dict, where: str = "") -> dict:
         except FilterError as e:
             raise CatalogueError(f"{at}source {sid}: auto_publish: {e}") from None
         options["auto_publish"] = str(rule)
+    urgent = src.get("urgent", options.get("urgent", True))
+    if not isinstance(urgent, bool):
+        raise CatalogueError(f"{at}source {sid}: urgent must be true or false")
+    # The urgent path (a facility alerted on arrival, before review) is for CLEAR sources only;
+    # off is recorded, on is the default and left out.
+    options.pop("urgent", None)
+    if not urgent:
+        options["urgent"] = False
     return {
         "id": sid,
         "name": str(src.get("name") or sid),

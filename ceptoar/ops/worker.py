@@ -74,10 +74,14 @@ def is_due(row: dict, now: datetime) -> bool:
     return row.get("defined_by") != MEMBER_SUBMISSIONS and (not row.get("next_due") or row["next_due"] <= stamp(now))
 
 
-def reschedule(store: Store, source_id: str, now: datetime, rand: random.Random) -> None:
-    """The source's next fetch, from its interval and its failures so far."""
+def reschedule(store: Store, source_id: str, now: datetime, rand: random.Random, wait: float | None = None) -> None:
+    """The source's next fetch, from its interval and its failures so far, and never sooner than
+    the upstream asked (`wait`: its Retry-After or Cache-Control max-age, in seconds)."""
     row = store.sources.get(source_id)
-    store.sources.schedule(source_id, stamp(next_due(now, row.get("interval") or 3600, row["failures"], rand)))
+    due = next_due(now, row.get("interval") or 3600, row["failures"], rand)
+    if wait:
+        due = max(due, now + timedelta(seconds=wait))
+    store.sources.schedule(source_id, stamp(due))
 
 
 def expected_gap(days: list[str]) -> timedelta | None:
@@ -165,7 +169,7 @@ class Worker:
             self.log(f"fetched {row['id']}: {res.status}"
                      + (f" ({res.new} new, {res.updated} updated)" if res.status == "ok" else "")
                      + (f": {res.error}" if res.error else ""))
-            reschedule(self.store, row["id"], self.clock(), self.rand)
+            reschedule(self.store, row["id"], self.clock(), self.rand, res.wait)
             if res.status == "ok" and res.new + res.updated >= 1000:
                 self.store.checkpoint()
             if self.lease is not None:

@@ -38,6 +38,25 @@ def plain(text: str | None, limit: int | None = None) -> str:
     return text
 
 
+# US-federal obligations in a source's words (CISA writes KEV's required actions for federal
+# agencies): binding directives, agencies' networks, their due dates. No clinic can act on them.
+_FEDERAL = re.compile(r"\b(?:BOD|ED)\s?\d{2}-\d{2}\b|\bfederal\b|\bFCEB\b|\bagenc(?:y|ies)\b|\bdue date\b|"
+                      r"\bM-\d{2}-\d{2}\b|\bCISA(?:'s)? (?:instructions|guidance|mitigations)\b|"
+                      r"\b(?:per|according to) CISA\b", re.IGNORECASE)
+_BOD_CLAUSE = re.compile(r",? follow (?:applicable )?BOD \d{2}-\d{2} guidance for cloud services,?", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
+
+
+def for_clinics(text: str | None) -> str | None:
+    """A source's English advice with what only US federal agencies must do taken out: the
+    cloud-services BOD 22-01 clause, and every sentence about directives, agencies or their
+    deadlines. None when nothing a clinic can do is left."""
+    if not isinstance(text, str):
+        return None
+    kept = [s for s in _SENTENCE.split(_BOD_CLAUSE.sub("", " ".join(text.split()))) if s and not _FEDERAL.search(s)]
+    return " ".join(kept).strip() or None
+
+
 def jvn_entry(store: Store, row: dict) -> dict | None:
     """JVN's Japanese entry covering most of the advisory's CVEs (one with a solution preferred,
     then the newest), for an advisory whose own text is not Japanese."""

@@ -75,6 +75,19 @@ def overlay(source_report: dict, row: dict, jvn: dict | None = None) -> dict:
                                  clinic=clinic or None)
 
 
+def unreviewed_view(store: Store, row: dict, jvn: dict | None = None) -> dict | None:
+    """An advisory no analyst has decided on yet, as the urgent path shows it to an alerted
+    facility: its facts and the source's newest report, overlaid as publishing would (CLEAR only;
+    None for anything above CLEAR or without its report)."""
+    if row.get("tlp") != "CLEAR":
+        return None
+    version = store.objects.latest([row["source_report"]], source_origin(row["source"])).get(row["source_report"])
+    if version is None:
+        return None
+    return view_of(row) | {"tlp": "CLEAR", "version": None, "report": overlay(version.obj, row, jvn),
+                           "pre_review": True}
+
+
 def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | None = None) -> list[ObjectVersion]:
     """The object versions that go out with a report: what it references (and their markings and
     creators), from the report's own origin where that origin holds the id, else the hub's own

@@ -28,6 +28,9 @@ class TriageError(CeptoarError, ValueError):
     pass
 
 
+SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+
+
 def _rows(store: Store, refs: list[str]) -> list[dict]:
     rows = [store.advisories.find(r) for r in refs]
     return list({r["id"]: r for r in rows}.values())
@@ -82,6 +85,8 @@ def publish(store: Store, refs: list[str], actor: str) -> list[dict]:
             store.audit.add(actor, "publish", r["id"], {"collections": placed, "previous_status": r["status"],
                                                         "tlp": r["tlp"],
                                                         **({"flash": periods[0]["name"]} if flash else {})})
+            if not actor.startswith(("auto-publish:", "ingest:")):  # an analyst has reviewed it
+                registers.reviewed(store, r["id"], "published", {"severity": effective_severity(r)})
             out.append({"id": r["id"], "collections": placed, "flash": flash})
     return out
 
@@ -96,6 +101,7 @@ def reject(store: Store, refs: list[str], reason: str, actor: str) -> list[dict]
             store.advisories.decide(r["id"], status="rejected", decided_at=utcnow(),
                                     notes=r["notes"] + [_note(actor, f"rejected: {reason}")])
             store.audit.add(actor, "reject", r["id"], {"reason": reason})
+            registers.reviewed(store, r["id"], "rejected")  # the reason stays the secretariat's
     return [{"id": r["id"], "status": "rejected"} for r in rows]
 
 
@@ -164,6 +170,9 @@ def _after_decision(store: Store, before: dict, actor: str) -> dict:
     """Audit a change of the effective TLP, apply it to what is already published, and republish
     a published advisory whose published content changed."""
     after = store.advisories.get(before["id"])
+    was, now = effective_severity(before), effective_severity(after)
+    if SEVERITY_RANK.get(now, 0) < SEVERITY_RANK.get(was, 0):
+        registers.reviewed(store, before["id"], "severity", {"from": was, "to": now})
     if after["tlp"] != before["tlp"]:
         store.audit.add(actor, "tlp", before["id"], {"from": before["tlp"], "to": after["tlp"], "by": "analyst"})
         if before["status"] in ("published", "revoked"):

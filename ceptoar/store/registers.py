@@ -352,13 +352,85 @@ class Facilities(Repository):
         return len(queued)
 
     def pending_count(self) -> int:
-        """Targeted alerts waiting: per facility, and advisories whose facilities are still to be found."""
+        """Targeted alerts waiting: per facility, advisories whose facilities are still to be found, and
+        corrections of alerts sent before review."""
         return (self.store.scalar("SELECT COUNT(*) FROM targeted_alerts WHERE run IS NULL")
-                + self.store.scalar("SELECT COUNT(*) FROM alert_queue"))
+                + self.store.scalar("SELECT COUNT(*) FROM alert_queue") + self.pending_corrections_count())
 
     def pending_targeted(self) -> list[dict]:
-        return self.store.rows("SELECT * FROM targeted_alerts WHERE run IS NULL ORDER BY queued, facility")
+        rows = self.store.rows("SELECT * FROM targeted_alerts WHERE run IS NULL ORDER BY queued, facility")
+        for r in rows:
+            r["detail"] = json.loads(r["detail"]) if r.get("detail") else None
+        return rows
 
-    def mark_targeted(self, facility: str, advisory: str, run: str) -> None:
-        self.store.execute("UPDATE targeted_alerts SET run = ? WHERE facility = ? AND advisory = ?",
-                           (run, facility, advisory))
+    def mark_targeted(self, facility: str, advisory: str, run: str, *, pre_review: bool = False,
+                      sent: str | None = None) -> None:
+        """The alert went out in `run` (`sent`: when; `pre_review`: before any analyst acted)."""
+        self.store.execute("UPDATE targeted_alerts SET run = ?, pre_review = ?, sent = ? WHERE facility = ? "
+                           "AND advisory = ?", (run, int(pre_review), sent, facility, advisory))
+
+    # --- the urgent path: alerts on arrival, before review, and their corrections -----------------
+    def exposed_rows(self, profiles: list[int]) -> list[dict]:
+        """The register rows of these profiles that are internet-exposed or remotely maintained,
+        each with its facility and the line a person reads (`row`)."""
+        out = []
+        for chunk in chunks(sorted(set(profiles))):
+            out += self.store.rows(
+                f"SELECT r.facility, r.profile, {', '.join('r.' + c for c in LINE_COLUMNS)} FROM register_rows r "
+                f"WHERE r.profile IN ({marks(len(chunk))}) AND (r.internet_exposed = 1 OR r.remote_maintenance = 1) "
+                "ORDER BY r.facility, r.n", chunk)
+        for r in out:
+            r["row"] = {c: r.pop(c) for c in LINE_COLUMNS}
+            r["row"]["internet_exposed"] = bool(r["row"]["internet_exposed"])
+            r["row"]["remote_maintenance"] = bool(r["row"]["remote_maintenance"])
+        return out
+
+    def queue_on_arrival(self, alerts: list[tuple[str, str, list[dict]]]) -> int:
+        """(facility, advisory, what matched) alerts queued before review, once per facility and
+        advisory (one queued or sent already stands). Returns how many were new."""
+        now, n = utcnow(), 0
+        for facility, advisory, detail in alerts:
+            n += self.store.execute(
+                "INSERT INTO targeted_alerts (facility, advisory, queued, pre_review, detail) VALUES (?, ?, ?, 1, ?) "
+                "ON CONFLICT DO NOTHING", (facility, advisory, now, dump(detail))).rowcount
+        return n
+
+    def drop_pending(self, advisory: str) -> int:
+        """An advisory's alerts not sent yet, withdrawn (an analyst rejected it first)."""
+        return self.store.execute("DELETE FROM targeted_alerts WHERE advisory = ? AND run IS NULL",
+                                  (advisory,)).rowcount
+
+    def last_urgent(self, facilities: list[str]) -> dict[str, str]:
+        """When each facility's last urgent message went out."""
+        out = {}
+        for chunk in chunks(sorted(set(facilities))):
+            out |= {f: t for f, t in self.store.execute(
+                f"SELECT facility, MAX(sent) FROM targeted_alerts WHERE facility IN ({marks(len(chunk))}) "
+                "AND sent IS NOT NULL GROUP BY facility", chunk)}
+        return out
+
+    def queue_corrections(self, advisory: str, what: str, detail: dict | None = None) -> list[str]:
+        """A correction to every facility alerted about `advisory` before review; their ids."""
+        text = dump(detail or {})
+        facilities = [f for (f,) in self.store.execute(
+            "SELECT t.facility FROM targeted_alerts t WHERE t.advisory = ? AND t.pre_review = 1 "
+            "AND t.sent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM alert_corrections c WHERE c.facility = t.facility "
+            "AND c.advisory = t.advisory AND c.what = ? AND c.detail = ?) ORDER BY t.facility",
+            (advisory, what, text))]  # each told once
+        now = utcnow()
+        self.store.executemany("INSERT INTO alert_corrections (facility, advisory, what, detail, queued) "
+                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                               [(f, advisory, what, text, now) for f in facilities])
+        return facilities
+
+    def pending_corrections(self) -> list[dict]:
+        rows = self.store.rows("SELECT * FROM alert_corrections WHERE run IS NULL ORDER BY facility, queued")
+        for r in rows:
+            r["detail"] = json.loads(r["detail"] or "{}")
+        return rows
+
+    def mark_corrections(self, facility: str, run: str) -> None:
+        self.store.execute("UPDATE alert_corrections SET run = ? WHERE facility = ? AND run IS NULL", (run, facility))
+
+    def pending_corrections_count(self) -> int:
+        return self.store.scalar("SELECT COUNT(*) FROM alert_corrections WHERE run IS NULL")

@@ -21,7 +21,7 @@ from ceptoar.store.base import statements
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -193,7 +193,13 @@ CREATE TABLE alert_queue (
 );
 CREATE TABLE targeted_alerts (
     facility TEXT NOT NULL, advisory TEXT NOT NULL, queued TEXT NOT NULL, run TEXT,
+    pre_review INTEGER NOT NULL DEFAULT 0, detail TEXT, sent TEXT,
     PRIMARY KEY (facility, advisory)
+);
+CREATE INDEX targeted_alerts_sent ON targeted_alerts (facility, sent);
+CREATE TABLE alert_corrections (
+    facility TEXT NOT NULL, advisory TEXT NOT NULL, what TEXT NOT NULL, detail TEXT, queued TEXT NOT NULL,
+    run TEXT, PRIMARY KEY (facility, advisory, queued)
 );
 """
 
@@ -473,6 +479,16 @@ def _step15(store: Store) -> None:
     store.execute(f"UPDATE membership SET newer_rank = {NEWER_RANK}")
 
 
+def _step16(store: Store) -> None:
+    """The urgent path: a targeted alert knows whether it went before review (and then what it
+    matched, and when it was sent, for the pace of urgent mail); corrections of those alerts."""
+    have = _columns(store, "targeted_alerts")
+    for col, kind in (("pre_review", "INTEGER NOT NULL DEFAULT 0"), ("detail", "TEXT"), ("sent", "TEXT")):
+        if col not in have:
+            _add_column(store, "targeted_alerts", f"{col} {kind}")
+    _create(store, ("targeted_alerts", "alert_corrections"))
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
                                                      (11, _step11), (12, _step12), (13, _step13), (14, _step14),
-                                                     (15, _step15)]
+                                                     (15, _step15), (16, _step16)]

@@ -24,6 +24,7 @@ from ceptoar.publishing import clinic
 from ceptoar.store import Store
 
 PLACEHOLDER = "@@UNSUBSCRIBE_URL@@"
+LIST_PLACEHOLDER = "@@DIGEST_URL@@"  # each recipient's signed link to the digest's whole list
 # Where a subscriber's facility block goes (its own line in each part): the rest is the segment's.
 FACILITY_TEXT, FACILITY_HTML = "@@FACILITY_TEXT@@", "@@FACILITY_HTML@@"
 HERE = Path(__file__).parent
@@ -46,14 +47,40 @@ TLP_COLOR = {"CLEAR": "#555", "GREEN": "#33a532", "AMBER": "#c78500", "AMBER+STR
 TITLES = {
     "ja": {"digest": ("【医療セプター】セキュリティ情報 {date} ({n}件)", "{date}のセキュリティ情報 ({n}件)"),
            "flash": ("【医療セプター】緊急セキュリティ情報 {date}", "緊急のお知らせ (警戒強化期間中)"),
-           "targeted": ("【医療セプター】緊急: 貴院の機器に該当する情報 {date}",
-                        "緊急: 貴院の台帳の機器(インターネットに公開・リモート保守)に該当します")},
+           "targeted": ("【医療セプター】緊急: 貴院の {device} に該当する情報 ({n}件)",
+                        "緊急: 貴院の台帳の機器({exposure})に該当します"),
+           "correction": ("【医療セプター】訂正: 先にお送りした緊急情報について ({n}件)",
+                          "先にお送りした緊急情報の訂正・確認結果")},
     "en": {"digest": ("[Medical CEPTOAR] Security information {date} ({n} items)",
                       "Security information of {date} ({n} items)"),
            "flash": ("[Medical CEPTOAR] URGENT security information {date}", "Urgent notice (heightened alert period)"),
-           "targeted": ("[Medical CEPTOAR] URGENT: affects a system in your register {date}",
-                        "Urgent: this affects an exposed or remotely maintained system in your register")},
+           "targeted": ("[Medical CEPTOAR] URGENT: {n} item(s) affect your {device}",
+                        "Urgent: this affects a system in your register ({exposure})"),
+           "correction": ("[Medical CEPTOAR] Correction of urgent information sent earlier ({n})",
+                          "Corrections and review results of urgent information sent earlier")},
 }
+# A register row's exposure, exactly as the row states it.
+EXPOSURE = {"ja": {(True, True): "インターネットに公開・リモート保守", (True, False): "インターネットに公開",
+                   (False, True): "リモート保守", (False, False): "台帳に登録"},
+            "en": {(True, True): "exposed to the internet and remotely maintained",
+                   (True, False): "exposed to the internet", (False, True): "remotely maintained",
+                   (False, False): "in your register"}}
+# What the digest counts beyond the items it shows (by kind), and the note on unreviewed alerts.
+COUNT_KINDS = {"ja": {"kev": "悪用が確認された脆弱性", "vulnerability": "脆弱性", "notice": "注意喚起・お知らせ",
+                      "lesson": "事例共有"},
+               "en": {"kev": "known exploited vulnerabilities", "vulnerability": "vulnerabilities",
+                      "notice": "notices", "lesson": "lessons shared"}}
+UNREVIEWED = {"ja": ("※印の情報は、医療セプターの分析担当者が確認する前に自動でお送りしています。"
+                     "確認の結果、内容が変わった場合は訂正をお送りします。"),
+              "en": ("Items marked * were sent automatically, before review by the CEPTOAR secretariat's analysts; "
+                     "if review changes them, a correction follows.")}
+CORRECTIONS = {"ja": {"rejected": "分析の結果、貴院への対応は不要と判断されました(取り下げ)。",
+                      "severity": "分析の結果、重要度が「{from_}」から「{to}」に変更されました。",
+                      "published": "分析担当者が確認し、正式に配信しました(重要度: {severity})。"},
+               "en": {"rejected": "Review found no action needed by your facility (withdrawn).",
+                      "severity": "Review changed its severity from {from_} to {to}.",
+                      "published": "Reviewed by the secretariat and published (severity: {severity})."}}
+BRIEF_MAX = 30  # items a digest lists in one line each, after those it shows in full
 HTML_TEXT = {
     "ja": {"severity": "重要度", "kev": "悪用が確認されています (CISA KEV)", "action": "対応",
            "original": "英語の原文", "products": "対象製品", "summary": "概要", "details": "詳細",
@@ -119,8 +146,8 @@ class Rendered:
         return self.cache["pieces", stuffed]
 
 
-_CUT_NAMES = {PLACEHOLDER.encode(): "url", (FACILITY_TEXT + "\r\n").encode(): "text",
-              (FACILITY_HTML + "\r\n").encode(): "html"}
+_CUT_NAMES = {PLACEHOLDER.encode(): "url", LIST_PLACEHOLDER.encode(): "list",
+              (FACILITY_TEXT + "\r\n").encode(): "text", (FACILITY_HTML + "\r\n").encode(): "html"}
 _CUTS = re.compile(b"|".join(re.escape(k) for k in _CUT_NAMES))
 
 
@@ -129,7 +156,7 @@ def jst(ts: str) -> datetime:
 
 
 # KEV's standard required actions, in Japanese (free text stays as written, under 英語の原文). Keys as
-# `_kev_sentence` makes them: lower case, one space, no cloud-services BOD 22-01 clause, no final period.
+# `_kev_sentence` makes them of the text for clinics: lower case, one space, no final period.
 KEV_ACTIONS_JA = {
     "apply mitigations per vendor instructions or discontinue use of the product if mitigations are unavailable":
         "ベンダーの指示に従って緩和策を適用してください。緩和策がない場合は、その製品の使用を中止してください。",
@@ -144,11 +171,8 @@ KEV_ACTIONS_JA = {
     "the impacted products are end-of-life and should be disconnected if still in use":
         "これらの製品はサポートが終了しています。使用中であれば、ネットワークから切り離してください。",
 }
-_BOD_CLAUSE = re.compile(r",? follow (?:applicable )?bod 22-01 guidance for cloud services,?")
-
-
 def _kev_sentence(text: str) -> str:
-    return _BOD_CLAUSE.sub("", " ".join(text.split()).lower()).rstrip(".").strip()
+    return " ".join(text.split()).lower().rstrip(".").strip()
 
 
 MAX_CVES = 5
@@ -192,8 +216,11 @@ def kind_of(report: dict, cves: list[str], kev: bool) -> str:
 def products_of(report: dict) -> str | None:
     """The affected products as the source names them (with JVN's affected versions)."""
     kev = extensions.prop(report, "kev", dict) or {}
-    if kev.get("product"):
-        return " ".join(x for x in (kev.get("vendor_project"), kev["product"]) if isinstance(x, str))
+    if isinstance(kev.get("product"), str) and kev["product"]:
+        vendor = kev.get("vendor_project") if isinstance(kev.get("vendor_project"), str) else ""
+        # "Git Git" is "Git", "Microsoft Microsoft Windows" "Microsoft Windows": no vendor twice.
+        same = vendor and kev["product"].casefold().startswith(vendor.casefold())
+        return kev["product"] if same or not vendor else f"{vendor} {kev['product']}"
     names = [p for p in ((extensions.prop(report, "csaf", dict) or {}).get("products") or []) if isinstance(p, str)]
     if not names:
         for p in extensions.prop(report, "products", list) or []:
@@ -215,18 +242,19 @@ def product_name(report: dict, title: str) -> str:
 
 
 def english_action(report: dict) -> str | None:
-    """The source's own words on what to do, when it gives any (KEV, CSAF)."""
+    """The source's own words on what to do, when it gives any (KEV, CSAF), without what only US
+    federal agencies must do."""
     kev = extensions.prop(report, "kev", dict) or {}
-    remediations = [r for r in (extensions.prop(report, "csaf", dict) or {}).get("remediations") or []
-                    if isinstance(r, str)]
-    return kev.get("required_action") or (" / ".join(remediations[:3]) if remediations else None)
+    remediations = [x for r in (extensions.prop(report, "csaf", dict) or {}).get("remediations") or []
+                    if (x := clinic.for_clinics(r))]
+    return clinic.for_clinics(kev.get("required_action")) or (" / ".join(remediations[:3]) if remediations else None)
 
 
 def fixed_action_ja(report: dict) -> str | None:
     """KEV's standard required actions and CSAF's remediation categories in fixed Japanese."""
     kev = extensions.prop(report, "kev", dict) or {}
     if isinstance(kev.get("required_action"), str):
-        return KEV_ACTIONS_JA.get(_kev_sentence(kev["required_action"]))
+        return KEV_ACTIONS_JA.get(_kev_sentence(clinic.for_clinics(kev["required_action"]) or ""))
     categories = (extensions.prop(report, "csaf", dict) or {}).get("remediation_categories") or []
     phrases = [CSAF_ACTIONS_JA[c] for c in categories if c in CSAF_ACTIONS_JA]
     return "".join(dict.fromkeys(phrases)) or None
@@ -262,7 +290,9 @@ def item(a: dict, lang: str) -> dict:
     own_ja = (report.get("lang") or a.get("lang")) == "ja"
     title, source_link = a["title"] or "", link(a.get("url"))
     out = {"severity_label": SEVERITY[lang][severity], "severity": severity, "tlp": a["tlp"], "kev": kev, "kind": kind,
-           "products": products_of(report), "cves": short_cves(a["cves"], lang), "original": None}
+           "products": products_of(report), "cves": short_cves(a["cves"], lang), "original": None,
+           "medical": bool(a.get("medical")) or "medical" in (a.get("tags") or []),
+           "pre_review": bool(a.get("pre_review")), "published": a.get("published")}
     if lang == "en":
         return out | {"title": clean(title), "summary": lines(text.get("summary_en")),
                       "action": lines(text.get("action_en") or english_action(report) or KIND_ACTIONS[kind]["en"]),
@@ -319,24 +349,52 @@ def _wrap(text: str, width: int = 300) -> str:
     return "\n".join(out)
 
 
+def rank_key(i: dict) -> tuple:
+    """Most urgent first: actively exploited, then medical, then by severity."""
+    return (not i["kev"], not i["medical"], SEVERITY_ORDER[i["severity"]])
+
+
 def render(store: Store, advisories: list[dict], *, lang: str, member_name: str, until: str,
-           periods: list[dict], kind: str = "digest") -> Rendered:
+           periods: list[dict], kind: str = "digest", since: str | None = None,
+           devices: dict[str, dict] | None = None) -> Rendered:
+    """One segment's message, most urgent first (`rank_key`). A digest shows at most
+    `digest_max_items` items in full, up to BRIEF_MAX more in one line each, and counts the rest by
+    kind, with each recipient's link to the whole list; an advisory older than the window (`since`:
+    a backfill) is only counted (a facility's own matches are in its block). A flash bundle shows
+    everything; an urgent one (`targeted`) too, naming the device (`devices`: advisory → register
+    row) of the most urgent item."""
     c = settings.current().contacts()
     office = settings.current().relay()["mhlw"]  # whom to call: the same office as the incident notices
     mhlw = {"office": office["name"], "office_en": office.get("name_en") or office["name"], "phone": office["phone"],
             "hours": office.get("hours", "")}
     day = jst(until)
     n = len(advisories)
-    date_text = f"{day.year}年{day.month}月{day.day}日" if lang == "ja" else f"{day:%Y-%m-%d}"
-    subject, heading = (t.format(date=date_text, n=n) for t in TITLES[lang].get(kind, TITLES[lang]["digest"]))
     items = [item(a, lang) | {"id": a["id"]} for a in advisories]
+    items.sort(key=rank_key)  # the order within each rank kept (newest first)
+    full, brief, counted = items, [], []
+    limit = settings.current().digest_max_items
+    if kind == "digest" and limit > 0:  # 0: every item in full
+        fresh = [i for i in items if not since or not i["published"] or i["published"] >= since]
+        full, brief = fresh[:limit], fresh[limit:limit + BRIEF_MAX]
+        shown = {i["id"] for i in full + brief}
+        counted = [i for i in items if i["id"] not in shown]
+    counts = {}
+    for i in counted:
+        key = "kev" if i["kev"] else i["kind"]
+        counts[key] = counts.get(key, 0) + 1
+    count_rows = [{"label": COUNT_KINDS[lang][k], "n": counts[k]} for k in COUNT_KINDS[lang] if k in counts]
+    date_text = f"{day.year}年{day.month}月{day.day}日" if lang == "ja" else f"{day:%Y-%m-%d}"
+    device, exposure = _headline(items, devices or {}, lang)
+    subject, heading = (t.format(date=date_text, n=n, device=device, exposure=exposure)
+                        for t in TITLES[lang].get(kind, TITLES[lang]["digest"]))
     tlps = [a["tlp"] for a in advisories]
-    # Urgent first: actively exploited, then by severity (the order within each kept).
-    items.sort(key=lambda i: (not i["kev"], SEVERITY_ORDER[i["severity"]]))
     tlp = max(tlps, key=TLP_ORDER.index) if tlps else "CLEAR"
     period_rows = [{"name": p["name"], "note": p.get("note"), "start_jst": f"{jst(p['start']):%Y-%m-%d %H:%M}",
                     "end_jst": f"{jst(p['end']):%Y-%m-%d %H:%M}"} for p in periods]
-    ctx = {"advisories": items, "periods": period_rows, "heading": heading, "subject": subject, "lang": lang,
+    ctx = {"advisories": full, "brief": [i | {"n": k} for k, i in enumerate(brief, len(full) + 1)],
+           "counts": count_rows, "counted": len(counted), "list_url": LIST_PLACEHOLDER if counted or brief else None,
+           "unreviewed": UNREVIEWED[lang] if any(i["pre_review"] for i in items) else None,
+           "periods": period_rows, "heading": heading, "subject": subject, "lang": lang,
            "tlp_banner": TLP_TEXT[lang][tlp], "tlp_color": TLP_COLOR[tlp], "ceptoar": c["ceptoar"],
            "mhlw": mhlw, "member_name": member_name, "t": HTML_TEXT[lang],
            "mhlw_office": mhlw["office"] if lang == "ja" else mhlw["office_en"],
@@ -348,6 +406,38 @@ def render(store: Store, advisories: list[dict], *, lang: str, member_name: str,
     return Rendered(subject=subject, head=head, body=body, count=n, tlp=tlp,
                     text=text.replace(FACILITY_TEXT + "\n", ""), html=html.replace(FACILITY_HTML + "\n", ""),
                     items={i["id"]: i for i in items}, lang=lang)
+
+
+def _headline(items: list[dict], devices: dict[str, dict], lang: str) -> tuple[str, str]:
+    """(the device of the most urgent item that has one, its exposure as its row states it)."""
+    for i in items:
+        row = devices.get(i["id"])
+        if row:
+            name = " ".join(x for x in (row.get("category"), row.get("product")) if x)
+            return clean(name), EXPOSURE[lang][bool(row.get("internet_exposed")), bool(row.get("remote_maintenance"))]
+    return ("機器" if lang == "ja" else "systems"), EXPOSURE[lang][False, False]
+
+
+def render_corrections(corrections: list[dict], *, lang: str, member_name: str, until: str) -> Rendered:
+    """A facility's corrections of alerts sent before review: each advisory's title as sent, and
+    what review decided (never more than the alert carried)."""
+    c = settings.current().contacts()
+    rows = []
+    for x in corrections:
+        d = x.get("detail") or {}
+        words = {k: SEVERITY[lang].get(d.get(v), d.get(v)) for k, v in
+                 (("from_", "from"), ("to", "to"), ("severity", "severity"))}
+        rows.append({"title": clean(x.get("title") or x["advisory"]),
+                     "what": CORRECTIONS[lang][x["what"]].format(**words)})
+    subject, heading = (t.format(n=len(rows)) for t in TITLES[lang]["correction"])
+    ctx = {"rows": rows, "heading": heading, "subject": subject, "lang": lang, "member_name": member_name,
+           "ceptoar": c["ceptoar"], "ceptoar_name": c["ceptoar"]["name"] if lang == "ja" else c["ceptoar"]["name_en"],
+           "t": HTML_TEXT[lang]}
+    text = _wrap(templates().get_template(f"correction_{lang}.txt.j2").render(ctx))
+    html = _wrap(templates().get_template("correction.html.j2").render(ctx))
+    head, body = mail.segment(mail.message(subject, text, html, headers={"X-CEPTOAR-TLP": "CLEAR"}))
+    return Rendered(subject=subject, head=head, body=body, count=len(rows), tlp="CLEAR", text=text, html=html,
+                    lang=lang)
 
 
 def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = None,
@@ -392,17 +482,19 @@ def _answer_text(answer: dict, lang: str) -> str:
 
 
 def compose(r: Rendered, *, message_id: str, email: str, name: str, unsubscribe_url: str,
-            block: tuple[str, str] | None = None, stuffed: bool = False) -> bytes:
+            block: tuple[str, str] | None = None, stuffed: bool = False, list_url: str = "") -> bytes:
     """One recipient's message: the segment's bytes with the recipient's headers (an address or
-    name cannot add a header), unsubscribe link and facility block. `stuffed`: dot-stuffed for SMTP
-    (RFC 5321 4.5.2) already, the segment's pieces once per segment, not the whole message each time."""
+    name cannot add a header), unsubscribe link, link to the whole list and facility block.
+    `stuffed`: dot-stuffed for SMTP (RFC 5321 4.5.2) already, the segment's pieces once per segment,
+    not the whole message each time."""
     c = settings.current().contacts()["ceptoar"]
     headers = (mail.to_header(name, email) + f"Message-ID: {message_id}\r\n".encode()
                + mail.url_list_header("List-Unsubscribe", [unsubscribe_url, f"mailto:{c['email']}?subject=unsubscribe"])
                + mail.LIST_UNSUBSCRIBE_POST + b"\r\n")
     # Lines end in CRLF on the wire; an empty block leaves no line behind.
     text, html = (x.replace("\n", "\r\n").encode() for x in block or ("", ""))
-    parts = {"url": unsubscribe_url.encode(), "text": mail.stuff_lines(text) if stuffed else text,
+    parts = {"url": unsubscribe_url.encode(), "list": list_url.encode(),
+             "text": mail.stuff_lines(text) if stuffed else text,
              "html": mail.stuff_lines(html) if stuffed else html}
     out, line_start = [r.head, headers], True  # the body starts a line, after the headers' blank line
     for p in r.pieces(stuffed):

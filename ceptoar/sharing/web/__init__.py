@@ -1,6 +1,6 @@
 """The hub's own web pages (served by the same app as TAXII): unsubscribe, facilities' answers to
-advisories matched to their registers, the associations' summary of those answers, and their
-safety.
+advisories matched to their registers, the associations' summary of those answers, a digest's
+whole list, and their safety.
 
 Every page is rendered from a template with every value escaped, and sent with a restrictive
 Content-Security-Policy: no scripts, no outside resources, forms only to the hub itself.
@@ -15,7 +15,9 @@ from flask import Flask, Response, g, request
 from jinja2 import Environment
 
 from ceptoar.clinics import responses
-from ceptoar.clinics.digest import subscribers
+from ceptoar.clinics.digest import lists, subscribers
+from ceptoar.clinics.digest.delivery import advisories_for
+from ceptoar.clinics.digest.render import item, jst, rank_key
 from ceptoar.core import settings
 from ceptoar.core.output import csv_text
 from ceptoar.core.templates import environment
@@ -46,6 +48,7 @@ def register(app: Flask, store_of) -> None:
     _unsubscribe_page(app, store_of)
     _answer_page(app, store_of)
     _summary_page(app, store_of)
+    _digest_page(app, store_of)
 
 
 def _unsubscribe_page(app: Flask, store_of) -> None:
@@ -122,3 +125,31 @@ def masked(email: str) -> str:
     """An address as the unsubscribe page shows it: enough to recognize, not to harvest."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}{'*' * max(3, len(local) - 1)}@{domain}"
+
+
+LIST_PAGE = 20  # items a page of a digest's whole list shows
+
+
+def _digest_page(app: Flask, store_of) -> None:
+    @app.route("/digest/<token>/<window>/<sig>", methods=["GET"])
+    def digest_list(token: str, window: str, sig: str):
+        """Every item of one digest in full, a page at a time, through the subscriber's own link
+        in it: what that subscriber may see now (its member's collections and clearance)."""
+        store = store_of()
+        contact = settings.current().contacts()["ceptoar"]
+        state, since, until = lists.check(store, token, window, sig)
+        sub = store.subscribers.by_token(token) if state == "ok" else None
+        if sub is None:
+            return page("digest_list.html.j2", 410 if state == "expired" else 404,
+                        state="expired" if state == "expired" else "invalid", contact=contact)
+        number = request.args.get("page", "1")
+        number = int(number) if number.isdigit() and len(number) < 6 else 1
+        shown, _name = advisories_for(store, sub["member"], sub["clearance"], since, until)
+        lang = sub["lang"] if sub["lang"] in ("ja", "en") else "ja"
+        items = sorted((item(a, lang) | {"id": a["id"]} for a in shown), key=rank_key)
+        pages = max(1, -(-len(items) // LIST_PAGE))
+        number = min(max(1, number), pages)
+        here = items[(number - 1) * LIST_PAGE:number * LIST_PAGE]
+        return page("digest_list.html.j2", state="ok", contact=contact, items=here, total=len(items), page=number,
+                    pages=pages, first=(number - 1) * LIST_PAGE + 1, lang=lang,
+                    since=jst(since).strftime("%Y-%m-%d %H:%M"), until=jst(until).strftime("%Y-%m-%d %H:%M"))
