@@ -57,6 +57,40 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
+def load_registers(store: Store, facilities: int, rows: int, rng: random.Random, vocab: list[tuple[str, str]],
+                   member: str = "jma") -> int:
+    """`facilities` facilities of `member` with `rows` register rows each, in bulk (rows, profiles
+    and product keys as `inventory import` writes them), inside the caller's transaction. Returns
+    the number of profiles."""
+    store.executemany("INSERT INTO facilities (id, name, facility_type, prefecture, member, phone, created, "
+                      "updated) VALUES (?, ?, 'clinic', '東京都', ?, NULL, '2026-11-22', '2026-11-22')",
+                      [(f"f{i:06d}", f"診療所{i}", member) for i in range(facilities)])
+    batch_rows, profiles, profile_keys = [], {}, []
+    for i in range(facilities):
+        fid = f"f{i:06d}"
+        for n in range(1, rows + 1):
+            vendor, product = vocab[pick(rng, VOCABULARY)]
+            row = {"n": n, "category": rng.choice(CATEGORIES), "vendor": vendor, "product": product,
+                   "version": f"{rng.randint(1, 9)}.{rng.randint(0, 9)}", "cpe": None, "aliases": None,
+                   "internet_exposed": rng.random() < 0.05, "remote_maintenance": rng.random() < 0.2}
+            sig = signature(row)
+            if sig not in profiles:  # what `inventory import` does, in bulk
+                profiles[sig] = len(profiles) + 1
+                profile_keys.extend((k, profiles[sig]) for k in registers.row_keys(row))
+            batch_rows.append((fid, n, row["category"], vendor, product, row["version"],
+                               int(row["internet_exposed"]), int(row["remote_maintenance"]), profiles[sig]))
+        if len(batch_rows) >= 200000 or i == facilities - 1:
+            store.executemany("INSERT INTO register_rows (facility, n, category, vendor, product, version, "
+                              "internet_exposed, remote_maintenance, profile, added) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '2026-11-22')", batch_rows)
+            batch_rows = []
+    store.executemany("INSERT INTO row_profiles (seq, signature, vendor, product, version) VALUES (?, ?, ?, ?, ?)",
+                      [(pid, sig, *json.loads(sig)[:3]) for sig, pid in profiles.items()])
+    store.executemany("INSERT INTO profile_keys (product_key, profile) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                      profile_keys)
+    return len(profiles)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--facilities", type=int, default=120000)
@@ -74,32 +108,7 @@ def main() -> None:
 
     t = time.perf_counter()
     with store.transaction():
-        store.executemany("INSERT INTO facilities (id, name, facility_type, prefecture, member, phone, created, "
-                          "updated) VALUES (?, ?, 'clinic', '東京都', 'jma', NULL, '2026-11-22', '2026-11-22')",
-                          [(f"f{i:06d}", f"診療所{i}") for i in range(args.facilities)])
-        batch_rows, profiles, profile_keys = [], {}, []
-        for i in range(args.facilities):
-            fid = f"f{i:06d}"
-            for n in range(1, args.rows + 1):
-                vendor, product = vocab[pick(rng, VOCABULARY)]
-                row = {"n": n, "category": rng.choice(CATEGORIES), "vendor": vendor, "product": product,
-                       "version": f"{rng.randint(1, 9)}.{rng.randint(0, 9)}", "cpe": None, "aliases": None,
-                       "internet_exposed": rng.random() < 0.05, "remote_maintenance": rng.random() < 0.2}
-                sig = signature(row)
-                if sig not in profiles:  # what `inventory import` does, in bulk
-                    profiles[sig] = len(profiles) + 1
-                    profile_keys.extend((k, profiles[sig]) for k in registers.row_keys(row))
-                batch_rows.append((fid, n, row["category"], vendor, product, row["version"],
-                                   int(row["internet_exposed"]), int(row["remote_maintenance"]), profiles[sig]))
-            if len(batch_rows) >= 200000 or i == args.facilities - 1:
-                store.executemany("INSERT INTO register_rows (facility, n, category, vendor, product, version, "
-                                  "internet_exposed, remote_maintenance, profile, added) "
-                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '2026-11-22')", batch_rows)
-                batch_rows = []
-        store.executemany("INSERT INTO row_profiles (seq, signature, vendor, product, version) VALUES (?, ?, ?, ?, ?)",
-                          [(pid, sig, *json.loads(sig)[:3]) for sig, pid in profiles.items()])
-        store.executemany("INSERT INTO profile_keys (product_key, profile) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                          profile_keys)
+        n_profiles = load_registers(store, args.facilities, args.rows, rng, vocab)
         # The index of the advisories that are not published here (their keys only).
         extra, affected = [], []
         for a in range(args.advisories - args.published):
@@ -190,7 +199,7 @@ def main() -> None:
 {args.advisories:,} advisories ({args.published + 1000:,} published through the hub, the rest in the
 matching index only: their product keys and products); products from {VOCABULARY:,} vendor/product pairs
 with a long tail (the most widespread is in {facilities_with:,} registers), each row at one of 90 versions.
-{len(profiles):,} profiles (distinct rows as matching sees them: vendor, product, version, CPE, aliases);
+{n_profiles:,} profiles (distinct rows as matching sees them: vendor, product, version, CPE, aliases);
 {stored:,} stored (profile, advisory) matches standing for {matches:,} (facility, advisory, row) matches.
 
 | operation (full data) | figure |

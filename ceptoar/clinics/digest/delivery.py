@@ -113,6 +113,7 @@ def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link
             visible = {a["id"]: item(a, rendered.lang) | {"id": a["id"], "rank": TLP_ORDER.index(a["tlp"])}
                        for a in shown}
     blocks = {}
+    limit = settings.current().digest_max_items if reminders else 0  # a digest's; an urgent run shows all
     for fid in fids:
         mine = found.get(fid, [])
         links = {aid: link(fid, aid, TLP_ORDER.index(rendered.items[aid]["tlp"]))
@@ -121,7 +122,7 @@ def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link
         more = max(0, len(late) - responses.REMINDERS_MAX)
         late = [v | {"link": link(fid, v["id"], v["rank"])} for v in late[:responses.REMINDERS_MAX]]
         blocks[fid] = facility_block(rendered, mine, links=links, answers=answered.get(fid), reminders=late,
-                                     more=more)
+                                     more=more, limit=limit)
     return blocks
 
 

@@ -442,16 +442,19 @@ def render_corrections(corrections: list[dict], *, lang: str, member_name: str, 
 
 def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = None,
                    answers: dict | None = None, reminders: list[dict] | None = None,
-                   more: int = 0) -> tuple[str, str] | None:
+                   more: int = 0, limit: int = 0) -> tuple[str, str] | None:
     """The small per-facility part of a digest: the segment's advisories that match the
     facility's register (`matches`, each with its register row), each with the register's own
-    line, the confidence and what to do."""
+    line, the confidence and what to do; those on an internet-exposed or remotely maintained row
+    first, then the surest (the version in range), each in the digest's order. `limit`: at most that many in full (0: all), the rest
+    counted."""
 
     by_advisory: dict[str, dict] = {}
     for m in matches:
         if m["advisory"] not in r.items:
             continue
-        entry = by_advisory.setdefault(m["advisory"], {"lines": [], "confidence": m["confidence"]})
+        entry = by_advisory.setdefault(m["advisory"], {"lines": [], "confidence": m["confidence"], "exposed": False})
+        entry["exposed"] |= bool(m["row"].get("internet_exposed") or m["row"].get("remote_maintenance"))
         entry["lines"].append(row_line(m["row"]))
         if CONFIDENCE.index(m["confidence"]) < CONFIDENCE.index(entry["confidence"]):
             entry["confidence"] = m["confidence"]
@@ -460,16 +463,21 @@ def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = Non
     en = {"version": "your version is in the affected range", "product": "same product (version not checked)",
           "name": "same product name (vendor not confirmed)"}
     rows = []
-    for aid, item in r.items.items():  # in the digest's order: urgent first
+    order = sorted((aid for aid in r.items if aid in by_advisory),  # stable: the digest's order within
+                   key=lambda a: (not by_advisory[a]["exposed"], CONFIDENCE.index(by_advisory[a]["confidence"])))
+    hidden = max(0, len(order) - limit) if limit else 0
+    for aid in order[:len(order) - hidden]:  # exposed rows first, then the digest's order: urgent first
+        item = r.items[aid]
         if aid in by_advisory:
             e = by_advisory[aid]
             answer = (answers or {}).get(aid)
-            rows.append({"title": item["title"], "lines": [clean(x) for x in dict.fromkeys(e["lines"])][:5],
+            rows.append({"title": item["title"], "cves": item["cves"][:3],
+                         "lines": [clean(x) for x in dict.fromkeys(e["lines"])][:5],
                          "confidence_text": (CONFIDENCE_JA if r.lang == "ja" else en)[e["confidence"]],
                          "action": item["action"], "link": link((links or {}).get(aid)),
                          "answer": _answer_text(answer, r.lang) if answer else None})
     late = [{"title": i["title"], "link": link(i["link"])} for i in reminders or []]
-    ctx = {"rows": rows, "lang": r.lang, "reminders": late, "more": more}
+    ctx = {"rows": rows, "total": len(order), "hidden": hidden, "lang": r.lang, "reminders": late, "more": more}
     text = _wrap(templates().get_template("facility_block.txt.j2").render(ctx))
     html = _wrap(templates().get_template("facility_block.html.j2").render(ctx))
     return text, html
