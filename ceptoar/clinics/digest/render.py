@@ -446,8 +446,8 @@ def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = Non
     """The small per-facility part of a digest: the segment's advisories that match the
     facility's register (`matches`, each with its register row), each with the register's own
     line, the confidence and what to do; those on an internet-exposed or remotely maintained row
-    first, then the surest (the version in range), each in the digest's order. `limit`: at most that many in full (0: all), the rest
-    counted."""
+    first, then the surest (the version in range), each in the digest's order. `limit`: at most
+    that many in full (0: all), the rest counted."""
 
     by_advisory: dict[str, dict] = {}
     for m in matches:
