@@ -147,3 +147,22 @@ def _build_world(tmp: Path) -> World:
     store.members.set_enabled("gone", False)
     world.uuids = {c["id"]: c["uuid"] for c in store.collections.list()}
     return world
+
+
+REGISTER_HEADER = ("category,vendor,product,version,cpe,purl,aliases,internet_exposed,remote_maintenance,"
+                   "maintenance_vendor,note\n")
+
+
+def sakura_clinic(hub, folder: Path) -> None:
+    """A clinic of assoc-green whose register holds one internet-exposed FortiOS VPN appliance and a
+    Windows PC that is not exposed; its director subscribed with the clinic, and a subscriber of the
+    same association with no facility."""
+    (folder / "f.csv").write_text("facility_id,name,facility_type,prefecture,member,phone\n"
+                                  "sakura,さくら診療所,clinic,東京都,assoc-green,03-1234-5678\n", encoding="utf-8")
+    hub.run("facilities", "import", str(folder / "f.csv"))
+    (folder / "r.csv").write_text(REGISTER_HEADER + "VPN装置,フォーティネット,FortiOS,7.0.1,,,,yes,no,,\n"
+                                  "端末OS,Microsoft,Windows,11,,,,no,no,,\n", encoding="utf-8")
+    hub.run("inventory", "import", "sakura", str(folder / "r.csv"))
+    hub.run("subscribers", "add", "inchou@sakura.example.jp", "--member", "assoc-green", "--clearance", "GREEN",
+            "--facility", "sakura")
+    hub.run("subscribers", "add", "other@clinic.example.jp", "--member", "assoc-green", "--clearance", "GREEN")

@@ -15,10 +15,8 @@ from ceptoar.clinics import responses
 from ceptoar.publishing import triage
 from ceptoar.store import Store
 from tests import chromium
-from tests.taxii_fixtures import ServerProcess, build_world
+from tests.taxii_fixtures import ServerProcess, build_world, sakura_clinic
 
-HEADER = ("category,vendor,product,version,cpe,purl,aliases,internet_exposed,remote_maintenance,maintenance_vendor,"
-          "note\n")
 
 
 @pytest.fixture
@@ -26,15 +24,7 @@ def site(tmp_path, smtp):
     controller, sink = smtp
     w = build_world(tmp_path)
     hub, store = w.hub, Store(w.db)
-    (tmp_path / "f.csv").write_text("facility_id,name,facility_type,prefecture,member,phone\n"
-                                    "sakura,さくら診療所,clinic,東京都,assoc-green,03-1234-5678\n", encoding="utf-8")
-    hub.run("facilities", "import", str(tmp_path / "f.csv"))
-    (tmp_path / "r.csv").write_text(HEADER + "VPN装置,フォーティネット,FortiOS,7.0.1,,,,yes,no,,\n"
-                                    "端末OS,Microsoft,Windows,11,,,,no,no,,\n", encoding="utf-8")
-    hub.run("inventory", "import", "sakura", str(tmp_path / "r.csv"))
-    hub.run("subscribers", "add", "inchou@sakura.example.jp", "--member", "assoc-green", "--clearance", "GREEN",
-            "--facility", "sakura")
-    hub.run("subscribers", "add", "other@clinic.example.jp", "--member", "assoc-green", "--clearance", "GREEN")
+    sakura_clinic(hub, tmp_path)
     server = ServerProcess(w.db).start()
     w.server, w.store, w.sink, w.controller = server, store, sink, controller
     yield w

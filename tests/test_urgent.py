@@ -25,15 +25,13 @@ from ceptoar.publishing import clinic
 from ceptoar.store import Store
 from tests import chromium
 from tests.conftest import DATA, ROOT
-from tests.taxii_fixtures import ServerProcess
+from tests.taxii_fixtures import ServerProcess, sakura_clinic
 
 KEV = "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json"
 CATALOGUE = json.loads((DATA / KEV).read_text(encoding="utf-8"))
 # The KEV entries about FortiOS itself: what a register row "フォーティネット FortiOS" matches.
 FORTIOS = sorted(v["cveID"] for v in CATALOGUE["vulnerabilities"]
                  if v["vendorProject"] == "Fortinet" and v["product"] == "FortiOS")
-HEADER = ("category,vendor,product,version,cpe,purl,aliases,internet_exposed,remote_maintenance,maintenance_vendor,"
-          "note\n")
 FEDERAL = re.compile(r"BOD \d|federal|FCEB|agencies", re.IGNORECASE)
 
 
@@ -54,15 +52,7 @@ def clinic_hub(hub, tmp_path, feed_server, smtp, monkeypatch):
     hub.run("members", "add", "assoc-green", "--name", "東京都医師会", "--clearance", "green")
     for collection in ("kev", "critical-high", "medical"):
         hub.run("members", "grant", "assoc-green", collection)
-    (tmp_path / "f.csv").write_text("facility_id,name,facility_type,prefecture,member,phone\n"
-                                    "sakura,さくら診療所,clinic,東京都,assoc-green,03-1234-5678\n", encoding="utf-8")
-    hub.run("facilities", "import", str(tmp_path / "f.csv"))
-    (tmp_path / "r.csv").write_text(HEADER + "VPN装置,フォーティネット,FortiOS,7.0.1,,,,yes,no,,\n"
-                                    "端末OS,Microsoft,Windows,11,,,,no,no,,\n", encoding="utf-8")
-    hub.run("inventory", "import", "sakura", str(tmp_path / "r.csv"))
-    hub.run("subscribers", "add", "inchou@sakura.example.jp", "--member", "assoc-green", "--clearance", "GREEN",
-            "--facility", "sakura")
-    hub.run("subscribers", "add", "other@clinic.example.jp", "--member", "assoc-green", "--clearance", "GREEN")
+    sakura_clinic(hub, tmp_path)
     hub.sink, hub.feeds, hub.controller = sink, feed_server, controller
     return hub
 
