@@ -22,12 +22,13 @@ from ceptoar.fetch import http, rolie, taxii
 from ceptoar.fetch.http import FetchError
 from ceptoar.ingest.entries import Counts, newest_per_key, raw_hash, store_entries
 from ceptoar.ingest.offload import NormalizingStopped, OffloadedStream, children
-from ceptoar.normalize import Entry, FeedError, Known, stix
+from ceptoar.normalize import Entries, Entry, FeedError, Known, stix
 from ceptoar.normalize.kinds import PARSERS, STREAMS
 from ceptoar.publishing import triage
 from ceptoar.store import Store
 from ceptoar.store.leases import LeaseHeld, held
 from ceptoar.store.objects import version_key
+from ceptoar.store.sources import WARNINGS_KEPT
 
 Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class FetchResult:
     def as_dict(self) -> dict:
         return {"source": self.source, "status": self.status, "new": self.new, "updated": self.updated,
                 "unchanged": self.unchanged, "skipped": self.skipped, "error": self.error, "note": self.note,
-                "warnings": self.warnings}
+                "warning_count": len(self.warnings), "warnings": self.warnings[:WARNINGS_KEPT]}
 
     def summary_note(self) -> str | None:
         """One line for the source's status: a run cut short, items skipped."""
@@ -93,15 +94,17 @@ def normalize(source: Source, body: bytes, charset: str | None = None) -> list[E
     return parser(body, source, charset)
 
 
-def bodies_of(source: Source, body: bytes, store: Store, limits: Limits, progress: Progress | None = None
+def bodies_of(source: Source, body: bytes, store: Store, limits: Limits, progress: Progress | None = None,
+              warnings: list[str] | None = None
               ) -> tuple[list[tuple[str | None, bytes]], list[tuple[str, str]], str | None]:
     """What there is to normalize: the body itself, or for a ROLIE index the documents it leads to
-    (fetched by ceptoar.fetch.rolie). Returns ((name, body) pairs, followed, note)."""
+    (fetched by ceptoar.fetch.rolie; its entries of the wrong shape in `warnings`). Returns
+    ((name, body) pairs, followed, note)."""
     index = rolie.index_of(body) if source.kind == "csaf" else None
     if index is None:
         return [(None, body)], [], None
     return rolie.follow(index, source, store.sources.followed(source.id), limits.timeout, limits.max_bytes,
-                        progress)
+                        progress, warnings)
 
 
 @contextmanager
@@ -123,7 +126,8 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
     """Normalize a body and store it in one transaction; `before_commit(result)` runs inside it."""
     with paused_gc():
         limits = limits or Limits()
-        bodies, followed, note = bodies_of(source, body, store, limits, progress)
+        index_warnings: list[str] = []
+        bodies, followed, note = bodies_of(source, body, store, limits, progress, index_warnings)
         if len(bodies) == 1 and bodies[0][0] is None:
             stream = STREAMS.get(source.kind)
             if stream:
@@ -148,12 +152,15 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
             else:
                 entries = normalize(source, body, charset)
         else:
-            entries = []
+            entries = Entries(warnings=index_warnings)
             for name, document in bodies:
                 try:
-                    entries.extend(normalize(source, document))
+                    read = normalize(source, document)
                 except FeedError as e:
                     raise FeedError(f"{name}: {e}") from None
+                entries.extend(read)
+                entries.warnings += [f"{name}: {w}" for w in getattr(read, "warnings", [])]
+                entries.skipped += getattr(read, "skipped", 0)
         del body, bodies  # what the entries still need, they hold; the rest can go as they are stored
         return store_all(store, source, entries, followed, note, before_commit, progress)
 
@@ -220,6 +227,11 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                                  skipped=getattr(entries, "skipped", 0), note=note,
                                  warnings=[*getattr(entries, "warnings", []), *counts.warnings])
             result.counts = counts
+            if result.skipped and not (counts.new or counts.updated or counts.unchanged):
+                # Never `ok` with nothing: a document whose every item was unreadable fails its source.
+                first = next((w for w in result.warnings if w.startswith("skipped")), result.warnings[:1] or [""])
+                result.status = "error"
+                result.error = f"nothing usable: every item ({result.skipped}) skipped; first: {first}"[:500]
             if before_commit:
                 before_commit(result)
     return result
@@ -249,13 +261,22 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
     opts = source.options
     try:
         if source.kind == "taxii":
-            objects, cursors, note = taxii.pull(source.url, opts, store.sources.followed(source.id),
-                                                float(opts.get("timeout", limits.timeout)),
-                                                int(opts.get("max_bytes", limits.max_bytes)), progress)
-            def pulled(r: FetchResult) -> None:
-                store.sources.record_fetch(source.id, "ok", note=r.summary_note(), changed=bool(r.new or r.updated))
+            got = taxii.pull(source.url, opts, store.sources.followed(source.id),
+                             float(opts.get("timeout", limits.timeout)), int(opts.get("max_bytes", limits.max_bytes)),
+                             progress)
 
-            return ingest_objects(store, source, objects, cursors, note, before_commit=pulled)
+            def pulled(r: FetchResult) -> None:
+                if got.failure or r.status == "error":  # what came is kept; the source failed, saying why
+                    store.sources.record_fetch(source.id, "error", (got.failure or r.error)[:500],
+                                               changed=bool(r.new or r.updated), warnings=r.warnings)
+                else:
+                    store.sources.record_fetch(source.id, "ok", note=r.summary_note(),
+                                               changed=bool(r.new or r.updated), warnings=r.warnings)
+
+            result = ingest_objects(store, source, got.objects, got.cursors, got.note, before_commit=pulled)
+            if got.failure:
+                result.status, result.error = "error", got.failure[:500]
+            return result
         resp = http.get(source.url, etag=row.get("etag"), last_modified=row.get("last_modified"),
                         timeout=float(opts.get("timeout", limits.timeout)),
                         max_bytes=int(opts.get("max_bytes", limits.max_bytes)))
@@ -264,10 +285,13 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
             return FetchResult(source.id, "not-modified", wait=resp.wait)
 
         def record(result: FetchResult) -> None:
+            if result.status == "error":  # nothing usable: failed, and fetched again in full next time
+                store.sources.record_fetch(source.id, "error", result.error, warnings=result.warnings)
+                return
             # A ROLIE run that left documents for later must not be skipped next time by a 304.
             etag, lm = (None, None) if result.note else (resp.etag, resp.last_modified)
             store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note(),
-                                       changed=bool(result.new or result.updated))
+                                       changed=bool(result.new or result.updated), warnings=result.warnings)
 
         result = ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
         result.wait = resp.wait

@@ -9,7 +9,8 @@ import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import send_now
-from ceptoar.core.output import echo, emit, format_option, progress_line
+from ceptoar.core.errors import CeptoarError
+from ceptoar.core.output import echo, emit, format_option, progress_line, to_json
 from ceptoar.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from ceptoar.normalize.kinds import KINDS
 from ceptoar.ops import catalogue
@@ -34,6 +35,19 @@ def sources_list(hub: Hub, fmt: str) -> None:
                                    "last_fetched", "last_status", "last_error", "last_note")}
             for r in hub.ready_store().sources.list()]
     emit(rows, fmt, SOURCE_COLUMNS, widths={"last_error": 40, "url": 60})
+
+
+@sources.command("show")
+@click.argument("source_id")
+@pass_hub
+def sources_show(hub: Hub, source_id: str) -> None:
+    """One source (JSON): its definition, fetch state and health, and its last run's warnings (how
+    many, the first ten, each naming the item or entry and where it was)."""
+    row = hub.ready_store().sources.get(source_id)
+    if row is None:
+        raise CeptoarError(f"no source {source_id!r} (see `ceptoar sources list`)")
+    echo(to_json({k: v for k, v in row.items() if k not in ("etag", "last_modified", "last_warnings")}
+                 | {"warnings": row["last_warnings"]}))
 
 
 @sources.command("add")

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from ceptoar.core.model import Source
 from ceptoar.fetch import http
 from ceptoar.fetch.http import FetchError
-from ceptoar.normalize import csaf, load_json
+from ceptoar.normalize import FeedError, csaf, load_json
 
 DEFAULT_MAX_DOCUMENTS = 100
 DEFAULT_RUN_SECONDS = 600.0
@@ -83,15 +83,24 @@ def index_of(body: bytes) -> dict | None:
 
 
 def follow(doc: dict, source: Source, seen: dict[str, str], timeout: float, max_bytes: int,
-           progress: Callable[[str], None] | None = None
+           progress: Callable[[str], None] | None = None, warnings: list[str] | None = None
            ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], str | None]:
     """The documents of an index not yet followed (or updated since), at most `max_documents` a run,
     within the source's run time, as fetched: (document id, body) pairs. Returns (documents,
-    followed, note); the pipeline normalizes the bodies."""
+    followed, note); the pipeline normalizes the bodies. An entry of the wrong shape is a warning
+    naming its position (in `warnings`); an index none of whose entries names a document fails."""
     include = source.options.get("include")
     pattern = re.compile(include, re.IGNORECASE) if include else None
-    todo = [e for e in csaf.rolie_entries(doc)
-            if (pattern is None or pattern.search(e["id"])) and seen.get(e["id"]) != e["updated"]]
+    listed = doc["feed"].get("entry")
+    if not isinstance(listed, list):
+        raise FeedError(f"ROLIE index whose feed.entry is {type(listed).__name__}, not a list of entries")
+    found: list[str] = []
+    usable = csaf.rolie_entries(doc, found)
+    if listed and not usable:
+        raise FeedError(f"ROLIE index: none of its {len(listed)} entries names a document (first: {found[0]})")
+    if warnings is not None:
+        warnings.extend(found)
+    todo = [e for e in usable if (pattern is None or pattern.search(e["id"])) and seen.get(e["id"]) != e["updated"]]
     cap = int(source.options.get("max_documents", DEFAULT_MAX_DOCUMENTS))
     allowed = url_policy(source)
     documents, followed = [], []

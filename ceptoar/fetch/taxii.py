@@ -14,6 +14,7 @@ import base64
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urljoin
 
 from ceptoar.fetch import http
@@ -24,7 +25,6 @@ OVERLAP = timedelta(seconds=1)
 DEFAULT_MAX_PAGES = 1000
 DEFAULT_MAX_OBJECTS = 200_000
 DEFAULT_RUN_SECONDS = 900.0
-MAX_EMPTY_PAGES = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -100,16 +100,26 @@ def collections_of(endpoint: Endpoint, url: str) -> list[UpstreamCollection]:
             for c in listed if isinstance(c, dict) and c.get("id") and c.get("can_read")]
 
 
+class Pulled(NamedTuple):
+    objects: list[dict]
+    cursors: list[tuple[str, str]]
+    note: str | None  # a run cut short by its bounds: the rest next run
+    failure: str | None  # an upstream that paged without progress: what it did (what came is kept)
+
+
 def pull(url: str, options: dict, cursors: dict[str, str], timeout: float, max_bytes: int,
-         progress=None) -> tuple[list[dict], list[tuple[str, str]], str | None]:
-    """Objects added since each collection's cursor, within the run's bounds (pages, objects, time);
-    returns (objects, new cursors, note). A run cut short resumes from its cursor the next time."""
+         progress=None) -> Pulled:
+    """Objects added since each collection's cursor, within the run's bounds (pages, objects, time).
+    A run cut short resumes from its cursor the next time; an upstream that pages without progress
+    (the same `next` again, a page with nothing new while it says more) fails the source, with what
+    it did, keeping what it sent before."""
     endpoint = Endpoint(options, timeout, max_bytes)
     page = int(options.get("page_size", 100))
     max_pages = int(options.get("max_pages", DEFAULT_MAX_PAGES))
     max_objects = int(options.get("max_objects", DEFAULT_MAX_OBJECTS))
     types = [t.strip() for t in str(options.get("match_type", "")).split(",") if t.strip()]
     notes: list[str] = []
+    failures: list[str] = []
     try:
         with http.deadline(float(options.get("run_seconds", DEFAULT_RUN_SECONDS)), f"pulling {url}"):
             objects, new_cursors = [], []
@@ -117,13 +127,15 @@ def pull(url: str, options: dict, cursors: dict[str, str], timeout: float, max_b
                 cursor = cursors.get(coll.url)
                 since = (_parse(cursor) - OVERLAP).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if cursor else None
                 endpoint.last_added.clear()
-                stop = _pull_collection(coll, page, since, types, objects, max_pages, max_objects, progress)
-                if stop:
+                stop, failed = _pull_collection(coll, page, since, types, objects, max_pages, max_objects, progress)
+                if failed:
+                    failures.append(f"{coll.url}: {stop}")
+                elif stop:
                     notes.append(f"{coll.url}: {stop}; the rest next run")
                 latest = max([cursor or "", *endpoint.last_added], key=lambda t: _parse(t) if t else _EPOCH)
                 if latest:
                     new_cursors.append((coll.url, latest))
-        return objects, new_cursors, "; ".join(notes) or None
+        return Pulled(objects, new_cursors, "; ".join(notes) or None, "; ".join(failures) or None)
     except FetchError as e:
         if str(e).startswith("HTTP "):
             raise FetchError(f"TAXII server answered {e}") from None
@@ -133,11 +145,12 @@ def pull(url: str, options: dict, cursors: dict[str, str], timeout: float, max_b
 
 
 def _pull_collection(coll, page: int, since: str | None, types: list[str], objects: list[dict], max_pages: int,
-                     max_objects: int, progress) -> str | None:
-    """Follow `next` through one collection; a reason when it stopped before the end."""
+                     max_objects: int, progress) -> tuple[str | None, bool]:
+    """Follow `next` through one collection: (why it stopped before the end, whether that is the
+    upstream's fault). A page that brings nothing new while the server says there is more ends it."""
     kwargs = {"added_after": since, "type": types or None}
     envelope = coll.get_objects(limit=page, **kwargs)
-    pages, stalled, got, tokens, seen = 0, 0, 0, set(), set()
+    pages, got, tokens, seen = 0, 0, set(), set()
     while True:
         pages += 1
         batch = envelope.get("objects", []) if isinstance(envelope, dict) else []
@@ -147,19 +160,18 @@ def _pull_collection(coll, page: int, since: str | None, types: list[str], objec
         seen |= fresh
         objects.extend(batch)
         got += len(batch)
-        stalled = 0 if fresh else stalled + 1
         if progress:
             progress(f"{coll.url}: {got} objects")
         if not envelope.get("more"):
-            return None
+            return None, False
         token = envelope.get("next")
         if not isinstance(token, str) or not token:
-            return "the server said more but gave no `next`"
-        if token in tokens and not fresh:
-            return "the server repeats a `next` that brings nothing new"
-        if stalled >= MAX_EMPTY_PAGES:
-            return f"{stalled} pages in a row brought nothing new"
+            return "upstream TAXII said more but gave no `next` token", True
+        if not fresh and token in tokens:
+            return f"upstream TAXII repeats its next token (after {pages} pages, {got} objects)", True
+        if not fresh:
+            return f"upstream TAXII sent a page with nothing new while saying more (page {pages})", True
         if pages >= max_pages or got >= max_objects:
-            return f"stopped after {pages} pages and {got} objects (options max_pages, max_objects)"
+            return f"stopped after {pages} pages and {got} objects (options max_pages, max_objects)", False
         tokens.add(token)
         envelope = coll.get_objects(limit=page, next=token, **kwargs)

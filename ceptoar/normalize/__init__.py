@@ -465,7 +465,11 @@ def json_list_items(raw: bytes, what: str, key: str) -> Iterator | None:
             # What follows the list: the object's other members, then nothing.
             at, again = _seek_key(text, i, key, after_value=True)
             if again is not None:
-                raise FeedError(f"{what} holds {key!r} twice")
+                line = text.count("\n", 0, again) + 1
+                column = again - (text.rfind("\n", 0, again) + 1) + 1
+                raise FeedError(f"{what} holds {key!r} twice: its first list at character {found}, a second "
+                                f"{key!r} at line {line} column {column} (character {again}); which one is meant "
+                                "is ambiguous, so neither is read")
             if _space_end(text, at) != len(text):
                 raise json.JSONDecodeError("Extra data", text, _space_end(text, at))
 

@@ -44,9 +44,15 @@ def rolie_entries(doc, warnings: list[str] | None = None) -> list[dict]:
             url = next((lk.get("href") for lk in links if isinstance(lk, dict) and lk.get("rel") == "self"
                         and isinstance(lk.get("href"), str)), None)
         updated = (e.get("updated") or e.get("published") or "") if isinstance(e, dict) else ""
+        if not isinstance(e, dict):
+            if warnings is not None:
+                warnings.append(f"skipped ROLIE entry {i}: a {type(e).__name__}, not an object")
+            continue
         if not isinstance(url, str) or not isinstance(updated, str):
             if warnings is not None:
-                warnings.append(f"skipped ROLIE entry {i}: no document URL")
+                warnings.append(f"skipped ROLIE entry {i}: " + ("no document URL (content.src or a self link)"
+                                                                if not isinstance(url, str) else
+                                                                f"its updated date is a {type(updated).__name__}"))
             continue
         ident = e.get("id") if isinstance(e.get("id"), str) and e.get("id") else url
         out.append({"id": ident, "url": url, "title": e.get("title"), "updated": updated})

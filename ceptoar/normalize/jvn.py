@@ -144,6 +144,8 @@ def stream(raw: bytes, source: Source, charset: str | None = None) -> EntryStrea
             parser.close()
         except ParseError as e:
             raise FeedError(f"malformed XML: {e}") from None
+        if n == 0:
+            _no_items(document)
 
     return EntryStream(entries, selectable=True)
 
@@ -164,6 +166,8 @@ def _whole(text: str, source: Source, out: EntryStream) -> list[Entry]:
     if root.tag in kinds:
         tag, name, build, describe = kinds[root.tag]
         elements = list(root.iter(tag))
+        if not elements and root.tag == RDF + "RDF":
+            _no_items(text)
         # Provenance: each entry's own text, cut from the document (ElementTree cannot give it back).
         wrap = envelope(text)
         texts = [wrap(t) for t in item_texts(text, name)]
@@ -172,6 +176,20 @@ def _whole(text: str, source: Source, out: EntryStream) -> list[Entry]:
         return [e for i, pair in enumerate(zip(elements, texts, strict=True), 1)
                 if (e := out.keep(build, pair, lambda i=i, pair=pair: describe(i, pair))) is not None]
     raise FeedError(f"not a JVN RDF/Atom feed or VULDEF document (root element <{xmlsafe.local(root.tag)}>)")
+
+
+_ANY_ITEM = re.compile(r"<(?:[\w.-]+:)?item[\s>/]")
+
+
+def _no_items(document) -> None:
+    """A feed that has <item> elements but none this normalizer reads (not in the RSS 1.0
+    namespace: a channel without JVN's namespace declarations) fails, saying so: never `ok` with
+    nothing."""
+    text = document if isinstance(document, str) else bytes(document[:1 << 24]).decode("utf-8", "replace")
+    found = len(_ANY_ITEM.findall(text))
+    if found:
+        raise FeedError(f"{found} <item> element(s), none in the RSS 1.0 namespace ({RSS[1:-1]}): the feed does "
+                        "not declare the namespaces of a JVN RDF feed, so nothing of it could be read")
 
 
 def _describe(i: int, pair) -> str:

@@ -122,12 +122,34 @@ def travelling(report: dict, by_id: dict[str, dict]) -> list[dict]:
     return [o for o in found.values() if o["type"] != "marking-definition"]
 
 
+# The common properties' JSON types (STIX 2.1 §3.2): a producer's object with another type is kept
+# as received and named in a warning (what the hub derives from it reads it as absent).
+COMMON_TYPES = {"name": str, "description": str, "created": str, "modified": str, "published": str,
+                "created_by_ref": str, "lang": str, "labels": list, "external_references": list, "object_refs": list,
+                "object_marking_refs": list, "granular_markings": list, "revoked": bool, "confidence": int}
+_JSON_TYPE = {str: "a string", list: "a list", bool: "true or false", int: "an integer", dict: "an object",
+              float: "a number", type(None): "null"}
+
+
+def type_warnings(o: dict) -> list[str]:
+    """One line per common property of the wrong JSON type."""
+    out = []
+    for prop, want in COMMON_TYPES.items():
+        if prop in o and prop != "object_refs" and not (isinstance(o[prop], want) and
+                                                        (want is not int or not isinstance(o[prop], bool))):
+            got = _JSON_TYPE.get(type(o[prop]), type(o[prop]).__name__)
+            out.append(f"{o['id']}: {prop} is {got}, not {_JSON_TYPE[want]}: kept as received, read as absent")
+    return out
+
+
 def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> Entries:
     """One entry per report (its referenced objects travel with it), and one wrapper entry for the
     objects no report references. The producer's ids are kept, each at its newest version; each
     object's own TLP (from its markings, the bundle's own TLP definitions included) is recorded."""
     out = Entries()
     objects = newest(objects, out.warnings)
+    for o in objects:
+        out.warnings += type_warnings(o)
     markings = marking_tlps(objects)
     by_id = {o["id"]: o for o in objects}
     marking_objs = [o for o in objects if o["type"] == "marking-definition"]

@@ -33,7 +33,7 @@ CREATE TABLE sources (
     interval INTEGER, options TEXT NOT NULL DEFAULT '{}', defined_by TEXT,
     etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT, last_note TEXT,
     failures INTEGER NOT NULL DEFAULT 0, last_success TEXT, last_new TEXT, health TEXT NOT NULL DEFAULT 'ok',
-    health_since TEXT, next_due TEXT
+    health_since TEXT, next_due TEXT, warning_count INTEGER NOT NULL DEFAULT 0, last_warnings TEXT
 );
 CREATE TABLE raw_entries (
     source TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, received TEXT NOT NULL,
@@ -481,12 +481,17 @@ def _step15(store: Store) -> None:
 
 def _step16(store: Store) -> None:
     """The urgent path: a targeted alert knows whether it went before review (and then what it
-    matched, and when it was sent, for the pace of urgent mail); corrections of those alerts."""
+    matched, and when it was sent, for the pace of urgent mail); corrections of those alerts. A
+    source keeps its last run's warnings (how many, the first few)."""
     have = _columns(store, "targeted_alerts")
     for col, kind in (("pre_review", "INTEGER NOT NULL DEFAULT 0"), ("detail", "TEXT"), ("sent", "TEXT")):
         if col not in have:
             _add_column(store, "targeted_alerts", f"{col} {kind}")
     _create(store, ("targeted_alerts", "alert_corrections"))
+    have = _columns(store, "sources")
+    for col, kind in (("warning_count", "INTEGER NOT NULL DEFAULT 0"), ("last_warnings", "TEXT")):
+        if col not in have:
+            _add_column(store, "sources", f"{col} {kind}")
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),

@@ -7,6 +7,7 @@ import json
 from ceptoar.store.base import Repository, chunks, marks, utcnow
 
 FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "defined_by")
+WARNINGS_KEPT = 10  # of a run's warnings, the first this many are kept with their count
 
 
 class Sources(Repository):
@@ -30,6 +31,7 @@ class Sources(Repository):
     @staticmethod
     def _row(d: dict) -> dict:
         d["options"] = json.loads(d.get("options") or "{}")
+        d["last_warnings"] = json.loads(d.get("last_warnings") or "[]")
         d["enabled"] = bool(d["enabled"])
         return d
 
@@ -47,13 +49,17 @@ class Sources(Repository):
 
     def record_fetch(self, source_id: str, status: str, error: str | None = None,
                      etag: str | None = None, last_modified: str | None = None, note: str | None = None,
-                     changed: bool = False) -> None:
+                     changed: bool = False, warnings: list[str] | None = None) -> None:
         """Fetch outcome; ETag/Last-Modified only move forward on success. `note`: what the operator
         should know of a successful run (items skipped, a run cut short); `changed`: it brought new
-        or updated entries. Consecutive failures and the last success feed the source's health."""
+        or updated entries; `warnings`: the run's, of which the count and the first WARNINGS_KEPT
+        are kept. Consecutive failures and the last success feed the source's health."""
         s = self.store
         now = utcnow()
         with s.transaction():
+            s.execute("UPDATE sources SET warning_count = ?, last_warnings = ? WHERE id = ?",
+                      (len(warnings or []), json.dumps((warnings or [])[:WARNINGS_KEPT], ensure_ascii=False),
+                       source_id))
             if status == "not-modified":
                 s.execute("UPDATE sources SET last_fetched = ?, last_status = ?, last_error = NULL, last_note = NULL, "
                           "failures = 0, last_success = ? WHERE id = ?", (now, status, now, source_id))
