@@ -142,12 +142,15 @@ def newest_per_key(entries: list[Entry], counts: Counts) -> list[Entry]:
 
 
 class _Versions:
-    """The newest version of each id per origin, as loaded or written during one batch."""
+    """The newest version of each id per origin, as loaded or written during one batch. What is put
+    is kept as its version key and hash only (`keep`: the object too, for the reports and the hub's
+    objects a batch reads again), so a bundle's hundred thousand objects are let go once serialized."""
 
     def __init__(self, store: Store, origin: str, ids: list[str]):
         self.origin = origin
         self.latest: dict[str, ObjectVersion] = store.objects.latest(ids, origin)
         self.objs: dict[str, dict] = {}
+        self.put_meta: dict[str, tuple[str, str]] = {}  # id → (version key, hash) of what this batch put
         self.rows: list[tuple] = []
 
     def obj(self, oid: str) -> dict | None:
@@ -156,21 +159,30 @@ class _Versions:
         return self.objs.get(oid)
 
     def modified(self, oid: str) -> str | None:
+        if oid in self.put_meta:
+            return self.put_meta[oid][0]
         v = self.obj(oid)
         return version_key(v) if v is not None else None
 
     def hash(self, oid: str) -> str | None:
+        if oid in self.put_meta:
+            return self.put_meta[oid][1]
         if oid in self.latest and oid not in self.objs:
             return self.latest[oid].hash
         v = self.obj(oid)
         return content_hash(v) if v is not None else None
 
     def put(self, obj: dict, own_rank: int | None = None, kept_apart: bool = False,
-            serialized: tuple[str, str] | None = None) -> None:
+            serialized: tuple[str, str] | None = None, keep: bool = True) -> None:
         text, h = serialized or serialize(obj)
-        self.objs[obj["id"]] = obj
+        key = version_key(obj)
+        if keep:
+            self.objs[obj["id"]] = obj
+        else:
+            self.objs.pop(obj["id"], None)
+        self.put_meta[obj["id"]] = (key, h)
         self.latest.pop(obj["id"], None)
-        self.rows.append((obj["id"], version_key(obj), obj["type"], h, text, own_rank, kept_apart))
+        self.rows.append((obj["id"], key, obj["type"], h, text, own_rank, kept_apart))
 
 
 def _put_supplied(versions: _Versions, obj: dict, own_rank: int | None, kept_apart: bool, counts: Counts) -> bool:
@@ -179,7 +191,7 @@ def _put_supplied(versions: _Versions, obj: dict, own_rank: int | None, kept_apa
     prev_mod = versions.modified(obj["id"])
     mod = version_key(obj)
     if prev_mod is None or mod > prev_mod:
-        versions.put(obj, own_rank, kept_apart=kept_apart)
+        versions.put(obj, own_rank, kept_apart=kept_apart, keep=obj.get("type") == "report")
         return True
     if mod == prev_mod and versions.hash(obj["id"]) != content_hash(obj):
         counts.warnings.append(f"{obj['id']}: changed content at the same modified {mod}; the first copy stands")
@@ -296,6 +308,7 @@ class _Batch:
         self.raw_rows.append(raw_row)
         if state and state["source_tlp"] != entry.tlp and not state["analyst_tlp"]:
             self.tlp_changes.append((aid, state["tlp"], entry.tlp, state["status"]))
+        entry.objects = []  # serialized into rows: the dicts (a bundle's thousands) can go
 
     def put_supplied(self, entry: Entry) -> bool:
         """What the source supplied with the report: its own versions, or kept apart. True when a

@@ -142,6 +142,11 @@ def type_warnings(o: dict) -> list[str]:
     return out
 
 
+def _wrapper_key(rest: list[dict], bundle_id: str | None) -> str:
+    return f"bundle:{bundle_id}" if bundle_id else "objects:" + hashlib.sha256(
+        "".join(sorted(o["id"] for o in rest)).encode()).hexdigest()[:32]
+
+
 def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> Entries:
     """One entry per report (its referenced objects travel with it), and one wrapper entry for the
     objects no report references. The producer's ids are kept, each at its newest version; each
@@ -174,10 +179,12 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
     entries = out
     rest = [o for o in objects if o["id"] not in referenced and o["type"] != "marking-definition"]
     if rest:
-        text = json.dumps(rest, ensure_ascii=False)
+        # The wrapper's raw entry is the bundle of these objects: identifiers are found in it (one
+        # text of a large bundle, not two).
+        key = _wrapper_key(rest, bundle_id)
+        text = json.dumps({"type": "bundle", "id": bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+                           "objects": [*rest, *marking_objs]}, ensure_ascii=False)
         names = [o.get("name") for o in rest if isinstance(o.get("name"), str)][:3]
-        key = f"bundle:{bundle_id}" if bundle_id else "objects:" + hashlib.sha256(
-            "".join(sorted(o["id"] for o in rest)).encode()).hexdigest()[:32]
         dates = sorted(o.get("created") for o in rest if isinstance(o.get("created"), str))
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in rest)) or "CLEAR"
         wrapper = advisory(
@@ -193,9 +200,9 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
             tlp=tlp,
             object_refs=[o["id"] for o in rest],
             included=[*rest, *marking_objs],
-            raw=json.dumps({"type": "bundle", "id": bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
-                            "objects": [*rest, *marking_objs]}, ensure_ascii=False),
+            raw=text,
         )
+        del text
         wrapper.object_tlps = {o["id"]: own[o["id"]] for o in wrapper.objects if o["id"] in own}
         entries.append(wrapper)
     return entries
