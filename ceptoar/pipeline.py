@@ -22,7 +22,7 @@ from ceptoar.fetch import http, rolie, taxii
 from ceptoar.fetch.http import FetchError
 from ceptoar.ingest.entries import Counts, newest_per_key, raw_hash, store_entries
 from ceptoar.ingest.offload import NormalizingStopped, OffloadedStream, children
-from ceptoar.normalize import Entries, Entry, FeedError, Known, stix
+from ceptoar.normalize import Entries, Entry, FeedError, Known, budget, stix
 from ceptoar.normalize.kinds import PARSERS, STREAMS
 from ceptoar.publishing import triage
 from ceptoar.store import Store
@@ -41,6 +41,19 @@ class Limits:
     # A streamed document at least this large is normalized in a second process while this one
     # stores (ceptoar.ingest.offload); below it, starting that process costs more than it saves.
     offload_bytes: int = 4 << 20
+    # The whole run of a source, download, normalizing and storing (a source's own `run_seconds`
+    # option stands over this; None: the default of its kind, RUN_SECONDS).
+    run_seconds: float | None = None
+
+
+RUN_SECONDS = {"taxii": taxii.DEFAULT_RUN_SECONDS, "csaf": rolie.DEFAULT_RUN_SECONDS}
+DEFAULT_RUN_SECONDS = 600.0
+
+
+def run_seconds(source: Source, limits: Limits) -> float:
+    """How long one run of `source` may take: its option, else the command's, else its kind's."""
+    given = source.options.get("run_seconds", limits.run_seconds)
+    return float(given) if given is not None else RUN_SECONDS.get(source.kind, DEFAULT_RUN_SECONDS)
 
 
 @dataclass
@@ -192,6 +205,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
     with paused_gc():
         with store.transaction():
             for chunk in _chunks(entries, CHUNK):
+                budget.check(lambda: f"after {done:,} entries" if done else "with the document read, before storing")
                 # Items the stream knew to be held unchanged stand as they are, against any other
                 # copy of the same entry in this fetch at an older version.
                 for k in (e for e in chunk if isinstance(e, Known)):
@@ -249,9 +263,11 @@ def ingest_objects(store: Store, source: Source, objects: list[dict], followed: 
 def fetch_source(store: Store, row: dict, limits: Limits | None = None,
                  progress: Progress | None = None) -> FetchResult:
     """One source's run, while holding its lease (the same source is never fetched twice at once)."""
+    limits = limits or Limits()
     try:
         with held(store, f"fetch:{row['id']}", f"the fetch of {row['id']}"):
-            return _fetch_held(store, row, limits or Limits(), progress)
+            with budget.running(run_seconds(source_of(row), limits), f"the run of {row['id']}"):
+                return _fetch_held(store, row, limits, progress)
     except LeaseHeld as e:
         return FetchResult(row["id"], "error", error=str(e))
 
@@ -293,10 +309,10 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
             store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note(),
                                        changed=bool(result.new or result.updated), warnings=result.warnings)
 
-        result = ingest_bytes(store, source, resp.body, resp.charset, limits, progress, record)
+        result = ingest_bytes(store, source, resp.take_body(), resp.charset, limits, progress, record)
         result.wait = resp.wait
         return result
-    except (FetchError, FeedError, StoreError, NormalizingStopped) as e:
+    except (FetchError, FeedError, StoreError, NormalizingStopped, budget.OutOfTime) as e:
         reason = str(e)
         wait = getattr(e, "wait", None)
     except Exception as e:  # a bug must still fail this source alone, in one line

@@ -126,8 +126,12 @@ FETCH_COLUMNS = ["source", "status", "new", "updated", "unchanged", "skipped", "
                                           "`ceptoar run` does this by itself), then schedule their next fetch.")
 @format_option(("table", "json"))
 @with_limits
+@click.option("--run-seconds", type=click.FloatRange(min=1), default=None,
+              help="Seconds one source's whole run may take (download, normalizing, storing) when the source "
+                   "sets no run_seconds option of its own; default 600, an upstream TAXII pull 900.")
 @pass_hub
-def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: float, max_bytes: int) -> None:
+def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: float, max_bytes: int,
+          run_seconds: float | None) -> None:
     """Fetch the enabled sources (or those named) and ingest what changed.
 
     Exit status 0 when every source succeeded, 1 when any failed; the others are ingested anyway.
@@ -148,7 +152,8 @@ def fetch(hub: Hub, source_ids: tuple[str, ...], due: bool, fmt: str, timeout: f
     results = []
     for i, row in enumerate(rows, 1):
         progress_line(f"[{i}/{len(rows)}] {row['id']}: fetching {row['url']}")
-        res = fetch_source(store, row, _limits(timeout, max_bytes), progress=progress_line)
+        res = fetch_source(store, row, Limits(timeout=timeout, max_bytes=max_bytes, run_seconds=run_seconds),
+                           progress=progress_line)
         detail = res.error or f"{res.new} new, {res.updated} updated, {res.unchanged} unchanged"
         progress_line(f"[{i}/{len(rows)}] {row['id']}: {res.status}: {detail}" + (f" ({res.note})" if res.note else ""))
         _warn(res)

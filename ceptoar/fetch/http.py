@@ -52,6 +52,12 @@ class Response:
     url: str = ""
     headers: dict = field(default_factory=dict)
 
+    def take_body(self) -> bytes | bytearray:
+        """The body, handed over: this response holds it no longer, so it goes as soon as its new
+        holder lets it go (a bundle of tens of megabytes is not kept through the storing)."""
+        body, self.body = self.body, b""
+        return body
+
     @property
     def wait(self) -> float | None:
         """How long the server asks before the next poll (Retry-After, Cache-Control: max-age)."""

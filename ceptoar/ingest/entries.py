@@ -33,7 +33,7 @@ from ceptoar.core.model import (
     vulnerability_id,
 )
 from ceptoar.ingest import medical
-from ceptoar.normalize import Entry, Known, merge_vulnerability, source_identity, stixcheck, vulnerability
+from ceptoar.normalize import Entry, Known, budget, merge_vulnerability, source_identity, stixcheck, vulnerability
 from ceptoar.store import Store, utcnow
 from ceptoar.store.objects import ObjectVersion, version_key
 
@@ -146,8 +146,10 @@ class _Versions:
     is kept as its version key and hash only (`keep`: the object too, for the reports and the hub's
     objects a batch reads again), so a bundle's hundred thousand objects are let go once serialized."""
 
+    FLUSH = 2000  # rows written at a time while a batch runs: a bundle's objects are not all held serialized
+
     def __init__(self, store: Store, origin: str, ids: list[str]):
-        self.origin = origin
+        self.store, self.origin = store, origin
         self.latest: dict[str, ObjectVersion] = store.objects.latest(ids, origin)
         self.objs: dict[str, dict] = {}
         self.put_meta: dict[str, tuple[str, str]] = {}  # id → (version key, hash) of what this batch put
@@ -183,6 +185,14 @@ class _Versions:
         self.put_meta[obj["id"]] = (key, h)
         self.latest.pop(obj["id"], None)
         self.rows.append((obj["id"], key, obj["type"], h, text, own_rank, kept_apart))
+        if len(self.rows) >= self.FLUSH and self.origin != HUB:  # the hub's rows wait for their reclaim
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows put so far (the caller's transaction: nothing is final before it commits)."""
+        if self.rows:
+            self.store.objects.put(self.rows, self.origin)
+            self.rows = []
 
 
 def _put_supplied(versions: _Versions, obj: dict, own_rank: int | None, kept_apart: bool, counts: Counts) -> bool:
@@ -315,7 +325,9 @@ class _Batch:
         new version was stored."""
         changed = False
         own, owners, origin, counts = self.own, self.owners, self.origin, self.counts
-        for obj in entry.objects:
+        for i, obj in enumerate(entry.objects, 1):
+            if i % 500 == 0:
+                budget.check(lambda i=i: f"at object {i:,} of {len(entry.objects):,} of {entry.key}")
             holder = owners.get(obj["id"])
             apart = (holder is not None and holder != origin) or _hub_reserved(obj)
             if apart:
@@ -378,7 +390,7 @@ class _Batch:
     def write(self) -> None:
         store, origin = self.store, self.origin
         store.objects.claim([i for i, o in self.owners.items() if o == origin], origin)
-        store.objects.put(self.own.rows, origin)
+        self.own.flush()
         if self.hub.rows:
             store.objects.reclaim([r[0] for r in self.hub.rows], HUB)
             store.objects.put(self.hub.rows, HUB)
@@ -414,4 +426,7 @@ NORMALIZER_VERSION = "5"
 
 
 def raw_hash(raw: str) -> str:
-    return hashlib.sha256((NORMALIZER_VERSION + raw).encode("utf-8", "surrogatepass")).hexdigest()
+    h = hashlib.sha256(NORMALIZER_VERSION.encode())
+    for i in range(0, len(raw), 1 << 20):  # a slice at a time: a bundle's raw text is not copied whole
+        h.update(raw[i:i + (1 << 20)].encode("utf-8", "surrogatepass"))
+    return h.hexdigest()

@@ -33,6 +33,7 @@ from ceptoar.core.model import (
     stix_time,
     vulnerability_id,
 )
+from ceptoar.normalize import budget
 
 
 class FeedError(CeptoarError, ValueError):
@@ -105,6 +106,8 @@ def kept(build, item, describe, out) -> Entry | None:
 def each_item(items, describe, build, out: Entries) -> Entries:
     """`build(item)` for each item; an item that fails is skipped with a warning saying which."""
     for i, item in enumerate(items, 1):
+        if i % 256 == 0:
+            budget.check(lambda i=i: f"at item {i:,}" + (f" of {len(items):,}" if hasattr(items, "__len__") else ""))
         e = kept(build, item, lambda i=i, item=item: describe(i, item), out)
         if e is not None:
             out.append(e)

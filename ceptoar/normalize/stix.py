@@ -16,7 +16,7 @@ import uuid
 
 from ceptoar.core import extensions
 from ceptoar.core.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entries, Entry, FeedError, advisory, each_item, load_json, to_json
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json, to_json
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
@@ -153,8 +153,10 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
     object's own TLP (from its markings, the bundle's own TLP definitions included) is recorded."""
     out = Entries()
     objects = newest(objects, out.warnings)
-    for o in objects:
+    for i, o in enumerate(objects, 1):
         out.warnings += type_warnings(o)
+        if i % 1000 == 0:
+            budget.check(lambda i=i: f"reading object {i:,} of {len(objects):,}")
     markings = marking_tlps(objects)
     by_id = {o["id"]: o for o in objects}
     marking_objs = [o for o in objects if o["type"] == "marking-definition"]
