@@ -205,7 +205,8 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
     with paused_gc():
         with store.transaction():
             for chunk in _chunks(entries, CHUNK):
-                budget.check(lambda: f"after {done:,} entries" if done else "with the document read, before storing")
+                budget.check(lambda done=done: f"after {done:,} entries" if done
+                             else "with the document read, before storing")
                 # Items the stream knew to be held unchanged stand as they are, against any other
                 # copy of the same entry in this fetch at an older version.
                 for k in (e for e in chunk if isinstance(e, Known)):

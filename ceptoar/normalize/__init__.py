@@ -468,11 +468,8 @@ def json_list_items(raw: bytes, what: str, key: str) -> Iterator | None:
             # What follows the list: the object's other members, then nothing.
             at, again = _seek_key(text, i, key, after_value=True)
             if again is not None:
-                line = text.count("\n", 0, again) + 1
-                column = again - (text.rfind("\n", 0, again) + 1) + 1
-                raise FeedError(f"{what} holds {key!r} twice: its first list at character {found}, a second "
-                                f"{key!r} at line {line} column {column} (character {again}); which one is meant "
-                                "is ambiguous, so neither is read")
+                raise FeedError(f"{what} holds {key!r} twice: the first at {_position(text, found)}, the second "
+                                f"at {_position(text, again)}; which one is meant is ambiguous, so neither is read")
             if _space_end(text, at) != len(text):
                 raise json.JSONDecodeError("Extra data", text, _space_end(text, at))
 
@@ -514,6 +511,12 @@ _LEADING_SPACE = re.compile(rb"\s*")
 _HTML_START = re.compile(rb"\s*(?:<!doctype|<html)", re.I)  # an HTML page where JSON was expected
 # A \uD800–\uDFFF escape: json decodes it into a string that cannot be encoded (unless paired).
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _position(text: str, i: int) -> str:
+    """Where character `i` of a document is, as an editor shows it."""
+    line = text.count("\n", 0, i) + 1
+    return f"line {line} column {i - (text.rfind(chr(10), 0, i) + 1) + 1} (character {i})"
 
 
 def _space_end(text: str, i: int) -> int:

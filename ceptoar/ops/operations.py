@@ -60,10 +60,18 @@ def status(store: Store, backup_max_age: timedelta = timedelta(days=2)) -> Statu
             st.warn(f"the last backup is older than {backup_max_age.days} days ({last})")
     for r in store.sources.list():
         st.sources.append({k: r.get(k) for k in ("id", "enabled", "health", "failures", "last_success", "last_new",
-                                                  "next_due", "last_error")})
-        if r["enabled"] and r.get("health") in ("failing", "quiet"):
+                                                  "next_due", "last_status", "last_error", "warning_count")})
+        if not r["enabled"]:
+            continue
+        if r.get("health") in ("failing", "quiet"):
             st.warn(f"source {r['id']} is {r['health']} since {r.get('health_since') or '?'}"
                     + (f": {r['last_error']}" if r.get("last_error") and r["health"] == "failing" else ""))
+        elif r.get("last_status") == "error":
+            st.warn(f"source {r['id']}: its last run failed ({r.get('failures') or 1} in a row): {r.get('last_error')}")
+        if r.get("warning_count") and r.get("last_status") != "error":
+            first = (r.get("last_warnings") or ["?"])[0]
+            st.warn(f"source {r['id']}: {r['warning_count']} warning(s) in its last run, the first: {first} "
+                    f"(`ceptoar sources show {r['id']}`)")
     return st
 
 
