@@ -79,7 +79,9 @@ def main() -> None:
             "loopback): wall time and the process's peak resident memory (VmHWM).\n\n"
             "| bundle | MB | s | peak MiB | status | advisories |\n|---|---:|---:|---:|---|---:|\n"
             + "\n".join(f"| {n} | {mb:.1f} | {s:.1f} | {p:.0f} | {st} | {a} |" for n, mb, s, p, st, a in rows)
-            + "\n\nTarget: ≤ 400 MiB.\n")
+            + "\n\nTarget: ≤ 400 MiB. Before this work (at c0b98eb, the same command): 1,226 and 1,254 MiB, 35 and "
+            "32 s. What remains is the parsed bundle (a read, not a stream: about 160 MiB of objects for 46 MB of "
+            "JSON), its raw text kept for re-normalizing, and SQLite's page cache for the transaction.\n")
     print(body)
     if args.write:
         write_section("A 100,000-object STIX bundle", "python -m bench.bundle " + " ".join(sys.argv[1:]), body)
