@@ -6,6 +6,7 @@ import click
 
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import send_now, since_option, stamp
+from ceptoar.core.model import cvss_label, headline_cvss
 from ceptoar.core.output import echo, emit, format_option, to_json
 from ceptoar.publishing import triage
 from ceptoar.store import Store
@@ -62,6 +63,8 @@ def advisories_list(hub: Hub, fmt: str, needs_ja: bool, **filters) -> None:
         filters["status"] = "published"
     selected = _select(store, **filters)
     rows = triage.views(store, triage.needs_japanese(store, selected) if needs_ja else selected)
+    if fmt == "table":  # the score the advisory ranks by, its version beside it; every score in JSON and CSV
+        rows = [r | {"cvss": cvss_label(h) if (h := headline_cvss(r.get("cvss"))) else None} for r in rows]
     emit(rows, fmt, ADVISORY_COLUMNS,
          widths={"id": 20, "title": 46, "cves": 30, "cvss": 20, "tags": 24, "published": 25})
 

@@ -303,6 +303,34 @@ def serialize(obj: dict) -> tuple[str, str]:
     return text, hashlib.sha256(body.encode()).hexdigest()
 
 
+def _cvss_major(c: dict) -> int:
+    version = c.get("version") if isinstance(c.get("version"), str) else ""
+    vector = c.get("vector") if isinstance(c.get("vector"), str) else ""
+    if vector.startswith("CVSS:"):
+        version = vector[5:].split("/", 1)[0]
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) < 3 else 0
+
+
+def headline_cvss(cvss) -> dict | None:
+    """The CVSS entry an advisory is ranked by: of the newest CVSS version it has (a 4.0 score stands
+    over 3.x ones, which stand over 2.0), the highest score; None without a score."""
+    best, key = None, None
+    for c in cvss or []:
+        if not isinstance(c, dict) or not isinstance(c.get("score"), (int, float)) or isinstance(c["score"], bool):
+            continue
+        k = (_cvss_major(c), c["score"])
+        if key is None or k > key:
+            best, key = c, k
+    return best
+
+
+def cvss_label(c: dict) -> str:
+    """`CVSS 4.0 9.3`: the score with its version beside it."""
+    version = c.get("version") if isinstance(c.get("version"), str) and c.get("version") else None
+    return f"CVSS {version} {c.get('score'):g}" if version else f"CVSS {c.get('score'):g}"
+
+
 def effective_severity(row: dict) -> str | None:
     """The analyst's severity, else one derived from the highest CVSS score."""
     if row.get("severity"):

@@ -18,6 +18,8 @@ import click
 from tabulate import tabulate
 from wcwidth import wcswidth
 
+from ceptoar.core.model import cvss_label
+
 FORMATS = ("table", "json", "csv")
 
 
@@ -74,8 +76,8 @@ def _cell(v, width: int | None) -> str:
 
 def _flat(x) -> str:
     if isinstance(x, dict):
-        if "score" in x:
-            return f"{x.get('score')} (v{x.get('version')})"
+        if isinstance(x.get("score"), (int, float)):
+            return cvss_label(x)
         return json.dumps(x, ensure_ascii=False)
     return str(x)
 

@@ -22,6 +22,7 @@ from ceptoar.core.model import (
     TLP_ORDER,
     Source,
     content_hash,
+    headline_cvss,
     identity_id,
     later_than,
     listed,
@@ -60,8 +61,8 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
     hub = extensions.props(r, extensions.ADVISORY)
     cvss = [{k: c.get(k) for k in ("version", "score", "severity", "vector")}
             | ({"cve": c["cve"]} if c.get("cve") else {})
-            for c in listed(hub.get("cvss")) if isinstance(c, dict)]
-    scores = [c["score"] for c in cvss if isinstance(c.get("score"), (int, float)) and not isinstance(c["score"], bool)]
+            for c in listed(hub.get("cvss")) or entry.cvss if isinstance(c, dict)]
+    headline = headline_cvss(cvss)
     dates = hub.get("dates") if isinstance(hub.get("dates"), dict) else {}
     title = r.get("name") if isinstance(r.get("name"), str) else None
     description = r.get("description") if isinstance(r.get("description"), str) else None
@@ -80,7 +81,7 @@ def advisory_row(entry: Entry, source_id: str) -> dict:
         "cves": list(entry.cves),
         "cvss": cvss,
         "cpes": [c for c in listed(hub.get("cpes")) if isinstance(c, str)],
-        "max_cvss": max(scores) if scores else None,
+        "max_cvss": headline["score"] if headline else None,  # of the newest CVSS version it has
         "source_tlp": entry.tlp,
         "lang": r.get("lang") if isinstance(r.get("lang"), str) else None,
         "medical_signals": medical.signals(r),
@@ -422,7 +423,7 @@ def _rank(tlp: str | None) -> int | None:
 
 
 # Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
-NORMALIZER_VERSION = "5"
+NORMALIZER_VERSION = "6"
 
 
 def raw_hash(raw: str) -> str:

@@ -189,6 +189,7 @@ class Entry:
     cves: list[str] = field(default_factory=list)
     cve_facts: dict[str, dict] = field(default_factory=dict)  # CVE → facts for the shared vulnerability
     object_tlps: dict[str, str] = field(default_factory=dict)  # own TLP of supplied objects, by id
+    cvss: list[dict] = field(default_factory=list)  # a producer's report: the scores of what it refers to
     # What storing derives from the entry alone, computed ahead (ceptoar.ingest.entries.prepare).
     prepared: object = field(default=None, compare=False, repr=False)
 

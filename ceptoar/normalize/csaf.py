@@ -15,7 +15,7 @@ from ceptoar.normalize import (
     date_field,
     list_field,
     load_json,
-    score,
+    scores,
     text_field,
     to_json,
 )
@@ -102,20 +102,23 @@ def _affected(tree, ids: set[str]) -> list[dict]:
 
 
 def _scores(vuln: dict, cve: str | None, where: str, warnings: list[str]) -> list[dict]:
+    """The CVSS scores of one vulnerability: CSAF 2.0's `scores[]` and CSAF 2.1's `metrics[].content`,
+    each with `cvss_v4`, `cvss_v3` and `cvss_v2`, checked against their vectors."""
+    held = [*list_field(vuln.get("scores"), where, "scores", warnings, dict),
+            *(m["content"] for m in list_field(vuln.get("metrics"), where, "metrics", warnings, dict)
+              if isinstance(m.get("content"), dict))]
     out = []
-    for s in list_field(vuln.get("scores"), where, "scores", warnings, dict):
-        for key in ("cvss_v3", "cvss_v2"):
+    for s in held:
+        for key in ("cvss_v4", "cvss_v3", "cvss_v2"):
             c = s.get(key)
             if not isinstance(c, dict):
                 continue
-            value = score(c.get("baseScore"), where, warnings)
-            if value is None:
-                continue
-            severity = c.get("baseSeverity")
-            out.append({"version": text_field(c.get("version"), where, "cvss version", warnings), "score": value,
-                        "severity": severity.capitalize() if isinstance(severity, str) and severity else None,
-                        "vector": text_field(c.get("vectorString"), where, "vectorString", warnings),
-                        "type": "Base", "source": "CSAF", "cve": cve})
+            found = scores.checked(text_field(c.get("version"), where, "cvss version", warnings), c.get("baseScore"),
+                                   text_field(c.get("vectorString"), where, "vectorString", warnings), where, warnings,
+                                   severity=text_field(c.get("baseSeverity"), where, "baseSeverity", warnings),
+                                   type="Base", source="CSAF", cve=cve)
+            if found:
+                out.append(found)
     return out
 
 
@@ -155,12 +158,13 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
             warnings.append(f"{where}: vulnerability {i} has cve {str(cve)[:40]!r}, not a CVE id: dropped")
             cve = None
         cve = cve.strip().upper() if cve else None
-        cwe = v.get("cwe").get("id") if isinstance(v.get("cwe"), dict) else None
-        cwe = cwe if isinstance(cwe, str) and cwe else None
-        scores = _scores(v, cve, f"{where} vulnerability {i}", warnings)
-        cvss.extend(scores)
-        if cwe:
-            cwes.append(cwe)
+        # CSAF 2.0: one `cwe`; CSAF 2.1: a list, `cwes`.
+        named = [v["cwe"]] if isinstance(v.get("cwe"), dict) else \
+            list_field(v.get("cwes"), where, "cwes", warnings, dict)
+        these = [c["id"] for c in named if isinstance(c.get("id"), str) and c["id"]]
+        found = _scores(v, cve, f"{where} vulnerability {i}", warnings)
+        cvss.extend(found)
+        cwes += [c for c in these if c not in cwes]
         status = v.get("product_status") if isinstance(v.get("product_status"), dict) else {}
         for key in ("known_affected", "first_affected", "last_affected"):
             affected_ids.update(p for p in status.get(key) or [] if isinstance(p, str))
@@ -172,7 +176,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
                 categories.append(r["category"])
         if cve:
             cves.append(cve)
-            per_cve[cve] = {"cvss": scores, "cwes": [cwe] if cwe else []}
+            per_cve[cve] = {"cvss": found, "cwes": these}
     distribution = meta.get("distribution") if isinstance(meta.get("distribution"), dict) else {}
     tlp_label = (distribution.get("tlp") or {}).get("label") if isinstance(distribution.get("tlp"), dict) else None
     try:

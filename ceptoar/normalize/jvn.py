@@ -21,7 +21,7 @@ from ceptoar.normalize import (
     Known,
     advisory,
     date_field,
-    score,
+    scores,
     to_json,
     xmlsafe,
 )
@@ -242,17 +242,9 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None, warnings
                 ref_dict["url"] = url
             if len(ref_dict) > 1:
                 references.append(ref_dict)
-    cvss = [
-        {
-            "version": c.get("version"),
-            "score": score(c.get("score"), where, warnings),
-            "severity": c.get("severity"),
-            "vector": c.get("vector"),
-            "type": c.get("type") or "Base",
-            "source": "JVN",
-        }
-        for c in _sec(item, "cvss")
-    ]
+    cvss = [found for c in _sec(item, "cvss")
+            if (found := scores.checked(c.get("version"), c.get("score"), c.get("vector"), where, warnings,
+                                        severity=c.get("severity"), type=c.get("type") or "Base", source="JVN"))]
     cpes = [xmlsafe.text(c) for c in _sec(item, "cpe") if xmlsafe.text(c)]
     cpe_products = [
         {"cpe": xmlsafe.text(c), "vendor": c.get("vendor"), "product": c.get("product")}
@@ -344,10 +336,12 @@ def _vulinfo(info: Element, source: Source, tlp: str, lang: str | None, warnings
         affected.append({k: val for k, val in product.items() if val not in (None, [])})
     cvss = []
     for c in data.iterfind(f"{v}Impact/{v}Cvss"):
-        cvss.append({"version": c.get("version"), "score": score(text(c, v + "Base"), jvndb, warnings),
-                     "severity": text(c, v + "Severity") or None, "vector": text(c, v + "Vector") or None,
-                     "type": (c.find(v + "Severity").get("type") if c.find(v + "Severity") is not None else None)
-                     or "Base", "source": "JVN"})
+        found = scores.checked(c.get("version"), text(c, v + "Base"), text(c, v + "Vector") or None, jvndb, warnings,
+                               severity=text(c, v + "Severity") or None,
+                               type=(c.find(v + "Severity").get("type") if c.find(v + "Severity") is not None
+                                     else None) or "Base", source="JVN")
+        if found:
+            cvss.append(found)
     identifiers, references, cves, cwes = [], [], [], []
     for rel in data.iterfind(f"{v}Related/{v}RelatedItem"):
         kind, name = rel.get("type") or "", text(rel, v + "Name")

@@ -16,7 +16,7 @@ import uuid
 
 from ceptoar.core import extensions
 from ceptoar.core.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json, to_json
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json, scores, to_json
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
@@ -89,6 +89,44 @@ def _cves_of(report: dict, refs: list[dict]) -> list[str]:
             if isinstance(x, dict) and str(x.get("source_name", "")).lower() == "cve":
                 found.extend(find_cves(str(x.get("external_id") or "")))
     return list(dict.fromkeys(c.upper() for c in found))
+
+
+# The common properties importers read a vulnerability's CVSS from (OpenCTI's), by version.
+OPENCTI_CVSS = (("x_opencti_cvss_v4_", "4.0"), ("x_opencti_cvss_", "3.1"), ("x_opencti_cvss_v2_", "2.0"))
+
+
+def _scores_of(objs: list[dict], warnings: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """The CVSS scores of the vulnerabilities a report refers to, from the common properties
+    (`x_opencti_cvss_*`, v2 to v4) and the hub's own extension (another hub's objects), checked
+    against their vectors: (all of them, CVE → {"cvss": its own})."""
+    found, per_cve = [], {}
+    for o in objs:
+        if o["type"] != "vulnerability":
+            continue
+        cves = _cves_of(o, [])
+        cve = cves[0] if len(cves) == 1 else None
+        these = []
+        for prefix, version in OPENCTI_CVSS:
+            stated, vector = o.get(prefix + "base_score"), o.get(prefix + "vector_string")
+            if stated is None and vector is None:
+                continue
+            c = scores.checked(version, stated, vector if isinstance(vector, str) else None, o["id"], warnings,
+                               severity=o.get(prefix + "base_severity") if isinstance(
+                                   o.get(prefix + "base_severity"), str) else None, type="Base")
+            if c:
+                these.append(c)
+        for c in listed(extensions.props(o, extensions.VULNERABILITY).get("cvss")):
+            if isinstance(c, dict):
+                made = scores.checked(c.get("version"), c.get("score"), c.get("vector"), o["id"], warnings,
+                                      severity=c.get("severity") if isinstance(c.get("severity"), str) else None,
+                                      type="Base")
+                if made:
+                    these.append(made)
+        these = list({(c["version"], c["score"], c["vector"]): c for c in these}.values())
+        found += [c | ({"cve": cve} if cve else {}) for c in these]
+        if cve and these:
+            per_cve[cve] = {"cvss": [c | {"cve": cve} for c in these]}
+    return found, per_cve
 
 
 def newest(objects: list[dict], warnings: list[str]) -> list[dict]:
@@ -173,7 +211,8 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
         raw = to_json({"type": "bundle", "id": bundle_id or f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}",
                        "objects": [r, *supplied]})  # the report with what it came with: parses alone
-        return Entry(key=r["id"], report=r, raw=raw, objects=supplied,
+        cvss, per_cve = _scores_of(refs, out.warnings)
+        return Entry(key=r["id"], report=r, raw=raw, objects=supplied, cvss=cvss, cve_facts=per_cve,
                      tags=[t for t in listed(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
                      object_tlps={o["id"]: own[o["id"]] for o in [r, *supplied] if o["id"] in own})
 
