@@ -180,3 +180,21 @@ def test_run_seconds_bounds_normalizing_and_says_how_far_it_got(hub, feed_server
     (stored,) = hub.json("advisories", "list", "--status", "all")
     bundle = strict(hub.run("advisories", "show", stored["id"], "--format", "source").stdout)
     assert sum(o["type"] == "indicator" for o in bundle["objects"]) == 1500
+
+
+def test_a_bundle_of_fifteen_thousand_objects_is_stored_whole_and_recognised_again(hub, feed_server):
+    """Past RAW_FIRST (4 Mi characters) the raw entry is written before its objects and the objects
+    are let go one by one: what is stored is still all of it, and the same bundle again is unchanged."""
+    body = indicators(15000)
+    assert len(body) > 4 << 20
+    hub.run("sources", "add", "big", feed_server.route("/bundle.json", body), "--kind", "stix")
+    assert fetched(hub)["new"] == 1
+    (stored,) = hub.json("advisories", "list", "--status", "all")
+    source = strict(hub.run("advisories", "show", stored["id"], "--format", "source").stdout)
+    assert [o["id"] for o in source["objects"] if o["type"] == "indicator"] == [
+        o["id"] for o in json.loads(body)["objects"]]
+    served = strict(hub.run("advisories", "show", stored["id"], "--format", "stix").stdout)
+    assert sum(o["type"] == "indicator" for o in served["objects"]) == 15000
+    feed_server.route("/bundle.json", body + b"\n")  # the same bundle, a new body: read again, nothing new
+    again = fetched(hub)
+    assert (again["new"], again["updated"], again["unchanged"]) == (0, 0, 1), again

@@ -291,12 +291,18 @@ class _Batch:
             self.counts.warnings.append(f"{entry.report['id']}: revoked by the source, never received live: "
                                         "not stored")
             return
+        raw_row = (self.source.id, entry.key, self.raw_hashes[entry.key], version_key(entry.report), entry.raw)
+        if len(entry.raw) > RAW_FIRST:
+            # A raw entry of tens of megabytes (a bundle's) is written first and let go, before its
+            # objects are serialized: the two never take memory at once.
+            self.store.sources.write_raw([raw_row])
+            entry.raw = raw_row = None
         changed = self.put_supplied(entry)
         report, changed = self.put_report(entry, aid, changed)
-        raw_row = (self.source.id, entry.key, self.raw_hashes[entry.key], version_key(entry.report), entry.raw)
         if revoked:
             self.counts.revoked_ids.append(aid)
-            self.raw_rows.append(raw_row)
+            if raw_row:
+                self.raw_rows.append(raw_row)
             return
         as_came = report is entry.report
         self.put_vulnerabilities(entry, report, as_came)
@@ -316,7 +322,8 @@ class _Batch:
                    first_seen=state["first_seen"] if state else self.now, _new=state is None)
         self.facts_rows.append(row)
         self.cve_rows.extend((c, aid) for c in row["cves"])
-        self.raw_rows.append(raw_row)
+        if raw_row:
+            self.raw_rows.append(raw_row)
         if state and state["source_tlp"] != entry.tlp and not state["analyst_tlp"]:
             self.tlp_changes.append((aid, state["tlp"], entry.tlp, state["status"]))
         entry.objects = []  # serialized into rows: the dicts (a bundle's thousands) can go
@@ -340,6 +347,7 @@ class _Batch:
                     apart = True
                     counts.warnings.append(f"{obj['id']}: not sent on ({invalid[0]}); stored as received")
             changed |= _put_supplied(own, obj, _rank(entry.object_tlps.get(obj["id"])), apart, counts)
+            entry.objects[i - 1] = None  # serialized: a bundle's objects go one by one as they are stored
         return changed
 
     def put_report(self, entry: Entry, aid: str, changed: bool) -> tuple[dict, bool]:
@@ -421,6 +429,8 @@ def _hub_reserved(obj: dict) -> bool:
 def _rank(tlp: str | None) -> int | None:
     return TLP_ORDER.index(tlp_name(tlp)) if tlp else None
 
+
+RAW_FIRST = 4 << 20  # characters of a raw entry written as soon as its entry is stored (_Batch.add)
 
 # Part of every raw hash: bump it when a normalizer changes, so stored entries are re-normalized.
 NORMALIZER_VERSION = "6"

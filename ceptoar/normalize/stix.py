@@ -16,7 +16,7 @@ import uuid
 
 from ceptoar.core import extensions
 from ceptoar.core.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json, scores, to_json
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json, scores
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
@@ -180,6 +180,17 @@ def type_warnings(o: dict) -> list[str]:
     return out
 
 
+def _bundle_text(bundle_id: str, objects: list[dict], sort_keys: bool = False) -> str:
+    """json.dumps of the bundle, the same text, made one object at a time: the encoder's pieces of a
+    whole bundle of a hundred thousand objects would take three times the text itself."""
+    # A thousand objects at a time: their texts are joined into one piece and let go.
+    body = ", ".join(", ".join(json.dumps(o, ensure_ascii=False, sort_keys=sort_keys) for o in objects[i:i + 1000])
+                     for i in range(0, len(objects), 1000))
+    if sort_keys:
+        return '{"id": ' + json.dumps(bundle_id, ensure_ascii=False) + ', "objects": [' + body + '], "type": "bundle"}'
+    return '{"type": "bundle", "id": ' + json.dumps(bundle_id, ensure_ascii=False) + ', "objects": [' + body + "]}"
+
+
 def _wrapper_key(rest: list[dict], bundle_id: str | None) -> str:
     return f"bundle:{bundle_id}" if bundle_id else "objects:" + hashlib.sha256(
         "".join(sorted(o["id"] for o in rest)).encode()).hexdigest()[:32]
@@ -209,8 +220,8 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         referenced.add(r["id"])
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"
         supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
-        raw = to_json({"type": "bundle", "id": bundle_id or f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}",
-                       "objects": [r, *supplied]})  # the report with what it came with: parses alone
+        # The report with what it came with (it parses alone), as to_json writes it.
+        raw = _bundle_text(bundle_id or f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}", [r, *supplied], True)
         cvss, per_cve = _scores_of(refs, out.warnings)
         return Entry(key=r["id"], report=r, raw=raw, objects=supplied, cvss=cvss, cve_facts=per_cve,
                      tags=[t for t in listed(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
@@ -223,8 +234,7 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         # The wrapper's raw entry is the bundle of these objects: identifiers are found in it (one
         # text of a large bundle, not two).
         key = _wrapper_key(rest, bundle_id)
-        text = json.dumps({"type": "bundle", "id": bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
-                           "objects": [*rest, *marking_objs]}, ensure_ascii=False)
+        text = _bundle_text(bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)), [*rest, *marking_objs])
         names = [o.get("name") for o in rest if isinstance(o.get("name"), str)][:3]
         dates = sorted(o.get("created") for o in rest if isinstance(o.get("created"), str))
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in rest)) or "CLEAR"

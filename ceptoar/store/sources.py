@@ -7,6 +7,7 @@ import json
 from ceptoar.store.base import Repository, chunks, marks, utcnow
 
 FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "defined_by")
+RAW_SPILL = 4 << 20  # characters of a raw entry whose write spills its pages at once (write_raw)
 WARNINGS_KEPT = 10  # of a run's warnings, the first this many are kept with their count
 
 
@@ -111,11 +112,22 @@ class Sources(Repository):
         """(source, key, hash, version, raw) rows: the entry as last received, with the version its
         source gave it (the stored report's may be later, when its content changed at the same one)."""
         now = utcnow()
-        self.store.executemany(
-            "INSERT INTO raw_entries (source, key, hash, received, version, raw) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (source, key) DO UPDATE SET hash = excluded.hash, received = excluded.received, "
-            "version = excluded.version, raw = excluded.raw",
-            [(s, k, h, now, v, raw) for s, k, h, v, raw in rows])
+        # A raw entry of tens of megabytes (a bundle's) is written as overflow pages, which SQLite would
+        # keep in its page cache to the end of the transaction: a small cache for that statement lets
+        # them spill to the write-ahead log instead.
+        spill = self.store.dialect == "sqlite" and any(len(r[4]) > RAW_SPILL for r in rows)
+        if spill:
+            cache = self.store.scalar("PRAGMA cache_size")
+            self.store.execute("PRAGMA cache_size = -2048")
+        try:
+            self.store.executemany(
+                "INSERT INTO raw_entries (source, key, hash, received, version, raw) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (source, key) DO UPDATE SET hash = excluded.hash, received = excluded.received, "
+                "version = excluded.version, raw = excluded.raw",
+                [(s, k, h, now, v, raw) for s, k, h, v, raw in rows])
+        finally:
+            if spill:
+                self.store.execute(f"PRAGMA cache_size = {int(cache)}")
 
     def followed(self, source_id: str) -> dict[str, str]:
         """id → `updated` of the index entries (ROLIE, TAXII cursors) already followed for a source."""
