@@ -418,12 +418,17 @@ def describe_vulnerability(facts: dict, cwes: list[str]) -> str:
 
 
 def load_json(raw: bytes, what: str):
+    return load_json_text(raw, what)[0]
+
+
+def load_json_text(raw: bytes, what: str) -> tuple[object, str]:
+    """The document and its decoded text (for a normalizer that keeps the text as the raw entry)."""
     with json_errors(raw, what):
         text = _json_text(raw)
         doc = _DECODER.decode(text)
         if _ESCAPED_SURROGATE.search(text):  # a lone one cannot be stored or sent on
             _check_surrogates(doc)
-        return doc
+        return doc, text
 
 
 def json_list_items(raw: bytes, what: str, key: str) -> Iterator | None:

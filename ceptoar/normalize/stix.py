@@ -16,7 +16,7 @@ import uuid
 
 from ceptoar.core import extensions
 from ceptoar.core.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
-from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json, scores
+from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json_text, scores
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
@@ -72,11 +72,16 @@ def object_tlp(o: dict, markings: dict[str, str]) -> str | None:
 
 
 def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
-    doc = load_json(raw, "the STIX bundle")
+    doc, text = load_json_text(raw, "the STIX bundle")
     bundle_id = doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
     warnings: list[str] = []
     objects = objects_of(doc, warnings)
-    out = entries_from_objects(objects, source, bundle_id)
+    # A bundle every object of which is read: an entry that holds all of them has the bundle as
+    # received for its raw entry (a large one is not written out again beside its parsed objects).
+    whole = text if (isinstance(doc, dict) and doc.get("type") == "bundle" and isinstance(doc.get("objects"), list)
+                     and len(objects) == len(doc["objects"])) else None
+    del doc, text
+    out = entries_from_objects(objects, source, bundle_id, whole)
     out.warnings[:0] = warnings
     return out
 
@@ -196,12 +201,15 @@ def _wrapper_key(rest: list[dict], bundle_id: str | None) -> str:
         "".join(sorted(o["id"] for o in rest)).encode()).hexdigest()[:32]
 
 
-def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None) -> Entries:
+def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | None = None,
+                         whole: str | None = None) -> Entries:
     """One entry per report (its referenced objects travel with it), and one wrapper entry for the
     objects no report references. The producer's ids are kept, each at its newest version; each
     object's own TLP (from its markings, the bundle's own TLP definitions included) is recorded."""
     out = Entries()
+    given = len(objects)
     objects = newest(objects, out.warnings)
+    whole = whole if len(objects) == given else None  # `whole`: the bundle's text, when every object was read
     for i, o in enumerate(objects, 1):
         out.warnings += type_warnings(o)
         if i % 1000 == 0:
@@ -220,8 +228,9 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         referenced.add(r["id"])
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in [r, *refs])) or "CLEAR"
         supplied = [*refs, *(m for m in marking_objs if m["id"] not in {o["id"] for o in refs})]
-        # The report with what it came with (it parses alone), as to_json writes it.
-        raw = _bundle_text(bundle_id or f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}", [r, *supplied], True)
+        # The report with what it came with (it parses alone): the bundle itself when that is all of it.
+        raw = whole if whole is not None and 1 + len(supplied) == len(objects) else _bundle_text(
+            bundle_id or f"bundle--{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}", [r, *supplied], True)
         cvss, per_cve = _scores_of(refs, out.warnings)
         return Entry(key=r["id"], report=r, raw=raw, objects=supplied, cvss=cvss, cve_facts=per_cve,
                      tags=[t for t in listed(r.get("labels")) if isinstance(t, str)], tlp=tlp, cves=_cves_of(r, refs),
@@ -234,7 +243,8 @@ def entries_from_objects(objects: list[dict], source: Source, bundle_id: str | N
         # The wrapper's raw entry is the bundle of these objects: identifiers are found in it (one
         # text of a large bundle, not two).
         key = _wrapper_key(rest, bundle_id)
-        text = _bundle_text(bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)), [*rest, *marking_objs])
+        text = whole if whole is not None and len(rest) + len(marking_objs) == len(objects) else _bundle_text(
+            bundle_id or "bundle--" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)), [*rest, *marking_objs])
         names = [o.get("name") for o in rest if isinstance(o.get("name"), str)][:3]
         dates = sorted(o.get("created") for o in rest if isinstance(o.get("created"), str))
         tlp = tlp_max(source.tlp, *(object_tlp(o, markings) for o in rest)) or "CLEAR"
