@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,11 +69,13 @@ class FetchResult:
     note: str | None = None
     warnings: list[str] = field(default_factory=list)
     wait: float | None = None  # seconds the upstream asked before the next poll (Retry-After, max-age)
+    new_fields: list[str] = field(default_factory=list)  # item fields first seen that their schema does not name
 
     def as_dict(self) -> dict:
         return {"source": self.source, "status": self.status, "new": self.new, "updated": self.updated,
                 "unchanged": self.unchanged, "skipped": self.skipped, "error": self.error, "note": self.note,
-                "warning_count": len(self.warnings), "warnings": self.warnings[:WARNINGS_KEPT]}
+                "warning_count": len(self.warnings), "warnings": self.warnings[:WARNINGS_KEPT],
+                "new_fields": self.new_fields}
 
     def summary_note(self) -> str | None:
         """One line for the source's status: a run cut short, items skipped."""
@@ -202,6 +205,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
     seen: dict[str, tuple] = {}  # key → version stored in this run: the newest copy of an entry stands
     held: dict[str, str] = {}  # key → version of the entries the stream knew to be held unchanged
     done = 0
+    fields: Counter[str] = Counter()  # field paths the items' schema does not name (ceptoar.normalize.drift)
     with paused_gc():
         with store.transaction():
             for chunk in _chunks(entries, CHUNK):
@@ -219,6 +223,8 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                         counts.warnings.append(f"{e.key}: given twice at {held[e.key]}, as stored and changed; "
                                                "the changed copy stands")
                     seen[e.key] = version_key(e.report)
+                for e in chunk:
+                    fields.update(e.unknown)
                 c = store_entries(store, source, chunk)
                 done += len(chunk)
                 del chunk
@@ -242,6 +248,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                                  skipped=getattr(entries, "skipped", 0), note=note,
                                  warnings=[*getattr(entries, "warnings", []), *counts.warnings])
             result.counts = counts
+            result.new_fields = store.sources.note_fields(source.id, dict(fields))
             if result.skipped and not (counts.new or counts.updated or counts.unchanged):
                 # Never `ok` with nothing: a document whose every item was unreadable fails its source.
                 first = next((w for w in result.warnings if w.startswith("skipped")), result.warnings[:1] or [""])

@@ -46,13 +46,13 @@ def test_fetch_real_feeds_twice_adds_nothing(hub, feed_server):
     add(hub, "myjvn", feed_server.url("/jvn/spiegel_go-myjvn_getVulnOverviewList_2018-03-13_extracted.rdf"), "jvn")
     first = fetch(hub, "jvn2022", "kev", "myjvn")
     assert first["jvn2022"] == {"source": "jvn2022", "status": "ok", "new": 3, "updated": 0, "unchanged": 0, "skipped": 0, "error": None,
-                                **{"note": None, "warning_count": 0, "warnings": []}}
+                                **{"note": None, "warning_count": 0, "warnings": [], "new_fields": []}}
     assert first["kev"]["new"] == 1404 and first["myjvn"]["new"] == 2
     # The ETag goes back as If-None-Match; the server without ETags still yields nothing new.
     second = fetch(hub, "jvn2022", "kev", "myjvn")
     assert second["jvn2022"]["status"] == "not-modified"
     assert second["kev"] == {"source": "kev", "status": "ok", "new": 0, "updated": 0, "unchanged": 1404, "skipped": 0,
-                              "error": None, "note": None, "warning_count": 0, "warnings": []}
+                              "error": None, "note": None, "warning_count": 0, "warnings": [], "new_fields": []}
     conditional = [h for p, h in feed_server.hits if p == "/jvndb_2022.rdf"]
     assert conditional[-1].get("If-None-Match") == '"v1"'
     assert re.match(r"ceptoar-hub/\S+", conditional[-1]["User-Agent"])
@@ -68,7 +68,7 @@ def test_changed_entry_becomes_a_new_version(hub, feed_server, data):
     changed = body[:at] + "<title>[更新] " + body[at + len("<title>"):]
     feed_server.route("/feed.rdf", changed)
     assert fetch(hub)["jvn"] == {"source": "jvn", "status": "ok", "new": 0, "updated": 1, "unchanged": 1,
-                                 "skipped": 0, "error": None, "note": None, "warning_count": 0, "warnings": []}
+                                 "skipped": 0, "error": None, "note": None, "warning_count": 0, "warnings": [], "new_fields": []}
     updated = [a for a in hub.json("advisories", "list") if a["title"].startswith("[更新]")]
     assert len(updated) == 1
     shown = json.loads(hub.run("advisories", "show", updated[0]["id"][8:20]).stdout)  # a UUID prefix
@@ -259,7 +259,7 @@ def test_rolie_index_is_followed_to_csaf_documents(hub, feed_server, data):
     assert fetch(hub)["csaf"]["new"] == 3  # capped; the rest next run
     assert fetch(hub)["csaf"]["new"] == 2
     assert fetch(hub)["csaf"] == {"source": "csaf", "status": "ok", "new": 0, "updated": 0, "unchanged": 0,
-                                  "skipped": 0, "error": None, "note": None, "warning_count": 0, "warnings": []}
+                                  "skipped": 0, "error": None, "note": None, "warning_count": 0, "warnings": [], "new_fields": []}
     medical = hub.json("advisories", "list", "--tag", "medical-suggested")
     assert len(medical) == 5
     vue = hub.json("advisories", "list", "--cve", "CVE-2024-22100")

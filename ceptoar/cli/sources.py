@@ -39,15 +39,30 @@ def sources_list(hub: Hub, fmt: str) -> None:
 
 @sources.command("show")
 @click.argument("source_id")
+@format_option(("json", "table"), default="json")
 @pass_hub
-def sources_show(hub: Hub, source_id: str) -> None:
-    """One source (JSON): its definition, fetch state and health, and its last run's warnings (how
-    many, the first ten, each naming the item or entry and where it was)."""
+def sources_show(hub: Hub, source_id: str, fmt: str) -> None:
+    """One source: its definition, fetch state and health, its last run's warnings (how many, the
+    first ten, each naming the item or entry and where it was) and the fields its items carry that
+    their format's schema does not name (`unknown_fields`: path → count in its last run, total,
+    first and last seen)."""
     row = hub.ready_store().sources.get(source_id)
     if row is None:
         raise CeptoarError(f"no source {source_id!r} (see `ceptoar sources list`)")
-    echo(to_json({k: v for k, v in row.items() if k not in ("etag", "last_modified", "last_warnings")}
-                 | {"warnings": row["last_warnings"]}))
+    shown = {k: v for k, v in row.items() if k not in ("etag", "last_modified", "last_warnings")} \
+        | {"warnings": row["last_warnings"]}
+    if fmt == "json":
+        echo(to_json(shown))
+        return
+    for key, value in shown.items():
+        if key not in ("warnings", "unknown_fields", "options"):
+            echo(f"{key:15} {'' if value is None else value}")
+    echo(f"{'options':15} {to_json(row['options'], indent=None)}")
+    for w in shown["warnings"]:
+        echo(f"{'warning':15} {w}")
+    for path, f in sorted(shown["unknown_fields"].items()):
+        echo(f"{'unknown field':15} {path}: {f['count']:,} in its last run ({f['total']:,} in all), first seen "
+             f"{f['first_seen'][:10]}, last {f['last_seen'][:10]}")
 
 
 @sources.command("add")

@@ -190,6 +190,7 @@ class Entry:
     cve_facts: dict[str, dict] = field(default_factory=dict)  # CVE → facts for the shared vulnerability
     object_tlps: dict[str, str] = field(default_factory=dict)  # own TLP of supplied objects, by id
     cvss: list[dict] = field(default_factory=list)  # a producer's report: the scores of what it refers to
+    unknown: list[str] = field(default_factory=list)  # field paths its format's schema does not name (drift)
     # What storing derives from the entry alone, computed ahead (ceptoar.ingest.entries.prepare).
     prepared: object = field(default=None, compare=False, repr=False)
 
@@ -246,8 +247,10 @@ def advisory(
     tags: list[str] = (),
     object_refs: list[str] = (),
     included: list[dict] = (),
+    unknown: list[str] = (),
 ) -> Entry:
-    """Build the STIX objects of one advisory.
+    """Build the STIX objects of one advisory. `unknown`: field paths of the item its format's
+    schema does not name (ceptoar.normalize.drift).
 
     `cvss` and `cpes` are advisory-level facts; `per_cve` maps a CVE to facts known for that CVE
     alone (CSAF scores, KEV listing), which also land on the shared vulnerability object.
@@ -314,6 +317,7 @@ def advisory(
             facts["references"] = [{k: v for k, v in refs[0].items() if k != "external_id"}]
         cve_facts[cve] = {k: v for k, v in facts.items() if v not in (None, [], {})}
     return Entry(key=key, report=report, raw=raw, objects=list(included), tags=list(tags), tlp=tlp, cves=cves,
+                 unknown=list(unknown),
                  cve_facts=cve_facts)
 
 

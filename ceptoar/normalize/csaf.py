@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ceptoar.core.model import CVE_RE, Source, tlp_max, tlp_name
 from ceptoar.normalize import (
+    drift,
     Entries,
     Entry,
     FeedError,
@@ -217,4 +218,5 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
         per_cve=per_cve,
         medical_signals=signals,
         raw=to_json(doc),
+        unknown=drift.csaf_fields(doc),
     )

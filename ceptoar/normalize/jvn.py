@@ -14,6 +14,7 @@ from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
 from ceptoar.core.model import CVE_RE, Source, find_cves, tlp_max, tlp_name
 from ceptoar.normalize import (
+    drift,
     Entries,
     Entry,
     EntryStream,
@@ -274,6 +275,7 @@ def _rss_item(item: Element, source: Source, tlp: str, raw: str | None, warnings
         lang=item.get("{http://www.w3.org/XML/1998/namespace}lang"),
         extra={"products": cpe_products},
         raw=raw or _raw(item),
+        unknown=drift.jvn_fields(item),
     )
 
 

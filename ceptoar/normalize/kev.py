@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ceptoar.core.model import CVE_RE, Source
 from ceptoar.normalize import (
+    drift,
     CWE_ID_RE,
     Entries,
     Entry,
@@ -94,4 +95,5 @@ def _entry(v, source: Source, warnings: list[str]) -> Entry:
         per_cve={cve: {"kev": kev, "cwes": cwes}},
         tags=["kev"] + (["ransomware"] if ransomware.lower() == "known" else []),
         raw=to_json({"vulnerabilities": [v]}),  # a one-entry catalog: kev.parse reads it alone
+        unknown=drift.kev_fields(v),
     )

@@ -16,6 +16,7 @@ from ceptoar.store import Store, schema
 
 OK, WARNING, CRITICAL = 0, 1, 2
 BUSY_WINDOW = timedelta(minutes=2)  # a TAXII request this recent means a server is using the database
+NEW_FIELD_DAYS = timedelta(days=14)  # how long `status` names a field first seen in a source's items
 
 
 @dataclass
@@ -72,6 +73,11 @@ def status(store: Store, backup_max_age: timedelta = timedelta(days=2)) -> Statu
             first = (r.get("last_warnings") or ["?"])[0]
             st.warn(f"source {r['id']}: {r['warning_count']} warning(s) in its last run, the first: {first} "
                     f"(`ceptoar sources show {r['id']}`)")
+        recent = stamp(datetime.now(UTC) - NEW_FIELD_DAYS)
+        for path, f in sorted((r.get("unknown_fields") or {}).items()):
+            if str(f.get("first_seen") or "") >= recent:  # one line per new field, for its first two weeks
+                st.warn(f"source {r['id']}: new field {path} ({f.get('count', 0):,} in its last run, first seen "
+                        f"{str(f.get('first_seen'))[:10]}): kept in the raw entries, not read by the hub yet")
     return st
 
 

@@ -239,14 +239,24 @@ class Worker:
             report.health.append((row["id"], health))
             self.log(f"source {row['id']}: {health}" + (f" ({why})" if why else ""))
             self.tell_operator(row, health, why)
+        for row in self.store.sources.list():
+            untold = sorted(p for p, f in (row.get("unknown_fields") or {}).items() if not f.get("told"))
+            if row["enabled"] and untold and self.tell_fields(row, untold):
+                self.store.sources.fields_told(row["id"], untold)
+
+    def tell_fields(self, row: dict, paths: list[str]) -> bool:
+        """Fields a source's items carry that their format's schema does not name: once each, by mail."""
+        fields = row["unknown_fields"]
+        body = "\n".join([
+            f"情報源 / source: {row['id']} ({row.get('name') or row['id']})",
+            "フィードに、本システムがまだ読まない新しい項目が現れました(生データには保存されています)。",
+            "New fields in the feed's items, not read by the hub yet (kept in the raw entries):", "",
+            *(f"  {p}: {fields[p]['count']:,} (first seen {fields[p]['first_seen'][:10]} UTC)" for p in paths[:50]),
+            "", f"ceptoar sources show {row['id']} --format table で確認してください。",
+        ])
+        return self._mail_operator(f"[CEPTOAR] 新しい項目 / new fields: {row['id']} ({len(paths)})", body)
 
     def tell_operator(self, row: dict, health: str, why: str) -> None:
-        to, smtp = self.settings.operator_email, self.settings.smtp()
-        if not to or not smtp:
-            if "operator mail" not in self.warned:
-                self.warned.add("operator mail")
-                self.log("feed-health mail not sent: set CEPTOAR_OPERATOR_EMAIL and CEPTOAR_SMTP_HOST")
-            return
         subject = {"failing": f"[CEPTOAR] 取得失敗が続いています / source failing: {row['id']}",
                    "quiet": f"[CEPTOAR] 更新が途絶えています / source quiet: {row['id']}",
                    "ok": f"[CEPTOAR] 復旧しました / source recovered: {row['id']}"}[health]
@@ -258,6 +268,16 @@ class Worker:
             f"最終取得 / last fetch: {row.get('last_fetched') or '-'} UTC ({row.get('last_status') or '-'})",
             "", "ceptoar status / ceptoar sources list で確認してください。",
         ])
+        self._mail_operator(subject, body)
+
+    def _mail_operator(self, subject: str, body: str) -> bool:
+        """One mail to the operator; True when the server took it."""
+        to, smtp = self.settings.operator_email, self.settings.smtp()
+        if not to or not smtp:
+            if "operator mail" not in self.warned:
+                self.warned.add("operator mail")
+                self.log("feed-health mail not sent: set CEPTOAR_OPERATOR_EMAIL and CEPTOAR_SMTP_HOST")
+            return False
         msg = mail.message(subject, body, to=to, headers={"X-CEPTOAR-TLP": "GREEN"})
         mailer = mail.Mailer(smtp)
         try:
@@ -265,8 +285,10 @@ class Worker:
             refusal = mailer.send(mail.sender().addr_spec, to, msg.as_bytes())
             if refusal:
                 self.log(f"operator mail refused: {refusal}")
+            return not refusal
         except DeliveryError as e:
             self.log(f"operator mail not sent: {e}")
+            return False
         finally:
             mailer.close()
 

@@ -11,6 +11,8 @@ alert (sent by the digest stage).
 
 from __future__ import annotations
 
+import json
+
 from ceptoar.core import extensions
 from ceptoar.core.errors import CeptoarError
 from ceptoar.core.model import HUB, MEMBER_SUBMISSIONS, effective_severity, source_origin, tlp_name
@@ -321,5 +323,10 @@ def view(store: Store, advisory_ref: str) -> dict:
     """One advisory's view with its description and every version held of its report."""
     row = store.advisories.find(advisory_ref)
     versions = {v.modified for v in store.objects.versions(row["id"])}
-    versions |= {v.modified for v in store.objects.versions(row["source_report"], source_origin(row["source"]))}
-    return views(store, [row])[0] | {"description": row.get("description"), "versions": sorted(versions)}
+    own = store.objects.versions(row["source_report"], source_origin(row["source"]))
+    versions |= {v.modified for v in own}
+    # What CISA's KEV catalog says of it (the due date, ransomware use, notes, CWEs), as its source gave it.
+    newest = max(own, key=lambda v: v.modified, default=None)
+    kev = extensions.props(json.loads(newest.json), extensions.ADVISORY).get("kev") if newest else None
+    return views(store, [row])[0] | {"description": row.get("description"), "versions": sorted(versions),
+                                     "kev": kev if isinstance(kev, dict) else None}

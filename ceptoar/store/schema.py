@@ -21,7 +21,7 @@ from ceptoar.store.base import statements
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -33,7 +33,7 @@ CREATE TABLE sources (
     interval INTEGER, options TEXT NOT NULL DEFAULT '{}', defined_by TEXT,
     etag TEXT, last_modified TEXT, last_fetched TEXT, last_status TEXT, last_error TEXT, last_note TEXT,
     failures INTEGER NOT NULL DEFAULT 0, last_success TEXT, last_new TEXT, health TEXT NOT NULL DEFAULT 'ok',
-    health_since TEXT, next_due TEXT, warning_count INTEGER NOT NULL DEFAULT 0, last_warnings TEXT
+    health_since TEXT, next_due TEXT, warning_count INTEGER NOT NULL DEFAULT 0, last_warnings TEXT, unknown_fields TEXT
 );
 CREATE TABLE raw_entries (
     source TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, received TEXT NOT NULL,
@@ -494,6 +494,12 @@ def _step16(store: Store) -> None:
             _add_column(store, "sources", f"{col} {kind}")
 
 
+def _step17(store: Store) -> None:
+    """Schema drift: a source keeps the fields its items carry that their format's schema does not name."""
+    if "unknown_fields" not in _columns(store, "sources"):
+        _add_column(store, "sources", "unknown_fields TEXT")
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
                                                      (11, _step11), (12, _step12), (13, _step13), (14, _step14),
-                                                     (15, _step15), (16, _step16)]
+                                                     (15, _step15), (16, _step16), (17, _step17)]

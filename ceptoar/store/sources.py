@@ -8,6 +8,7 @@ from ceptoar.store.base import Repository, chunks, marks, utcnow
 
 FIELDS = ("id", "name", "kind", "url", "enabled", "tlp", "lang", "interval", "options", "defined_by")
 RAW_SPILL = 4 << 20  # characters of a raw entry whose write spills its pages at once (write_raw)
+FIELDS_KEPT = 200  # unknown field paths kept per source (a hostile feed could name millions)
 WARNINGS_KEPT = 10  # of a run's warnings, the first this many are kept with their count
 
 
@@ -33,6 +34,7 @@ class Sources(Repository):
     def _row(d: dict) -> dict:
         d["options"] = json.loads(d.get("options") or "{}")
         d["last_warnings"] = json.loads(d.get("last_warnings") or "[]")
+        d["unknown_fields"] = json.loads(d.get("unknown_fields") or "{}")
         d["enabled"] = bool(d["enabled"])
         return d
 
@@ -47,6 +49,38 @@ class Sources(Repository):
         with self.store.transaction():
             return self.store.execute("UPDATE sources SET enabled = ? WHERE id = ?",
                                       (int(enabled), source_id)).rowcount == 1
+
+    def note_fields(self, source_id: str, seen: dict[str, int]) -> list[str]:
+        """Field paths a run's items carried that their format's schema does not name, with how often:
+        kept per path as {count (its last run), total, first_seen, last_seen, told}. Returns the paths
+        seen for the first time."""
+        if not seen:
+            return []
+        s, now = self.store, utcnow()
+        with s.transaction():
+            held = json.loads(s.scalar("SELECT unknown_fields FROM sources WHERE id = ?", (source_id,)) or "{}")
+            new = []
+            for path, n in seen.items():
+                if path not in held:
+                    if len(held) >= FIELDS_KEPT:
+                        continue
+                    new.append(path)
+                f = held.get(path) or {"total": 0, "first_seen": now, "told": False}
+                held[path] = f | {"count": n, "total": f["total"] + n, "last_seen": now}
+            s.execute("UPDATE sources SET unknown_fields = ? WHERE id = ?", (json.dumps(held, ensure_ascii=False),
+                                                                             source_id))
+        return new
+
+    def fields_told(self, source_id: str, paths: list[str]) -> None:
+        """The operator has been told of these new fields (once each)."""
+        s = self.store
+        with s.transaction():
+            held = json.loads(s.scalar("SELECT unknown_fields FROM sources WHERE id = ?", (source_id,)) or "{}")
+            for p in paths:
+                if p in held:
+                    held[p]["told"] = True
+            s.execute("UPDATE sources SET unknown_fields = ? WHERE id = ?", (json.dumps(held, ensure_ascii=False),
+                                                                             source_id))
 
     def record_fetch(self, source_id: str, status: str, error: str | None = None,
                      etag: str | None = None, last_modified: str | None = None, note: str | None = None,

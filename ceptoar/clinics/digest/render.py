@@ -292,7 +292,9 @@ def item(a: dict, lang: str) -> dict:
     out = {"severity_label": SEVERITY[lang][severity], "severity": severity, "tlp": a["tlp"], "kev": kev, "kind": kind,
            "products": products_of(report), "cves": short_cves(a["cves"], lang), "original": None,
            "medical": bool(a.get("medical")) or "medical" in (a.get("tags") or []),
-           "pre_review": bool(a.get("pre_review")), "published": a.get("published")}
+           "pre_review": bool(a.get("pre_review")), "published": a.get("published"),
+           "ransomware": kev and ((extensions.prop(report, "kev", dict) or {}).get("known_ransomware_campaign_use")
+                                  or "").lower() == "known"}
     if lang == "en":
         return out | {"title": clean(title), "summary": lines(text.get("summary_en")),
                       "action": lines(text.get("action_en") or english_action(report) or KIND_ACTIONS[kind]["en"]),
@@ -350,8 +352,9 @@ def _wrap(text: str, width: int = 300) -> str:
 
 
 def rank_key(i: dict) -> tuple:
-    """Most urgent first: actively exploited, then medical, then by severity."""
-    return (not i["kev"], not i["medical"], SEVERITY_ORDER[i["severity"]])
+    """Most urgent first: actively exploited (used by ransomware campaigns first, as CISA's KEV
+    catalog says), then medical, then by severity."""
+    return (not i["kev"], not i.get("ransomware"), not i["medical"], SEVERITY_ORDER[i["severity"]])
 
 
 def render(store: Store, advisories: list[dict], *, lang: str, member_name: str, until: str,
