@@ -222,9 +222,14 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CVE_RE = re.compile(r"\bCVE-\d{4}-\d{4,19}\b", re.IGNORECASE)
 IDENTIFIER_RE = re.compile(
     r"(JVNDB-\d{4}-\d{6}|JVN#\d{8}|JVNVU#\d{5,8}|JVNTA#?\d{5,8}|ICSMA-\d{2}-\d{3}-\d{2}[A-Z]?"
-    r"|ICSA-\d{2}-\d{3}-\d{2}[A-Z]?|CVE-\d{4}-\d{4,19}|CWE-\d+|VU#\d+)",
+    r"|ICSA-\d{2}-\d{3}-\d{2}[A-Z]?|CVE-\d{4}-\d{4,19}|CWE-\d+|VU#\d+|EUVD-\d{4}-\d{1,12}"
+    r"|GCVE-\d{1,9}-\d{4}-\d{1,12})",
     re.IGNORECASE,
 )
+# Vulnerability ids beside the CVE: ENISA's EU Vulnerability Database (EUVD-2025-12345) and the Global
+# CVE allocation system (GCVE-<numbering authority>-<year>-<number>). An advisory that names no CVE is
+# keyed by these, so two that share one are recognised as one vulnerability, as a shared CVE is.
+OTHER_VULN_RE = re.compile(r"\b(?:EUVD-\d{4}-\d{1,12}|GCVE-\d{1,9}-\d{4}-\d{1,12})\b", re.IGNORECASE)
 _SCHEMES = {
     "JVNDB-": ("jvndb", "https://jvndb.jvn.jp/ja/contents/{year}/{id}.html"),
     "JVN#": ("jvn", "https://jvn.jp/jp/JVN{num}/"),
@@ -235,8 +240,10 @@ _SCHEMES = {
     "CVE-": ("cve", "https://www.cve.org/CVERecord?id={id}"),
     "CWE-": ("cwe", "https://cwe.mitre.org/data/definitions/{num}.html"),
     "VU#": ("cert-vn", "https://www.kb.cert.org/vuls/id/{num}"),
+    "EUVD-": ("euvd", "https://euvd.enisa.europa.eu/vulnerability/{id}"),
+    "GCVE-": ("gcve", None),
 }
-_PREFIX_RE = re.compile(r"(JVNDB-|JVN#|JVNVU#|JVNTA|ICSMA-|ICSA-|CVE-|CWE-|VU#)", re.I)
+_PREFIX_RE = re.compile(r"(JVNDB-|JVN#|JVNVU#|JVNTA|ICSMA-|ICSA-|CVE-|CWE-|VU#|EUVD-|GCVE-)", re.I)
 
 
 def canonical_identifier(ident: str) -> str:
@@ -251,6 +258,11 @@ def find_cves(*texts: str | None) -> list[str]:
         for m in CVE_RE.findall(t or ""):
             seen[m.upper()] = None
     return list(seen)
+
+
+def other_vulnerability_ids(*texts: str | None) -> list[str]:
+    """EUVD and GCVE ids in the texts, upper-cased, in order, once each."""
+    return list(dict.fromkeys(m.upper() for t in texts for m in OTHER_VULN_RE.findall(t or "")))
 
 
 def find_identifiers(*texts: str | None) -> list[str]:

@@ -19,6 +19,7 @@ from ceptoar.core.model import (
     CVE_RE,
     HUB,
     IDENTIFIER_RE,
+    OTHER_VULN_RE,
     TLP_ORDER,
     Source,
     content_hash,
@@ -423,7 +424,8 @@ def _hub_reserved(obj: dict) -> bool:
         return False
     named = [obj.get("name")] + [x.get("external_id") for x in obj.get("external_references") or []
                                  if isinstance(x, dict)]
-    return any(isinstance(c, str) and CVE_RE.fullmatch(c) and obj["id"] == vulnerability_id(c) for c in named)
+    return any(isinstance(c, str) and (CVE_RE.fullmatch(c) or OTHER_VULN_RE.fullmatch(c))
+               and obj["id"] == vulnerability_id(c.upper()) for c in named)
 
 
 def _rank(tlp: str | None) -> int | None:

@@ -20,6 +20,7 @@ from ceptoar.core import extensions
 from ceptoar.core.errors import CeptoarError
 from ceptoar.core.model import (
     CVE_RE,
+    OTHER_VULN_RE,
     TLP_IDS,
     Source,
     canonical_identifier,
@@ -261,8 +262,10 @@ def advisory(
     tlp = tlp or source.tlp
     # Only well-formed CVE ids are CVEs; one found inside other text (a related document's title
     # listing CVEs) is linked as the CVE it names.
-    cves = _dedupe([c.upper() for c in cves if CVE_RE.fullmatch(c)]
-                   + [f for c in cves if not CVE_RE.fullmatch(c) for f in find_cves(c)])
+    # An EUVD or GCVE id stands where a vulnerability has no CVE (normalizers pass one only then).
+    cves = _dedupe([c.upper() for c in cves if CVE_RE.fullmatch(c) or OTHER_VULN_RE.fullmatch(c)]
+                   + [f for c in cves if not CVE_RE.fullmatch(c) and not OTHER_VULN_RE.fullmatch(c)
+                      for f in find_cves(c)])
     ident = identity_id(source.id)
 
     refs: list[dict] = []

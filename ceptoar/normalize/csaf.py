@@ -6,7 +6,15 @@ since following means I/O.
 
 from __future__ import annotations
 
-from ceptoar.core.model import CVE_RE, Source, tlp_max, tlp_name
+from ceptoar.core.model import (
+    CVE_RE,
+    IDENTIFIER_RE,
+    Source,
+    canonical_identifier,
+    other_vulnerability_ids,
+    tlp_max,
+    tlp_name,
+)
 from ceptoar.normalize import (
     drift,
     Entries,
@@ -153,12 +161,19 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
     url = next((u for u in self_urls if not u.endswith(".json")), self_urls[0] if self_urls else None)
 
     cves, cwes, cvss, per_cve, remediations, categories, affected_ids = [], [], [], {}, [], [], set()
+    identifiers: list[str] = []
     for i, v in enumerate(list_field(doc.get("vulnerabilities"), where, "vulnerabilities", warnings, dict), 1):
         cve = v.get("cve")
         if cve is not None and not (isinstance(cve, str) and CVE_RE.fullmatch(cve.strip())):
             warnings.append(f"{where}: vulnerability {i} has cve {str(cve)[:40]!r}, not a CVE id: dropped")
             cve = None
         cve = cve.strip().upper() if cve else None
+        # `ids` (EUVD, GCVE, a vendor's bug id…): known schemes are the advisory's identifiers; a
+        # vulnerability without a CVE is keyed by its EUVD (else GCVE) id.
+        texts = [x["text"].strip() for x in list_field(v.get("ids"), where, "ids", warnings, dict)
+                 if isinstance(x.get("text"), str)]
+        identifiers += [canonical_identifier(t) for t in texts if IDENTIFIER_RE.fullmatch(t)]
+        cve = cve or next(iter(other_vulnerability_ids(*texts)), None)
         # CSAF 2.0: one `cwe`; CSAF 2.1: a list, `cwes`.
         named = [v["cwe"]] if isinstance(v.get("cwe"), dict) else \
             list_field(v.get("cwes"), where, "cwes", warnings, dict)
@@ -200,6 +215,7 @@ def document(doc, source: Source, warnings: list[str] | None = None) -> Entry:
         url=url,
         own_id=tracking_id,
         cves=cves,
+        identifiers=[(i, None) for i in dict.fromkeys(identifiers) if i not in cves],
         cvss=cvss,
         cwes=cwes,
         lang=lang[:2],

@@ -15,7 +15,17 @@ import re
 import uuid
 
 from ceptoar.core import extensions
-from ceptoar.core.model import TLP_BY_ID, Source, find_cves, find_identifiers, listed, parse_date, tlp_max, tlp_name
+from ceptoar.core.model import (
+    TLP_BY_ID,
+    Source,
+    find_cves,
+    find_identifiers,
+    listed,
+    other_vulnerability_ids,
+    parse_date,
+    tlp_max,
+    tlp_name,
+)
 from ceptoar.normalize import Entries, Entry, FeedError, advisory, budget, each_item, load_json_text, scores
 
 STIX_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,249}--[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
@@ -87,12 +97,20 @@ def parse(raw: bytes, source: Source, charset: str | None = None) -> Entries:
 
 
 def _cves_of(report: dict, refs: list[dict]) -> list[str]:
-    """CVE ids the report names: its `cve` references and the CVEs of the vulnerabilities it refers to."""
+    """Vulnerability ids the report names: its `cve` references and the CVEs of the vulnerabilities
+    it refers to; for a vulnerability (or report) with no CVE, its EUVD or GCVE id."""
     found = []
     for obj in [report, *(o for o in refs if o["type"] == "vulnerability")]:
-        for x in listed(obj.get("external_references")):
-            if isinstance(x, dict) and str(x.get("source_name", "")).lower() == "cve":
-                found.extend(find_cves(str(x.get("external_id") or "")))
+        own = [x for x in listed(obj.get("external_references")) if isinstance(x, dict)]
+        cves = [c for x in own if str(x.get("source_name", "")).lower() == "cve"
+                for c in find_cves(str(x.get("external_id") or ""))]
+        if not cves:
+            named = [str(x.get("external_id") or "") for x in own if str(x.get("source_name", "")).lower() in
+                     ("euvd", "gcve", "enisa")]
+            if obj["type"] == "vulnerability" and isinstance(obj.get("name"), str):
+                named.append(obj["name"])
+            cves = other_vulnerability_ids(*named)[:1]
+        found.extend(cves)
     return list(dict.fromkeys(c.upper() for c in found))
 
 
