@@ -7,6 +7,7 @@ hub is refused. `schema_version` in `meta` says where a database stands.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ceptoar.core.errors import StoreError
 from ceptoar.core.extensions import hub_objects
-from ceptoar.core.model import TLP_ORDER, marking_definition
+from ceptoar.core.model import TLP_ORDER, headline_cvss, marking_definition
 from ceptoar.store import legacy
 from ceptoar.store.base import statements
 
@@ -495,9 +496,21 @@ def _step16(store: Store) -> None:
 
 
 def _step17(store: Store) -> None:
-    """Schema drift: a source keeps the fields its items carry that their format's schema does not name."""
+    """Schema drift: a source keeps the fields its items carry that their format's schema does not
+    name. An advisory ranks by the highest score of the newest CVSS version it has (no longer the
+    highest of any version): `max_cvss` of those held, again from their stored scores."""
     if "unknown_fields" not in _columns(store, "sources"):
         _add_column(store, "sources", "unknown_fields TEXT")
+    changed = []
+    for aid, cvss, before in store.execute("SELECT id, cvss, max_cvss FROM advisories").fetchall():
+        try:
+            head = headline_cvss(cvss if isinstance(cvss, list) else json.loads(cvss or "[]"))
+        except ValueError:
+            continue
+        after = head["score"] if head else None
+        if after != before:
+            changed.append((after, aid))
+    store.executemany("UPDATE advisories SET max_cvss = ? WHERE id = ?", changed)
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
