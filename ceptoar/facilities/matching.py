@@ -12,6 +12,13 @@ PACS" by Philips is "vuepacs"), and vendor names mapped through the alias list
 - `name`: the product agrees but the vendor is unknown or not the same.
 
 A version outside every affected range is not a match.
+
+Package URLs (a register row's `purl`, a CSAF product's identification helper) are parsed with
+packageurl-python and compared as the purl specification says (type, namespace and name, each
+normalized for its type; qualifiers and subpath do not name another package). Where the scheme of
+the versions is known (the purl's type, or a `vers:` range's), versions are compared by univers
+with that ecosystem's rules (npm's semver, PyPI's PEP 440, Debian's, Maven's…); elsewhere by the
+generic rules below (JVN's Japanese wording, dotted versions).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+
+from packageurl import PackageURL
+from univers.version_range import RANGE_CLASS_BY_SCHEMES, VersionRange
 
 from ceptoar.core import extensions
 from ceptoar.core.paths import project_file
@@ -137,8 +147,55 @@ def parse_range(text: str | None) -> list[tuple[str, str]] | None:
     return out or None
 
 
-def in_range(version: str, constraints: list[tuple[str, str]]) -> bool:
-    """Whether `version` satisfies the constraints: '=' ones are alternatives; the others all hold."""
+@lru_cache(maxsize=65536)
+def purl_parts(text: str | None) -> tuple[str, str, str, str] | None:
+    """(type, namespace, name, version) of a package URL, normalized as its type says; None when it
+    is not one. Qualifiers and subpath are left out: they do not name another package."""
+    if not text or not text.startswith("pkg:"):
+        return None
+    try:
+        p = PackageURL.from_string(text)
+    except ValueError:
+        return None
+    return p.type.lower(), p.namespace or "", p.name, p.version or ""
+
+
+def purl_error(text: str) -> str | None:
+    """Why `text` is not a package URL (packageurl-python's reason), or None when it is one."""
+    try:
+        PackageURL.from_string(text)
+    except ValueError as e:
+        return " ".join(str(e).split())[:120]
+    return None
+
+
+def scheme_of(text: str | None) -> str | None:
+    """The versioning scheme univers knows for a `vers:` range or a purl type, else None."""
+    if not text:
+        return None
+    t = text.strip().lower()
+    scheme = t[5:].split("/", 1)[0] if t.startswith("vers:") else purl_parts(text)[0] if purl_parts(text) else t
+    return scheme if scheme in RANGE_CLASS_BY_SCHEMES and scheme not in ("generic", "none", "all") else None
+
+
+def in_scheme_range(version: str, constraints: list[tuple[str, str]], scheme: str) -> bool | None:
+    """`in_range` by the rules of one ecosystem (univers); None when a version there is not one of
+    that scheme (the generic rules decide)."""
+    try:
+        vers = "|".join(f"{'' if op == '=' else op}{v}" for op, v in constraints)
+        return RANGE_CLASS_BY_SCHEMES[scheme].version_class(version) in VersionRange.from_string(
+            f"vers:{scheme}/{vers}")
+    except Exception:  # univers raises its own and third-party exceptions for what its scheme does not read
+        return None
+
+
+def in_range(version: str, constraints: list[tuple[str, str]], scheme: str | None = None) -> bool:
+    """Whether `version` satisfies the constraints: '=' ones are alternatives; the others all hold.
+    With a `scheme` univers knows, by that ecosystem's rules."""
+    if scheme:
+        held = in_scheme_range(version, constraints, scheme)
+        if held is not None:
+            return held
     v = version_tuple(version)
     exact = [c for c in constraints if c[0] == "="]
     bounds = [c for c in constraints if c[0] != "="]
@@ -157,6 +214,8 @@ class Affected:
     product: str
     ranges: list[tuple[str, str]] | None = None  # None: versions unknown
     via: str = "name"  # cpe | csaf | jvn | kev
+    purl: str | None = None  # the product's package URL (CSAF)
+    scheme: str | None = None  # how its versions compare (univers), from its purl or a `vers:` range
     vendor_k: str = field(init=False)
     product_k: str = field(init=False)
 
@@ -166,11 +225,13 @@ class Affected:
         self.ranges = [tuple(r) for r in self.ranges] if self.ranges else None
 
     def as_dict(self) -> dict:
-        return {"vendor": self.vendor, "product": self.product, "ranges": self.ranges, "via": self.via}
+        return {"vendor": self.vendor, "product": self.product, "ranges": self.ranges, "via": self.via,
+                "purl": self.purl, "scheme": self.scheme}
 
     @classmethod
     def from_dict(cls, d: dict) -> Affected:
-        return cls(d.get("vendor"), d["product"], d.get("ranges"), d.get("via", "name"))
+        return cls(d.get("vendor"), d["product"], d.get("ranges"), d.get("via", "name"), d.get("purl"),
+                   d.get("scheme"))
 
 
 def affected_of(report: dict) -> list[Affected]:
@@ -183,7 +244,11 @@ def affected_of(report: dict) -> list[Affected]:
     for p in csaf.get("affected") or []:
         if isinstance(p, dict) and isinstance(p.get("product"), str):
             ranges = parse_range(p.get("range")) if isinstance(p.get("range"), str) else None
-            out.append(Affected(p.get("vendor"), p["product"], ranges, "csaf"))
+            purl = p.get("purl") if purl_parts(p.get("purl") if isinstance(p.get("purl"), str) else None) else None
+            if purl and not ranges and purl_parts(purl)[3]:
+                ranges = [("=", purl_parts(purl)[3])]  # a purl with a version names that version alone
+            scheme = scheme_of(p.get("range") if isinstance(p.get("range"), str) else None) or scheme_of(purl)
+            out.append(Affected(p.get("vendor"), p["product"], ranges, "csaf", purl, scheme))
     for p in extensions.prop(report, "products", list) or []:
         if not isinstance(p, dict):
             continue
@@ -201,7 +266,7 @@ def affected_of(report: dict) -> list[Affected]:
             out.append(Affected(parts[0], parts[1], [("=", parts[2])] if parts[2] else None, "cpe"))
     seen, unique = set(), []
     for a in out:
-        key = (a.vendor_k, a.product_k, tuple(a.ranges or ()), a.via)
+        key = (a.vendor_k, a.product_k, tuple(a.ranges or ()), a.via, a.purl)
         if a.product_k and key not in seen:
             seen.add(key)
             unique.append(a)
@@ -215,10 +280,17 @@ def match_row(row: dict, affected: list[Affected]) -> tuple[str, list[str]] | No
     names = [row.get("product") or ""] + [a for a in (row.get("aliases") or "").split("|") if a.strip()]
     row_vendor = vendor_key(row.get("vendor"))
     row_products = {product_key(n, row.get("vendor")) for n in names} - {""}
-    version = (row.get("version") or "").strip() or (row_cpe[2] if row_cpe else "")
+    row_purl = purl_parts(row.get("purl"))
+    version = (row.get("version") or "").strip() or (row_cpe[2] if row_cpe else "") or (row_purl[3] if row_purl else "")
     for a in affected:
         reasons = []
-        if a.via == "cpe" and row_cpe and _key(row_cpe[0]) == _key(a.vendor) and _key(row_cpe[1]) == _key(a.product):
+        theirs = purl_parts(a.purl)
+        if row_purl and theirs and row_purl[:3] == theirs[:3]:
+            vendor_ok, product_ok = True, True
+            reasons.append(f"purl pkg:{theirs[0]}/{theirs[1] + '/' if theirs[1] else ''}{theirs[2]}")
+        elif row_purl and theirs:
+            continue  # two package URLs that name different packages: not the same product
+        elif a.via == "cpe" and row_cpe and _key(row_cpe[0]) == _key(a.vendor) and _key(row_cpe[1]) == _key(a.product):
             vendor_ok, product_ok = True, True
             reasons.append(f"CPE {row_cpe[0]}:{row_cpe[1]}")
         else:
@@ -229,7 +301,7 @@ def match_row(row: dict, affected: list[Affected]) -> tuple[str, list[str]] | No
         if not product_ok:
             continue
         if a.ranges and version:
-            if not in_range(version, a.ranges):
+            if not in_range(version, a.ranges, a.scheme or (row_purl[0] if row_purl and theirs else None)):
                 continue  # another version: not affected
             reasons.append(f"版 {version} が影響範囲 {' '.join(op + v for op, v in a.ranges)} にあります")
             confidence = "version" if vendor_ok else "name"

@@ -132,8 +132,8 @@ def check_row(row: dict) -> dict:
     if cpe and matching.cpe_parts(cpe) is None:
         raise RegisterError(f"cpe {cpe[:60]!r} is neither a CPE 2.2 URI (cpe:/a:vendor:product) nor CPE 2.3")
     purl = (row.get("purl") or "").strip() or None
-    if purl and not purl.startswith("pkg:"):
-        raise RegisterError(f"purl {purl[:60]!r} does not start with pkg:")
+    if purl and (why := matching.purl_error(purl) if purl.startswith("pkg:") else "it does not start with pkg:"):
+        raise RegisterError(f"purl {purl[:60]!r} is not a package URL ({why})")
     return {"category": category, "vendor": _text(row.get("vendor"), "vendor"), "product": product,
             "version": _text(row.get("version"), "version", 100), "cpe": cpe, "purl": purl,
             "aliases": _text(row.get("aliases"), "aliases", 500),
@@ -195,6 +195,9 @@ def row_keys(row: dict) -> set[str]:
     parts = matching.cpe_parts(row.get("cpe"))
     if parts:
         keys.add(f"cpe:{matching.product_key(parts[0])}:{matching.product_key(parts[1])}")
+    purl = matching.purl_parts(row.get("purl"))
+    if purl:
+        keys.add("purl:" + "/".join(purl[:3]))
     return keys - {""}
 
 
@@ -202,6 +205,7 @@ def affected_keys(affected: list[matching.Affected]) -> set[str]:
     keys = {a.product_k for a in affected}
     keys |= {f"cpe:{matching.product_key(a.vendor)}:{matching.product_key(a.product)}" for a in affected
              if a.via == "cpe"}
+    keys |= {"purl:" + "/".join(parts[:3]) for a in affected if (parts := matching.purl_parts(a.purl))}
     return keys - {""}
 
 

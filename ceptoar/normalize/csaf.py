@@ -104,10 +104,25 @@ def _affected(tree, ids: set[str]) -> list[dict]:
         if isinstance(pid, str) and (not ids or pid in ids) and path.get("product_name"):
             version = path.get("product_version_range") or path.get("product_version")
             out.append({"vendor": path.get("vendor"), "product": path["product_name"],
-                        **({"range": version} if version else {})})
+                        **({"range": version} if version else {}), **_purl_of(product)})
+        # Products named outside the branches, by their package URL (CSAF's full_product_names).
+        for fp in node.get("full_product_names") if isinstance(node.get("full_product_names"), list) else []:
+            if isinstance(fp, dict) and isinstance(fp.get("name"), str) and (not ids or fp.get("product_id") in ids) \
+                    and _purl_of(fp):
+                out.append({"vendor": None, "product": fp["name"], **_purl_of(fp)})
         branches = node.get("branches")
         stack.extend((b, path) for b in reversed(branches if isinstance(branches, list) else []))
     return [dict(t) for t in dict.fromkeys(tuple(sorted(a.items())) for a in out)]
+
+
+def _purl_of(product) -> dict:
+    """{"purl": …} from a product's identification helper (CSAF 2.0 `purl`, 2.1 `purls`), or {}."""
+    helper = product.get("product_identification_helper") if isinstance(product, dict) else None
+    if not isinstance(helper, dict):
+        return {}
+    given = [helper.get("purl"), *(helper.get("purls") if isinstance(helper.get("purls"), list) else [])]
+    found = next((p for p in given if isinstance(p, str) and p.startswith("pkg:") and len(p) < 1000), None)
+    return {"purl": found} if found else {}
 
 
 def _scores(vuln: dict, cve: str | None, where: str, warnings: list[str]) -> list[dict]:

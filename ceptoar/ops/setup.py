@@ -40,7 +40,7 @@ def init(store: Store, sources_path: Path | None = None, collections_path: Path 
     coll_defs = colls.load_defaults(collections_path)
     cfg = settings.current()
     made = settings.create_config_dir(cfg)
-    version = store.migrate(actor, backfills={12: registers.refresh_all})
+    version = store.migrate(actor, backfills={12: registers.refresh_all, 17: registers.refresh_all})
     new, kept = 0, []
     with store.transaction():
         for d in defs:

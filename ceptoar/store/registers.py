@@ -13,7 +13,7 @@ import json
 
 from ceptoar.store.base import Repository, chunks, dump, marks, utcnow
 
-PROFILE_COLUMNS = ("vendor", "product", "version", "cpe", "aliases")  # what matching reads of a row
+PROFILE_COLUMNS = ("vendor", "product", "version", "cpe", "aliases", "purl")  # what matching reads of a row
 ROW_COLUMNS = ("n", "category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
                "remote_maintenance", "maintenance_vendor", "note", "device")
 LINE_COLUMNS = ("category", "vendor", "product", "version", "device", "internet_exposed", "remote_maintenance")
@@ -76,8 +76,8 @@ class Facilities(Repository):
         missing = [s for s in wanted if s not in found]
         if missing:
             self.store.executemany(
-                "INSERT INTO row_profiles (signature, vendor, product, version, cpe, aliases) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (signature) DO NOTHING",
+                f"INSERT INTO row_profiles (signature, {', '.join(PROFILE_COLUMNS)}) "
+                f"VALUES (?, {marks(len(PROFILE_COLUMNS))}) ON CONFLICT (signature) DO NOTHING",
                 [(s, *(wanted[s].get(c) for c in PROFILE_COLUMNS)) for s in missing])
             created = self._profile_ids(missing)
             self.store.executemany("INSERT INTO profile_keys (product_key, profile) VALUES (?, ?) "

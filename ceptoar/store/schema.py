@@ -166,7 +166,7 @@ CREATE TABLE register_rows (
 CREATE INDEX register_rows_profile ON register_rows (profile);
 CREATE TABLE row_profiles (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, signature TEXT NOT NULL UNIQUE, vendor TEXT, product TEXT NOT NULL,
-    version TEXT, cpe TEXT, aliases TEXT
+    version TEXT, cpe TEXT, aliases TEXT, purl TEXT
 );
 CREATE TABLE profile_keys (
     product_key TEXT NOT NULL, profile INTEGER NOT NULL, PRIMARY KEY (product_key, profile)
@@ -501,6 +501,11 @@ def _step17(store: Store) -> None:
     highest of any version): `max_cvss` of those held, again from their stored scores."""
     if "unknown_fields" not in _columns(store, "sources"):
         _add_column(store, "sources", "unknown_fields TEXT")
+    # Register rows are matched by their package URL too: a profile holds it, and the rows that have
+    # one are profiled again (by the backfill the setup passes: registers.refresh_all).
+    if "purl" not in _columns(store, "row_profiles"):
+        _add_column(store, "row_profiles", "purl TEXT")
+    store.execute("UPDATE register_rows SET profile = NULL WHERE purl IS NOT NULL")
     changed = []
     for aid, cvss, before in store.execute("SELECT id, cvss, max_cvss FROM advisories").fetchall():
         try:
