@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ceptoar.core.errors import StoreError
-from ceptoar.core.model import MEMBER_SUBMISSIONS, Source
+from ceptoar.core.model import MEMBER_SUBMISSIONS, Source, source_origin
 from ceptoar.facilities import registers
 from ceptoar.fetch import http, rolie, taxii
 from ceptoar.fetch.http import FetchError
 from ceptoar.ingest.entries import Counts, newest_per_key, raw_hash, store_entries
 from ceptoar.ingest.offload import NormalizingStopped, OffloadedStream, children
-from ceptoar.normalize import Entries, Entry, FeedError, Known, budget, stix
+from ceptoar.normalize import Entries, Entry, FeedError, Known, budget, epss, stix
 from ceptoar.normalize.kinds import PARSERS, STREAMS
 from ceptoar.publishing import triage
 from ceptoar.store import Store
@@ -226,6 +226,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                 for e in chunk:
                     fields.update(e.unknown)
                 c = store_entries(store, source, chunk)
+                store.epss.refresh(c.new_ids + c.updated_ids)  # the scores their CVEs have already
                 done += len(chunk)
                 del chunk
                 for name in ("new", "updated", "unchanged"):
@@ -257,6 +258,32 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
             if before_commit:
                 before_commit(result)
     return result
+
+
+def ingest_epss(store: Store, source: Source, body: bytes, progress: Progress | None = None,
+                before_commit: Callable[[FetchResult], None] | None = None) -> FetchResult:
+    """FIRST's EPSS file into the CVEs' scores, streamed, in one transaction; then every advisory's
+    highest over its CVEs. `new` counts the scores written."""
+    with store.transaction():
+        read = epss.read(body)
+        del body
+        written = store.epss.put(_checked_rows(read, source, progress), read.score_date, read.model_version,
+                                 source_origin(source.id))
+        store.epss.refresh()
+        result = FetchResult(source.id, "ok", new=written, warnings=read.warnings,
+                             note=f"EPSS of {read.score_date or '?'} (model {read.model_version or '?'})")
+        if before_commit:
+            before_commit(result)
+    return result
+
+
+def _checked_rows(read, source: Source, progress: Progress | None):
+    for n, row in enumerate(read.rows, 1):
+        if n % 10000 == 0:
+            budget.check(lambda n=n: f"after {n:,} EPSS rows")
+            if progress:
+                progress(f"{source.id}: {n:,} EPSS scores read")
+        yield row
 
 
 def ingest_objects(store: Store, source: Source, objects: list[dict], followed: list[tuple[str, str]] = (),
@@ -317,7 +344,10 @@ def _fetch_held(store: Store, row: dict, limits: Limits, progress: Progress | No
             store.sources.record_fetch(source.id, "ok", etag=etag, last_modified=lm, note=result.summary_note(),
                                        changed=bool(result.new or result.updated), warnings=result.warnings)
 
-        result = ingest_bytes(store, source, resp.take_body(), resp.charset, limits, progress, record)
+        if source.kind == "epss":
+            result = ingest_epss(store, source, resp.take_body(), progress, record)
+        else:
+            result = ingest_bytes(store, source, resp.take_body(), resp.charset, limits, progress, record)
         result.wait = resp.wait
         return result
     except (FetchError, FeedError, StoreError, NormalizingStopped, budget.OutOfTime) as e:
@@ -341,6 +371,8 @@ def ingest_file(store: Store, path: Path, row: dict, limits: Limits | None = Non
         size = path.stat().st_size
         if size > limits.max_bytes:
             raise FetchError(f"{path} is {size} bytes, over the {limits.max_bytes}-byte cap")
+        if source.kind == "epss":
+            return ingest_epss(store, source, path.read_bytes(), progress)
         return ingest_bytes(store, source, path.read_bytes(), None, limits, progress)
     except OSError as e:
         return FetchResult(source.id, "error", error=f"cannot read {path}: {e.strerror}")

@@ -19,6 +19,7 @@ from ceptoar.core import extensions
 from ceptoar.core.model import HUB, effective_severity, vulnerability_id
 from ceptoar.publishing.filters import compile_filter
 from ceptoar.store import Store
+from ceptoar.store.schema import SCHEMA_VERSION
 from tests.conftest import DATA
 
 CSAF21 = Path(__file__).parent / "fixtures" / "csaf21"
@@ -133,12 +134,12 @@ def test_stix_bundles_bring_cvss_4_from_common_properties(hub, feed_server, exte
 
 
 def test_an_upgrade_ranks_held_advisories_by_their_newest_cvss_version(hub, feed_server, tmp_path):
-    """Schema 16 → 17: `max_cvss` of the advisories held, again from their stored scores."""
+    """Schema 16 → 17 (and on): `max_cvss` of the advisories held, again from their stored scores."""
     _, (adv,) = fetch(hub, feed_server, "csaf", "mixed", csaf("oasis_csaf_tc-csaf_2_1-2024-6-3-01-03.json"))
     store = Store(hub.db)
     with store.transaction():
         store.execute("UPDATE advisories SET max_cvss = 10.0 WHERE id = ?", (adv["id"],))  # as schema 16 ranked it
         store.execute("UPDATE meta SET value = '16' WHERE key = 'schema_version'")
     (tmp_path / "none.toml").write_text("")
-    assert "from schema 16 to 17" in hub.run("init", "--sources", str(tmp_path / "none.toml")).output
+    assert f"from schema 16 to {SCHEMA_VERSION}" in hub.run("init", "--sources", str(tmp_path / "none.toml")).output
     assert Store(hub.db).advisories.get(adv["id"])["max_cvss"] == 5.7

@@ -16,6 +16,7 @@ KINDS = {
     "csaf": "a CSAF 2.0 document, or a ROLIE index followed to its documents",
     "stix": "a STIX 2.x bundle (JSON)",
     "taxii": "an upstream TAXII 2.1 collection",
+    "epss": "FIRST's EPSS daily file (CSV, optionally gzip): scores of the hub's CVEs, not advisories",
 }
 
 PARSERS: dict[str, Callable[..., list[Entry]]] = {
@@ -25,5 +26,6 @@ PARSERS: dict[str, Callable[..., list[Entry]]] = {
     "csaf": csaf.parse,
     "stix": stix.parse,
 }
-assert set(PARSERS) == set(KINDS) - {"taxii"}, "every kind of KINDS but taxii needs its parser"
+# A TAXII source sends objects; an EPSS file scores CVEs (ceptoar.normalize.epss): neither is parsed to entries.
+assert set(PARSERS) == set(KINDS) - {"taxii", "epss"}, "every kind of KINDS but taxii and epss needs its parser"
 STREAMS: dict[str, Callable[..., object]] = {"jvn": jvn.stream, "kev": kev.stream}

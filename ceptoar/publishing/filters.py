@@ -5,7 +5,7 @@
     factor := 'not' factor | '(' expr ')' | test
     test   := FIELD [OP VALUE]
 
-Fields: tlp and severity (ordered), cvss (number), medical and kev (booleans; bare or = true/false),
+Fields: tlp and severity (ordered), cvss and epss (numbers), medical and kev (booleans; bare or = true/false),
 tag and source (= or !=). Values are words, numbers or quoted strings.
     medical and tlp <= GREEN
     (severity >= high or cvss >= 7.0) and not tag = noise
@@ -24,7 +24,7 @@ SEVERITIES = ["low", "medium", "high", "critical"]
 MAX_DEPTH = 50  # parentheses and `not`s nested deeper than this are refused, not recursed into
 MAX_LENGTH = 2000
 OPS = ("<=", ">=", "!=", "=", "<", ">")
-FIELDS = {"tlp", "severity", "cvss", "medical", "kev", "tag", "source"}
+FIELDS = {"tlp", "severity", "cvss", "epss", "medical", "kev", "tag", "source"}
 _TOKEN = re.compile(r"\s*(?:(?P<op><=|>=|!=|=|<|>)|(?P<paren>[()])|\"(?P<q>[^\"]*)\"|'(?P<sq>[^']*)'"
                     r"|(?P<word>[A-Za-z0-9_.:+\-#]+))")
 
@@ -182,7 +182,9 @@ class _Parser:
         try:
             number = float(raw)
         except ValueError:
-            raise self.error(f"cvss needs a number, not {raw!r}", val_tok) from None
+            raise self.error(f"{field} needs a number, not {raw!r}", val_tok) from None
+        if field == "epss":  # the highest probability of exploitation over the advisory's CVEs, 0 to 1
+            return _ordered(lambda row: row.get("epss"), op, number)
         return _ordered(lambda row: row.get("max_cvss"), op, number)
 
 

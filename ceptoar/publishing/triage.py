@@ -293,7 +293,8 @@ def views(store: Store, rows: list[dict]) -> list[dict]:
             r.get("published_source") != r.get("stix_modified")
         out.append({k: r.get(k) for k in VIEW_FIELDS}
                    | {"collections": holders.get(r["id"], []), "pending_update": pending,
-                      "submitted_by": submissions.get(r["source"])})
+                      "submitted_by": submissions.get(r["source"]), "epss": r.get("epss"),
+                      "epss_percentile": r.get("epss_percentile")})
     return out
 
 

@@ -26,6 +26,7 @@ from ceptoar.store.access import Members
 from ceptoar.store.advisories import Advisories
 from ceptoar.store.audit import Audit
 from ceptoar.store.base import Repository, chunks, dump, marks, utcnow
+from ceptoar.store.epss import Epss
 from ceptoar.store.incidents import Incidents
 from ceptoar.store.leases import Leases
 from ceptoar.store.mail import Deliveries, Subscribers
@@ -123,6 +124,7 @@ class Store:
         self.audit = Audit(self)
         self.leases = Leases(self)
         self.facilities = Facilities(self)
+        self.epss = Epss(self)
 
     # --- SQL ------------------------------------------------------------------------------------
     def execute(self, sql: str, args=()):

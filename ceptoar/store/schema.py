@@ -22,7 +22,7 @@ from ceptoar.store.base import statements
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 17
+SCHEMA_VERSION = 18
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -60,7 +60,8 @@ CREATE TABLE advisories (
     tags_added TEXT NOT NULL DEFAULT '[]', tags_removed TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '[]',
     decided_at TEXT,
     tlp TEXT NOT NULL, tlp_rank INTEGER NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
-    published_version TEXT, published_source TEXT, clinic TEXT NOT NULL DEFAULT '{}'
+    published_version TEXT, published_source TEXT, clinic TEXT NOT NULL DEFAULT '{}', epss REAL,
+    epss_percentile REAL
 );
 CREATE UNIQUE INDEX advisories_entry ON advisories (source, entry_key);
 CREATE INDEX advisories_source ON advisories (source, published_utc);
@@ -70,6 +71,10 @@ CREATE TABLE advisory_cves (
     cve TEXT NOT NULL, advisory TEXT NOT NULL, PRIMARY KEY (cve, advisory)
 );
 CREATE INDEX advisory_cves_advisory ON advisory_cves (advisory);
+CREATE TABLE epss (
+    cve TEXT PRIMARY KEY, epss REAL NOT NULL, percentile REAL NOT NULL, score_date TEXT, model TEXT,
+    source TEXT NOT NULL, updated TEXT NOT NULL
+);
 CREATE TABLE collections (
     id TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, title TEXT NOT NULL, description TEXT,
     filter TEXT NOT NULL, origin TEXT, created TEXT NOT NULL, updated TEXT NOT NULL
@@ -518,6 +523,17 @@ def _step17(store: Store) -> None:
     store.executemany("UPDATE advisories SET max_cvss = ? WHERE id = ?", changed)
 
 
+def _step18(store: Store) -> None:
+    """EPSS: each CVE's newest probability of exploitation and percentile (FIRST's daily file), and
+    an advisory's highest over its CVEs."""
+    _create(store, ("epss",))
+    have = _columns(store, "advisories")
+    for col in ("epss", "epss_percentile"):
+        if col not in have:
+            _add_column(store, "advisories", f"{col} REAL")
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
                                                      (11, _step11), (12, _step12), (13, _step13), (14, _step14),
-                                                     (15, _step15), (16, _step16), (17, _step17)]
+                                                     (15, _step15), (16, _step16), (17, _step17),
+                                                     (18, _step18)]

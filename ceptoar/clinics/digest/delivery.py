@@ -72,6 +72,11 @@ def advisories_for(store: Store, member: str, clearance: str, since: str | None,
         pub = store.publications.get(c["advisory"], c["version"])
         report = store.objects.get(c["advisory"], c["version"], HUB).obj
         items.append(pub.view | {"tlp": TLP_ORDER[c["rank"]], "version": c["version"], "report": report})
+    # EPSS moves daily: today's probability, not the one of the day it was published.
+    scores = store.epss.of([c for a in items for c in a.get("cves") or []])
+    for a in items:
+        known = [scores[c]["epss"] for c in a.get("cves") or [] if c in scores]
+        a["epss"] = max(known) if known else None
     items.sort(key=lambda a: (a["report"].get("published") or "", a["id"]), reverse=True)
     return items, name
 

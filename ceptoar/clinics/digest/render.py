@@ -294,7 +294,8 @@ def item(a: dict, lang: str) -> dict:
            "medical": bool(a.get("medical")) or "medical" in (a.get("tags") or []),
            "pre_review": bool(a.get("pre_review")), "published": a.get("published"),
            "ransomware": kev and ((extensions.prop(report, "kev", dict) or {}).get("known_ransomware_campaign_use")
-                                  or "").lower() == "known"}
+                                  or "").lower() == "known",
+           "epss": a.get("epss"), "epss_text": epss_text(a.get("epss"), lang)}
     if lang == "en":
         return out | {"title": clean(title), "summary": lines(text.get("summary_en")),
                       "action": lines(text.get("action_en") or english_action(report) or KIND_ACTIONS[kind]["en"]),
@@ -351,10 +352,23 @@ def _wrap(text: str, width: int = 300) -> str:
     return "\n".join(out)
 
 
+EPSS_LIKELY = 0.1  # an EPSS probability from which an advisory ranks with the likely exploited
+
+
 def rank_key(i: dict) -> tuple:
     """Most urgent first: actively exploited (used by ransomware campaigns first, as CISA's KEV
-    catalog says), then medical, then by severity."""
-    return (not i["kev"], not i.get("ransomware"), not i["medical"], SEVERITY_ORDER[i["severity"]])
+    catalog says), then likely to be exploited soon (EPSS ≥ 10%), then medical, then by severity."""
+    return (not i["kev"], not i.get("ransomware"), not (i.get("epss") or 0) >= EPSS_LIKELY, not i["medical"],
+            SEVERITY_ORDER[i["severity"]])
+
+
+def epss_text(value, lang: str) -> str | None:
+    """FIRST's EPSS in plain words: 「今後30日間に悪用される可能性の推定: 12%（EPSS）」."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    pct = "1%未満" if value < 0.01 and lang == "ja" else "under 1%" if value < 0.01 else f"{value * 100:.0f}%"
+    return (f"今後30日間に悪用される可能性の推定: {pct}（EPSS）" if lang == "ja"
+            else f"Estimated chance of exploitation in the next 30 days: {pct} (EPSS)")
 
 
 def render(store: Store, advisories: list[dict], *, lang: str, member_name: str, until: str,
