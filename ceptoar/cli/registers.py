@@ -114,8 +114,14 @@ def _send_targeted(hub: Hub) -> None:
 def inventory_list(hub: Hub, facility_id, fmt) -> None:
     """A facility's current register (the read is audited)."""
     from ceptoar.facilities import registers
-    emit(registers.read_register(hub.ready_store(), facility_id, hub.actor), fmt, REGISTER_COLUMNS,
-         widths={"product": 30, "cpe": 30})
+    from ceptoar.facilities import vendors as parties
+    store = hub.ready_store()
+    rows = parties.with_vendors(store, registers.read_register(store, facility_id, hub.actor))
+    emit(rows, fmt, REGISTER_COLUMNS + ["vendor_id"], widths={"product": 30, "cpe": 30})
+    named = sorted({r["maintenance_vendor"] for r in rows if r.get("maintenance_vendor") and not r["vendor_id"]})
+    if named and fmt == "table":
+        echo(f"maintenance vendors not registered: {', '.join(named)} (`ceptoar vendors add … --alias NAME`)",
+             err=True)
 
 
 @main.group()
@@ -224,3 +230,84 @@ def responses_record(hub: Hub, facility_id, advisory_id, status, fixed_on, note)
     advisory = store.advisories.find(advisory_id)["id"]
     resp.answer(store, facility_id, advisory, status, fixed_on=fixed_on, note=note, actor=hub.actor, via="analyst")
     echo(f"{facility_id} / {advisory}: {resp.ANSWERS[status]}")
+
+
+VENDOR_COLUMNS = ["id", "name", "email", "phone", "aliases", "clearance"]
+
+
+@main.group()
+def vendors() -> None:
+    """Maintenance vendors (保守業者) named by the registers' maintenance_vendor column."""
+
+
+@vendors.command("add")
+@click.argument("vendor_id")
+@click.option("--name", required=True)
+@click.option("--email", required=True)
+@click.option("--phone")
+@click.option("--alias", "aliases", multiple=True, help="Another name a register may use (repeatable).")
+@pass_hub
+def vendors_add(hub: Hub, vendor_id, name, email, phone, aliases) -> None:
+    """Add a vendor (or redefine one: its clearance is kept)."""
+    from ceptoar.facilities import vendors as parties
+    new = parties.add(hub.ready_store(), {"id": vendor_id, "name": name, "email": email, "phone": phone,
+                                          "aliases": list(aliases)}, hub.actor)
+    echo(f"{'added' if new else 'updated'} vendor {vendor_id}")
+
+
+@vendors.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_hub
+def vendors_import(hub: Hub, file: Path) -> None:
+    """Import a CSV (vendor_id,name,email,phone,aliases with aliases `|`-separated); re-import updates."""
+    from ceptoar.facilities import vendors as parties
+    res = parties.import_vendors(hub.ready_store(), _read(file), hub.actor, str(file))
+    _report(file, res.errors)
+    echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
+    if res.errors:
+        sys.exit(1)
+
+
+@vendors.command("list")
+@format_option()
+@pass_hub
+def vendors_list(hub: Hub, fmt) -> None:
+    """The vendors."""
+    emit(hub.ready_store().vendors.list(), fmt, VENDOR_COLUMNS)
+
+
+@vendors.command("show")
+@click.argument("vendor_id")
+@format_option(("json", "table", "csv"), default="json")
+@pass_hub
+def vendors_show(hub: Hub, vendor_id, fmt) -> None:
+    """One vendor."""
+    from ceptoar.facilities import vendors as parties
+    v = parties.get(hub.ready_store(), vendor_id)
+    if fmt == "json":
+        echo(to_json(v))
+    else:
+        emit([v], fmt, VENDOR_COLUMNS + ["created", "updated"])
+
+
+@vendors.command("remove")
+@click.argument("vendor_id")
+@pass_hub
+def vendors_remove(hub: Hub, vendor_id) -> None:
+    """Remove a vendor (register rows naming it become unresolved)."""
+    from ceptoar.facilities import vendors as parties
+    parties.remove(hub.ready_store(), vendor_id, hub.actor)
+    echo(f"removed vendor {vendor_id}")
+
+
+@vendors.command("unresolved")
+@format_option()
+@pass_hub
+def vendors_unresolved(hub: Hub, fmt) -> None:
+    """maintenance_vendor names in the registers that name no vendor, with how many rows and facilities
+    use each (register them with `vendors add … --alias NAME`). The read is audited."""
+    from ceptoar.facilities import vendors as parties
+    store = hub.ready_store()
+    rows = parties.unresolved(store)
+    store.audit.add(hub.actor, "vendors-unresolved", "-", {"names": len(rows)})
+    emit(rows, fmt, ["name", "rows", "facilities"])

@@ -34,6 +34,7 @@ from ceptoar.store.membership import Collections, Membership, Publications
 from ceptoar.store.objects import Objects
 from ceptoar.store.registers import Facilities
 from ceptoar.store.sources import Sources
+from ceptoar.store.vendors import Vendors
 
 __all__ = ["Store", "open_store", "StoreError", "NotFound", "Repository", "utcnow", "chunks", "dump", "marks"]
 
@@ -125,6 +126,7 @@ class Store:
         self.leases = Leases(self)
         self.facilities = Facilities(self)
         self.epss = Epss(self)
+        self.vendors = Vendors(self)
 
     # --- SQL ------------------------------------------------------------------------------------
     def execute(self, sql: str, args=()):

@@ -22,7 +22,7 @@ from ceptoar.store.base import statements
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 18
+SCHEMA_VERSION = 19
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -71,6 +71,10 @@ CREATE TABLE advisory_cves (
     cve TEXT NOT NULL, advisory TEXT NOT NULL, PRIMARY KEY (cve, advisory)
 );
 CREATE INDEX advisory_cves_advisory ON advisory_cves (advisory);
+CREATE TABLE vendors (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, phone TEXT, aliases TEXT NOT NULL DEFAULT '[]',
+    clearance TEXT NOT NULL DEFAULT 'GREEN', created TEXT NOT NULL, updated TEXT NOT NULL
+);
 CREATE TABLE epss (
     cve TEXT PRIMARY KEY, epss REAL NOT NULL, percentile REAL NOT NULL, score_date TEXT, model TEXT,
     source TEXT NOT NULL, updated TEXT NOT NULL
@@ -533,7 +537,12 @@ def _step18(store: Store) -> None:
             _add_column(store, "advisories", f"{col} REAL")
 
 
+def _step19(store: Store) -> None:
+    """Maintenance vendors (保守業者) as parties, named by the registers' maintenance_vendor."""
+    _create(store, ("vendors",))
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
                                                      (11, _step11), (12, _step12), (13, _step13), (14, _step14),
                                                      (15, _step15), (16, _step16), (17, _step17),
-                                                     (18, _step18)]
+                                                     (18, _step18), (19, _step19)]
