@@ -311,3 +311,37 @@ def vendors_unresolved(hub: Hub, fmt) -> None:
     rows = parties.unresolved(store)
     store.audit.add(hub.actor, "vendors-unresolved", "-", {"names": len(rows)})
     emit(rows, fmt, ["name", "rows", "facilities"])
+
+
+@vendors.command("clearance")
+@click.argument("vendor_id")
+@click.argument("tlp", type=click.Choice(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT"], case_sensitive=False))
+@pass_hub
+def vendors_clearance(hub: Hub, vendor_id, tlp) -> None:
+    """The highest TLP of what this vendor may be told (default GREEN; never RED: registers are)."""
+    from ceptoar.facilities import vendors as parties
+    store = hub.ready_store()
+    parties.get(store, vendor_id)
+    with store.transaction():
+        store.vendors.set_clearance(vendor_id, tlp.upper())
+        store.audit.add(hub.actor, "vendor-clearance", vendor_id, {"tlp": tlp.upper()})
+    echo(f"{vendor_id}: clearance TLP:{tlp.upper()}")
+
+
+@vendors.command("send")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write each vendor's message as .eml here instead of sending (a dry run: nothing recorded).")
+@pass_hub
+def vendors_send(hub: Hub, out_dir) -> None:
+    """Ask each vendor, in one message, about the matched rows it maintains that it was not asked
+    about yet (the worker does this every tick)."""
+    from ceptoar.clinics import vendor_requests
+    from ceptoar.core import settings
+    results = vendor_requests.send(hub.ready_store(), hub.actor, settings.current().smtp(), out_dir)
+    for r in results:
+        echo(f"{r.vendor}: {r.status}, {r.advisories} advisories, {r.facilities} facilities"
+             + (f" ({r.detail})" if r.detail else ""))
+    if not results:
+        echo("nothing to ask any vendor")
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ceptoar.clinics.digest.delivery import DeliveryError, drain_flash_queue, pending_alerts, run_digest
+from ceptoar.clinics import vendor_requests
 from ceptoar.core import mail
 from ceptoar.core.errors import CeptoarError
 from ceptoar.core.files import child, private_dir
@@ -142,7 +143,8 @@ class Worker:
     def tick(self) -> TickReport:
         report = TickReport()
         now = self.clock()
-        for step in (self.fetch_due, self.send_digests, self.send_flashes, self.watch_health, self.retention):
+        for step in (self.fetch_due, self.send_digests, self.send_flashes, self.ask_vendors, self.watch_health,
+                     self.retention):
             if self.stopping.is_set():
                 break
             try:
@@ -212,6 +214,14 @@ class Worker:
         results = drain_flash_queue(self.store, self.actor, smtp=self.settings.smtp(),
                                     base_url=self.settings.public_url)
         report.flashes += len(results)
+
+    def ask_vendors(self, now: datetime, report: TickReport) -> None:
+        """Each maintenance vendor, once per tick, about the matched rows it maintains."""
+        if not self.store.vendors.list() or not self._can_send("vendor requests"):
+            return
+        for r in vendor_requests.send(self.store, self.actor, self.settings.smtp()):
+            self.log(f"vendor {r.vendor}: {r.status}, {r.advisories} advisories"
+                     + (f" ({r.detail})" if r.detail else ""))
 
     # --- feed health ------------------------------------------------------------------------------
     def health_of(self, row: dict, now: datetime) -> tuple[str, str]:

@@ -75,6 +75,10 @@ CREATE TABLE vendors (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, phone TEXT, aliases TEXT NOT NULL DEFAULT '[]',
     clearance TEXT NOT NULL DEFAULT 'GREEN', created TEXT NOT NULL, updated TEXT NOT NULL
 );
+CREATE TABLE vendor_requests (
+    vendor TEXT NOT NULL, advisory TEXT NOT NULL, facility TEXT NOT NULL, n INTEGER NOT NULL, sent TEXT NOT NULL,
+    PRIMARY KEY (vendor, advisory, facility, n)
+);
 CREATE TABLE epss (
     cve TEXT PRIMARY KEY, epss REAL NOT NULL, percentile REAL NOT NULL, score_date TEXT, model TEXT,
     source TEXT NOT NULL, updated TEXT NOT NULL
@@ -538,8 +542,9 @@ def _step18(store: Store) -> None:
 
 
 def _step19(store: Store) -> None:
-    """Maintenance vendors (保守業者) as parties, named by the registers' maintenance_vendor."""
-    _create(store, ("vendors",))
+    """Maintenance vendors (保守業者) as parties, named by the registers' maintenance_vendor, and the
+    requests each was sent (one row per advisory and register row it was asked about)."""
+    _create(store, ("vendors", "vendor_requests"))
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),

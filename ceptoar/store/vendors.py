@@ -36,6 +36,30 @@ class Vendors(Repository):
     def remove(self, vid: str) -> bool:
         return self.store.execute("DELETE FROM vendors WHERE id = ?", (vid,)).rowcount == 1
 
+    def maintained_matches(self) -> list[dict]:
+        """Every match of a published advisory on a register row that names a maintenance vendor:
+        facility, its name and prefecture, the row (n, category, vendor, product, version,
+        maintenance_vendor), the advisory, its title, TLP and CVEs."""
+        return self.store.rows(
+            "SELECT r.facility, f.name AS facility_name, f.prefecture, r.n, r.category, r.vendor, r.product, "
+            "r.version, r.maintenance_vendor, m.advisory, a.title, a.tlp, a.cves, a.severity, a.max_cvss "
+            "FROM register_rows r JOIN matches m ON m.profile = r.profile JOIN facilities f ON f.id = r.facility "
+            "JOIN advisories a ON a.id = m.advisory "
+            "WHERE r.maintenance_vendor IS NOT NULL AND r.maintenance_vendor <> '' AND a.status = 'published' "
+            "ORDER BY m.advisory, r.facility, r.n")
+
+    def requested(self) -> set[tuple[str, str, str, int]]:
+        return {tuple(r) for r in self.store.execute("SELECT vendor, advisory, facility, n FROM vendor_requests")}
+
+    def record_requests(self, rows: list[tuple[str, str, str, int]]) -> None:
+        now = utcnow()
+        self.store.executemany("INSERT INTO vendor_requests (vendor, advisory, facility, n, sent) "
+                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [(*r, now) for r in rows])
+
+    def set_clearance(self, vid: str, tlp: str) -> bool:
+        return self.store.execute("UPDATE vendors SET clearance = ?, updated = ? WHERE id = ?",
+                                  (tlp, utcnow(), vid)).rowcount == 1
+
     def maintained_names(self) -> list[tuple[str, int, int]]:
         """(maintenance_vendor as written, rows, facilities) over every current register."""
         return [tuple(r) for r in self.store.execute(

@@ -1,0 +1,134 @@
+"""One request per maintenance vendor, not one per clinic.
+
+When a published advisory matches register rows that a registered vendor maintains, the vendor is
+asked once, in one message per run (bundled as the clinics' alerts are), listing each matched product
+and version with the facilities that run it: the facility's name and prefecture and the register
+line. A vendor learns only the rows it maintains, nothing else of any register, and an advisory only
+up to its clearance (TLP:GREEN unless the secretariat raises it: what lies above waits, and goes when
+the clearance allows). Each disclosure is audited (`vendor-request`: the vendor, the advisory and how
+many facilities); a row once asked about is not asked again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ceptoar.core import mail
+from ceptoar.clinics.digest.render import SEVERITY
+from ceptoar.core.mail import DeliveryError
+from ceptoar.core.model import TLP_ORDER, effective_severity
+from ceptoar.core.settings import SmtpConfig
+from ceptoar.facilities import vendors
+from ceptoar.store import Store
+
+
+@dataclass
+class Request:
+    vendor: dict
+    advisories: dict[str, dict] = field(default_factory=dict)  # advisory → {title, tlp, cves, severity, rows}
+
+    @property
+    def keys(self) -> list[tuple[str, str, str, int]]:
+        vid = self.vendor["id"]
+        return [(vid, aid, r["facility"], r["n"]) for aid, a in self.advisories.items() for r in a["rows"]]
+
+    @property
+    def facilities(self) -> int:
+        return len({r["facility"] for a in self.advisories.values() for r in a["rows"]})
+
+
+def pending(store: Store) -> list[Request]:
+    """What each vendor has not been asked yet and may be told, one Request per vendor."""
+    resolve = vendors.resolver(store)
+    clearance = {v["id"]: v for v in store.vendors.list()}
+    asked = store.vendors.requested()
+    out: dict[str, Request] = {}
+    for m in store.vendors.maintained_matches():
+        vid = resolve(m["maintenance_vendor"])
+        if vid is None or (vid, m["advisory"], m["facility"], m["n"]) in asked:
+            continue
+        v = clearance[vid]
+        if TLP_ORDER.index(m["tlp"]) > TLP_ORDER.index(v["clearance"]):
+            continue  # above what this vendor may be told: waits for a raised clearance
+        req = out.setdefault(vid, Request(v))
+        a = req.advisories.setdefault(m["advisory"], {
+            "title": m["title"] or m["advisory"], "tlp": m["tlp"], "cves": json.loads(m["cves"] or "[]"),
+            "severity": effective_severity(m), "rows": []})
+        a["rows"].append({k: m[k] for k in ("facility", "facility_name", "prefecture", "n", "category", "vendor",
+                                            "product", "version")})
+    return [out[k] for k in sorted(out)]
+
+
+def render(req: Request) -> tuple[str, str]:
+    """(subject, text) of one vendor's request, in Japanese."""
+    n, f = len(req.advisories), req.facilities
+    subject = f"【医療セプター】保守先の医療機関に該当する可能性のある脆弱性情報 ({n}件・{f}施設)"
+    lines = [f"{req.vendor['name']} ご担当者様", "",
+             "医療セプターです。貴社が保守を担当されている医療機関の台帳(システム・機器の一覧)に、",
+             "次の脆弱性情報に該当する可能性のある製品があります。該当するかどうか、修正の予定を",
+             "医療機関に代わってご確認いただけますようお願いいたします。", ""]
+    for aid, a in req.advisories.items():
+        label = SEVERITY["ja"].get(a["severity"]) if a["severity"] else None
+        lines += ["────────────────────────────────────", f"■ {a['title']}",
+                  f"  TLP:{a['tlp']}" + (f"    重要度: {label}" if label else "")
+                  + (f"    CVE: {', '.join(a['cves'][:5])}" if a["cves"] else ""), f"  (ID: {aid})"]
+        by_product: dict[tuple, list[dict]] = {}
+        for r in a["rows"]:
+            by_product.setdefault((r["vendor"] or "", r["product"], r["version"] or ""), []).append(r)
+        for (maker, product, version), rows in by_product.items():
+            name = " ".join(x for x in (maker, product) if x)
+            lines.append(f"  ・{name}" + (f" {version}" if version else " (版は未記入)"))
+            lines += [f"      {r['facility_name']} ({r['prefecture']}) 台帳 {r['n']} 行目: [{r['category']}]"
+                      for r in rows]
+        lines.append("")
+    lines += ["この情報は貴社が保守を担当する行に限ってお知らせしています。TLP の取り扱いにご注意ください。",
+              "お問い合わせ: 医療セプター事務局"]
+    return subject, "\n".join(lines) + "\n"
+
+
+@dataclass
+class Sent:
+    vendor: str
+    advisories: int
+    facilities: int
+    status: str  # sent | written | failed
+    detail: str = ""
+
+
+def send(store: Store, actor: str, smtp: SmtpConfig | None, out_dir: Path | None = None) -> list[Sent]:
+    """Each vendor's pending request: sent (`smtp`), or written as .eml under `out_dir` (a dry run:
+    nothing recorded). A request is recorded (and audited) only once its server took it."""
+    results = []
+    for req in pending(store):
+        subject, text = render(req)
+        highest = max((a["tlp"] for a in req.advisories.values()), key=TLP_ORDER.index)
+        msg = mail.message(subject, text, to=req.vendor["email"], headers={"X-CEPTOAR-TLP": highest})
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"vendor-{req.vendor['id']}.eml").write_bytes(msg.as_bytes())
+            results.append(Sent(req.vendor["id"], len(req.advisories), req.facilities, "written"))
+            continue
+        if smtp is None:
+            raise DeliveryError("no SMTP server configured (CEPTOAR_SMTP_HOST): use --out DIR for a dry run")
+        mailer = mail.Mailer(smtp)
+        try:
+            mailer.connect()
+            refusal = mailer.send(mail.sender().addr_spec, req.vendor["email"], msg.as_bytes())
+        except DeliveryError as e:
+            results.append(Sent(req.vendor["id"], len(req.advisories), req.facilities, "failed", str(e)))
+            continue
+        finally:
+            mailer.close()
+        if refusal:
+            results.append(Sent(req.vendor["id"], len(req.advisories), req.facilities, "failed", str(refusal)))
+            continue
+        with store.transaction():
+            store.vendors.record_requests(req.keys)
+            for aid, a in req.advisories.items():
+                store.audit.add(actor, "vendor-request", req.vendor["id"],
+                                {"advisory": aid, "tlp": a["tlp"], "rows": len(a["rows"]),
+                                 "facilities": len({r["facility"] for r in a["rows"]})})
+        results.append(Sent(req.vendor["id"], len(req.advisories), req.facilities, "sent"))
+    return results

@@ -1,0 +1,80 @@
+"""One request per vendor (issue 33, part 2): a published advisory matching rows that registered
+vendors maintain reaches each vendor in one message (a real SMTP server receives it), listing the
+product and version with the facilities that run it; a vendor learns only its own rows, an advisory
+above its clearance waits until the clearance is raised, every disclosure is audited, and a row once
+asked about is not asked again.
+
+The advisory is CISA's ICSMA-22-174-01 (DCMTK, ../shared/data); the registers are made here."""
+
+from __future__ import annotations
+
+from ceptoar.clinics import vendor_requests
+from ceptoar.publishing import triage
+from ceptoar.store import Store
+from tests.conftest import DATA
+
+FACILITIES = ("facility_id,name,facility_type,prefecture,member\nsakura,さくら診療所,clinic,東京都,jma\n"
+              "aoba,あおば歯科,dental,大阪府,jma\nkaede,かえで病院,hospital,北海道,jma\n")
+HEADER = "category,vendor,product,version,cpe,purl,aliases,internet_exposed,remote_maintenance,maintenance_vendor,note\n"
+REGISTERS = {
+    "sakura": HEADER + "医療機器,OFFIS,DCMTK,3.6.6,,,,no,yes,株式会社メディ保守,\n電子カルテ,ACME,秘密カルテ,9.9,,,,no,no,メディ保守,\n",
+    "aoba": HEADER + "医療機器,OFFIS,DCMTK,3.6.5,,,,no,yes,ﾒﾃﾞｨ保守,\n",
+    "kaede": HEADER + "医療機器,OFFIS,DCMTK,3.6.6,,,,no,yes,北海道システム,\n医療機器,OFFIS,DCMTK,3.6.7,,,,no,no,メディ保守,\n",
+}
+
+
+def world(hub, tmp_path):
+    hub.run("members", "add", "jma", "--name", "日本医師会", "--clearance", "green")
+    (tmp_path / "f.csv").write_text(FACILITIES, encoding="utf-8")
+    hub.run("facilities", "import", str(tmp_path / "f.csv"))
+    for fid, text in REGISTERS.items():
+        (tmp_path / f"{fid}.csv").write_text(text, encoding="utf-8")
+        hub.run("inventory", "import", fid, str(tmp_path / f"{fid}.csv"))
+    hub.run("vendors", "add", "medi", "--name", "メディ保守", "--email", "support@medi.example.jp")
+    hub.run("vendors", "add", "hokkaido", "--name", "北海道システム", "--email", "help@hokkaido-sys.example.jp")
+    hub.run("sources", "add", "icsma", "https://feeds.example/icsma", "--kind", "csaf")
+    hub.run("ingest", str(DATA / "cisa_icsma/cisagov_CSAF_icsma-22-174-01.json"), "--source", "icsma")
+    store = Store(hub.db)
+    (adv,) = store.advisories.list(source="icsma")
+    return store, adv["id"]
+
+
+def test_each_vendor_is_asked_once_about_its_own_rows(hub, tmp_path, smtp, monkeypatch):
+    controller, sink = smtp
+    store, aid = world(hub, tmp_path)
+    hub.run("advisories", "triage", aid, "--tlp", "amber")
+    triage.publish(store, [aid], "analyst")
+    assert vendor_requests.pending(store) == []  # TLP:AMBER is above both vendors' clearance: it waits
+    hub.run("vendors", "clearance", "medi", "amber")
+    monkeypatch.setenv("CEPTOAR_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CEPTOAR_SMTP_PORT", str(controller.port))
+    r = hub.run("vendors", "send")
+    assert "medi: sent, 1 advisories, 2 facilities" in r.output
+    (mail,) = sink.parsed("support@medi.example.jp")
+    body = mail.get_content()
+    assert mail["Subject"].endswith("(1件・2施設)") and mail["X-CEPTOAR-TLP"] == "AMBER"
+    assert "OFFIS DCMTK 3.6.6" in body and "さくら診療所 (東京都) 台帳 1 行目: [医療機器]" in body
+    assert "あおば歯科 (大阪府) 台帳 1 行目" in body
+    # Only its own rows, only matched ones: not kaede's row of another vendor, not the fixed 3.6.7,
+    # not sakura's other systems.
+    assert "かえで病院" not in body and "秘密カルテ" not in body and "北海道システム" not in body
+    assert sink.parsed("help@hokkaido-sys.example.jp") == []  # still TLP:GREEN: nothing above it
+    audit = [a for a in store.audit.list(action="vendor-request")]
+    assert [(a["target"], a["details"]["advisory"], a["details"]["facilities"]) for a in audit] == [("medi", aid, 2)]
+    # Asked once: a second run has nothing for medi.
+    assert [p.vendor["id"] for p in vendor_requests.pending(store)] == []
+    hub.run("vendors", "clearance", "hokkaido", "amber")
+    (later,) = vendor_requests.pending(store)
+    assert later.vendor["id"] == "hokkaido" and [r["facility"] for r in later.advisories[aid]["rows"]] == ["kaede"]
+
+
+def test_a_dry_run_writes_the_messages_and_records_nothing(hub, tmp_path):
+    store, aid = world(hub, tmp_path)
+    triage.publish(store, [aid], "analyst")  # TLP:CLEAR (the source's): within every clearance
+    out = tmp_path / "out"
+    r = hub.run("vendors", "send", "--out", str(out))
+    assert "medi: written" in r.output and "hokkaido: written" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["vendor-hokkaido.eml", "vendor-medi.eml"]
+    assert len(vendor_requests.pending(store)) == 2 and store.audit.list(action="vendor-request") == []
+    r = hub.run("vendors", "send", ok=None)
+    assert r.exit_code == 1 and "no SMTP server configured" in r.output
