@@ -78,3 +78,57 @@ def test_a_dry_run_writes_the_messages_and_records_nothing(hub, tmp_path):
     assert len(vendor_requests.pending(store)) == 2 and store.audit.list(action="vendor-request") == []
     r = hub.run("vendors", "send", ok=None)
     assert r.exit_code == 1 and "no SMTP server configured" in r.output
+
+
+def asked(hub, tmp_path, monkeypatch, controller):
+    store, aid = world(hub, tmp_path)
+    triage.publish(store, [aid], "analyst")
+    monkeypatch.setenv("CEPTOAR_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CEPTOAR_SMTP_PORT", str(controller.port))
+    hub.run("vendors", "send")
+    return store, aid
+
+
+def test_a_vendors_answer_reaches_its_customers_matches(hub, tmp_path, smtp, monkeypatch):
+    controller, _sink = smtp
+    store, aid = asked(hub, tmp_path, monkeypatch, controller)
+    r = hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--status", "not_affected",
+                "--justification", "vulnerable_code_not_in_execute_path", "--facility", "aoba")
+    assert "medi: not_affected for 1 register row(s)" in r.output
+    by = {(m["facility"], m["row"]): m for m in hub.json("matches", "list", "--advisory", aid)}
+    assert by[("aoba", 1)]["status"] == "not_affected" and by[("aoba", 1)]["answered_by"] == "vendor:medi"
+    assert by[("aoba", 1)]["justification"] == "vulnerable_code_not_in_execute_path"
+    assert by[("aoba", 1)]["answer_ja"] == "保守業者(メディ保守)の回答: 該当しません(脆弱なコードが実行されない)"
+    assert by[("sakura", 1)]["answered_by"] is None  # not chosen
+    hub.run("vendors", "answer", "medi", aid, "--product", "dcmtk", "--version", "3.6.6", "--status", "affected",
+            "--fix-date", "2999-12-20")
+    by = {(m["facility"], m["row"]): m for m in hub.json("matches", "list", "--advisory", aid)}
+    assert by[("sakura", 1)]["answer_ja"] == "保守業者(メディ保守)の回答: 該当します(2999年12月20日に修正予定)"
+    assert by[("aoba", 1)]["status"] == "not_affected"  # 3.6.5: not in that answer
+    # The facility's own answer stands over its vendor's.
+    hub.run("responses", "record", "sakura", aid, "--status", "checking")
+    by = {(m["facility"], m["row"]): m for m in hub.json("matches", "list", "--advisory", aid)}
+    assert (by[("sakura", 1)]["status"], by[("sakura", 1)]["answered_by"]) == ("checking", "facility")
+    assert [a["action"] for a in store.audit.list(action="vendor-answer")] == ["vendor-answer"] * 2
+
+
+def test_bad_answers_change_nothing(hub, tmp_path, smtp, monkeypatch):
+    controller, _sink = smtp
+    store, aid = asked(hub, tmp_path, monkeypatch, controller)
+    for args, reason in (
+            (("nobody", aid, "--product", "DCMTK", "--status", "fixed"), "no vendor 'nobody'"),
+            (("medi", aid, "--product", "DCMTK", "--status", "not_affected"), "needs a justification"),
+            (("medi", aid, "--product", "DCMTK", "--status", "not_affected", "--justification", "trust_us"),
+             "needs a justification, one of"),
+            (("medi", aid, "--product", "DCMTK", "--status", "affected", "--fix-date", "2020-01-01"),
+             "fix date 2020-01-01 is in the past"),
+            (("medi", aid, "--product", "DCMTK", "--status", "fixed"), "needs the version that fixes it"),
+            (("medi", aid, "--product", "Windows", "--status", "under_investigation"),
+             "was not asked about 'Windows'"),
+            (("medi", aid, "--product", "DCMTK", "--status", "under_investigation", "--facility", "kaede"),
+             "was not asked about 'DCMTK'"),
+            (("hokkaido", aid, "--product", "DCMTK", "--status", "under_investigation", "--facility", "sakura"),
+             "vendor 'hokkaido' was not asked")):  # not its customer
+        r = hub.run("vendors", "answer", *args, ok=None)
+        assert r.exit_code == 1 and reason in r.output, (args, r.output)
+    assert store.vendors.answers() == {} and store.audit.list(action="vendor-answer") == []

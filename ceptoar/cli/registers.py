@@ -345,3 +345,32 @@ def vendors_send(hub: Hub, out_dir) -> None:
         echo("nothing to ask any vendor")
     if any(r.status == "failed" for r in results):
         sys.exit(1)
+
+
+@vendors.command("answer")
+@click.argument("vendor_id")
+@click.argument("advisory")
+@click.option("--product", required=True, help="The product as the registers name it.")
+@click.option("--version", help="Only the rows of this version (default: every version asked about).")
+@click.option("--status", required=True, type=click.Choice(["not_affected", "affected", "fixed",
+                                                            "under_investigation"]))
+@click.option("--justification", help="For not_affected: component_not_present, vulnerable_code_not_present, "
+                                      "vulnerable_code_not_in_execute_path, "
+                                      "vulnerable_code_cannot_be_controlled_by_adversary, "
+                                      "inline_mitigations_already_exist.")
+@click.option("--fix-date", help="For affected: the planned fix (YYYY-MM-DD, not in the past).")
+@click.option("--fixed-version", help="For fixed: the version that fixes it.")
+@click.option("--note")
+@click.option("--facility", "facilities", multiple=True, help="Only these facilities (repeatable; default: all "
+                                                               "listed customers).")
+@pass_hub
+def vendors_answer(hub: Hub, vendor_id, advisory, product, version, status, justification, fix_date, fixed_version,
+                   note, facilities) -> None:
+    """Record a vendor's answer taken by phone, for the rows it was asked about."""
+    from ceptoar.facilities import vendors as parties
+    store = hub.ready_store()
+    aid = store.advisories.find(advisory)["id"]
+    n = parties.answer(store, vendor_id, aid, product=product, version=version, status=status,
+                       justification=justification, fix_date=fix_date, fixed_version=fixed_version, note=note,
+                       facilities=list(facilities), actor=hub.actor, via="cli")
+    echo(f"{vendor_id}: {status} for {n} register row(s) of {aid}")

@@ -19,6 +19,7 @@ from ceptoar.core.facts import FACILITY_TYPES
 from ceptoar.core.files import csv_rows
 from ceptoar.core.model import HUB, SYSTEM, effective_severity, source_origin
 from ceptoar.facilities import matching
+from ceptoar.facilities.vendors import answer_ja as vendor_answer_ja
 from ceptoar.store import Store, chunks
 from ceptoar.store.registers import signature
 
@@ -382,6 +383,18 @@ def row_line(row: dict) -> str:
     return " ".join(p for p in parts if p) + device + (f" ({'・'.join(flags)})" if flags else "")
 
 
+def _answered(own: dict | None, vendor: dict | None, names: dict[str, str]) -> dict:
+    """Who answered a match and how: the facility's own answer stands over its vendor's."""
+    if own and own.get("status") and own["status"] != "unanswered":
+        return {"status": own["status"], "answered_by": "facility"}
+    if vendor:
+        return {"status": vendor["status"], "answered_by": f"vendor:{vendor['vendor']}",
+                "justification": vendor["justification"], "fix_date": vendor["fix_date"],
+                "fixed_version": vendor["fixed_version"],
+                "answer_ja": vendor_answer_ja(vendor, names.get(vendor["vendor"], vendor["vendor"]))}
+    return {"status": (own or {}).get("status", "unanswered"), "answered_by": None}
+
+
 def match_views(store: Store, actor: str, *, facility_id: str | None = None, advisory: str | None = None,
                 member: str | None = None, min_confidence: str = "name") -> list[dict]:
     """Matches as analysts and scripts read them (they reveal registers: audited)."""
@@ -391,6 +404,8 @@ def match_views(store: Store, actor: str, *, facility_id: str | None = None, adv
     out = []
     kev = store.advisories.kev_cves()
     answers = store.facilities.latest_responses()
+    by_vendor = store.vendors.answers()
+    names = {v["id"]: v["name"] for v in store.vendors.list()}
     pubs = store.publications.latest(sorted({m["advisory"] for m in rows}))
     for m in rows:
         row = m["row"]
@@ -401,7 +416,9 @@ def match_views(store: Store, actor: str, *, facility_id: str | None = None, adv
                     "row": m["n"], "confidence": m["confidence"], "reasons": m["reasons"],
                     "kev": bool(set(view.get("cves") or []) & kev) or "kev" in (view.get("tags") or []),
                     "severity": view.get("severity"),
-                    "status": answers.get((m["facility"], m["advisory"]), {}).get("status", "unanswered"),
-                    "internet_exposed": row["internet_exposed"], "remote_maintenance": row["remote_maintenance"]})
+                    "internet_exposed": row["internet_exposed"], "remote_maintenance": row["remote_maintenance"]}
+                   | _answered(answers.get((m["facility"], m["advisory"])), by_vendor.get((m["advisory"],
+                                                                                            m["facility"], m["n"])),
+                               names))
     store.audit.add(actor, "matches-read", facility_id or member or advisory or "*", {"count": len(out)})
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, date, datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,3 +148,79 @@ def unresolved(store: Store) -> list[dict]:
     found = [{"name": name, "rows": rows, "facilities": fac}
              for name, rows, fac in store.vendors.maintained_names() if resolve(name) is None]
     return sorted(found, key=lambda u: (-u["rows"], u["name"]))
+
+
+# --- answers -----------------------------------------------------------------------------------
+STATUSES = ("not_affected", "affected", "fixed", "under_investigation")
+# CSAF 2.0 / VEX justifications of not_affected (CSAF 2.0 §3.2.3.5, flags' labels).
+JUSTIFICATIONS = ("component_not_present", "vulnerable_code_not_present", "vulnerable_code_not_in_execute_path",
+                  "vulnerable_code_cannot_be_controlled_by_adversary", "inline_mitigations_already_exist")
+STATUS_JA = {"not_affected": "該当しません", "affected": "該当します", "fixed": "修正済みです",
+             "under_investigation": "調査中です"}
+JUSTIFICATION_JA = {"component_not_present": "該当する部品を含まない",
+                    "vulnerable_code_not_present": "脆弱なコードを含まない",
+                    "vulnerable_code_not_in_execute_path": "脆弱なコードが実行されない",
+                    "vulnerable_code_cannot_be_controlled_by_adversary": "攻撃者が脆弱なコードを操作できない",
+                    "inline_mitigations_already_exist": "緩和策が組み込まれている"}
+
+
+def answer(store: Store, vid: str, advisory: str, *, product: str, version: str | None = None, status: str,
+           justification: str | None = None, fix_date: str | None = None, fixed_version: str | None = None,
+           note: str | None = None, facilities: list[str] = (), actor: str = SYSTEM, via: str = "cli",
+           today: str | None = None) -> int:
+    """A vendor's answer for the rows it was asked about of one advisory: those of `product` (and
+    `version`, and the chosen `facilities`; else all its listed customers). Returns how many rows it
+    answers; VendorError (nothing changed) for an unknown vendor, a status or justification outside
+    the lists, a fix date in the past, or rows it was never asked about."""
+
+    get(store, vid)
+    if status not in STATUSES:
+        raise VendorError(f"status {status!r} must be one of {', '.join(STATUSES)}")
+    if status == "not_affected" and justification not in JUSTIFICATIONS:
+        raise VendorError(f"not_affected needs a justification, one of {', '.join(JUSTIFICATIONS)}")
+    if status != "not_affected" and justification:
+        raise VendorError("a justification goes with not_affected only")
+    if fix_date:
+        try:
+            planned = date.fromisoformat(fix_date)
+        except ValueError:
+            raise VendorError(f"fix date {fix_date[:20]!r} is not a date (YYYY-MM-DD)") from None
+        if planned.isoformat() < (today or datetime.now(UTC).date().isoformat()):
+            raise VendorError(f"fix date {fix_date} is in the past")
+        if status != "affected":
+            raise VendorError("a planned fix date goes with affected only")
+    if status == "fixed" and not fixed_version:
+        raise VendorError("fixed needs the version that fixes it (--fixed-version)")
+    rows = [r for r in store.vendors.requested_rows(vid, advisory)
+            if r["product"] is not None and key(r["product"]) == key(product)
+            and (not version or (r["version"] or "").strip() == version.strip())
+            and (not facilities or r["facility"] in facilities)]
+    if not rows:
+        raise VendorError(f"vendor {vid!r} was not asked about {product!r}"
+                          + (f" {version}" if version else "") + " for this advisory"
+                          + (" at those facilities" if facilities else ""))
+    missing = set(facilities) - {r["facility"] for r in rows}
+    if missing:
+        raise VendorError(f"vendor {vid!r} was not asked about {product!r} at {', '.join(sorted(missing))}")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with store.transaction():
+        store.vendors.put_answers([{"vendor": vid, "advisory": advisory, "facility": r["facility"], "n": r["n"],
+                                    "status": status, "justification": justification, "fix_date": fix_date,
+                                    "fixed_version": fixed_version, "note": note, "time": now, "actor": actor,
+                                    "via": via} for r in rows])
+        store.audit.add(actor, "vendor-answer", vid, {"advisory": advisory, "status": status, "rows": len(rows),
+                                                      "facilities": len({r["facility"] for r in rows})})
+    return len(rows)
+
+
+def answer_ja(a: dict, vendor_name: str) -> str:
+    """「保守業者(○○)の回答: 該当しません(該当する部品を含まない)」 / 「…: 該当します(2026年12月20日に修正予定)」."""
+    text = f"保守業者({vendor_name})の回答: {STATUS_JA[a['status']]}"
+    if a.get("justification"):
+        text += f"({JUSTIFICATION_JA[a['justification']]})"
+    elif a.get("fix_date"):
+        y, m, d = a["fix_date"].split("-")
+        text += f"({int(y)}年{int(m)}月{int(d)}日に修正予定)"
+    elif a.get("fixed_version"):
+        text += f"(修正版 {a['fixed_version']})"
+    return text

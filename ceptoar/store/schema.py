@@ -79,6 +79,12 @@ CREATE TABLE vendor_requests (
     vendor TEXT NOT NULL, advisory TEXT NOT NULL, facility TEXT NOT NULL, n INTEGER NOT NULL, sent TEXT NOT NULL,
     PRIMARY KEY (vendor, advisory, facility, n)
 );
+CREATE TABLE vendor_answers (
+    vendor TEXT NOT NULL, advisory TEXT NOT NULL, facility TEXT NOT NULL, n INTEGER NOT NULL, status TEXT NOT NULL,
+    justification TEXT, fix_date TEXT, fixed_version TEXT, note TEXT, time TEXT NOT NULL, actor TEXT NOT NULL,
+    via TEXT NOT NULL, PRIMARY KEY (vendor, advisory, facility, n)
+);
+CREATE INDEX vendor_answers_row ON vendor_answers (advisory, facility, n);
 CREATE TABLE epss (
     cve TEXT PRIMARY KEY, epss REAL NOT NULL, percentile REAL NOT NULL, score_date TEXT, model TEXT,
     source TEXT NOT NULL, updated TEXT NOT NULL
@@ -544,7 +550,7 @@ def _step18(store: Store) -> None:
 def _step19(store: Store) -> None:
     """Maintenance vendors (保守業者) as parties, named by the registers' maintenance_vendor, and the
     requests each was sent (one row per advisory and register row it was asked about)."""
-    _create(store, ("vendors", "vendor_requests"))
+    _create(store, ("vendors", "vendor_requests", "vendor_answers"))
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),

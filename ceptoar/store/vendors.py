@@ -56,6 +56,32 @@ class Vendors(Repository):
         self.store.executemany("INSERT INTO vendor_requests (vendor, advisory, facility, n, sent) "
                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [(*r, now) for r in rows])
 
+    def requested_rows(self, vid: str, advisory: str) -> list[dict]:
+        """The register rows this vendor was asked about for this advisory (they may have changed since)."""
+        return self.store.rows(
+            "SELECT q.facility, q.n, r.vendor, r.product, r.version FROM vendor_requests q "
+            "LEFT JOIN register_rows r ON r.facility = q.facility AND r.n = q.n "
+            "WHERE q.vendor = ? AND q.advisory = ? ORDER BY q.facility, q.n", (vid, advisory))
+
+    def put_answers(self, rows: list[dict]) -> None:
+        """The vendor's answer for each row (the newest stands; every answer is in the audit log)."""
+        self.store.executemany(
+            "INSERT INTO vendor_answers (vendor, advisory, facility, n, status, justification, fix_date, "
+            "fixed_version, note, time, actor, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (vendor, advisory, facility, n) DO UPDATE SET status = excluded.status, "
+            "justification = excluded.justification, fix_date = excluded.fix_date, "
+            "fixed_version = excluded.fixed_version, note = excluded.note, time = excluded.time, "
+            "actor = excluded.actor, via = excluded.via",
+            [(r["vendor"], r["advisory"], r["facility"], r["n"], r["status"], r.get("justification"), r.get("fix_date"),
+              r.get("fixed_version"), r.get("note"), r["time"], r["actor"], r["via"]) for r in rows])
+
+    def answers(self) -> dict[tuple[str, str, int], dict]:
+        """(advisory, facility, row) → the newest vendor answer for it."""
+        out: dict[tuple[str, str, int], dict] = {}
+        for r in self.store.rows("SELECT * FROM vendor_answers ORDER BY time"):
+            out[(r["advisory"], r["facility"], r["n"])] = r
+        return out
+
     def set_clearance(self, vid: str, tlp: str) -> bool:
         return self.store.execute("UPDATE vendors SET clearance = ?, updated = ? WHERE id = ?",
                                   (tlp, utcnow(), vid)).rowcount == 1
