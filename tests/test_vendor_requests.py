@@ -8,6 +8,11 @@ The advisory is CISA's ICSMA-22-174-01 (DCMTK, ../shared/data); the registers ar
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
+
 from ceptoar.clinics import vendor_requests
 from ceptoar.publishing import triage
 from ceptoar.store import Store
@@ -132,3 +137,47 @@ def test_bad_answers_change_nothing(hub, tmp_path, smtp, monkeypatch):
         r = hub.run("vendors", "answer", *args, ok=None)
         assert r.exit_code == 1 and reason in r.output, (args, r.output)
     assert store.vendors.answers() == {} and store.audit.list(action="vendor-answer") == []
+
+
+def test_a_vendors_answers_export_as_a_valid_csaf_vex_document(hub, tmp_path, smtp, monkeypatch):
+    controller, _sink = smtp
+    store, aid = asked(hub, tmp_path, monkeypatch, controller)
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--version", "3.6.5", "--status", "not_affected",
+            "--justification", "component_not_present")
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--version", "3.6.6", "--status", "affected",
+            "--fix-date", "2999-01-31")
+    out = tmp_path / "vex.json"
+    hub.run("export", "vex", "--vendor", "medi", "-o", str(out))
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    schema = json.loads((Path(__file__).parent / "fixtures/csaf21/csaf_2.0_json_schema.json").read_text())
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(doc)
+    assert doc["document"]["category"] == "csaf_vex" and doc["document"]["distribution"]["tlp"]["label"] == "WHITE"
+    names = {p["product_id"]: p["name"] for p in doc["product_tree"]["full_product_names"]}
+    cves = store.advisories.get(aid)["cves"]
+    assert [v["cve"] for v in doc["vulnerabilities"]] == cves  # one per CVE of the advisory
+    vuln = doc["vulnerabilities"][0]
+    status = {k: [names[p] for p in v] for k, v in vuln["product_status"].items()}
+    assert status == {"known_not_affected": ["OFFIS DCMTK 3.6.5"], "known_affected": ["OFFIS DCMTK 3.6.6"]}
+    assert vuln["flags"] == [{"label": "component_not_present", "product_ids": vuln["product_status"]["known_not_affected"]}]
+    assert vuln["remediations"][0]["date"] == "2999-01-31T00:00:00.000Z"
+    text = out.read_text(encoding="utf-8")
+    assert "さくら" not in text and "あおば" not in text and "sakura" not in text  # no facility leaves the registers
+    r = hub.run("export", "vex", "--vendor", "hokkaido", ok=None)
+    assert r.exit_code == 1 and "vendor 'hokkaido' has no answers" in r.output
+
+
+def test_the_secretariat_sees_what_each_vendor_owes(hub, tmp_path, smtp, monkeypatch):
+    controller, _sink = smtp
+    store, aid = asked(hub, tmp_path, monkeypatch, controller)
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--version", "3.6.6", "--status", "affected",
+            "--fix-date", "2999-01-31")
+    rows = {r["vendor"]: r for r in hub.json("vendors", "requests")}
+    assert (rows["medi"]["rows"], rows["medi"]["answered"], rows["medi"]["open"]) == (2, 1, 1)
+    assert (rows["hokkaido"]["rows"], rows["hokkaido"]["open"]) == (1, 1) and rows["medi"]["overdue_fixes"] == 0
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--version", "3.6.5", "--status", "fixed",
+            "--fixed-version", "3.6.7")
+    assert [r["vendor"] for r in hub.json("vendors", "requests", "--open")] == ["hokkaido"]
+    assert hub.json("vendors", "requests", "--vendor", "medi")[0]["open"] == 0
+    # A planned fix whose day has passed is overdue (the answer was valid when given).
+    store.execute("UPDATE vendor_answers SET fix_date = '2020-01-01' WHERE status = 'affected'")
+    assert hub.json("vendors", "requests", "--vendor", "medi")[0]["overdue_fixes"] == 1

@@ -69,3 +69,22 @@ def _write_export(output: Path | None, text: str, n: int) -> None:
         echo(f"wrote {n} advisories to {output} (readable by you only)", err=True)
     else:
         echo(text, nl=not text.endswith("\n"))
+
+
+@export.command("vex")
+@click.option("--vendor", "vendor_id", required=True)
+@click.option("--advisory", help="Only this advisory's answers.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
+@pass_hub
+def export_vex(hub: Hub, vendor_id, advisory, output) -> None:
+    """A CSAF 2.0 VEX document of a maintenance vendor's answers (products and versions, no facilities)."""
+    from ceptoar.core.output import to_json
+    from ceptoar.sharing.vex import vex
+    store = hub.ready_store()
+    doc, n = vex(store, vendor_id, store.advisories.find(advisory)["id"] if advisory else None, hub.actor)
+    text = to_json(doc) + "\n"
+    if output:
+        write_private(output, text)
+        echo(f"wrote {n} answers to {output} (readable by you only)", err=True)
+    else:
+        echo(text, nl=False)

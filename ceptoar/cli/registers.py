@@ -374,3 +374,18 @@ def vendors_answer(hub: Hub, vendor_id, advisory, product, version, status, just
                        justification=justification, fix_date=fix_date, fixed_version=fixed_version, note=note,
                        facilities=list(facilities), actor=hub.actor, via="cli")
     echo(f"{vendor_id}: {status} for {n} register row(s) of {aid}")
+
+
+@vendors.command("requests")
+@click.option("--vendor", "vendor_id")
+@click.option("--open", "open_only", is_flag=True, help="Only requests with rows not answered yet.")
+@format_option()
+@pass_hub
+def vendors_requests(hub: Hub, vendor_id, open_only, fmt) -> None:
+    """What each vendor was asked, per advisory: rows, answered, open, the oldest open request, and
+    planned fixes whose date has passed."""
+    from datetime import UTC, datetime
+    rows = hub.ready_store().vendors.request_summary(datetime.now(UTC).date().isoformat())
+    rows = [r for r in rows if (not vendor_id or r["vendor"] == vendor_id) and (not open_only or r["open"])]
+    emit(rows, fmt, ["vendor", "advisory", "rows", "answered", "open", "oldest_open", "overdue_fixes"],
+         widths={"advisory": 44})

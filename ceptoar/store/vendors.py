@@ -82,6 +82,17 @@ class Vendors(Repository):
             out[(r["advisory"], r["facility"], r["n"])] = r
         return out
 
+    def request_summary(self, today: str) -> list[dict]:
+        """Per vendor and advisory: rows asked about, answered, still open, the oldest open request and
+        planned fixes whose date has passed."""
+        return self.store.rows(
+            "SELECT q.vendor, q.advisory, COUNT(*) AS rows, COUNT(a.status) AS answered, "
+            "COUNT(*) - COUNT(a.status) AS open, MIN(CASE WHEN a.status IS NULL THEN q.sent END) AS oldest_open, "
+            "SUM(CASE WHEN a.status = 'affected' AND a.fix_date < ? THEN 1 ELSE 0 END) AS overdue_fixes "
+            "FROM vendor_requests q LEFT JOIN vendor_answers a ON a.vendor = q.vendor AND a.advisory = q.advisory "
+            "AND a.facility = q.facility AND a.n = q.n GROUP BY q.vendor, q.advisory ORDER BY q.vendor, q.advisory",
+            (today,))
+
     def set_clearance(self, vid: str, tlp: str) -> bool:
         return self.store.execute("UPDATE vendors SET clearance = ?, updated = ? WHERE id = ?",
                                   (tlp, utcnow(), vid)).rowcount == 1
