@@ -9,12 +9,19 @@ The advisory is CISA's ICSMA-22-174-01 (DCMTK, ../shared/data); the registers ar
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 
-from ceptoar.clinics import vendor_requests
+from ceptoar.clinics import responses, vendor_requests
+from ceptoar.clinics.digest import subscribers as subs
+from ceptoar.clinics.digest.delivery import run_digest
+from ceptoar.core.model import effective_severity
+from ceptoar.core.settings import SmtpConfig
+from ceptoar.publishing import collections as colls
 from ceptoar.publishing import triage
+from ceptoar.sharing import members
 from ceptoar.store import Store
 from tests.conftest import DATA
 
@@ -181,3 +188,31 @@ def test_the_secretariat_sees_what_each_vendor_owes(hub, tmp_path, smtp, monkeyp
     # A planned fix whose day has passed is overdue (the answer was valid when given).
     store.execute("UPDATE vendor_answers SET fix_date = '2020-01-01' WHERE status = 'affected'")
     assert hub.json("vendors", "requests", "--vendor", "medi")[0]["overdue_fixes"] == 1
+
+
+def test_vendor_answers_reach_the_facilitys_digest_and_settle_its_reminders(hub, tmp_path, smtp, monkeypatch):
+    controller, sink = smtp
+    store, aid = asked(hub, tmp_path, monkeypatch, controller)
+    assert effective_severity(store.advisories.get(aid)) in ("high", "critical")
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--status", "not_affected",
+            "--justification", "component_not_present", "--facility", "aoba")
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--status", "affected",
+            "--fix-date", "2999-12-20", "--facility", "sakura")
+    # Days pass with no answer from the facilities: sakura is reminded, aoba (its vendor: not affected) is not.
+    store.execute("UPDATE matches SET matched = '2026-01-01T00:00:00Z'")
+    store.execute("UPDATE register_rows SET added = '2026-01-01T00:00:00Z'")
+    due = responses.due_reminders(store, ["sakura", "aoba", "kaede"])
+    assert aid in due.get("sakura", []) and aid in due.get("kaede", []) and "aoba" not in due
+    # The facility's digest block says what its vendor answered.
+    hub.run("members", "add", "jma", "--name", "日本医師会", "--clearance", "green")
+    subs.add(store, {"email": "inchou@sakura.example.jp", "member": "jma", "clearance": "GREEN",
+                     "facility": "sakura"})
+    colls.add(store, "all", "All", "tlp <= GREEN")
+    members.grant(store, "jma", "all", True, False)
+    triage.republish(store, aid, "analyst")
+    sink.messages.clear()
+    run_digest(store, "daily", smtp=SmtpConfig("127.0.0.1", controller.port), base_url="https://hub.example.jp",
+               now=datetime.now(UTC) + timedelta(minutes=1))
+    (mail,) = sink.parsed("inchou@sakura.example.jp")
+    text = mail.get_body(("plain",)).get_content()
+    assert "保守業者(メディ保守)の回答: 該当します(2999年12月20日に修正予定)" in text, text

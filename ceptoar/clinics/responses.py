@@ -118,6 +118,18 @@ def due_reminders(store: Store, facilities: list[str], days: int | None = None, 
     kev = store.advisories.kev_cves() if kev is None else kev
     due = {fid: [a["id"] for a in rows if effective_severity(a) in ("high", "critical") or set(a["cves"]) & kev
                  or "kev" in a["tags"]] for fid, rows in old.items()}
+    due = {fid: ids for fid, ids in due.items() if ids}
+    # A maintenance vendor that answered every matched row not affected (or fixed) settles it: the
+    # facility is not reminded.
+    by_vendor = store.vendors.answers() if due else {}
+    if by_vendor:
+        settled: dict[tuple[str, str], bool] = {}
+        wanted = sorted({a for ids in due.values() for a in ids})
+        for m in store.facilities.matches(facilities=sorted(due), advisories=wanted):
+            a = by_vendor.get((m["advisory"], m["facility"], m["n"]))
+            key = (m["facility"], m["advisory"])
+            settled[key] = settled.get(key, True) and a is not None and a["status"] in ("not_affected", "fixed")
+        due = {fid: [a for a in ids if not settled.get((fid, a))] for fid, ids in due.items()}
     return {fid: ids for fid, ids in due.items() if ids}
 
 

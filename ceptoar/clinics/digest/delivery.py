@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ceptoar.clinics import responses
 from ceptoar.clinics.digest import lists
+from ceptoar.facilities import vendors
 from ceptoar.clinics.digest.render import Rendered, compose, facility_block, item, render, render_corrections
 from ceptoar.core import settings
 from ceptoar.core.errors import CeptoarError, NotFound
@@ -117,6 +118,16 @@ def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link
             shown, _name = advisories_for(store, seg["member"], seg["clearance"], None, until, wanted)
             visible = {a["id"]: item(a, rendered.lang) | {"id": a["id"], "rank": TLP_ORDER.index(a["tlp"])}
                        for a in shown}
+    # What each facility's maintenance vendors answered (「保守業者(○○)の回答: …」), per advisory.
+    names = {v["id"]: v["name"] for v in store.vendors.list()}
+    by_row = store.vendors.answers() if names else {}
+    said: dict[str, dict[str, str]] = {}
+    for fid, ms in found.items():
+        for m in ms:
+            a = by_row.get((m["advisory"], fid, m.get("n")))
+            if a:
+                said.setdefault(fid, {}).setdefault(m["advisory"], vendors.answer_ja(a, names.get(a["vendor"],
+                                                                                                    a["vendor"])))
     blocks = {}
     limit = settings.current().digest_max_items if reminders else 0  # a digest's; an urgent run shows all
     for fid in fids:
@@ -127,7 +138,7 @@ def _blocks(store: Store, rendered, fids: list[str], seg: dict, until: str, link
         more = max(0, len(late) - responses.REMINDERS_MAX)
         late = [v | {"link": link(fid, v["id"], v["rank"])} for v in late[:responses.REMINDERS_MAX]]
         blocks[fid] = facility_block(rendered, mine, links=links, answers=answered.get(fid), reminders=late,
-                                     more=more, limit=limit)
+                                     more=more, limit=limit, vendor_answers=said.get(fid))
     return blocks
 
 

@@ -459,7 +459,8 @@ def render_corrections(corrections: list[dict], *, lang: str, member_name: str, 
 
 def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = None,
                    answers: dict | None = None, reminders: list[dict] | None = None,
-                   more: int = 0, limit: int = 0) -> tuple[str, str] | None:
+                   more: int = 0, limit: int = 0, vendor_answers: dict[str, str] | None = None
+                   ) -> tuple[str, str] | None:
     """The small per-facility part of a digest: the segment's advisories that match the
     facility's register (`matches`, each with its register row), each with the register's own
     line, the confidence and what to do; those on an internet-exposed or remotely maintained row
@@ -492,7 +493,8 @@ def facility_block(r: Rendered, matches: list[dict], *, links: dict | None = Non
                          "lines": [clean(x) for x in dict.fromkeys(e["lines"])][:5],
                          "confidence_text": (CONFIDENCE_JA if r.lang == "ja" else en)[e["confidence"]],
                          "action": item["action"], "link": link((links or {}).get(aid)),
-                         "answer": _answer_text(answer, r.lang) if answer else None})
+                         "answer": _answer_text(answer, r.lang) if answer else None,
+                         "vendor_answer": (vendor_answers or {}).get(aid)})
     late = [{"title": i["title"], "link": link(i["link"])} for i in reminders or []]
     ctx = {"rows": rows, "total": len(order), "hidden": hidden, "lang": r.lang, "reminders": late, "more": more}
     text = _wrap(templates().get_template("facility_block.txt.j2").render(ctx))
