@@ -29,6 +29,14 @@ def _report(file: Path, errors: list[tuple[int, str]]) -> None:
         echo(f"{file}:{line}: {message}", err=True)
 
 
+def _imported(file: Path, res) -> None:
+    """A CSV import's outcome: bad rows by line on stderr, the counts, exit status 1 when any was bad."""
+    _report(file, res.errors)
+    echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
+    if res.errors:
+        sys.exit(1)
+
+
 @main.group()
 def facilities() -> None:
     """Member facilities (clinics, hospitals, pharmacies) whose registers are matched to advisories."""
@@ -40,11 +48,7 @@ def facilities() -> None:
 def facilities_import(hub: Hub, file: Path) -> None:
     """Import a CSV (facility_id,name,facility_type,prefecture,member,phone); re-import updates."""
     from ceptoar.facilities import registers
-    res = registers.import_facilities(hub.ready_store(), _read(file), hub.actor, str(file))
-    _report(file, res.errors)
-    echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
-    if res.errors:
-        sys.exit(1)
+    _imported(file, registers.import_facilities(hub.ready_store(), _read(file), hub.actor, str(file)))
 
 
 @facilities.command("list")
@@ -261,11 +265,7 @@ def vendors_add(hub: Hub, vendor_id, name, email, phone, aliases) -> None:
 def vendors_import(hub: Hub, file: Path) -> None:
     """Import a CSV (vendor_id,name,email,phone,aliases with aliases `|`-separated); re-import updates."""
     from ceptoar.facilities import vendors as parties
-    res = parties.import_vendors(hub.ready_store(), _read(file), hub.actor, str(file))
-    _report(file, res.errors)
-    echo(f"{res.added} added, {res.updated} updated, {len(res.errors)} rejected")
-    if res.errors:
-        sys.exit(1)
+    _imported(file, parties.import_vendors(hub.ready_store(), _read(file), hub.actor, str(file)))
 
 
 @vendors.command("list")
