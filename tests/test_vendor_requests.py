@@ -185,6 +185,9 @@ def test_the_secretariat_sees_what_each_vendor_owes(hub, tmp_path, smtp, monkeyp
             "--fixed-version", "3.6.7")
     assert [r["vendor"] for r in hub.json("vendors", "requests", "--open")] == ["hokkaido"]
     assert hub.json("vendors", "requests", "--vendor", "medi")[0]["open"] == 0
+    lines = {r["vendor"]: r for r in hub.json("responses", "summary", "--vendors")}
+    assert (lines["medi"]["requests"], lines["medi"]["answered"], lines["medi"]["open"]) == (2, 2, 0)
+    assert lines["hokkaido"]["open"] == 1 and lines["hokkaido"]["oldest_open"]
     # A planned fix whose day has passed is overdue (the answer was valid when given).
     store.execute("UPDATE vendor_answers SET fix_date = '2020-01-01' WHERE status = 'affected'")
     assert hub.json("vendors", "requests", "--vendor", "medi")[0]["overdue_fixes"] == 1

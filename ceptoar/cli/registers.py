@@ -204,15 +204,35 @@ def responses() -> None:
 @responses.command("summary")
 @click.option("--member")
 @click.option("--advisory")
+@click.option("--vendors", "by_vendor", is_flag=True,
+              help="Per maintenance vendor instead: rows asked about, answered, open, oldest open, overdue fixes.")
 @format_option()
 @pass_hub
-def responses_summary(hub: Hub, member, advisory, fmt) -> None:
+def responses_summary(hub: Hub, member, advisory, by_vendor, fmt) -> None:
     """Per advisory and association: facilities matched, answered, applicable, fixed, open, and
-    the oldest open match."""
+    the oldest open match (`--vendors`: per maintenance vendor)."""
     from ceptoar.clinics import responses as resp
     store = hub.ready_store()
     if advisory:
         advisory = store.advisories.find(advisory)["id"]
+    if by_vendor:
+        from datetime import UTC, datetime
+        lines: dict[str, dict] = {}
+        for r in store.vendors.request_summary(datetime.now(UTC).date().isoformat()):
+            if advisory and r["advisory"] != advisory:
+                continue
+            v = lines.setdefault(r["vendor"], {"vendor": r["vendor"], "advisories": 0, "requests": 0, "answered": 0,
+                                               "open": 0, "oldest_open": None, "overdue_fixes": 0})
+            v["advisories"] += 1
+            for k, src in (("requests", "rows"), ("answered", "answered"), ("open", "open"),
+                           ("overdue_fixes", "overdue_fixes")):
+                v[k] += r[src] or 0
+            if r["oldest_open"] and (v["oldest_open"] is None or r["oldest_open"] < v["oldest_open"]):
+                v["oldest_open"] = r["oldest_open"]
+        store.audit.add(hub.actor, "responses-read", "vendors", {"rows": len(lines)})
+        emit(list(lines.values()), fmt, ["vendor", "advisories", "requests", "answered", "open", "oldest_open",
+                                         "overdue_fixes"])
+        return
     rows = resp.summary(store, member=member, advisory=advisory)
     store.audit.add(hub.actor, "responses-read", member or advisory or "*", {"rows": len(rows)})
     emit(rows, fmt, resp.SUMMARY_COLUMNS, widths={"advisory": 20, "title": 40})
