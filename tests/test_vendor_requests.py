@@ -219,3 +219,20 @@ def test_vendor_answers_reach_the_facilitys_digest_and_settle_its_reminders(hub,
     (mail,) = sink.parsed("inchou@sakura.example.jp")
     text = mail.get_body(("plain",)).get_content()
     assert "保守業者(メディ保守)の回答: 該当します(2999年12月20日に修正予定)" in text, text
+
+
+def test_a_vendor_is_reminded_once_after_its_planned_fix_date(hub, tmp_path, smtp, monkeypatch):
+    controller, sink = smtp
+    store, aid = asked(hub, tmp_path, monkeypatch, controller)
+    hub.run("vendors", "answer", "medi", aid, "--product", "DCMTK", "--status", "affected", "--fix-date", "2999-01-31")
+    sink.messages.clear()
+    assert "nothing to ask any vendor" in hub.run("vendors", "send").output  # the date has not come
+    store.execute("UPDATE vendor_answers SET fix_date = '2020-01-31'")  # it passes
+    hub.run("vendors", "send")
+    (mail,) = sink.parsed("support@medi.example.jp")
+    assert mail["Subject"] == "【医療セプター】修正予定日を過ぎた件のご確認 (1件)"
+    assert "OFFIS DCMTK 3.6.6: 修正予定日 2020-01-31 (1施設)" in mail.get_content()
+    assert "さくら" not in mail.get_content()  # which customers stays with the hub
+    assert [a["target"] for a in store.audit.list(action="vendor-reminder")] == ["medi"]
+    hub.run("vendors", "send")
+    assert len(sink.parsed("support@medi.example.jp")) == 1  # once

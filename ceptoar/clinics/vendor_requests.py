@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ceptoar.core import mail
@@ -88,6 +89,30 @@ def render(req: Request) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
+def reminders(store: Store, today: str) -> dict[str, list[dict]]:
+    """Per vendor, the fixes it planned whose date has passed (its answer still `affected`)."""
+    out: dict[str, list[dict]] = {}
+    for r in store.vendors.overdue_fixes(today):
+        out.setdefault(r["vendor"], []).append(r)
+    return out
+
+
+def render_reminder(vendor: dict, rows: list[dict]) -> tuple[str, str]:
+    subject = f"【医療セプター】修正予定日を過ぎた件のご確認 ({len({r['advisory'] for r in rows})}件)"
+    lines = [f"{vendor['name']} ご担当者様", "", "次の件は、ご回答いただいた修正予定日を過ぎています。修正の状況を",
+             "お知らせください(修正済みの場合は修正版を、延期の場合は新しい予定日を)。", ""]
+    for aid in dict.fromkeys(r["advisory"] for r in rows):
+        mine = [r for r in rows if r["advisory"] == aid]
+        lines += [f"■ {mine[0]['title'] or aid} (ID: {aid})"]
+        for pv in dict.fromkeys((" ".join(x for x in (r["maker"], r["product"]) if x), r["version"] or "",
+                                 r["fix_date"]) for r in mine):
+            count = sum(1 for r in mine if (" ".join(x for x in (r["maker"], r["product"]) if x),
+                                              r["version"] or "", r["fix_date"]) == pv)
+            lines.append(f"  ・{pv[0]} {pv[1]}".rstrip() + f": 修正予定日 {pv[2]} ({count}施設)")
+        lines.append("")
+    return subject, "\n".join(lines) + "\n"
+
+
 @dataclass
 class Sent:
     vendor: str
@@ -97,10 +122,40 @@ class Sent:
     detail: str = ""
 
 
+def _deliver(smtp: SmtpConfig, to: str, msg) -> bool:
+    mailer = mail.Mailer(smtp)
+    try:
+        mailer.connect()
+        return not mailer.send(mail.sender().addr_spec, to, msg.as_bytes())
+    except DeliveryError:
+        return False
+    finally:
+        mailer.close()
+
+
 def send(store: Store, actor: str, smtp: SmtpConfig | None, out_dir: Path | None = None) -> list[Sent]:
     """Each vendor's pending request: sent (`smtp`), or written as .eml under `out_dir` (a dry run:
     nothing recorded). A request is recorded (and audited) only once its server took it."""
     results = []
+    today = datetime.now(UTC).date().isoformat()
+    for vid, late in reminders(store, today).items():
+        v = store.vendors.get(vid)
+        if v is None:
+            continue
+        subject, text = render_reminder(v, late)
+        msg = mail.message(subject, text, to=v["email"], headers={"X-CEPTOAR-TLP": "GREEN"})
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"vendor-{vid}-reminder.eml").write_bytes(msg.as_bytes())
+            results.append(Sent(vid, len({r["advisory"] for r in late}), 0, "written", "reminder"))
+            continue
+        if smtp is None:
+            raise DeliveryError("no SMTP server configured (CEPTOAR_SMTP_HOST): use --out DIR for a dry run")
+        if _deliver(smtp, v["email"], msg):
+            with store.transaction():
+                store.vendors.mark_reminded([(vid, r["advisory"], r["facility"], r["n"]) for r in late])
+                store.audit.add(actor, "vendor-reminder", vid, {"advisories": sorted({r["advisory"] for r in late})})
+            results.append(Sent(vid, len({r["advisory"] for r in late}), 0, "sent", "reminder"))
     for req in pending(store):
         subject, text = render(req)
         highest = max((a["tlp"] for a in req.advisories.values()), key=TLP_ORDER.index)

@@ -82,7 +82,7 @@ CREATE TABLE vendor_requests (
 CREATE TABLE vendor_answers (
     vendor TEXT NOT NULL, advisory TEXT NOT NULL, facility TEXT NOT NULL, n INTEGER NOT NULL, status TEXT NOT NULL,
     justification TEXT, fix_date TEXT, fixed_version TEXT, note TEXT, time TEXT NOT NULL, actor TEXT NOT NULL,
-    via TEXT NOT NULL, PRIMARY KEY (vendor, advisory, facility, n)
+    via TEXT NOT NULL, reminded TEXT, PRIMARY KEY (vendor, advisory, facility, n)
 );
 CREATE INDEX vendor_answers_row ON vendor_answers (advisory, facility, n);
 CREATE TABLE epss (

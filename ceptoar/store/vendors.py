@@ -93,6 +93,21 @@ class Vendors(Repository):
             "AND a.facility = q.facility AND a.n = q.n GROUP BY q.vendor, q.advisory ORDER BY q.vendor, q.advisory",
             (today,))
 
+    def overdue_fixes(self, today: str) -> list[dict]:
+        """Answers `affected` whose planned fix date has passed and whose vendor was not reminded since."""
+        return self.store.rows(
+            "SELECT a.vendor, a.advisory, a.facility, a.n, a.fix_date, d.title, r.vendor AS maker, r.product, "
+            "r.version FROM vendor_answers a JOIN advisories d ON d.id = a.advisory "
+            "LEFT JOIN register_rows r ON r.facility = a.facility AND r.n = a.n "
+            "WHERE a.status = 'affected' AND a.fix_date IS NOT NULL AND a.fix_date < ? "
+            "AND (a.reminded IS NULL OR a.reminded < a.time) ORDER BY a.vendor, a.advisory, a.facility, a.n",
+            (today,))
+
+    def mark_reminded(self, rows: list[tuple[str, str, str, int]]) -> None:
+        now = utcnow()
+        self.store.executemany("UPDATE vendor_answers SET reminded = ? WHERE vendor = ? AND advisory = ? AND "
+                               "facility = ? AND n = ?", [(now, *r) for r in rows])
+
     def set_clearance(self, vid: str, tlp: str) -> bool:
         return self.store.execute("UPDATE vendors SET clearance = ?, updated = ? WHERE id = ?",
                                   (tlp, utcnow(), vid)).rowcount == 1
