@@ -2,7 +2,8 @@
 (rows naming vendors by name, alias, company words, or nobody), advisories published at random TLPs
 and random vendor clearances, what each vendor would be told is exactly the matched rows it maintains
 of the advisories its clearance allows — never another vendor's row, never another product of a
-facility — and once told, it is not told again.
+facility — and once told, it is not told again. Its answer page (the link in its request) shows the
+same rows and no others, and an answer given there reaches only the rows it answers.
 
 The model is the oracle: it knows which vendor each register name means. CI runs a bounded number of
 examples; a longer run: CEPTOAR_VENDOR_EXAMPLES=200 .venv/bin/python -m pytest tests/test_vendor_isolation_random.py
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from ceptoar.clinics import vendor_requests
 from ceptoar.core.model import TLP_ORDER
+from ceptoar.sharing.taxii.app import create_app
 from ceptoar.store import Store
 from tests.conftest import Hub, _initialized
 
@@ -107,3 +109,30 @@ def test_no_vendor_learns_what_is_not_its_own(tmp_path_factory, registers, publi
         with store.transaction():
             store.vendors.record_requests(first.keys)
     check(told)
+    # Every vendor told: each one's answer pages show what it was told and nothing else; an answer
+    # there for one product reaches only that product's rows of its own customers.
+    told_to = {r.vendor["id"]: r for r in vendor_requests.pending(store)} | ({send_first: first} if first else {})
+    with store.transaction():
+        for req in told_to.values():
+            store.vendors.record_requests(req.keys)
+    client, link = create_app(str(hub.db)).test_client(), vendor_requests.linker(store, "http://hub.test")
+    for vid, req in told_to.items():
+        for aid, a in req.advisories.items():
+            url = link(vid, aid, TLP_ORDER.index(a["tlp"])).removeprefix("http://hub.test")
+            html = client.get(url).get_data(as_text=True)
+            shown = {r["facility"] for r in a["rows"]}
+            for fid, name, _p in FACILITIES:
+                assert (name in html) == (fid in shown), (vid, aid, name)
+            for p in set(PRODUCTS) - {r["product"] for r in a["rows"]}:
+                assert p not in html, (vid, p)
+            for other in set(VENDORS) - {vid}:
+                assert VENDORS[other][0] not in html
+    if told_to:
+        vid, req = sorted(told_to.items())[0]
+        aid, a = next(iter(req.advisories.items()))
+        url = link(vid, aid, TLP_ORDER.index(a["tlp"])).removeprefix("http://hub.test")
+        mine = sorted({row["facility"] for row in a["rows"]})
+        r = client.post(url, data={"group": "0", "status": "under_investigation", "facility": mine})
+        assert r.status_code == 200, r.get_data(as_text=True)[-400:]
+        answered = {(k[0], k[1], k[2]) for k in store.vendors.answers()}
+        assert answered == {(aid, row["facility"], row["n"]) for row in a["rows"]}

@@ -351,13 +351,19 @@ def vendors_clearance(hub: Hub, vendor_id, tlp) -> None:
 @vendors.command("send")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write each vendor's message as .eml here instead of sending (a dry run: nothing recorded).")
+@click.option("--base-url", help="Where the answer links point (default: public_url / CEPTOAR_PUBLIC_URL).")
 @pass_hub
-def vendors_send(hub: Hub, out_dir) -> None:
+def vendors_send(hub: Hub, out_dir, base_url) -> None:
     """Ask each vendor, in one message, about the matched rows it maintains that it was not asked
-    about yet (the worker does this every tick)."""
+    about yet (the worker does this every tick). Each advisory carries the vendor's answer link."""
+    from ceptoar.cli.options import public_url
     from ceptoar.clinics import vendor_requests
     from ceptoar.core import settings
-    results = vendor_requests.send(hub.ready_store(), hub.actor, settings.current().smtp(), out_dir)
+    url = base_url or settings.current().public_url or (public_url(None) if out_dir else None)
+    results = vendor_requests.send(hub.ready_store(), hub.actor, settings.current().smtp(), out_dir, base_url=url)
+    if url is None and results:
+        echo("no public_url (CEPTOAR_PUBLIC_URL or --base-url): the requests carry no answer link; vendors "
+             "answer by phone or mail (`ceptoar vendors answer`)", err=True)
     for r in results:
         echo(f"{r.vendor}: {r.status}, {r.advisories} advisories, {r.facilities} facilities"
              + (f" ({r.detail})" if r.detail else ""))

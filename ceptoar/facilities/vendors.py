@@ -169,9 +169,10 @@ def answer(store: Store, vid: str, advisory: str, *, product: str, version: str 
            note: str | None = None, facilities: list[str] = (), actor: str = SYSTEM, via: str = "cli",
            today: str | None = None) -> int:
     """A vendor's answer for the rows it was asked about of one advisory: those of `product` (and
-    `version`, and the chosen `facilities`; else all its listed customers). Returns how many rows it
-    answers; VendorError (nothing changed) for an unknown vendor, a status or justification outside
-    the lists, a fix date in the past, or rows it was never asked about."""
+    `version`, "" for the rows without one, and the chosen `facilities`; else all its listed
+    customers). Returns how many rows it answers; VendorError (nothing changed) for an unknown
+    vendor, a status or justification outside the lists, a fix date in the past, or rows it was
+    never asked about."""
 
     get(store, vid)
     if status not in STATUSES:
@@ -191,9 +192,14 @@ def answer(store: Store, vid: str, advisory: str, *, product: str, version: str 
             raise VendorError("a planned fix date goes with affected only")
     if status == "fixed" and not fixed_version:
         raise VendorError("fixed needs the version that fixes it (--fixed-version)")
+    try:
+        note = facts.text(note, "the note", 500)
+        fixed_version = facts.text(fixed_version, "the fixed version", 100)
+    except facts.FactError as e:
+        raise VendorError(str(e)) from None
     rows = [r for r in store.vendors.requested_rows(vid, advisory)
             if r["product"] is not None and key(r["product"]) == key(product)
-            and (not version or (r["version"] or "").strip() == version.strip())
+            and (version is None or (r["version"] or "").strip() == version.strip())
             and (not facilities or r["facility"] in facilities)]
     if not rows:
         raise VendorError(f"vendor {vid!r} was not asked about {product!r}"
@@ -213,9 +219,10 @@ def answer(store: Store, vid: str, advisory: str, *, product: str, version: str 
     return len(rows)
 
 
-def answer_ja(a: dict, vendor_name: str) -> str:
-    """「保守業者(○○)の回答: 該当しません(該当する部品を含まない)」 / 「…: 該当します(2026年12月20日に修正予定)」."""
-    text = f"保守業者({vendor_name})の回答: {STATUS_JA[a['status']]}"
+def status_ja(a: dict) -> str:
+    """A vendor's answer in plain Japanese: 「該当しません(該当する部品を含まない)」,
+    「該当します(2026年12月20日に修正予定)」."""
+    text = STATUS_JA[a["status"]]
     if a.get("justification"):
         text += f"({JUSTIFICATION_JA[a['justification']]})"
     elif a.get("fix_date"):
@@ -224,3 +231,8 @@ def answer_ja(a: dict, vendor_name: str) -> str:
     elif a.get("fixed_version"):
         text += f"(修正版 {a['fixed_version']})"
     return text
+
+
+def answer_ja(a: dict, vendor_name: str) -> str:
+    """「保守業者(○○)の回答: 該当しません(該当する部品を含まない)」 / 「…: 該当します(2026年12月20日に修正予定)」."""
+    return f"保守業者({vendor_name})の回答: {status_ja(a)}"

@@ -219,7 +219,8 @@ class Worker:
         """Each maintenance vendor, once per tick, about the matched rows it maintains."""
         if not self.store.vendors.list() or not self._can_send("vendor requests"):
             return
-        for r in vendor_requests.send(self.store, self.actor, self.settings.smtp()):
+        for r in vendor_requests.send(self.store, self.actor, self.settings.smtp(),
+                                              base_url=self.settings.public_url):
             self.log(f"vendor {r.vendor}: {r.status}, {r.advisories} advisories"
                      + (f" ({r.detail})" if r.detail else ""))
 

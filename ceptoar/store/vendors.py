@@ -59,8 +59,10 @@ class Vendors(Repository):
     def requested_rows(self, vid: str, advisory: str) -> list[dict]:
         """The register rows this vendor was asked about for this advisory (they may have changed since)."""
         return self.store.rows(
-            "SELECT q.facility, q.n, r.vendor, r.product, r.version FROM vendor_requests q "
+            "SELECT q.facility, q.n, r.vendor, r.product, r.version, r.category, f.name AS facility_name, "
+            "f.prefecture FROM vendor_requests q "
             "LEFT JOIN register_rows r ON r.facility = q.facility AND r.n = q.n "
+            "LEFT JOIN facilities f ON f.id = q.facility "
             "WHERE q.vendor = ? AND q.advisory = ? ORDER BY q.facility, q.n", (vid, advisory))
 
     def put_answers(self, rows: list[dict]) -> None:
@@ -74,6 +76,16 @@ class Vendors(Repository):
             "actor = excluded.actor, via = excluded.via",
             [(r["vendor"], r["advisory"], r["facility"], r["n"], r["status"], r.get("justification"), r.get("fix_date"),
               r.get("fixed_version"), r.get("note"), r["time"], r["actor"], r["via"]) for r in rows])
+
+    def answers_of(self, vid: str, advisory: str) -> dict[tuple[str, int], dict]:
+        """(facility, row) → this vendor's answer for that row of one advisory."""
+        return {(r["facility"], r["n"]): r for r in self.store.rows(
+            "SELECT * FROM vendor_answers WHERE vendor = ? AND advisory = ?", (vid, advisory))}
+
+    def answers_at(self, facility: str, advisory: str) -> list[dict]:
+        """Every vendor's answer for the rows of one facility about one advisory."""
+        return self.store.rows("SELECT * FROM vendor_answers WHERE facility = ? AND advisory = ? ORDER BY n, vendor",
+                               (facility, advisory))
 
     def answers(self) -> dict[tuple[str, str, int], dict]:
         """(advisory, facility, row) → the newest vendor answer for it."""
@@ -96,7 +108,7 @@ class Vendors(Repository):
     def overdue_fixes(self, today: str) -> list[dict]:
         """Answers `affected` whose planned fix date has passed and whose vendor was not reminded since."""
         return self.store.rows(
-            "SELECT a.vendor, a.advisory, a.facility, a.n, a.fix_date, d.title, r.vendor AS maker, r.product, "
+            "SELECT a.vendor, a.advisory, a.facility, a.n, a.fix_date, d.title, d.tlp, r.vendor AS maker, r.product, "
             "r.version FROM vendor_answers a JOIN advisories d ON d.id = a.advisory "
             "LEFT JOIN register_rows r ON r.facility = a.facility AND r.n = a.n "
             "WHERE a.status = 'affected' AND a.fix_date IS NOT NULL AND a.fix_date < ? "

@@ -1,5 +1,5 @@
 """Access logs without secrets: unsubscribe tokens, digest-list links and answer-link signatures
-are replaced in every logged request line.
+(facilities' and vendors') are replaced in every logged request line.
 
 `MaskingLogger` is gunicorn's logger class for production (taxii_server/gunicorn.conf.py);
 `mask_werkzeug()` filters the development server's log the same way.
@@ -13,7 +13,8 @@ import re
 from gunicorn.glogging import Logger
 
 _TOKEN_RE = re.compile(r"(/unsubscribe/|/digest/)[^\s?\"'#]+")  # a digest link: token, window, signature
-_ANSWER_RE = re.compile(r"(/respond/[^/\s?\"'#]+/[^/\s?\"'#]+/)[^\s?\"'#]+")  # expiry and signature
+# A facility's or a vendor's answer link: its expiry and signature.
+_ANSWER_RE = re.compile(r"(/(?:respond|vendor)/[^/\s?\"'#]+/[^/\s?\"'#]+/)[^\s?\"'#]+")
 
 
 def mask(text: str) -> str:

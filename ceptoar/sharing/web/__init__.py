@@ -1,6 +1,6 @@
 """The hub's own web pages (served by the same app as TAXII): unsubscribe, facilities' answers to
-advisories matched to their registers, the associations' summary of those answers, a digest's
-whole list, and their safety.
+advisories matched to their registers, maintenance vendors' answers for their customers, the
+associations' summary of those answers, a digest's whole list, and their safety.
 
 Every page is rendered from a template with every value escaped, and sent with a restrictive
 Content-Security-Policy: no scripts, no outside resources, forms only to the hub itself.
@@ -8,20 +8,22 @@ Content-Security-Policy: no scripts, no outside resources, forms only to the hub
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import medallion
 from flask import Flask, Response, g, request
 from jinja2 import Environment
 
-from ceptoar.clinics import responses
+from ceptoar.clinics import responses, vendor_requests
 from ceptoar.clinics.digest import lists, subscribers
 from ceptoar.clinics.digest.delivery import advisories_for
 from ceptoar.clinics.digest.render import item, jst, rank_key
 from ceptoar.core import settings
+from ceptoar.core.model import TLP_ORDER
 from ceptoar.core.output import csv_text
 from ceptoar.core.templates import environment
-from ceptoar.facilities import registers
+from ceptoar.facilities import registers, vendors
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -47,6 +49,7 @@ def register(app: Flask, store_of) -> None:
     """The pages, on an app whose backend gives the store (`store_of()`)."""
     _unsubscribe_page(app, store_of)
     _answer_page(app, store_of)
+    _vendor_page(app, store_of)
     _summary_page(app, store_of)
     _digest_page(app, store_of)
 
@@ -101,9 +104,91 @@ def _answer_page(app: Flask, store_of) -> None:
             except responses.ResponseError as e:
                 error = str(e)
         history = store.facilities.responses(facility, advisory)
+        names = {v["id"]: v["name"] for v in store.vendors.list()}
+        said = list(dict.fromkeys(vendors.answer_ja(a, names.get(a["vendor"], a["vendor"]))
+                                  for a in store.vendors.answers_at(facility, advisory)))
         return page("respond.html.j2", 400 if error else 200, state="ask", contact=contact, facility=fac,
                     title=report.get("name"), lines=lines, answers=responses.ANSWERS, history=history,
-                    current=history[-1] if history else None, error=error, saved=saved)
+                    current=history[-1] if history else None, error=error, saved=saved, vendor_answers=said)
+
+
+def _groups(rows: list[dict], answered: dict) -> list[dict]:
+    """A vendor's asked-about rows of one advisory, per product and version, each row with its answer."""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        if r["product"] is None:
+            continue  # the row has left its register since the request
+        version = (r["version"] or "").strip()
+        g = groups.setdefault((vendors.key(r["product"]), version), {
+            "name": " ".join(x for x in (r["vendor"], r["product"]) if x), "product": r["product"],
+            "version": version, "rows": []})
+        a = answered.get((r["facility"], r["n"]))
+        g["rows"].append(r | {"answer": vendors.status_ja(a) if a else None})
+    ordered = sorted(groups.values(), key=lambda g: (g["name"].casefold(), g["version"]))
+    return [g | {"index": i} for i, g in enumerate(ordered)]
+
+
+def _vendor_page(app: Flask, store_of) -> None:
+    @app.route("/vendor/<vid>/<uuid>/<token>/<sig>", methods=["GET", "POST"])
+    def vendor_answer(vid: str, uuid: str, token: str, sig: str):
+        """A maintenance vendor's answer about one advisory for the customers it was asked about,
+        through the link in its request: per product and version, for all of them or chosen ones."""
+        store = store_of()
+        contact = settings.current().contacts()["ceptoar"]
+        state, rank = vendor_requests.check(store, vid, uuid, token, sig)
+        if state != "ok":
+            return page("vendor_answer.html.j2", 410 if state == "expired" else 404, state=state, contact=contact)
+        advisory = f"report--{uuid}"
+        vendor, current = store.vendors.get(vid), store.advisories.get(advisory)
+        report = registers.published_report(store, advisory)
+        # Never more than the request carried, nor more than the vendor may be told now.
+        if vendor is None or current is None or report is None or current["tlp_rank"] > rank \
+                or current["tlp_rank"] > TLP_ORDER.index(vendor["clearance"]):
+            return page("vendor_answer.html.j2", 404, state="gone", contact=contact)
+        error, saved = None, None
+        groups = _groups(store.vendors.requested_rows(vid, advisory), store.vendors.answers_of(vid, advisory))
+        if request.method == "POST":
+            error, saved = _vendor_post(store, vid, advisory, groups)
+            if saved:
+                groups = _groups(store.vendors.requested_rows(vid, advisory), store.vendors.answers_of(vid, advisory))
+        else:
+            store.audit.add(f"vendor:{vid}", "vendor-page-read", vid,
+                            {"advisory": advisory, "rows": sum(len(g["rows"]) for g in groups)})
+        return page("vendor_answer.html.j2", 400 if error else 200, state="ask", contact=contact, vendor=vendor,
+                    title=report.get("name") or advisory, tlp=current["tlp"],
+                    cves=[r["external_id"] for r in report.get("external_references") or []
+                          if r.get("source_name") == "cve" and r.get("external_id")][:10],
+                    groups=groups, statuses=vendors.STATUS_JA, justifications=vendors.JUSTIFICATION_JA,
+                    error=error, saved=saved, today=datetime.now(UTC).date().isoformat())
+
+
+def _vendor_post(store, vid: str, advisory: str, groups: list[dict]) -> tuple[str | None, dict | None]:
+    """(an error to show, or what was saved) for one group's form."""
+    form = request.form
+    index = form.get("group", "")
+    group = groups[int(index)] if index.isdigit() and int(index) < len(groups) else None
+    if group is None:
+        return "この回答欄は古くなっています。ページを読み込み直してください (unknown product)", None
+    status = form.get("status", "")
+    if status not in vendors.STATUSES:
+        return "回答を選んでください (choose an answer)", None
+    mine = {r["facility"] for r in group["rows"]}
+    chosen = form.getlist("facility")
+    if not chosen:
+        return "回答する医療機関を選んでください (choose at least one facility)", None
+    if set(chosen) - mine:
+        return "この製品についてお尋ねしていない医療機関が含まれています (a facility outside this request)", None
+    try:
+        n = vendors.answer(store, vid, advisory, product=group["product"], version=group["version"], status=status,
+                           justification=(form.get("justification") or None) if status == "not_affected" else None,
+                           fix_date=(form.get("fix_date") or None) if status == "affected" else None,
+                           fixed_version=(form.get("fixed_version") or None) if status == "fixed" else None,
+                           note=form.get("note") or None,
+                           facilities=[] if set(chosen) == mine else sorted(set(chosen)),
+                           actor=f"vendor:{vid}", via="web")
+    except vendors.VendorError as e:
+        return f"ご回答を受け付けられませんでした: {e}", None
+    return None, {"name": group["name"], "version": group["version"], "status": vendors.STATUS_JA[status], "rows": n}
 
 
 def _summary_page(app: Flask, store_of) -> None:
