@@ -14,9 +14,25 @@ from ceptoar.core.output import echo, emit, format_option, to_json
 
 INCIDENT_COLUMNS = ["id", "facility", "facility_type", "prefecture", "member", "status", "owed", "detected_jst"]
 DUE_COLUMNS = ["id", "facility", "prefecture", "party", "label", "deadline_jst", "days_left", "state"]
-PARTY_CHOICE = click.Choice(["vendor", "mhlw", "prefecture", "police", "ppc-preliminary", "ppc-final"])
-CAUSE_CHOICE = click.Choice(["ransomware", "unauthorized-access", "malware", "insider", "misdelivery", "loss",
+PARTY_CHOICE = click.Choice(["vendor", "mhlw", "prefecture", "police", "ppc-preliminary", "ppc-final",
+                             "acd-minister", "acd-nco", "municipality"])
+CAUSE_CHOICE = click.Choice(["ransomware", "unauthorized-access", "malware", "insider", "ddos", "misdelivery", "loss",
                              "system-failure", "unknown", "other"])
+DESIGNATION_HELP = "特定機能病院, 地域医療支援病院, 基幹インフラ, 特別社会基盤事業者 or 自治体立 (repeatable)."
+
+
+def _more_facts(f):
+    """The facts `report` and `edit` both take beyond the first report's essentials."""
+    for opt, name, kw in (
+            ("--contact-email", "contact_email", {"help": "The facility's contact address."}),
+            ("--affected-systems", "affected_systems", {"help": "被害を受けたシステム・機器 (e.g. 電子カルテ 2台)."}),
+            ("--ransom-demand", "ransom_demand", {"help": "身代金の要求: the ransom note's words, amount, contact."}),
+            ("--encrypted-extension", "encrypted_extension", {"help": "暗号化されたファイルの拡張子 (e.g. .lockbit)."}),
+            ("--intrusion-vector", "intrusion_vector", {"help": "侵入方法 (e.g. VPN 装置の脆弱性)."})):
+        f = click.option(opt, name, **kw)(f)
+    return click.option("--specified-computer/--no-specified-computer", "specified_computer", default=None,
+                        help="Whether the computer hit is one of the facility's 特定重要電子計算機 (ACD law; "
+                             "unknown counts as yes for a 特別社会基盤事業者).")(f)
 
 
 @main.group()
@@ -43,10 +59,14 @@ def _notice(message: str) -> None:
 
 
 @incidents.command("report")
-@click.option("--facility", required=True)
-@click.option("--facility-type", required=True, type=click.Choice(["hospital", "clinic", "dental", "pharmacy"]))
-@click.option("--prefecture", required=True)
-@click.option("--member", required=True, help="The association the facility belongs to.")
+@click.option("--facility-id", help="A registered facility (`facilities list`): its name, type, prefecture, "
+                                   "association and designations come from the register of facilities.")
+@click.option("--facility", help="A facility the hub does not know (with --facility-type, --prefecture, --member).")
+@click.option("--facility-type", type=click.Choice(["hospital", "clinic", "dental", "pharmacy"]))
+@click.option("--prefecture")
+@click.option("--member", help="The association the facility belongs to.")
+@click.option("--designation", "designations", multiple=True, help=DESIGNATION_HELP)
+@click.option("--municipality", help="For a 自治体立 facility: the municipality that owns it.")
 @click.option("--summary", required=True)
 @click.option("--detected-at", type=JST_TIME, help="When it was noticed (JST unless an offset is given; default now).")
 @click.option("--vendor")
@@ -62,27 +82,35 @@ def _notice(message: str) -> None:
               help="A crime is suspected (default: when the cause is ransomware, unauthorized access, malware or "
                    "an insider).")
 @click.option("--records-affected", type=click.IntRange(min=0), help="How many people's data (本人の数).")
+@_more_facts
 @format_option(("table", "json"))
 @pass_hub
-def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summary, detected_at, vendor,
-                     vendor_phone, vendor_email, service_impact, personal_data_leak, care_disrupted, facility_phone,
-                     contact_person, cause, crime_suspected, records_affected, fmt) -> None:
-    """Record a suspected cyberattack at a facility and print the reports it owes, with deadlines."""
+def incidents_report(hub: Hub, facility_id, facility, facility_type, prefecture, member, designations, municipality,
+                     summary, detected_at, vendor, vendor_phone, vendor_email, service_impact, personal_data_leak,
+                     care_disrupted, facility_phone, contact_person, cause, crime_suspected, records_affected, fmt,
+                     **more) -> None:
+    """Record a suspected cyberattack at a facility and print the reports it owes, with deadlines,
+    each labelled with its basis, and the acknowledgement for the facility."""
 
     from ceptoar.incidents import reports as inc_mod
-    inc = inc_mod.report(hub.ready_store(), hub.actor, facility=facility, facility_type=facility_type,
-                         prefecture=prefecture, member=member, summary=summary, detected_at=detected_at, vendor=vendor,
-                         vendor_phone=vendor_phone, vendor_email=vendor_email, service_impact=service_impact,
-                         personal_data_leak=personal_data_leak, care_disrupted=care_disrupted,
-                         facility_phone=facility_phone, contact_person=contact_person, cause=cause,
-                         crime_suspected=crime_suspected, records_affected=records_affected, on_notice=_notice)
+    inc = inc_mod.report(hub.ready_store(), hub.actor, facility_id=facility_id, facility=facility,
+                         facility_type=facility_type, prefecture=prefecture, member=member,
+                         designations=list(designations), municipality=municipality, summary=summary,
+                         detected_at=detected_at, vendor=vendor, vendor_phone=vendor_phone, vendor_email=vendor_email,
+                         service_impact=service_impact, personal_data_leak=personal_data_leak,
+                         care_disrupted=care_disrupted, facility_phone=facility_phone, contact_person=contact_person,
+                         cause=cause, crime_suspected=crime_suspected, records_affected=records_affected,
+                         on_notice=_notice, **{k: v for k, v in more.items() if v is not None})
     out = _incident_json(inc)
+    subject, text = inc_mod.acknowledgement(inc)
     if fmt == "json":
-        echo(to_json(out))
+        echo(to_json(out | {"acknowledgement": {"subject": subject, "text": text}}))
         return
     echo(f"recorded {inc['id']} (TLP:RED); reports owed: {out['owed'] or 'none'}")
     for step in out["next_steps"]:
         echo(f"  次に: {step}")
+    echo(f"\n--- acknowledgement for the facility (`incidents acknowledge {inc['id'][10:18]} --to ADDR` sends it) ---")
+    echo(text)
 
 
 @incidents.command("edit")
@@ -104,6 +132,9 @@ def incidents_report(hub: Hub, facility, facility_type, prefecture, member, summ
 @click.option("--secondary-harm", help="二次被害又はそのおそれ.")
 @click.option("--individuals-response", help="本人への対応 (notifying the people concerned).")
 @click.option("--public-announcement", help="公表 (whether and how it was made public).")
+@click.option("--designations", help='|-separated designations ("" clears them): ' + DESIGNATION_HELP)
+@click.option("--municipality")
+@_more_facts
 @pass_hub
 def incidents_edit(hub: Hub, incident_id, **facts) -> None:
     """Correct or complete the recorded facts: each correction a new version, audited with the old
@@ -219,6 +250,68 @@ def incidents_notify(hub: Hub, incident_id, parties, smtp_host, smtp_port, smtp_
                      not m.startswith("--") for m in missing) else ""), err=True)
 
 
+@incidents.command("acknowledge")
+@click.argument("incident_id")
+@click.option("--to", "address", help="The facility's address; without it (or without SMTP) the text is printed.")
+@with_smtp
+@pass_hub
+def incidents_acknowledge(hub: Hub, incident_id, address, smtp_host, smtp_port, smtp_user, starttls, rate, dry_run,
+                          out, base_url) -> None:
+    """The acknowledgement for the facility: its reports owed with deadlines and their basis, and
+    whom to call (with hours), sent, written as .eml (--out) or printed; audited."""
+    from ceptoar.incidents import reports as inc_mod
+    store = hub.ready_store()
+    inc = inc_mod.find(store, incident_id)
+    how = inc_mod.send_acknowledgement(store, inc, hub.actor, address=address,
+                                       smtp=None if dry_run else smtp_config(smtp_host, smtp_port, smtp_user,
+                                                                             starttls), out_dir=out)
+    if how.how == "printed":
+        echo(f"Subject: {how.subject}\n\n{how.body}")
+    else:
+        echo(f"acknowledgement: {how.how} ({how.address})", err=True)
+
+
+@incidents.command("export")
+@click.argument("incident_id")
+@click.option("--form", type=click.Choice(["nco"]), default="nco", show_default=True,
+              help="nco: the National Cybersecurity Office's unified incident report (共通様式).")
+@click.option("--variant", type=click.Choice(["ransomware", "ddos"]), help="Default: from the recorded cause.")
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "json"]), default="xlsx", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write (xlsx needs one; json without it is printed).")
+@pass_hub
+def incidents_export(hub: Hub, incident_id, form, variant, fmt, output) -> None:
+    """Fill the NCO's unified incident report from the record: the items the record does not hold
+    are left blank and listed, never invented. Audited (TLP:RED leaves the hub)."""
+    from ceptoar.incidents import nco_form
+    from ceptoar.incidents import reports as inc_mod
+    store = hub.ready_store()
+    inc = inc_mod.find(store, incident_id)
+    chosen = nco_form.variant_of(inc, variant)
+    rows = nco_form.items(inc, chosen)
+    if fmt == "xlsx" and output is None:
+        raise click.UsageError("an xlsx needs -o FILE")
+    if fmt == "xlsx":
+        nco_form.write_xlsx(output, inc, chosen, rows)
+    else:
+        doc = to_json({"form": nco_form.VARIANTS[chosen], "variant": chosen, "incident": inc["id"], "tlp": "RED",
+                       "items": rows})
+        if output is None:
+            echo(doc)
+        else:
+            from ceptoar.core.files import write_private
+            write_private(output, doc + "\n")
+    store.audit.add(hub.actor, "incident-export", inc["id"], {"form": form, "variant": chosen, "format": fmt})
+    blank = [f"{r['section']} / {r['item']}" for r in rows if r["value"] is None]
+    if output is not None:
+        echo(f"wrote {output} ({nco_form.VARIANTS[chosen]}: {len(rows) - len(blank)} of {len(rows)} items filled)")
+    if blank:
+        echo(f"not in the record, left blank ({len(blank)}); record them with `incidents edit` or "
+             "`incidents update --note` where the hub keeps them:", err=True)
+        for b in blank:
+            echo(f"  - {b}", err=True)
+
+
 @incidents.command("share")
 @click.argument("incident_id")
 @click.option("--tlp", required=True, type=click.Choice(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT"],
@@ -237,12 +330,17 @@ def incidents_share(hub: Hub, incident_id, tlp, summary) -> None:
 @click.option("--vendor")
 @click.option("--vendor-phone")
 @click.option("--vendor-contact")
+@click.option("--member", help="The facility's association: its emergency desk, where it has one.")
+@click.option("--prefecture", help="The facility's prefecture: its police cyber-crime desk.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The HTML file to write (print it on A4).")
-def poster(facility, vendor, vendor_phone, vendor_contact, output) -> None:
-    """The in-hospital notice (院内掲示): whom to call after a suspected cyberattack."""
+def poster(facility, vendor, vendor_phone, vendor_contact, member, prefecture, output) -> None:
+    """The in-hospital notice (院内掲示): whom to call after a suspected cyberattack, and at night."""
+    from ceptoar.core.facts import prefecture as canonical
     from ceptoar.incidents.poster import write_poster
-    write_poster(output, facility=facility, vendor=vendor, vendor_phone=vendor_phone, vendor_contact=vendor_contact)
+    pref = canonical(prefecture)[0] if prefecture else None
+    write_poster(output, facility=facility, vendor=vendor, vendor_phone=vendor_phone, vendor_contact=vendor_contact,
+                 member=member, prefecture=pref)
     echo(f"wrote {output}")
 
 

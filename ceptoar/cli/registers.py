@@ -10,7 +10,7 @@ import click
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.core.output import echo, emit, format_option, to_json
 
-FACILITY_COLUMNS = ["id", "name", "facility_type", "prefecture", "member", "phone"]
+FACILITY_COLUMNS = ["id", "name", "facility_type", "prefecture", "member", "phone", "designations"]
 REGISTER_COLUMNS = ["n", "category", "vendor", "product", "version", "cpe", "internet_exposed", "remote_maintenance",
                     "maintenance_vendor", "device"]
 MATCH_COLUMNS = ["facility", "advisory", "title", "product", "confidence", "kev", "severity", "status"]
@@ -46,7 +46,9 @@ def facilities() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @pass_hub
 def facilities_import(hub: Hub, file: Path) -> None:
-    """Import a CSV (facility_id,name,facility_type,prefecture,member,phone); re-import updates."""
+    """Import a CSV (facility_id,name,facility_type,prefecture,member[,phone,designations,municipality]);
+    re-import updates. designations are |-separated: 特定機能病院, 地域医療支援病院, 基幹インフラ,
+    特別社会基盤事業者, 自治体立."""
     from ceptoar.facilities import registers
     _imported(file, registers.import_facilities(hub.ready_store(), _read(file), hub.actor, str(file)))
 
@@ -57,7 +59,10 @@ def facilities_import(hub: Hub, file: Path) -> None:
 @pass_hub
 def facilities_list(hub: Hub, member, fmt) -> None:
     """List facilities."""
-    emit(hub.ready_store().facilities.list(member), fmt, FACILITY_COLUMNS)
+    rows = hub.ready_store().facilities.list(member)
+    if fmt != "json":
+        rows = [r | {"designations": "|".join(r["designations"])} for r in rows]
+    emit(rows, fmt, FACILITY_COLUMNS)
 
 
 @facilities.command("show")
@@ -69,6 +74,25 @@ def facilities_show(hub: Hub, facility_id) -> None:
     store = hub.ready_store()
     f = registers.facility(store, facility_id)
     echo(to_json(f | {"register_versions": store.facilities.register_versions(facility_id)}))
+
+
+@facilities.command("update")
+@click.argument("facility_id")
+@click.option("--name")
+@click.option("--facility-type", type=click.Choice(["hospital", "clinic", "dental", "pharmacy"]))
+@click.option("--prefecture")
+@click.option("--member")
+@click.option("--phone")
+@click.option("--designations", help='|-separated: 特定機能病院, 地域医療支援病院, 基幹インフラ, 特別社会基盤事業者, '
+                                     '自治体立 ("" clears them).')
+@click.option("--municipality", help="For a 自治体立 facility: the municipality that owns it (e.g. 横浜市).")
+@pass_hub
+def facilities_update(hub: Hub, facility_id, **changes) -> None:
+    """Change a facility's facts; audited with the old and new values."""
+    from ceptoar.facilities import registers
+    _f, changed = registers.update_facility(hub.ready_store(), facility_id, changes, hub.actor)
+    for k, (old, new) in changed.items():
+        echo(f"{k}: {old!r} → {new!r}")
 
 
 @main.group()

@@ -1,6 +1,6 @@
 """Facts about facilities and what they tell the hub, checked once for every room that takes them
-(facility registers, incident reports): the kinds of facility, the 47 prefectures, Japanese
-telephone numbers and free text for notices."""
+(facility registers, incident reports): the kinds of facility, their designations, the 47
+prefectures, Japanese telephone numbers and free text for notices."""
 
 from __future__ import annotations
 
@@ -22,8 +22,35 @@ PREFECTURES = [
 ]
 _SHORT = {p[:-1] if p != "北海道" else p: p for p in PREFECTURES}
 
+# What a facility may be designated as, each with the rule that designates it.
+DESIGNATIONS = {
+    "特定機能病院": "医療法第4条の2 (厚生労働大臣の承認)",
+    "地域医療支援病院": "医療法第4条 (都道府県知事の承認)",
+    "基幹インフラ": ("経済施策を一体的に講ずることによる安全保障の確保の推進に関する法律 第50条 "
+                     "(特定社会基盤事業者)"),
+    "特別社会基盤事業者": ("重要電子計算機に対する不正な行為による被害の防止に関する法律 第2条 "
+                           "(特定重要電子計算機を使用する特定社会基盤事業者)"),
+    "自治体立": "地方公共団体が開設する医療機関 (設置自治体への報告を伴う)",
+}
+
+
 class FactError(CeptoarError, ValueError):
     pass
+
+
+def designations(value: str | list[str] | None) -> list[str]:
+    """A facility's designations (`|`-separated text, or a list), each one of DESIGNATIONS, in that
+    order and without repeats; FactError names a designation outside the list."""
+    given = value.split("|") if isinstance(value, str) else list(value or [])
+    out = []
+    for d in given:
+        d = unicodedata.normalize("NFKC", d or "").strip()
+        if not d:
+            continue
+        if d not in DESIGNATIONS:
+            raise FactError(f"designation {d[:40]!r} must be one of {', '.join(DESIGNATIONS)}")
+        out.append(d)
+    return [d for d in DESIGNATIONS if d in out]
 
 
 def prefecture(name: str) -> tuple[str, str | None]:

@@ -23,7 +23,8 @@ from ceptoar.facilities.vendors import answer_ja as vendor_answer_ja
 from ceptoar.store import Store, chunks
 from ceptoar.store.registers import signature
 
-FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "prefecture", "member", "phone")
+FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "prefecture", "member", "phone", "designations",
+                    "municipality")
 REGISTER_COLUMNS = ("category", "vendor", "product", "version", "cpe", "purl", "aliases", "internet_exposed",
                     "remote_maintenance", "maintenance_vendor", "note")
 CATEGORIES = ("電子カルテ", "PACS", "レセコン", "VPN装置", "ルータ", "ファイアウォール", "サーバOS", "端末OS",
@@ -71,13 +72,39 @@ def check_facility(row: dict, members: set[str]) -> dict:
     try:
         prefecture, _ = facts.prefecture(row.get("prefecture") or "")
         phone = facts.phone(row.get("phone"), "phone")
+        designations = facts.designations(row.get("designations"))
     except facts.FactError as e:
         raise RegisterError(str(e)) from None
     name = _text(row.get("name"), "name")
     if not name:
         raise RegisterError("name is required")
+    municipality = _text(row.get("municipality"), "municipality", 100)
     return {"id": fid, "name": name, "facility_type": ftype, "prefecture": prefecture, "member": member,
-            "phone": phone}
+            "phone": phone, "designations": designations, "municipality": municipality}
+
+
+def update_facility(store: Store, fid: str, changes: dict, actor: str = SYSTEM) -> tuple[dict, dict]:
+    """Change some of a facility's facts (name, type, prefecture, member, phone, designations,
+    municipality), checked as an import checks them; audited with the old and new values. Returns
+    (the facility, {fact: (old, new)})."""
+    current = facility(store, fid)
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not given:
+        raise RegisterError("nothing to change: give at least one of --name, --facility-type, --prefecture, "
+                            "--member, --phone, --designations, --municipality")
+    row = {"facility_id": fid} | {k: current[k] for k in ("name", "facility_type", "prefecture", "member", "phone",
+                                                         "municipality")}
+    row["designations"] = current["designations"]
+    row |= given
+    checked = check_facility(row, {m["id"] for m in store.members.list()})
+    changed = {k: (current.get(k), v) for k, v in checked.items() if k != "id" and current.get(k) != v}
+    if not changed:
+        raise RegisterError("nothing changes: the facts given are already recorded")
+    with store.transaction():
+        store.facilities.upsert(checked)
+        store.audit.add(actor, "facility-update", fid,
+                        {k: {"from": old, "to": new} for k, (old, new) in changed.items()})
+    return facility(store, fid), changed
 
 
 def import_facilities(store: Store, text: str, actor: str = SYSTEM, origin: str = "-") -> ImportResult:
@@ -90,6 +117,10 @@ def import_facilities(store: Store, text: str, actor: str = SYSTEM, origin: str 
         try:
             if None in row:
                 raise RegisterError("more fields than the header")
+            known = store.facilities.get((row.get("facility_id") or "").strip())
+            for column in ("designations", "municipality"):  # a file without the column keeps what is set
+                if column not in row and known is not None:
+                    row[column] = known[column]
             good.append(check_facility(row, members))
         except RegisterError as e:
             result.errors.append((line, str(e)))

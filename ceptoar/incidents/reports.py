@@ -1,6 +1,7 @@
 """Incidents at member facilities: intake, tracking to recovery, corrections, the reports each
 incident owes (ceptoar.incidents.obligations: vendor, MHLW, prefecture, police, the Personal Information
-Protection Commission's 速報 and 確報) and the notices that make them.
+Protection Commission's 速報 and 確報, the ACD law's reports, the owning municipality), the notices that
+make them, and the acknowledgement the facility gets with the contacts it can call.
 
 Incident data is TLP:RED. Its STIX objects are kept apart from advisories (origin 'incident'), so
 no collection, digest or export ever carries them; only `share` turns an anonymized lesson into a
@@ -33,6 +34,7 @@ from ceptoar.core.model import (
     stix_time,
     tlp_name,
 )
+from ceptoar.incidents import contacts as desks
 from ceptoar.incidents import obligations as owed
 from ceptoar.ingest.entries import store_entries
 from ceptoar.normalize import advisory
@@ -50,12 +52,19 @@ FACTS = {
     "crime_suspected": "犯罪の疑い", "records_affected": "本人の数", "cause": "原因",
     "data_items": "漏えい等した個人データの項目", "secondary_harm": "二次被害又はそのおそれ",
     "individuals_response": "本人への対応", "public_announcement": "公表",
+    "contact_email": "医療機関の連絡先メールアドレス", "affected_systems": "被害を受けたシステム・機器",
+    "ransom_demand": "身代金の要求(ランサムノート)", "encrypted_extension": "暗号化されたファイルの拡張子",
+    "intrusion_vector": "侵入方法", "specified_computer": "特定重要電子計算機に係る事象",
+    "designations": "指定・区分", "municipality": "設置自治体",
 }
 # The PPC report's items that come from facts: fact → option that records it.
 PPC_FACTS = {"data_items": "--data-items", "records_affected": "--records-affected", "cause": "--cause",
              "secondary_harm": "--secondary-harm", "individuals_response": "--individuals-response",
              "public_announcement": "--public-announcement"}
 NOTICE_PARTIES = list(owed.PARTIES)
+# The facts an incident may be given by name beyond report()'s own arguments (edit takes them all).
+EXTRA_FACTS = ("contact_email", "affected_systems", "ransom_demand", "encrypted_extension", "intrusion_vector",
+               "specified_computer")
 NOTE_KINDS = {"damage": "被害", "response": "対応", "recovery": "復旧", "prevention": "再発防止", "general": "メモ"}
 LESSONS_SOURCE = "ceptoar-lessons"
 
@@ -67,19 +76,27 @@ class IncidentError(CeptoarError, ValueError):
 def _fill(inc: dict) -> dict:
     """An incident recorded by an older hub, with the facts added since (unknown: None)."""
     for k in ("facility_phone", "contact_person", "crime_suspected", "records_affected", "cause", "data_items",
-              "secondary_harm", "individuals_response", "public_announcement"):
+              "secondary_harm", "individuals_response", "public_announcement", "facility_id", "municipality",
+              "contact_email", "affected_systems", "ransom_demand", "encrypted_extension", "intrusion_vector",
+              "specified_computer"):
         inc.setdefault(k, None)
+    inc.setdefault("designations", [])
     inc.setdefault("reports", [])
     inc.setdefault("corrections", [])
     return inc
 
 
 def obligations(inc: dict, now: datetime | None = None) -> list[dict]:
-    return owed.obligations(inc, now, settings.current().relay().get("deadlines"))
+    """Every report the incident may owe, with its state, deadline and basis, and whether the hub
+    knows where it goes (`configured`: an address in relay.toml or on the incident)."""
+    rows = owed.obligations(inc, now, settings.current().relay().get("deadlines"))
+    for o in rows:
+        o["configured"] = _recipient(_fill(inc), o["party"])[0] is not None
+    return rows
 
 
 def open_obligations(inc: dict, now: datetime | None = None) -> list[dict]:
-    return owed.open_obligations(inc, now, settings.current().relay().get("deadlines"))
+    return [o for o in obligations(inc, now) if o["state"] in ("pending", "overdue")]
 
 
 def mhlw_due(inc: dict) -> bool:
@@ -103,19 +120,24 @@ def next_steps(inc: dict) -> list[str]:
             text = f"{inc['prefecture']}(保健所)にも情報提供してください"
         elif party == "police":
             text = f"{_police(inc)['name']}に相談・通報してください"
+        elif party == "acd-minister":
+            text = "特定侵害事象として厚生労働大臣(特定社会基盤事業所管大臣)に報告してください"
+        elif party == "acd-nco":
+            text = "特定侵害事象として内閣総理大臣(国家サイバー統括室)に報告してください"
+        elif party == "municipality":
+            text = f"設置自治体({inc['municipality'] or '未登録'})の担当部局に報告してください"
         else:
             text = f"{cfg['ppc']['name']}に{'速報' if party == 'ppc-preliminary' else '確報'}を提出してください"
-        steps.append(f"{text} (期限 {o['deadline_jst']}) → incidents notify {short} --to {party}")
+        where = "" if o["configured"] else f" [宛先未設定: {_missing_address_hint(inc, party)}]"
+        steps.append(f"{text} (期限 {o['deadline_jst']}、{o['basis_ja']}){where}"
+                     f" → incidents notify {short} --to {party}")
     if inc["status"] in ("reported-to-mhlw", "recovering"):
         steps.append("被害・対応・復旧・再発防止の状況を記録してください  → incidents update ID --note … --note-kind …")
     return steps
 
 
 def _police(inc: dict) -> dict:
-    """The prefectural police's cyber-crime desk: relay.toml's, else its name (警視庁, 大阪府警察…)."""
-    pref = inc["prefecture"]
-    default = "警視庁" if pref == "東京都" else f"{pref}警察"
-    return {"name": f"{default} サイバー犯罪相談窓口"} | settings.current().relay().get("police", {}).get(pref, {})
+    return desks.police_desk(inc["prefecture"])
 
 
 def check_facts(facts: dict, on_notice=None) -> dict:
@@ -131,14 +153,18 @@ def check_facts(facts: dict, on_notice=None) -> dict:
                 on_notice(notice)
         elif k in ("facility_phone", "vendor_phone"):
             v = checks.phone(v, FACTS[k])
-        elif k == "vendor_email":
+        elif k in ("vendor_email", "contact_email"):
             v = check_address(v) if v.strip() else None
+        elif k == "designations":
+            v = checks.designations(v)
+        elif k == "municipality":
+            v = checks.text(v, FACTS[k], 100)
         elif k == "cause":
             v = owed.cause(v)
         elif k == "records_affected":
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise IncidentError("records affected (本人の数) is a count: 0 or more")
-        elif k in ("service_impact", "care_disrupted", "personal_data_leak", "crime_suspected"):
+        elif k in ("service_impact", "care_disrupted", "personal_data_leak", "crime_suspected", "specified_computer"):
             v = bool(v)
         elif k in FACTS:
             v = checks.text(v, FACTS[k], 4000 if k == "summary" else 500)
@@ -157,7 +183,7 @@ def _stix(inc: dict, created: str, modified: str) -> list[dict]:
     incident = extensions.with_props(incident, extensions.INCIDENT, incident={
         k: inc.get(k) for k in ("facility_type", "prefecture", "member", "detected_at", "status", "service_impact",
                                 "personal_data_leak", "care_disrupted", "crime_suspected", "cause",
-                                "records_affected") if inc.get(k) is not None})
+                                "records_affected", "designations") if inc.get(k) not in (None, [])})
     report = {
         "type": "report", "spec_version": "2.1", "id": inc["report_id"], "created": created, "modified": modified,
         "name": f"インシデント報告: {inc['facility']}", "published": created, "report_types": ["incident"],
@@ -180,29 +206,59 @@ def _stamp(d: datetime) -> str:
     return stix_time(d)
 
 
-def report(store: Store, actor: str, *, facility: str, facility_type: str, prefecture: str, member: str,
-           summary: str, detected_at: datetime | None = None, vendor: str | None = None,
+def report(store: Store, actor: str, *, facility: str | None = None, facility_type: str | None = None,
+           prefecture: str | None = None, member: str | None = None, summary: str, facility_id: str | None = None,
+           designations: list[str] | None = None, municipality: str | None = None,
+           detected_at: datetime | None = None, vendor: str | None = None,
            vendor_phone: str | None = None, vendor_email: str | None = None, service_impact: bool = False,
            personal_data_leak: bool = False, care_disrupted: bool = False, facility_phone: str | None = None,
            contact_person: str | None = None, cause: str | None = None, crime_suspected: bool | None = None,
-           records_affected: int | None = None, on_notice=None) -> dict:
+           records_affected: int | None = None, on_notice=None, allow_examples: bool = False, **more) -> dict:
+    """Record an incident. A registered facility (`facility_id`) gives its name, type, prefecture,
+    association, designations and municipality from the register of facilities; else they are
+    given here (`facility`…, `designations`). Refused (IncidentError, nothing recorded) while a
+    contact the acknowledgement carries is still an example value, unless `allow_examples` (the demo).
+    `more`: further facts by name (affected_systems, ransom_demand, intrusion_vector, …)."""
+    if facility_id:
+        if facility or facility_type or member or designations:
+            raise IncidentError("give --facility-id alone: name, type, association and designations come from the "
+                                "register of facilities (or --facility … for a facility the hub does not know)")
+        known = store.facilities.get(facility_id)
+        if known is None:
+            raise IncidentError(f"no facility {facility_id!r} (see `ceptoar facilities list`, or give --facility …)")
+        facility, facility_type, member = known["name"], known["facility_type"], known["member"]
+        prefecture = prefecture or known["prefecture"]
+        designations, municipality = known["designations"], municipality or known["municipality"]
+        facility_phone = facility_phone or known["phone"]
+    if not facility or not facility_type or not member:
+        raise IncidentError("give --facility-id ID, or --facility, --facility-type, --prefecture and --member")
     if facility_type not in FACILITY_TYPES:
         raise IncidentError(f"facility type must be one of {', '.join(FACILITY_TYPES)}")
     if store.members.get(member) is None:
         raise IncidentError(f"no member {member!r} (see `ceptoar members list`)")
-    if not facility.strip() or not summary.strip() or not prefecture.strip():
+    if not facility.strip() or not summary.strip() or not (prefecture or "").strip():
         raise IncidentError("facility, prefecture and summary are required")
+    unknown = set(more) - set(FACTS)
+    if unknown:
+        raise IncidentError(f"not a fact of an incident: {', '.join(sorted(unknown))}")
     facts = check_facts({"prefecture": prefecture, "summary": summary, "vendor": vendor, "vendor_phone": vendor_phone,
                          "vendor_email": vendor_email, "facility_phone": facility_phone,
                          "contact_person": contact_person, "cause": cause, "crime_suspected": crime_suspected,
-                         "records_affected": records_affected}, on_notice)
+                         "records_affected": records_affected, "designations": designations or [],
+                         "municipality": municipality} | more, on_notice)
+    if not allow_examples:
+        unreplaced = [c for c in desks.emergency(member, facts["prefecture"]) if c.configured and c.placeholder]
+        if unreplaced:
+            raise IncidentError("the acknowledgement would send the clinic to an example number: "
+                                + "; ".join(f"{c.where} phone {c.phone!r}" for c in unreplaced)
+                                + " — set the real numbers in the configuration folder (CEPTOAR_CONFIG) first")
     now = datetime.now(UTC)
     key = uuid.uuid4()
     inc = _fill({"id": f"incident--{key}", "stix_id": f"incident--{key}", "report_id": f"report--{uuid.uuid4()}",
                  "facility": facility.strip(), "facility_type": facility_type, "member": member,
-                 "detected_at": _stamp(detected_at or now), "vendor": None, "vendor_phone": None,
-                 "vendor_email": None, "service_impact": service_impact, "personal_data_leak": personal_data_leak,
-                 "care_disrupted": care_disrupted, "status": "reported",
+                 "facility_id": facility_id, "detected_at": _stamp(detected_at or now), "vendor": None,
+                 "vendor_phone": None, "vendor_email": None, "service_impact": service_impact,
+                 "personal_data_leak": personal_data_leak, "care_disrupted": care_disrupted, "status": "reported",
                  "history": [{"status": "reported", "time": utcnow(), "actor": actor}], "notes": [], "notices": [],
                  "shared": None, "created": utcnow()} | facts)
     inc["stix_created"] = stix_time(now)
@@ -210,7 +266,8 @@ def report(store: Store, actor: str, *, facility: str, facility_type: str, prefe
         store.incidents.save(inc)
         _store_stix(store, inc, inc["stix_created"], inc["stix_created"])
         store.audit.add(actor, "incident-report", inc["id"],
-                        {"member": member, "owed": [o["party"] for o in open_obligations(inc)]})
+                        {"member": member, "facility_id": facility_id,
+                         "owed": [o["party"] for o in open_obligations(inc)]})
     return inc
 
 
@@ -380,6 +437,16 @@ def _recipient(inc: dict, party: str) -> tuple[str | None, str, str]:
         police = _police(inc)
         return police.get("email"), police["name"], (
             "医療機関におけるサイバー攻撃(犯罪の疑い)について、下記のとおりご相談・通報いたします。")
+    if party in ("acd-minister", "acd-nco"):
+        office = cfg.get(party.replace("-", "_"))
+        name = (office or {}).get("name", owed.PARTIES[party])
+        return (office or {}).get("email"), name, (
+            f"{owed.ACD_LAW}に基づき、特別社会基盤事業者である医療機関の特定重要電子計算機に係る特定侵害事象"
+            "(そのおそれを含む)について、下記のとおり報告いたします。")
+    if party == "municipality":
+        office = cfg.get("municipalities", {}).get(inc["municipality"] or "", {})
+        return office.get("email"), office.get("name", f"{inc['municipality'] or '設置自治体'} 担当部局"), (
+            "貴自治体が開設する医療機関におけるサイバー攻撃の疑い事案について、下記のとおりご報告いたします。")
     if party.startswith("ppc-"):
         kind = "速報" if party == "ppc-preliminary" else "確報"
         return cfg["ppc"].get("email"), cfg["ppc"]["name"], (
@@ -393,13 +460,22 @@ def _missing_address_hint(inc: dict, party: str) -> str:
                        f"[vendors.\"{inc['vendor'] or '名前'}\"] email to relay.toml",
              "mhlw": "set [mhlw] email in relay.toml",
              "prefecture": f"add [prefectures.\"{inc['prefecture']}\"] email to relay.toml",
-             "police": f"add [police.\"{inc['prefecture']}\"] email to relay.toml"}
+             "police": f"add [police.\"{inc['prefecture']}\"] email to relay.toml",
+             "acd-minister": "add [acd_minister] name and email to relay.toml (the office MHLW names for "
+                             "特定侵害事象 reports)",
+             "acd-nco": "add [acd_nco] name and email to relay.toml (the National Cybersecurity Office's "
+                        "reporting desk)",
+             "municipality": (f"add [municipalities.\"{inc['municipality']}\"] email to relay.toml"
+                              if inc.get("municipality") else
+                              f"record the owning municipality (`facilities update {inc.get('facility_id') or 'ID'} "
+                              "--municipality NAME`) and add [municipalities.\"NAME\"] email to relay.toml")}
     return where.get(party, "set [ppc] email in relay.toml (or report through the Commission's online form "
                             "and record it with `incidents reported`)")
 
 
 def _contact(inc: dict) -> str:
-    return " / ".join(x for x in (inc["contact_person"], inc["facility_phone"]) if x) or UNKNOWN
+    return " / ".join(x for x in (inc["contact_person"], inc["facility_phone"], inc.get("contact_email")) if x) \
+        or UNKNOWN
 
 
 def _notes(inc: dict, *kinds: str) -> list[str]:
@@ -432,8 +508,10 @@ def _incident_items(inc: dict) -> list[tuple[str, str]]:
                                          ("care_disrupted", "診療への支障あり"),
                                          ("personal_data_leak", "個人データ漏えい等のおそれあり")) if inc[flag]]
     actions = _notes(inc, "response", "recovery", "general")
+    designated = "、".join(inc.get("designations") or [])
     return [
-        ("医療機関", f"{inc['facility']} ({FACILITY_TYPES[inc['facility_type']]}、{inc['prefecture']})"),
+        ("医療機関", f"{inc['facility']} ({FACILITY_TYPES[inc['facility_type']]}、{inc['prefecture']})"
+                    + (f" [{designated}]" if designated else "")),
         ("医療機関の担当者・連絡先", _contact(inc)),
         ("検知日時", _jst(inc["detected_at"])),
         ("事象の概要", inc["summary"]),
@@ -447,6 +525,26 @@ def _incident_items(inc: dict) -> list[tuple[str, str]]:
         ("システムベンダー", (inc["vendor"] or "未登録")
          + (f" ({inc['vendor_phone']})" if inc["vendor_phone"] else "")),
     ]
+
+
+def acknowledgement(inc: dict) -> tuple[str, str]:
+    """(subject, text) of the acknowledgement for the facility: the incident's number, the reports it
+    owes with their deadlines and each deadline's basis, and whom to call, with hours."""
+    inc = _fill(inc)
+    subject = f"【医療セプター】インシデントのご報告を受け付けました: {inc['facility']}"
+    lines = [f"{inc['facility']} ご担当者様", "", "医療セプターです。サイバー攻撃の疑い事案のご報告を受け付けました。",
+             f"受付番号: {inc['id'][10:18]}  検知日時: {_jst(inc['detected_at'])}", ""]
+    todo = open_obligations(inc)
+    if todo:
+        lines.append("■ 必要な報告と期限")
+        for o in todo:
+            lines += [f"・{o['label']}: 期限 {o['deadline_jst']} (日本時間)", f"    根拠: {o['basis_ja']}"]
+        lines.append("")
+    lines.append("■ 困ったときの連絡先(夜間・休日を含む)")
+    lines += [f"・{c.line()}" for c in desks.emergency(inc["member"], inc["prefecture"])]
+    lines += ["", "電源を切ったり初期化したりせず、ネットワークから切り離したまま、",
+              "システムベンダーの指示を待ってください。", "", "本通知は TLP:RED です。院内の関係者限りとしてください。"]
+    return subject, "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -493,6 +591,35 @@ def send_notices(store: Store, inc: dict, parties: list[str], actor: str, *, smt
         if mailer is not None:
             mailer.close()
     return done
+
+
+def send_acknowledgement(store: Store, inc: dict, actor: str, *, address: str | None = None,
+                         smtp: SmtpConfig | None = None, out_dir: Path | None = None) -> NoticeSent:
+    """The facility's acknowledgement: sent to `address` when SMTP is given, written as .eml under
+    `out_dir`, else printed (returned); audited (`incident-acknowledge`)."""
+    subject, body = acknowledgement(inc)
+    to = check_address(address) if address else ""
+    how = "printed"
+    if to and (smtp or out_dir):
+        msg = mail.message(subject, body, to=to, eight_bit=False,
+                           headers={"Message-ID": mail.message_id(f"{inc['id']}|ack|{utcnow()}"),
+                                    "X-CEPTOAR-TLP": "RED"})
+        if out_dir is not None:
+            path = child(private_dir(out_dir), f"{inc['id'][10:18]}-acknowledgement.eml")
+            write_private(path, msg.as_bytes())
+            how = f"written {path}"
+        if smtp is not None:
+            mailer = mail.Mailer(smtp)
+            mailer.connect()
+            try:
+                refusal = mailer.send(mail.sender().addr_spec, to, msg.as_bytes())
+            finally:
+                mailer.close()
+            if refusal:
+                raise mail.DeliveryError(f"the acknowledgement to {to} was refused: {refusal}")
+            how = "sent"
+    store.audit.add(actor, "incident-acknowledge", inc["id"], {"how": how.split(" ")[0], "to": bool(to)})
+    return NoticeSent("facility", to, how, subject, body)
 
 
 def record_notice(store: Store, inc: dict, party: str, address: str, how: str, actor: str, *,

@@ -121,9 +121,12 @@ def run_demo(db_path: Path, port: int = 0, fresh: bool = True) -> int:
         step("Incident at a clinic (TLP:RED, never shared as is) and the in-hospital poster")
         inc = incidents.report(store, actor, facility="さくら診療所 (demo)", facility_type="clinic",
                                prefecture="東京都", member="jma", summary="電子カルテ端末に身代金要求画面が表示された",
-                               vendor="サンプル医療システム", vendor_phone="03-0000-1111", service_impact=True)
+                               vendor="サンプル医療システム", vendor_phone="03-0000-1111", service_impact=True,
+                               allow_examples=True)  # the demo's contacts are the shipped examples
         for line in incidents.next_steps(inc):
             echo(f"次に: {line}")
+        echo("(a real hub refuses this incident until the example telephone numbers in contacts.toml and "
+             "relay.toml are replaced: `ceptoar status` names them)")
         poster = db_path.parent / "poster.html"
         write_poster(poster, facility="さくら診療所 (demo)", vendor="サンプル医療システム",
                                vendor_phone="03-0000-1111", vendor_contact="佐藤")

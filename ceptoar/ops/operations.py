@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ceptoar.core import settings
 from ceptoar.core.errors import CeptoarError
 from ceptoar.core.model import SYSTEM, stamp
+from ceptoar.incidents import contacts
 from ceptoar.store import Store, schema
 
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -52,6 +54,10 @@ def status(store: Store, backup_max_age: timedelta = timedelta(days=2)) -> Statu
     worker = store.leases.get("worker")
     st.facts["worker"] = (f"running ({worker['holder'].split('|')[0]})"
                           if worker and worker["expires"] > stamp(datetime.now(UTC)) else "not running")
+    for where in contacts.placeholders():  # a clinic would be sent to a number nobody answers
+        st.warn(f"{where} is still an example value: set the real one (incidents report refuses it)")
+    if not settings.current().contacts().get("after_hours"):
+        st.warn("contacts.toml has no [after_hours] line: the incident acknowledgement has no number for the night")
     last = store.meta("last_backup")
     st.facts["last_backup"] = last
     if store.dialect == "sqlite" and store.path is not None:

@@ -30,20 +30,30 @@ class Facilities(Repository):
         now = utcnow()
         new = self.get(f["id"]) is None
         self.store.execute(
-            "INSERT INTO facilities (id, name, facility_type, prefecture, member, phone, created, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
-            "facility_type = excluded.facility_type, prefecture = excluded.prefecture, member = excluded.member, "
-            "phone = excluded.phone, updated = excluded.updated",
-            (f["id"], f["name"], f["facility_type"], f["prefecture"], f["member"], f.get("phone"), now, now))
+            "INSERT INTO facilities (id, name, facility_type, prefecture, member, phone, designations, municipality, "
+            "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "name = excluded.name, facility_type = excluded.facility_type, prefecture = excluded.prefecture, "
+            "member = excluded.member, phone = excluded.phone, designations = excluded.designations, "
+            "municipality = excluded.municipality, updated = excluded.updated",
+            (f["id"], f["name"], f["facility_type"], f["prefecture"], f["member"], f.get("phone"),
+             json.dumps(f.get("designations") or [], ensure_ascii=False), f.get("municipality"), now, now))
         return new
 
+    @staticmethod
+    def _facility(r: dict | None) -> dict | None:
+        if r is not None:
+            r["designations"] = json.loads(r.get("designations") or "[]")
+        return r
+
     def get(self, fid: str) -> dict | None:
-        return self.store.row("SELECT * FROM facilities WHERE id = ?", (fid,))
+        return self._facility(self.store.row("SELECT * FROM facilities WHERE id = ?", (fid,)))
 
     def list(self, member: str | None = None) -> list[dict]:
         if member:
-            return self.store.rows("SELECT * FROM facilities WHERE member = ? ORDER BY id", (member,))
-        return self.store.rows("SELECT * FROM facilities ORDER BY id")
+            rows = self.store.rows("SELECT * FROM facilities WHERE member = ? ORDER BY id", (member,))
+        else:
+            rows = self.store.rows("SELECT * FROM facilities ORDER BY id")
+        return [self._facility(r) for r in rows]
 
     # --- registers ------------------------------------------------------------------------------
     def replace_register(self, fid: str, rows: list[dict], keys: dict[str, list[str]], actor: str,

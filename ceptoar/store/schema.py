@@ -22,7 +22,7 @@ from ceptoar.store.base import statements
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 19
+SCHEMA_VERSION = 20
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -169,7 +169,8 @@ CREATE TABLE taxii_status (
 );
 CREATE TABLE facilities (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, facility_type TEXT NOT NULL, prefecture TEXT NOT NULL,
-    member TEXT NOT NULL, phone TEXT, created TEXT NOT NULL, updated TEXT NOT NULL
+    member TEXT NOT NULL, phone TEXT, created TEXT NOT NULL, updated TEXT NOT NULL,
+    designations TEXT NOT NULL DEFAULT '[]', municipality TEXT
 );
 CREATE INDEX facilities_member ON facilities (member);
 CREATE TABLE registers (
@@ -553,7 +554,17 @@ def _step19(store: Store) -> None:
     _create(store, ("vendors", "vendor_requests", "vendor_answers"))
 
 
+def _step20(store: Store) -> None:
+    """Facilities' designations (特定機能病院, 基幹インフラ, 特別社会基盤事業者, 自治体立…) and, for a
+    municipal hospital, the municipality that owns it: incident obligations follow them."""
+    have = _columns(store, "facilities")
+    if "designations" not in have:
+        _add_column(store, "facilities", "designations TEXT NOT NULL DEFAULT '[]'")
+    if "municipality" not in have:
+        _add_column(store, "facilities", "municipality TEXT")
+
+
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
                                                      (11, _step11), (12, _step12), (13, _step13), (14, _step14),
                                                      (15, _step15), (16, _step16), (17, _step17),
-                                                     (18, _step18), (19, _step19)]
+                                                     (18, _step18), (19, _step19), (20, _step20)]
