@@ -7,7 +7,7 @@ import click
 from ceptoar.cli.base import Hub, main, pass_hub
 from ceptoar.cli.options import send_now, since_option, stamp
 from ceptoar.core.model import cvss_label, headline_cvss
-from ceptoar.core.output import echo, emit, format_option, to_json
+from ceptoar.core.output import echo, emit, format_option, progress_line, to_json
 from ceptoar.publishing import triage
 from ceptoar.store import Store
 
@@ -177,7 +177,9 @@ def with_bulk(default_status: str):
 def advisories_publish(hub: Hub, advisory_ids, yes: bool, **filters) -> None:
     """Publish advisories into every matching collection (ids, or the selection of `list`)."""
     ids = _bulk(hub, advisory_ids, filters, "publish", yes)
-    results = triage.publish(hub.store, ids, hub.actor) if ids else []
+    results = triage.publish(hub.store, ids, hub.actor,
+                             progress=lambda done, total: progress_line(f"published {done:,} of {total:,}")) \
+        if ids else []
     for r in results:
         echo(f"published {r['id']} → {', '.join(r['collections']) or '(no matching collection)'}"
                    + (" [flash alert queued]" if r["flash"] else ""))

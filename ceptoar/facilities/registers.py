@@ -319,6 +319,40 @@ def match_advisory(store: Store, advisory: str, kev: set[str] | None = None) -> 
     return len(found)
 
 
+def match_published(store: Store, items: list[tuple[dict, dict | None]], kev: set[str]) -> int:
+    """match_advisory() for many advisories just published: items are (advisory row, its report as
+    published, None when revoked). The profiles are looked up once for the batch. Returns the
+    number of matches."""
+    affected = {row["id"]: matching.affected_of(report) if report else [] for row, report in items}
+    keys = {aid: affected_keys(a) for aid, a in affected.items()}
+    wanted = sorted(set().union(*keys.values())) if keys else []
+    profiles = store.facilities.profiles_for_keys(wanted) if wanted else []
+    by_key: dict[str, list[dict]] = {}
+    for pid, ks in store.facilities.profile_keys([p["seq"] for p in profiles]).items():
+        for k in ks:
+            by_key.setdefault(k, []).append(pid)
+    by_id = {p["seq"]: p for p in profiles}
+    found: dict[str, list] = {}
+    products, hot = [], []
+    for row, _report in items:
+        aid = row["id"]
+        mine = []
+        for pid in sorted({pid for k in keys[aid] for pid in by_key.get(k, [])}):
+            m = matching.match_row(by_id[pid], affected[aid])
+            if m:
+                mine.append((pid, m[0], m[1]))
+        found[aid] = mine
+        is_hot = bool(affected[aid]) and urgent(row, kev)
+        products.append((aid, sorted(keys[aid]), [a.as_dict() for a in affected[aid]], is_hot))
+        if is_hot and mine:
+            hot.append(aid)
+    store.facilities.set_products_many(products)
+    store.facilities.replace_matches_many(found)
+    for aid in hot:
+        store.facilities.queue_targeted(advisory=aid)
+    return sum(len(m) for m in found.values())
+
+
 def refresh_all(store: Store, progress=None) -> int:
     """Match every published advisory again (after an upgrade, or a change of the alias list):
     rows without a profile given one, every profile's keys computed again, profiles no row uses

@@ -68,11 +68,12 @@ def filter_view(rows: list[dict], kev_cves: set[str]) -> list[dict]:
 
 def matching(store: Store, row: dict, kev_cves: set[str] | None = None) -> list[str]:
     view = filter_view([row], store.advisories.kev_cves() if kev_cves is None else kev_cves)[0]
-    return [cid for cid, text in store.collections.filters() if _compiled(text)(view)]
+    return [cid for cid, text in store.collections.filters() if compiled(text)(view)]
 
 
 @lru_cache(maxsize=256)
-def _compiled(text: str):
+def compiled(text: str):
+    """A collection's filter, compiled once per process."""
     return compile_filter(text)
 
 

@@ -120,6 +120,76 @@ def closure(store: Store, report: dict, origin: str, previous: dict[str, Pin] | 
     return list(found.values())
 
 
+class _Objects:
+    """What a batch of closures reads, each id and version read (and parsed) once for the batch:
+    the source identity and the TLP markings that every report of a source references are one
+    lookup, not one per report."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.owner: dict[str, str | None] = {}
+        self.newest: dict[tuple[str, str], ObjectVersion | None] = {}
+        self.parsed: dict[tuple[str, str, str], dict] = {}
+
+    def load(self, ids: list[str], origin: str) -> None:
+        unknown = [i for i in ids if i not in self.owner]
+        if unknown:
+            found = self.store.objects.owners(unknown)
+            self.owner.update({i: found.get(i) for i in unknown})
+        for where in (origin, HUB):
+            need = [i for i in ids if self.owner.get(i) == where and (i, where) not in self.newest]
+            if need:
+                got = self.store.objects.latest(need, where)
+                self.newest.update({(i, where): got.get(i) for i in need})
+
+    def version(self, oid: str, origin: str) -> ObjectVersion | None:
+        owner = self.owner.get(oid)
+        if owner == origin:
+            return self.newest.get((oid, origin))
+        return self.newest.get((oid, HUB)) if owner == HUB else None
+
+    def obj(self, v: ObjectVersion) -> dict:
+        key = (v.id, v.modified, v.origin)
+        if key not in self.parsed:
+            self.parsed[key] = v.obj
+        return self.parsed[key]
+
+
+def closures(store: Store, reports: list[tuple[dict, str]]) -> tuple[list[list[ObjectVersion]], dict]:
+    """closure() of many reports (report, its origin) at once, level by level: one set of lookups
+    per level for the whole batch, whatever its size. Also returns each version's object, parsed
+    once ((id, modified, origin) → object)."""
+    cache = _Objects(store)
+    found: list[dict[str, ObjectVersion]] = [{} for _ in reports]
+    wanted = [[*r.get("object_refs", []), r.get("created_by_ref"), *r.get("object_marking_refs", []),
+               *extensions.used(r)] for r, _o in reports]
+    while True:
+        level = []
+        for k, (report, _origin) in enumerate(reports):
+            ids = [i for i in dict.fromkeys(w for w in wanted[k] if isinstance(w, str))
+                   if i not in found[k] and i != report["id"]]
+            level.append(ids)
+        if not any(level):
+            break
+        by_origin: dict[str, list[str]] = {}
+        for (_report, origin), ids in zip(reports, level, strict=True):
+            by_origin.setdefault(origin, []).extend(ids)
+        for origin, ids in by_origin.items():
+            cache.load(list(dict.fromkeys(ids)), origin)
+        for k, ((_report, origin), ids) in enumerate(zip(reports, level, strict=True)):
+            wanted[k] = []
+            for i in ids:
+                v = cache.version(i, origin)
+                if v is None or v.kept_apart or (v.origin == HUB and v.type == "report"):
+                    continue
+                found[k][i] = v
+                obj = cache.obj(v)
+                wanted[k].extend(m for m in listed(obj.get("object_marking_refs")) if isinstance(m, str))
+                wanted[k].append(obj.get("created_by_ref"))
+                wanted[k].extend(extensions.used(obj))
+    return [list(f.values()) for f in found], cache.parsed
+
+
 def note_id(advisory: str) -> str:
     """The id of the hub's note on a published advisory (its aggregate exposure)."""
     return stable_id("note", "exposure", advisory)
@@ -167,6 +237,61 @@ def publish_version(store: Store, row: dict, source_report: dict, source_version
         pins.append(Pin(v.id, v.modified, v.origin, v.type, spec_version_of(obj), max(own, rank)))
     store.publications.add(row["id"], version, source_version, row["tlp"], view_of(row), pins, actor)
     return version
+
+
+def publish_versions(store: Store, items: list[tuple[dict, dict, str | None, dict | None]],
+                     actor: str) -> dict[str, tuple[str, list[Pin], dict]]:
+    """publish_version() for many advisories at once, each from the newest version of its source's
+    report: items are (row, source report, its version, JVN's entry). Returns advisory → (version
+    published, its pins, the report as published). The reads and writes are a fixed number of
+    statements per batch (the reports' hub versions, notes and closures looked up together; every
+    report, publication and pin written by one executemany each)."""
+    reports = {row["id"]: (row, overlay(src, row, jvn), src_version) for row, src, src_version, jvn in items}
+    ids = list(reports)
+    current = store.objects.latest(ids, HUB)
+    notes = store.objects.latest([note_id(a) for a in ids], HUB)
+    out: dict[str, tuple[str, list[Pin], dict]] = {}
+    fresh = []
+    for aid, (_row, report, _version) in reports.items():
+        cur, note = current.get(aid), notes.get(note_id(aid))
+        if cur is not None and cur.hash == content_hash(report):  # nothing would change: rare, read one by one
+            pub = store.publications.get(aid, cur.modified)
+            pins = store.publications.pins(aid, cur.modified) if pub else []
+            if pub is not None and (note is None or (note.id, note.modified) in {(p.object_id, p.modified)
+                                                                                  for p in pins}):
+                out[aid] = (cur.modified, pins, report)
+                continue
+        fresh.append(aid)
+    newest = store.objects.max_modified(fresh)
+    now = now_stix()
+    rows = []
+    for aid in fresh:
+        row, report, _v = reports[aid]
+        version = later_than(now, newest[aid]) if newest.get(aid) else now
+        cur = current.get(aid)
+        created = (cur.obj.get("created") if cur else None) or report.get("created") or version
+        report.update(created=min(created, version), modified=version)
+        text, h = serialize(report)
+        rows.append((aid, version, "report", h, text, marking_rank(report), False))
+    store.objects.put(rows, HUB)
+    found, parsed = closures(store, [(reports[a][1], source_origin(reports[a][0]["source"])) for a in fresh])
+    publications = []
+    for aid, closure_of in zip(fresh, found, strict=True):
+        row, report, src_version = reports[aid]
+        note = notes.get(note_id(aid))
+        if note is not None:  # the hub's note on the advisory, with what it references but the report
+            have = {f.id for f in closure_of}
+            closure_of = closure_of + [note] + [v for v in closure(store, note.obj, HUB) if v.id not in have]
+        rank = TLP_ORDER.index(row["tlp"])
+        pins = [Pin(aid, report["modified"], HUB, "report", "2.1", rank)]
+        for v in closure_of:
+            own = v.own_rank if v.own_rank is not None else rank
+            obj = parsed.get((v.id, v.modified, v.origin)) or v.obj
+            pins.append(Pin(v.id, v.modified, v.origin, v.type, spec_version_of(obj), max(own, rank)))
+        publications.append((aid, report["modified"], src_version, row["tlp"], view_of(row), pins, actor))
+        out[aid] = (report["modified"], pins, report)
+    store.publications.add_many(publications)
+    return out
 
 
 def tombstone(store: Store, row: dict, actor: str) -> str:

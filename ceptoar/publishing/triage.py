@@ -22,6 +22,7 @@ from ceptoar.publishing import clinic, publication
 from ceptoar.publishing import collections as colls
 from ceptoar.publishing.filters import SEVERITIES, compile_filter
 from ceptoar.store import Store, utcnow
+from ceptoar.store.base import chunks
 
 TAG_FORBIDDEN = set(' \t\r\n"\\,')
 
@@ -69,27 +70,104 @@ def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: 
     return placed
 
 
-def publish(store: Store, refs: list[str], actor: str) -> list[dict]:
-    rows = _rows(store, refs)
+BATCH = 500  # advisories a bulk publish writes in one transaction (its memory does not grow with the total)
+
+
+def _ids(store: Store, refs: list[str]) -> list[str]:
+    """The advisories named (full ids or 6+ characters of a UUID), each once, in order; NotFound
+    for one that does not exist."""
+    full = [r.strip() for r in refs if r.strip().startswith("report--") and len(r.strip()) == 44]
+    known = set()
+    for chunk in chunks(list(dict.fromkeys(full)), 500):
+        known |= store.advisories.existing(chunk)
+    out = [r.strip() if r.strip() in known else store.advisories.find(r)["id"] for r in refs]
+    return list(dict.fromkeys(out))
+
+
+def _source_reports(store: Store, rows: list[dict]) -> dict[str, tuple[dict, str]]:
+    """advisory → (the newest version of its source's report, that version), read per source."""
+    by_origin: dict[str, list[dict]] = {}
     for r in rows:
-        if r["status"] == "revoked":
-            raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
-        if _source_report(store, r, None)[0].get("revoked") is True:
-            raise TriageError(f"{r['id']} was revoked by its source ({r['source']}); it is not published")
-    out = []
-    with store.transaction():
-        kev = store.advisories.kev_cves()
-        periods = store.deliveries.active_alert_periods(utcnow())
+        by_origin.setdefault(source_origin(r["source"]), []).append(r)
+    out = {}
+    for origin, group in by_origin.items():
+        latest = store.objects.latest([r["source_report"] for r in group], origin)
+        for r in group:
+            v = latest[r["source_report"]]
+            out[r["id"]] = (v.obj, v.modified)
+    return out
+
+
+def _check_publishable(store: Store, ids: list[str]) -> None:
+    """Every advisory publishable (not revoked here or by its source), before anything is written."""
+    for chunk in chunks(ids, BATCH):
+        rows = store.advisories.statuses(chunk)
         for r in rows:
-            placed = _publish_row(store, r, kev, actor, latest=True)
-            flash = bool(periods and placed and effective_severity(r) in ("high", "critical")
-                         and store.deliveries.queue_flash(r["id"], periods[0]["name"]))
-            store.audit.add(actor, "publish", r["id"], {"collections": placed, "previous_status": r["status"],
-                                                        "tlp": r["tlp"],
-                                                        **({"flash": periods[0]["name"]} if flash else {})})
-            if not actor.startswith(("auto-publish:", "ingest:")):  # an analyst has reviewed it
-                registers.reviewed(store, r["id"], "published", {"severity": effective_severity(r)})
-            out.append({"id": r["id"], "collections": placed, "flash": flash})
+            if r["status"] == "revoked":
+                raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
+        by_origin: dict[str, list[dict]] = {}
+        for r in rows:
+            by_origin.setdefault(source_origin(r["source"]), []).append(r)
+        for origin, group in by_origin.items():
+            latest = store.objects.latest([r["source_report"] for r in group], origin)
+            for r in group:
+                v = latest[r["source_report"]]
+                # Parsed only when it may say so: most reports never mention revocation.
+                if '"revoked"' in v.json and v.obj.get("revoked") is True:
+                    raise TriageError(f"{r['id']} was revoked by its source ({r['source']}); it is not published")
+
+
+def publish(store: Store, refs: list[str], actor: str, progress=None) -> list[dict]:
+    """Publish advisories: each pinned and placed in every matching collection, matched to the
+    registers, audited. Checked first (nothing is published when one cannot be), then written in
+    batches of BATCH, each one transaction: an interrupted bulk publish leaves each advisory
+    published or not, never half. `progress(done, total)` after each batch."""
+    ids = _ids(store, refs)
+    _check_publishable(store, ids)
+    out = []
+    for chunk in chunks(ids, BATCH):
+        with store.transaction():
+            out += _publish_batch(store, chunk, actor)
+        if progress:
+            progress(len(out), len(ids))
+    return out
+
+
+def _publish_batch(store: Store, ids: list[str], actor: str) -> list[dict]:
+    found = store.advisories.get_many(ids)
+    rows = [found[i] for i in ids]
+    kev = store.advisories.kev_cves()
+    periods = store.deliveries.active_alert_periods(utcnow())
+    sources = _source_reports(store, rows)
+    items = [(r, *sources[r["id"]], clinic.jvn_entry(store, r)) for r in rows]
+    published = publication.publish_versions(store, [(publication.view_of(r), src, v, jvn)
+                                                      for r, src, v, jvn in items], actor)
+    filters = [(cid, colls.compiled(text)) for cid, text in store.collections.filters()]
+    views = dict(zip(ids, colls.filter_view([publication.view_of(r) for r in rows], kev), strict=True))
+    placed = {r["id"]: [cid for cid, pred in filters if pred(views[r["id"]])] for r in rows}
+    by_collection: dict[str, list] = {}
+    for r in rows:
+        version, pins, _report = published[r["id"]]
+        for cid in placed[r["id"]]:
+            by_collection.setdefault(cid, []).append((r["id"], version, pins, r["tlp_rank"]))
+    for cid, placements in by_collection.items():
+        store.membership.place_many(cid, placements)
+    now = utcnow()
+    store.advisories.decide_many([(r["id"], {"status": "published", "published_source": sources[r["id"]][1],
+                                             "published_version": published[r["id"]][0], "decided_at": now})
+                                  for r in rows])
+    registers.match_published(store, [(r, published[r["id"]][2]) for r in rows], kev)
+    out, audit = [], []
+    for r in rows:
+        flash = bool(periods and placed[r["id"]] and effective_severity(r) in ("high", "critical")
+                     and store.deliveries.queue_flash(r["id"], periods[0]["name"]))
+        audit.append((r["id"], {"collections": placed[r["id"]], "previous_status": r["status"], "tlp": r["tlp"],
+                                **({"flash": periods[0]["name"]} if flash else {})}))
+        out.append({"id": r["id"], "collections": placed[r["id"]], "flash": flash})
+    store.audit.add_many(actor, "publish", audit)
+    if not actor.startswith(("auto-publish:", "ingest:")):  # an analyst has reviewed them
+        for aid in store.facilities.alerted_before_review(ids):
+            registers.reviewed(store, aid, "published", {"severity": effective_severity(found[aid])})
     return out
 
 

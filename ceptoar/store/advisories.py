@@ -120,6 +120,40 @@ class Advisories(Repository):
                            [*(_value(k, v) for k, v in decisions.items()), advisory_id])
         self.refresh_derived([advisory_id])
 
+    def decide_many(self, decisions: list[tuple[str, dict]]) -> None:
+        """The same decisions (one set of keys) for many advisories, each with its own values."""
+        if not decisions:
+            return
+        keys = list(decisions[0][1])
+        bad = set(keys) - set(DECISIONS)
+        if bad or any(list(d) != keys for _a, d in decisions):
+            raise ValueError(f"not one set of analyst decisions: {sorted(bad) or keys}")
+        self.store.executemany(f"UPDATE advisories SET {', '.join(f'{k} = ?' for k in keys)} WHERE id = ?",
+                               [[*(_value(k, d[k]) for k in keys), aid] for aid, d in decisions])
+        self.refresh_derived([aid for aid, _d in decisions])
+
+    def existing(self, ids: list[str]) -> set[str]:
+        out: set[str] = set()
+        for chunk in chunks(list(dict.fromkeys(ids))):
+            out |= {i for (i,) in self.store.execute(f"SELECT id FROM advisories WHERE id IN ({marks(len(chunk))})",
+                                                     chunk)}
+        return out
+
+    def statuses(self, ids: list[str]) -> list[dict]:
+        """id, status, source and source report of these advisories (no facts decoded)."""
+        out = []
+        for chunk in chunks(list(dict.fromkeys(ids))):
+            out += self.store.rows(f"SELECT id, status, source, source_report FROM advisories "
+                                   f"WHERE id IN ({marks(len(chunk))})", chunk)
+        return out
+
+    def get_many(self, ids: list[str]) -> dict[str, dict]:
+        out = {}
+        for chunk in chunks(list(dict.fromkeys(ids))):
+            for r in self.store.rows(f"SELECT * FROM advisories WHERE id IN ({marks(len(chunk))})", chunk):
+                out[r["id"]] = decode(r)
+        return out
+
     def refresh_derived(self, ids: list[str]) -> None:
         """Effective TLP and tags from the source's facts and the analyst's decisions."""
         updates = []

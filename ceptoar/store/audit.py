@@ -38,6 +38,17 @@ class Audit(Repository):
         except Busy:
             self._spool(values)
 
+    def add_many(self, actor: str | None, action: str, entries: list[tuple[str | None, dict | None]]) -> None:
+        """Entries (target, details) of one actor and action, in the caller's transaction."""
+        now = utcnow()
+        rows = []
+        for target, details in entries:
+            row = dict.fromkeys(COLUMNS) | {"time": now, "actor": actor, "action": action, "target": target,
+                                             "details": json.dumps(details, ensure_ascii=False) if details else None}
+            rows.append([row[c] for c in COLUMNS])
+        self.store.executemany(f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                               rows)
+
     # --- the spool (SQLite) -------------------------------------------------------------------------
     def _spool_path(self) -> Path:
         return Path(f"{self.store.path}-audit-spool")

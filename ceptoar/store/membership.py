@@ -93,6 +93,20 @@ class Publications(Repository):
                       [(advisory, version, p.object_id, p.modified, p.origin, p.type, p.spec_version, p.pin_rank,
                         int(p.tombstone)) for p in pins])
 
+    def add_many(self, items: list[tuple[str, str, str | None, str, dict, list[Pin], str | None]]) -> None:
+        """Publications (advisory, version, source_version, tlp, view, pins, actor) in two statements'
+        worth of round trips: one executemany for the publications, one for every pin."""
+        now = utcnow()
+        s = self.store
+        s.executemany("INSERT INTO publications (advisory, version, source_version, tlp, revoked, actor, published_at, "
+                      "view) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                      [(a, v, sv, tlp, actor, now, json.dumps(view, ensure_ascii=False))
+                       for a, v, sv, tlp, view, _pins, actor in items])
+        s.executemany("INSERT INTO pins (advisory, version, object_id, modified, origin, type, spec_version, pin_rank, "
+                      "tombstone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      [(a, v, p.object_id, p.modified, p.origin, p.type, p.spec_version, p.pin_rank, int(p.tombstone))
+                       for a, v, _sv, _tlp, _view, pins, _actor in items for p in pins])
+
     def of(self, advisory: str) -> list[Publication]:
         """Every publication of an advisory, oldest first."""
         return [Publication.of(r) for r in self.store.rows(
@@ -156,6 +170,28 @@ class Membership(Repository):
                       for r in s.rows("SELECT object_id, modified, origin, type, spec_version, pin_rank, tombstone "
                                       "FROM pins WHERE advisory = ? AND version = ?", (advisory, version))}
         return self._apply(collection, candidates, lower_only=True)
+
+    def place_many(self, collection: str, placements: list[tuple[str, str, list[Pin], int]]) -> int:
+        """Put many publications (advisory, version, its pins, the advisory's TLP rank) into one
+        collection at once: what place() does for each, in a fixed number of statements per chunk
+        (the pins are the caller's, not read back). Returns the membership rows added."""
+        s = self.store
+        now = utcnow()
+        added = []
+        for chunk in chunks(placements, 500):
+            s.executemany("INSERT INTO placements (collection, advisory, version, placed) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT DO NOTHING", [(collection, a, v, now) for a, v, _p, _r in chunk])
+            added += chunk
+        candidates: dict[tuple[str, str], dict] = {}
+        for _a, _v, pins, floor in added:
+            for p in pins:
+                rank = p.pin_rank if p.tombstone or p.pin_rank >= floor else floor
+                key = (p.object_id, p.modified)
+                have = candidates.get(key)
+                if have is None or rank < have["rank"]:
+                    candidates[key] = {"origin": p.origin, "type": p.type, "spec_version": p.spec_version,
+                                       "rank": rank}
+        return self._apply(collection, candidates, lower_only=True) if candidates else 0
 
     def refresh_advisory(self, advisory: str) -> int:
         """After the advisory's TLP changed: every object version it placed anywhere."""

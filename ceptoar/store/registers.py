@@ -185,6 +185,28 @@ class Facilities(Repository):
             self.store.execute("INSERT INTO advisory_affected (advisory, affected, urgent) VALUES (?, ?, ?)",
                                (advisory, dump(affected), int(urgent)))
 
+    def set_products_many(self, items: list[tuple[str, list[str], list[dict], bool]]) -> None:
+        """set_advisory_products for many advisories (advisory, keys, affected, urgent) at once."""
+        ids = [a for a, *_ in items]
+        for chunk in chunks(ids):
+            self.store.execute(f"DELETE FROM advisory_products WHERE advisory IN ({marks(len(chunk))})", chunk)
+            self.store.execute(f"DELETE FROM advisory_affected WHERE advisory IN ({marks(len(chunk))})", chunk)
+        self.store.executemany("INSERT INTO advisory_products (advisory, product_key) VALUES (?, ?) "
+                               "ON CONFLICT DO NOTHING",
+                               [(a, k) for a, keys, _af, _u in items for k in sorted(set(keys))])
+        self.store.executemany("INSERT INTO advisory_affected (advisory, affected, urgent) VALUES (?, ?, ?)",
+                               [(a, dump(af), int(u)) for a, _k, af, u in items if af])
+
+    def replace_matches_many(self, found: dict[str, list[tuple[int, str, list[str]]]]) -> None:
+        """replace_matches for many advisories: `found` advisory → (profile, confidence, reasons)."""
+        old: set[tuple[str, int]] = set()
+        for chunk in chunks(list(found)):
+            old |= {(a, p) for a, p in self.store.execute(
+                f"SELECT advisory, profile FROM matches WHERE advisory IN ({marks(len(chunk))})", chunk)}
+        keep = {(a, p) for a, ms in found.items() for p, *_ in ms}
+        self.store.executemany("DELETE FROM matches WHERE advisory = ? AND profile = ?", sorted(old - keep))
+        self.add_matches([(p, a, c, r) for a, ms in found.items() for p, c, r in ms])
+
     def affected(self, advisories: list[str]) -> dict[str, list[dict]]:
         out = {}
         for chunk in chunks(advisories):
@@ -418,6 +440,15 @@ class Facilities(Repository):
                 f"SELECT facility, MAX(sent) FROM targeted_alerts WHERE facility IN ({marks(len(chunk))}) "
                 "AND sent IS NOT NULL GROUP BY facility", chunk)}
         return out
+
+    def alerted_before_review(self, advisories: list[str]) -> list[str]:
+        """Those of these advisories some facility was alerted about before review."""
+        out: set[str] = set()
+        for chunk in chunks(advisories):
+            out |= {a for (a,) in self.store.execute(
+                f"SELECT DISTINCT advisory FROM targeted_alerts WHERE pre_review = 1 AND sent IS NOT NULL "
+                f"AND advisory IN ({marks(len(chunk))})", chunk)}
+        return sorted(out)
 
     def queue_corrections(self, advisory: str, what: str, detail: dict | None = None) -> list[str]:
         """A correction to every facility alerted about `advisory` before review; their ids."""
