@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,13 @@ def test_membership_travels_with_references_and_tlp(loaded, tmp_path):
     types = {m.split("--")[0] for m in members}
     assert types == {"report", "vulnerability", "identity", "marking-definition", "extension-definition"}
     assert sum(t.startswith("vulnerability--") for t in members) == 13
-    assert store.scalar("SELECT COUNT(DISTINCT date_added) FROM membership WHERE collection = 'jda-amber'") == 1
+    # One placement, one moment: each row its own date_added (a reader paging with added_after never
+    # meets a tie at a page's end), all within the same millisecond's neighbourhood.
+    stamps = [r["date_added"] for r in store.rows("SELECT date_added FROM membership WHERE collection = 'jda-amber' "
+                                                  "ORDER BY seq")]
+    assert len(set(stamps)) == len(stamps) and stamps == sorted(stamps)
+    span = datetime.fromisoformat(stamps[-1].rstrip("Z")) - datetime.fromisoformat(stamps[0].rstrip("Z"))
+    assert span.total_seconds() < 1
     # Every pinned object is served at AMBER in that collection: the report's TLP, whatever its own marking.
     assert {r["tlp_rank"] for r in store.rows("SELECT tlp_rank FROM membership WHERE collection = 'jda-amber'")} == {2}
 

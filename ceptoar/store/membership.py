@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from ceptoar.store.base import Repository, chunks, marks, utcnow
 from ceptoar.store.schema import NEWER_RANK
+
+STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # as utcnow() writes it
 
 
 @dataclass
@@ -233,7 +236,7 @@ class Membership(Repository):
         `lower_only`, a target only ever lowers a row's rank."""
         s = self.store
         changed = 0
-        now = utcnow()
+        start = datetime.now(UTC)  # each row its own date_added, increasing: added_after never splits a tie
         for chunk in chunks(list(targets), 200):
             # By object id (an index range each), the versions sorted out here: an OR of (id, version)
             # pairs made SQLite scan the whole collection (36 ms a placement at 60,000 rows).
@@ -252,8 +255,9 @@ class Membership(Repository):
                 elif e is None or t["rank"] < e["tlp_rank"]:
                     if e is not None:
                         removals.append((e["seq"],))
+                    stamp = (start + timedelta(microseconds=changed + len(inserts))).strftime(STAMP)
                     inserts.append((collection, key[0], key[1], t["origin"], t["type"], t["spec_version"], t["rank"],
-                                    now))
+                                    stamp))
                 elif t["rank"] > e["tlp_rank"] and not lower_only:
                     raises.append((t["rank"], e["seq"]))
             s.executemany("DELETE FROM membership WHERE seq = ?", removals)
