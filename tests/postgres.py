@@ -21,7 +21,7 @@ def binaries() -> Path | None:
     """The folder of initdb/pg_ctl, or None when PostgreSQL's server is not installed."""
     found = shutil.which("pg_ctl")
     if found:
-        return Path(found).parent
+        return Path(found).resolve().parent  # a symlink (/usr/local/bin) to the whole folder
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
     return Path(candidates[-1]).parent if candidates else None
 
@@ -76,6 +76,21 @@ class PostgresServer:
         name = f"hub_{os.getpid()}_{next(self._names)}"
         self.admin(f"CREATE DATABASE {name} TEMPLATE {template}")
         return self.url(name)
+
+    def standby(self) -> PostgresServer:
+        """A hot standby of this server: a base backup taken with pg_basebackup (-R writes the
+        replication settings), started on a port of its own, streaming from this one."""
+        replica = PostgresServer(self.bindir)
+        if replica._as_postgres:
+            shutil.chown(replica.root, "postgres")
+        replica.root.chmod(0o700)
+        replica._run(self.bindir / "pg_basebackup", "-D", replica.data, "-R", "-X", "stream", "-h", "127.0.0.1",
+                     "-p", str(self.port), "-U", self.user, "--no-sync", "-c", "fast")
+        options = (f"-p {replica.port} -k {replica.root} -h 127.0.0.1 -c fsync=off -c hot_standby=on "
+                   "-c max_connections=400")
+        replica._run(self.bindir / "pg_ctl", "-D", replica.data, "-o", options, "-l", replica.root / "log", "-w",
+                     "-t", "60", "start")
+        return replica
 
     def stop(self) -> None:
         try:

@@ -20,7 +20,7 @@ import requests
 from ceptoar.publishing import triage
 from ceptoar.sharing.taxii.app import create_app
 from ceptoar.store import Store
-from tests.conftest import ENGINE, ROOT
+from tests.conftest import ENGINE, ROOT, postgres_server
 from tests.taxii_fixtures import ServerProcess, build_world
 
 TAXII = "application/taxii+json;version=2.1"
@@ -145,3 +145,67 @@ def test_two_front_ends_and_a_worker_on_one_postgresql(two_fronts, tmp_path):
     finally:
         first_worker.send_signal(signal.SIGTERM)
         first_worker.wait(30)
+
+
+def test_a_front_end_reads_from_a_hot_standby(tmp_path):
+    """Streaming replication set up here (pg_basebackup): a gunicorn front end reads its pages from
+    the standby (`taxii_read_db`); its audit entries, and a member's submission, go to the primary."""
+    if ENGINE != "postgresql":
+        pytest.skip("a hot standby is PostgreSQL's (CEPTOAR_TEST_ENGINE=postgresql)")
+    w = build_world(tmp_path)
+    primary = postgres_server()
+    standby = primary.standby()
+    read_url = w.db.replace(f":{primary.port}/", f":{standby.port}/")
+    store, replica = Store(w.db), Store(read_url)
+    front = None
+    try:
+        def caught_up(check, seconds: float = 30) -> None:
+            deadline = time.monotonic() + seconds
+            while not check():
+                assert time.monotonic() < deadline, "the standby did not catch up"
+                time.sleep(0.1)
+
+        caught_up(lambda: replica.scalar("SELECT COUNT(*) FROM membership") == store.scalar(
+            "SELECT COUNT(*) FROM membership"))
+        assert replica.scalar("SELECT pg_is_in_recovery()") is True
+        front = ServerProcess(w.db, gunicorn=True, workers=2)
+        os.environ["CEPTOAR_TAXII_READ_DB"] = read_url
+        try:
+            front.start()
+        finally:
+            del os.environ["CEPTOAR_TAXII_READ_DB"]
+        head = auth("assoc-green", w.secrets["assoc-green"])
+        url = f"/ceptoar/collections/{w.uuids['kev']}/objects/"
+        served = pages(front.base, url, head, 100)
+        assert sum(map(len, served)) == store.scalar(
+            "SELECT COUNT(*) FROM membership WHERE collection = 'kev' AND tlp_rank <= 1")
+        # Reads come from the standby: a row the standby does not have yet is not served. Pause its
+        # replay, publish on the primary, and the front end serves the standby's view until replay resumes.
+        replica.execute("SELECT pg_wal_replay_pause()")
+        caught_up(lambda: replica.scalar("SELECT pg_get_wal_replay_pause_state()") == "paused")
+        new = [x["id"] for x in store.advisories.list(source="kev", status="new", limit=2)]
+        triage.publish(store, new, "analyst")
+        during = {i.split("@")[0] for p in pages(front.base, url, head, 100) for i in p}
+        assert not during & set(new)  # the standby's view, not the primary's
+        replica.execute("SELECT pg_wal_replay_resume()")
+        caught_up(lambda: replica.scalar("SELECT COUNT(*) FROM publications WHERE advisory = ?", (new[0],)) == 1)
+        after = {i.split("@")[0] for p in pages(front.base, url, head, 100) for i in p}
+        assert set(new) <= after
+        # Audit entries (and a submission) were written to the primary.
+        audited = store.scalar("SELECT COUNT(*) FROM audit WHERE path LIKE ?", (url + "%",))
+        assert audited >= 3
+        writer = auth("writer", w.secrets["writer"]) | {"Content-Type": TAXII}
+        bundle = {"objects": [{"type": "indicator", "spec_version": "2.1",
+                               "id": "indicator--0c7b5b2a-1d4e-4f8a-9b3c-2e1f0a9b8c7d",
+                               "created": "2026-12-01T00:00:00.000Z", "modified": "2026-12-01T00:00:00.000Z",
+                               "name": "to the primary", "pattern_type": "stix",
+                               "pattern": "[ipv4-addr:value = '203.0.113.9']", "valid_from": "2026-12-01T00:00:00Z"}]}
+        posted = requests.post(f"{front.base}/ceptoar/collections/{w.uuids['medical']}/objects/", json=bundle,
+                               headers=writer, timeout=20)
+        assert posted.status_code == 202, posted.text
+        assert store.scalar("SELECT COUNT(*) FROM taxii_status WHERE id = ?", (posted.json()["id"],)) == 1
+    finally:
+        if front:
+            front.stop()
+        replica.close()
+        standby.stop()

@@ -71,6 +71,9 @@ class Settings:
     taxii_max_objects: int = 1000
     taxii_max_objects_per_day: int = 10000
     taxii_proxy_key: str | None = field(default=None, repr=False)
+    # A PostgreSQL hot standby the TAXII front end reads pages from (objects, manifests, versions,
+    # collections); members, grants, audit entries and every write stay on the primary (`db`).
+    taxii_read_db: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
     response_link_days: int = 30  # how long a facility's answer link stays valid
     response_reminder_days: int = 3  # unanswered urgent matches are reminded after this many days

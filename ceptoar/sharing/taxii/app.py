@@ -138,7 +138,7 @@ def json_depth(body: bytes) -> int:
 def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: int = 10 * 1024 * 1024,
                page_size: int = 100, proxies: int = 0, public_url: str | None = None, max_objects: int = 1000,
                max_objects_per_day: int = 10000, proxy_key: str | None = None,
-               metrics_token: str | None = None) -> Flask:
+               metrics_token: str | None = None, read_db: str | None = None) -> Flask:
     """The TAXII app. `proxies`: how many reverse proxies in front set X-Forwarded-For/-Proto/-Host
     (only those are believed); `public_url`: the hub's external URL, for discovery; `max_objects`
     and `max_objects_per_day`: what one member may submit; `proxy_key`: the secret the TLS proxy
@@ -150,7 +150,7 @@ def create_app(db_path: str, *, api_root: str = "ceptoar", max_content_length: i
     app.users_backend = {}  # medallion's plain-text user table stays empty: members are in the store
     app.medallion_backend = HubBackend(db=db_path, api_root=api_root, max_content_length=max_content_length,
                                        public_url=public_url, max_objects=max_objects,
-                                       max_objects_per_day=max_objects_per_day)
+                                       max_objects_per_day=max_objects_per_day, read_db=read_db)
     for bp in (collections.collections_bp, discovery.discovery_bp, manifest.manifest_bp, objects.objects_bp):
         app.register_blueprint(bp)
     backend: HubBackend = app.medallion_backend
@@ -255,6 +255,7 @@ def create_app_from_env(db_path: str) -> Flask:
         max_objects_per_day=cfg.taxii_max_objects_per_day,
         proxy_key=cfg.taxii_proxy_key,
         metrics_token=cfg.metrics_token,
+        read_db=cfg.taxii_read_db,
     )
 
 

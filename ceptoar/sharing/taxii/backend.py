@@ -235,6 +235,7 @@ class HubBackend(Backend):
         self.public_url = (kwargs.get("public_url") or "").rstrip("/") or None
         self.max_objects = int(kwargs.get("max_objects", 1000))
         self.max_objects_per_day = int(kwargs.get("max_objects_per_day", 10000))
+        self.read_db = kwargs.get("read_db") or None
         self._local = threading.local()
         self._next_key: bytes | None = None
 
@@ -245,13 +246,24 @@ class HubBackend(Backend):
             self._local.store = Store(self.db_path)
         return self._local.store
 
+    @property
+    def reader(self) -> Store:
+        """Where pages are read: a hot standby when one is configured (`taxii_read_db`), else the
+        primary. Members, grants, lockouts, audit entries and every write use `store`, the primary."""
+        if self.read_db is None:
+            return self.store
+        if getattr(self._local, "reader", None) is None:
+            self._local.reader = Store(self.read_db)
+        return self._local.reader
+
     def release(self) -> None:
         """At the end of a request: a PostgreSQL connection goes back to the pool (a thread may
         not come back); SQLite keeps its per-thread connection."""
-        store = getattr(self._local, "store", None)
-        if store is not None and store.dialect == "postgresql":
-            store.close()
-            self._local.store = None
+        for name in ("store", "reader"):
+            store = getattr(self._local, name, None)
+            if store is not None and store.dialect == "postgresql":
+                store.close()
+                setattr(self._local, name, None)
 
     @property
     def member(self) -> dict:
@@ -266,7 +278,7 @@ class HubBackend(Backend):
         """A collection, read once per request (medallion's views ask for it several times)."""
         cache = g.setdefault("ceptoar_collections", {})
         if collection_id not in cache:
-            cache[collection_id] = self.store.collections.get(collection_id)
+            cache[collection_id] = self.reader.collections.get(collection_id)
         return cache[collection_id]
 
     def _grants(self) -> dict:
@@ -312,7 +324,7 @@ class HubBackend(Backend):
         if api_root != self.api_root:
             return None
         grants = self.store.members.grants_of(self.member["id"])
-        cols = [self._resource(c, grants[c["id"]]) for c in self.store.collections.list(counts=False)
+        cols = [self._resource(c, grants[c["id"]]) for c in self.reader.collections.list(counts=False)
                 if c["id"] in grants]
         return {"collections": cols} if cols else {}
 
@@ -333,7 +345,7 @@ class HubBackend(Backend):
         else:
             q.parse()
             cursor = None
-        rows = self.store.membership.page(
+        rows = self.reader.membership.page(
             c["id"], TLP_ORDER.index(member["clearance"]), object_id=q.object_id, added_after=q.added_after,
             cursor=cursor, ids=q.ids, types=q.types, spec_versions=q.spec_versions, versions=q.versions,
             timestamps=q.timestamps, limit=limit + 1, with_json=with_json)
