@@ -299,31 +299,19 @@ def match_advisory(store: Store, advisory: str, kev: set[str] | None = None) -> 
     """Match one advisory (as published) against every register profile; its matches replaced,
     targeted alerts queued when it is urgent. Returns the number of profiles it matches. `kev`: the
     KEV-listed CVEs, when the caller has them."""
-    report = published_report(store, advisory)
-    affected = matching.affected_of(report) if report else []
-    keys = affected_keys(affected)
-    found = []
-    for profile in store.facilities.profiles_for_keys(sorted(keys)) if keys else []:
-        m = matching.match_row(profile, affected)
-        if m:
-            found.append((profile["seq"], m[0], m[1]))
-    hot = False
-    if affected:  # kept with its products: a register imported later is alerted by it too
-        kev = store.advisories.kev_cves() if kev is None else kev
-        current = store.advisories.get(advisory)
-        hot = bool(current) and urgent(current, kev)
-    store.facilities.set_advisory_products(advisory, sorted(keys), [a.as_dict() for a in affected], hot)
-    store.facilities.replace_matches(advisory, found)
-    if hot and found:
-        store.facilities.queue_targeted(advisory=advisory)
-    return len(found)
+    row = store.advisories.get(advisory) or {"id": advisory}  # gone: matched as nothing, never urgent
+    return match_published(store, [(row, published_report(store, advisory))], kev)
 
 
-def match_published(store: Store, items: list[tuple[dict, dict | None]], kev: set[str]) -> int:
-    """match_advisory() for many advisories just published: items are (advisory row, its report as
-    published, None when revoked). The profiles are looked up once for the batch. Returns the
-    number of matches."""
+def match_published(store: Store, items: list[tuple[dict, dict | None]], kev: set[str] | None = None) -> int:
+    """Match advisories (as published) against every register profile: items are (advisory row, its
+    report as published, None when revoked or never published). Each advisory's products are kept
+    (a register imported later is alerted by them too) and its matches replaced; targeted alerts are
+    queued for an urgent one. The profiles are looked up once for the batch. Returns the number of
+    matches. `kev`: the KEV-listed CVEs, when the caller has them."""
     affected = {row["id"]: matching.affected_of(report) if report else [] for row, report in items}
+    if kev is None and any(affected.values()):
+        kev = store.advisories.kev_cves()
     keys = {aid: affected_keys(a) for aid, a in affected.items()}
     wanted = sorted(set().union(*keys.values())) if keys else []
     profiles = store.facilities.profiles_for_keys(wanted) if wanted else []

@@ -62,9 +62,6 @@ PPC_FACTS = {"data_items": "--data-items", "records_affected": "--records-affect
              "secondary_harm": "--secondary-harm", "individuals_response": "--individuals-response",
              "public_announcement": "--public-announcement"}
 NOTICE_PARTIES = list(owed.PARTIES)
-# The facts an incident may be given by name beyond report()'s own arguments (edit takes them all).
-EXTRA_FACTS = ("contact_email", "affected_systems", "ransom_demand", "encrypted_extension", "intrusion_vector",
-               "specified_computer")
 NOTE_KINDS = {"damage": "被害", "response": "対応", "recovery": "復旧", "prevention": "再発防止", "general": "メモ"}
 LESSONS_SOURCE = "ceptoar-lessons"
 

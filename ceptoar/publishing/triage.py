@@ -47,13 +47,12 @@ def _source_report(store: Store, row: dict, version: str | None) -> tuple[dict, 
     return v.obj, v.modified
 
 
-def _publish_row(store: Store, row: dict, kev: set[str], actor: str, *, latest: bool) -> list[str]:
-    """Pin a publication of the advisory and place it. `latest`: from the newest source version
-    (publishing); otherwise from the one published before, keeping its objects (a decision changed)."""
-    source_report, source_version = _source_report(store, row, None if latest else row.get("published_source"))
-    view, previous = publication.view_of(row), None
-    jvn = clinic.jvn_entry(store, row) if latest else None
-    if not latest and row.get("published_version"):
+def _republish_row(store: Store, row: dict, kev: set[str], actor: str) -> list[str]:
+    """Pin a new publication of a published advisory whose decisions changed and place it: from the
+    source version published before, keeping its objects (publishing itself is `publish`)."""
+    source_report, source_version = _source_report(store, row, row.get("published_source"))
+    view, previous, jvn = publication.view_of(row), None, None
+    if row.get("published_version"):
         # The source's facts (and JVN's text) as they were published; only the decisions are new.
         before = store.publications.get(row["id"], row["published_version"])
         view = before.view | {k: row.get(k) for k in publication.DECISION_FIELDS}
@@ -77,24 +76,20 @@ def _ids(store: Store, refs: list[str]) -> list[str]:
     """The advisories named (full ids or 6+ characters of a UUID), each once, in order; NotFound
     for one that does not exist."""
     full = [r.strip() for r in refs if r.strip().startswith("report--") and len(r.strip()) == 44]
-    known = set()
-    for chunk in chunks(list(dict.fromkeys(full)), 500):
-        known |= store.advisories.existing(chunk)
+    known = {r["id"] for r in store.advisories.statuses(full)}
     out = [r.strip() if r.strip() in known else store.advisories.find(r)["id"] for r in refs]
     return list(dict.fromkeys(out))
 
 
-def _source_reports(store: Store, rows: list[dict]) -> dict[str, tuple[dict, str]]:
-    """advisory → (the newest version of its source's report, that version), read per source."""
+def _source_versions(store: Store, rows: list[dict]) -> dict:
+    """advisory → the newest version of its source's report (ObjectVersion), read per source."""
     by_origin: dict[str, list[dict]] = {}
     for r in rows:
         by_origin.setdefault(source_origin(r["source"]), []).append(r)
     out = {}
     for origin, group in by_origin.items():
         latest = store.objects.latest([r["source_report"] for r in group], origin)
-        for r in group:
-            v = latest[r["source_report"]]
-            out[r["id"]] = (v.obj, v.modified)
+        out |= {r["id"]: latest[r["source_report"]] for r in group}
     return out
 
 
@@ -105,16 +100,12 @@ def _check_publishable(store: Store, ids: list[str]) -> None:
         for r in rows:
             if r["status"] == "revoked":
                 raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
-        by_origin: dict[str, list[dict]] = {}
+        versions = _source_versions(store, rows)
         for r in rows:
-            by_origin.setdefault(source_origin(r["source"]), []).append(r)
-        for origin, group in by_origin.items():
-            latest = store.objects.latest([r["source_report"] for r in group], origin)
-            for r in group:
-                v = latest[r["source_report"]]
-                # Parsed only when it may say so: most reports never mention revocation.
-                if '"revoked"' in v.json and v.obj.get("revoked") is True:
-                    raise TriageError(f"{r['id']} was revoked by its source ({r['source']}); it is not published")
+            v = versions[r["id"]]
+            # Parsed only when it may say so: most reports never mention revocation.
+            if '"revoked"' in v.json and v.obj.get("revoked") is True:
+                raise TriageError(f"{r['id']} was revoked by its source ({r['source']}); it is not published")
 
 
 def publish(store: Store, refs: list[str], actor: str, progress=None) -> list[dict]:
@@ -138,12 +129,13 @@ def _publish_batch(store: Store, ids: list[str], actor: str) -> list[dict]:
     rows = [found[i] for i in ids]
     kev = store.advisories.kev_cves()
     periods = store.deliveries.active_alert_periods(utcnow())
-    sources = _source_reports(store, rows)
-    items = [(r, *sources[r["id"]], clinic.jvn_entry(store, r)) for r in rows]
-    published = publication.publish_versions(store, [(publication.view_of(r), src, v, jvn)
-                                                      for r, src, v, jvn in items], actor)
+    sources = _source_versions(store, rows)
+    views = [publication.view_of(r) for r in rows]
+    published = publication.publish_versions(
+        store, [(view, sources[r["id"]].obj, sources[r["id"]].modified, clinic.jvn_entry(store, r))
+                for r, view in zip(rows, views, strict=True)], actor)
     filters = [(cid, colls.compiled(text)) for cid, text in store.collections.filters()]
-    views = dict(zip(ids, colls.filter_view([publication.view_of(r) for r in rows], kev), strict=True))
+    views = dict(zip(ids, colls.filter_view(views, kev), strict=True))
     placed = {r["id"]: [cid for cid, pred in filters if pred(views[r["id"]])] for r in rows}
     by_collection: dict[str, list] = {}
     for r in rows:
@@ -153,7 +145,7 @@ def _publish_batch(store: Store, ids: list[str], actor: str) -> list[dict]:
     for cid, placements in by_collection.items():
         store.membership.place_many(cid, placements)
     now = utcnow()
-    store.advisories.decide_many([(r["id"], {"status": "published", "published_source": sources[r["id"]][1],
+    store.advisories.decide_many([(r["id"], {"status": "published", "published_source": sources[r["id"]].modified,
                                              "published_version": published[r["id"]][0], "decided_at": now})
                                   for r in rows])
     registers.match_published(store, [(r, published[r["id"]][2]) for r in rows], kev)
@@ -242,7 +234,7 @@ def republish(store: Store, advisory: str, actor: str) -> str:
     row = store.advisories.get(advisory)
     if row is None or row["status"] != "published":
         raise TriageError(f"{advisory} is not published")
-    _publish_row(store, row, store.advisories.kev_cves(), actor, latest=False)
+    _republish_row(store, row, store.advisories.kev_cves(), actor)
     return store.advisories.get(advisory)["published_version"]
 
 
@@ -258,7 +250,7 @@ def _after_decision(store: Store, before: dict, actor: str) -> dict:
         if before["status"] in ("published", "revoked"):
             store.membership.refresh_advisory(before["id"])
     if after["status"] == "published" and publication.view_of(after) != publication.view_of(before):
-        _publish_row(store, after, store.advisories.kev_cves(), actor, latest=False)
+        _republish_row(store, after, store.advisories.kev_cves(), actor)
     return store.advisories.get(before["id"])
 
 

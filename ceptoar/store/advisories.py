@@ -132,13 +132,6 @@ class Advisories(Repository):
                                [[*(_value(k, d[k]) for k in keys), aid] for aid, d in decisions])
         self.refresh_derived([aid for aid, _d in decisions])
 
-    def existing(self, ids: list[str]) -> set[str]:
-        out: set[str] = set()
-        for chunk in chunks(list(dict.fromkeys(ids))):
-            out |= {i for (i,) in self.store.execute(f"SELECT id FROM advisories WHERE id IN ({marks(len(chunk))})",
-                                                     chunk)}
-        return out
-
     def statuses(self, ids: list[str]) -> list[dict]:
         """id, status, source and source report of these advisories (no facts decoded)."""
         out = []

@@ -174,19 +174,10 @@ class Facilities(Repository):
                                [(k, pid) for k in sorted(set(keys))])
 
     # --- advisories' products and matches -------------------------------------------------------
-    def set_advisory_products(self, advisory: str, keys: list[str], affected: list[dict], urgent: bool) -> None:
-        """The products an advisory (as published) names: their keys for lookups, and the whole
-        list for matching without reading the report again; `urgent`: KEV-listed or critical."""
-        self.store.execute("DELETE FROM advisory_products WHERE advisory = ?", (advisory,))
-        self.store.execute("DELETE FROM advisory_affected WHERE advisory = ?", (advisory,))
-        self.store.executemany("INSERT INTO advisory_products (advisory, product_key) VALUES (?, ?) "
-                               "ON CONFLICT DO NOTHING", [(advisory, k) for k in sorted(set(keys))])
-        if affected:
-            self.store.execute("INSERT INTO advisory_affected (advisory, affected, urgent) VALUES (?, ?, ?)",
-                               (advisory, dump(affected), int(urgent)))
-
     def set_products_many(self, items: list[tuple[str, list[str], list[dict], bool]]) -> None:
-        """set_advisory_products for many advisories (advisory, keys, affected, urgent) at once."""
+        """The products each advisory (as published) names (advisory, keys, affected, urgent): their
+        keys for lookups, and the whole list for matching without reading the report again; `urgent`:
+        KEV-listed or critical."""
         ids = [a for a, *_ in items]
         for chunk in chunks(ids):
             self.store.execute(f"DELETE FROM advisory_products WHERE advisory IN ({marks(len(chunk))})", chunk)
@@ -198,7 +189,8 @@ class Facilities(Repository):
                                [(a, dump(af), int(u)) for a, _k, af, u in items if af])
 
     def replace_matches_many(self, found: dict[str, list[tuple[int, str, list[str]]]]) -> None:
-        """replace_matches for many advisories: `found` advisory → (profile, confidence, reasons)."""
+        """Replace advisories' matches: `found` advisory → (profile, confidence, reasons). A match that
+        stays keeps the time it was first made."""
         old: set[tuple[str, int]] = set()
         for chunk in chunks(list(found)):
             old |= {(a, p) for a, p in self.store.execute(
@@ -224,17 +216,6 @@ class Facilities(Repository):
                     chunk):
                 out[a] = None
         return list(out)
-
-    def replace_matches(self, advisory: str, found: list[tuple[int, str, list[str]]]) -> None:
-        """Replace one advisory's matches: `found` (profile, confidence, reasons). A match that
-        stays keeps the time it was first made."""
-        keep = [p for p, *_ in found]
-        old = {p for (p,) in self.store.execute("SELECT profile FROM matches WHERE advisory = ?", (advisory,))}
-        gone = sorted(old - set(keep))
-        for chunk in chunks(gone):
-            self.store.execute(f"DELETE FROM matches WHERE advisory = ? AND profile IN ({marks(len(chunk))})",
-                               (advisory, *chunk))
-        self.add_matches([(p, advisory, c, r) for p, c, r in found])
 
     def add_matches(self, found: list[tuple[int, str, str, list[str]]]) -> None:
         """(profile, advisory, confidence, reasons) added or updated (a new match dated now)."""
