@@ -38,9 +38,17 @@ def link_key(store: Store) -> bytes:
     return bytes.fromhex(store.meta("response_key"))
 
 
-def _sig(key: bytes, facility: str, advisory: str, expires: int, rank: int) -> str:
-    mac = hmac.new(key, f"{facility}|{advisory}|{expires}|{rank}".encode(), hashlib.sha256).digest()
+def sign(key: bytes, *parts) -> str:
+    """The signature of a personal link: HMAC-SHA256 over its parts joined by '|' (each kind of link
+    starts its parts differently, so none can stand for another), 24 bytes in URL-safe base64."""
+    mac = hmac.new(key, "|".join(str(p) for p in parts).encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+
+def expiry(days: int | None = None, now: float | None = None) -> int:
+    """When a link made now stops working (epoch seconds): `response_link_days` from now."""
+    days = settings.current().response_link_days if days is None else days
+    return int((now or time.time()) + days * 86400)
 
 
 def linker(store: Store, base_url: str, *, days: int | None = None, now: float | None = None):
@@ -49,29 +57,32 @@ def linker(store: Store, base_url: str, *, days: int | None = None, now: float |
     `rank`: the TLP the advisory reached the recipients at; the page shows the advisory only while
     it is served at that TLP or lower."""
 
-    days = settings.current().response_link_days if days is None else days
-    expires = int((now or time.time()) + days * 86400)
-    key, base = link_key(store), base_url.rstrip("/")
+    expires, key, base = expiry(days, now), link_key(store), base_url.rstrip("/")
 
     def link(facility: str, advisory: str, rank: int = 0) -> str:
         uuid = advisory.split("--", 1)[-1]
-        return f"{base}/respond/{facility}/{uuid}/{expires}.{rank}/{_sig(key, facility, advisory, expires, rank)}"
+        return f"{base}/respond/{facility}/{uuid}/{expires}.{rank}/{sign(key, facility, advisory, expires, rank)}"
 
     return link
 
 
-def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: float | None = None) -> tuple[str, int]:
+def check_ranked(store: Store, token: str, sig: str, *parts, now: float | None = None) -> tuple[str, int]:
     """('ok' | 'expired' (a genuine link past its time) | 'invalid' (tampered, unknown), the TLP
-    rank the link was made for)."""
-    advisory = f"report--{uuid}"
+    rank the link was made for) of a link whose token is EXPIRES.RANK, signed over `parts`, then
+    the expiry and the rank."""
     expires, _, rank = token.partition(".")
     if not expires.isdigit() or len(expires) > 12 or not rank.isdigit() or len(rank) > 1 or len(sig) > 64:
         return "invalid", 0
-    if not hmac.compare_digest(_sig(link_key(store), facility, advisory, int(expires), int(rank)), sig):
+    if not hmac.compare_digest(sign(link_key(store), *parts, int(expires), int(rank)), sig):
         return "invalid", 0
     if int(expires) < (now or time.time()):
         return "expired", int(rank)
     return "ok", int(rank)
+
+
+def check(store: Store, facility: str, uuid: str, token: str, sig: str, now: float | None = None) -> tuple[str, int]:
+    """A facility's answer link: check_ranked() over the facility and the advisory."""
+    return check_ranked(store, token, sig, facility, f"report--{uuid}", now=now)
 
 
 def answer(store: Store, facility: str, advisory: str, status: str, *, fixed_on: str | None = None,

@@ -15,18 +15,14 @@ the vendor, the advisory and the TLP it was told at, valid `response_link_days`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ceptoar.clinics.responses import link_key
-from ceptoar.core import mail, settings
+from ceptoar.clinics import responses
+from ceptoar.core import mail
 from ceptoar.clinics.digest.render import SEVERITY
 from ceptoar.core.mail import DeliveryError
 from ceptoar.core.model import TLP_ORDER, effective_severity
@@ -50,38 +46,25 @@ class Request:
         return len({r["facility"] for a in self.advisories.values() for r in a["rows"]})
 
 
-def _sig(key: bytes, vid: str, advisory: str, expires: int, rank: int) -> str:
-    mac = hmac.new(key, f"vendor|{vid}|{advisory}|{expires}|{rank}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
-
-
 def linker(store: Store, base_url: str, *, days: int | None = None,
            now: float | None = None) -> Callable[[str, str, int], str]:
     """A function (vendor, advisory, rank) → the vendor's answer link for an advisory it was told at
     TLP `rank`; the page shows the advisory only while it is served at that TLP or lower."""
-    days = settings.current().response_link_days if days is None else days
-    expires = int((now or time.time()) + days * 86400)
-    key, base = link_key(store), base_url.rstrip("/")
+    expires, key, base = responses.expiry(days, now), responses.link_key(store), base_url.rstrip("/")
 
     def link(vid: str, advisory: str, rank: int) -> str:
         uuid = advisory.split("--", 1)[-1]
-        return f"{base}/vendor/{vid}/{uuid}/{expires}.{rank}/{_sig(key, vid, advisory, expires, rank)}"
+        sig = responses.sign(key, "vendor", vid, advisory, expires, rank)
+        return f"{base}/vendor/{vid}/{uuid}/{expires}.{rank}/{sig}"
 
     return link
 
 
 def check(store: Store, vid: str, uuid: str, token: str, sig: str, now: float | None = None) -> tuple[str, int]:
-    """('ok' | 'expired' (a genuine link past its time) | 'invalid' (tampered, unknown), the TLP rank
-    the link was made for)."""
-    expires, _, rank = token.partition(".")
-    if not expires.isdigit() or len(expires) > 12 or not rank.isdigit() or len(rank) > 1 or len(sig) > 64 \
-            or len(vid) > 63 or len(uuid) > 64:
+    """('ok' | 'expired' | 'invalid', the TLP rank the link was made for) of a vendor's answer link."""
+    if len(vid) > 63 or len(uuid) > 64:
         return "invalid", 0
-    if not hmac.compare_digest(_sig(link_key(store), vid, f"report--{uuid}", int(expires), int(rank)), sig):
-        return "invalid", 0
-    if int(expires) < (now or time.time()):
-        return "expired", int(rank)
-    return "ok", int(rank)
+    return responses.check_ranked(store, token, sig, "vendor", vid, f"report--{uuid}", now=now)
 
 
 def pending(store: Store) -> list[Request]:

@@ -5,15 +5,12 @@ subscriber may see when it is opened."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import math
 import time
 from datetime import UTC, datetime
 
-from ceptoar.clinics.responses import link_key
-from ceptoar.core import settings
+from ceptoar.clinics.responses import expiry, link_key, sign
 from ceptoar.store import Store
 
 
@@ -21,21 +18,14 @@ def epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def _sig(key: bytes, token: str, since: int, until: int, expires: int) -> str:
-    mac = hmac.new(key, f"digest|{token}|{since}|{until}|{expires}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
-
-
 def linker(store: Store, base_url: str, *, days: int | None = None, now: float | None = None):
     """A function (subscriber token, since, until) → that subscriber's link to the digest of the
     window (since, until], valid `response_link_days` (key and expiry read once per run)."""
-    days = settings.current().response_link_days if days is None else days
-    expires = int((now or time.time()) + days * 86400)
-    key, base = link_key(store), base_url.rstrip("/")
+    expires, key, base = expiry(days, now), link_key(store), base_url.rstrip("/")
 
     def link(token: str, since: str, until: str) -> str:
         lo, hi = math.floor(epoch(since)), math.ceil(epoch(until))
-        return f"{base}/digest/{token}/{lo}.{hi}.{expires}/{_sig(key, token, lo, hi, expires)}"
+        return f"{base}/digest/{token}/{lo}.{hi}.{expires}/{sign(key, 'digest', token, lo, hi, expires)}"
 
     return link
 
@@ -47,7 +37,7 @@ def check(store: Store, token: str, window: str, sig: str, now: float | None = N
     if len(parts) != 3 or not all(p.isdigit() and len(p) <= 12 for p in parts) or len(sig) > 64 or len(token) > 200:
         return "invalid", None, None
     lo, hi, expires = (int(p) for p in parts)
-    if not hmac.compare_digest(_sig(link_key(store), token, lo, hi, expires), sig):
+    if not hmac.compare_digest(sign(link_key(store), "digest", token, lo, hi, expires), sig):
         return "invalid", None, None
     if expires < (now or time.time()):
         return "expired", None, None
