@@ -78,12 +78,13 @@ def test_a_vendor_answers_for_all_or_chosen_customers_in_a_browser(hub, asked):
         driver.find_element("id", "status-1-not_affected").click()
         Select(driver.find_element("id", "justification-1")).select_by_value("component_not_present")
         driver.find_element("id", "submit-1").click()
-        WebDriverWait(driver, 20).until(lambda d: "該当する部品を含まない" in d.page_source)
+        # The reason's label is also an option of every form's list: wait for momiji's current answer.
+        WebDriverWait(driver, 20).until(lambda d: "現在のご回答: 該当しません(該当する部品を含まない)" in d.page_source)
         # DCMTK 3.6.5 (aoba): fixed, with the version.
         driver.find_element("id", "status-0-fixed").click()
         driver.find_element("id", "fixed_version-0").send_keys("3.6.7")
         driver.find_element("id", "submit-0").click()
-        WebDriverWait(driver, 20).until(lambda d: "修正済みです(修正版 3.6.7)" in d.page_source)
+        WebDriverWait(driver, 20).until(lambda d: "現在のご回答: 修正済みです(修正版 3.6.7)" in d.page_source)
         assert not driver.find_elements("id", "error")
     finally:
         driver.quit()
