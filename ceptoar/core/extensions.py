@@ -98,7 +98,12 @@ def props(obj: dict, ext_id: str | None = None) -> dict:
 
 def prop(obj: dict, name: str, kind: type | tuple | None = None, ext_id: str | None = None):
     """One hub property; with `kind`, None unless it has that type (a bool is no number)."""
-    v = props(obj, ext_id).get(name)
+    return typed(props(obj, ext_id), name, kind)
+
+
+def typed(found: dict, name: str, kind: type | tuple | None = None):
+    """prop() from what props() returned (one reading of an object for several properties)."""
+    v = found.get(name)
     if kind is None or v is None:
         return v
     if isinstance(v, bool) and kind is not bool:

@@ -237,10 +237,11 @@ class Affected:
 def affected_of(report: dict) -> list[Affected]:
     """The products a (published) report names, from every kind of source."""
     out: list[Affected] = []
-    kev = extensions.prop(report, "kev", dict) or {}
+    ext = extensions.props(report)
+    kev = extensions.typed(ext, "kev", dict) or {}
     if isinstance(kev.get("product"), str):
         out.append(Affected(kev.get("vendor_project"), kev["product"], None, "kev"))
-    csaf = extensions.prop(report, "csaf", dict) or {}
+    csaf = extensions.typed(ext, "csaf", dict) or {}
     for p in csaf.get("affected") or []:
         if isinstance(p, dict) and isinstance(p.get("product"), str):
             ranges = parse_range(p.get("range")) if isinstance(p.get("range"), str) else None
@@ -249,7 +250,7 @@ def affected_of(report: dict) -> list[Affected]:
                 ranges = [("=", purl_parts(purl)[3])]  # a purl with a version names that version alone
             scheme = scheme_of(p.get("range") if isinstance(p.get("range"), str) else None) or scheme_of(purl)
             out.append(Affected(p.get("vendor"), p["product"], ranges, "csaf", purl, scheme))
-    for p in extensions.prop(report, "products", list) or []:
+    for p in extensions.typed(ext, "products", list) or []:
         if not isinstance(p, dict):
             continue
         parts = cpe_parts(p.get("cpe"))
@@ -260,7 +261,7 @@ def affected_of(report: dict) -> list[Affected]:
         if isinstance(p.get("product"), str) and p["product"]:
             out.append(Affected(p.get("vendor"), p["product"], ranges, "jvn"))
     described = {(a.vendor, a.product) for a in out if a.via == "cpe"}  # with JVN's affected versions
-    for cpe in extensions.prop(report, "cpes", list) or []:
+    for cpe in extensions.typed(ext, "cpes", list) or []:
         parts = cpe_parts(cpe) if isinstance(cpe, str) else None
         if parts and (parts[0], parts[1]) not in described:
             out.append(Affected(parts[0], parts[1], [("=", parts[2])] if parts[2] else None, "cpe"))

@@ -52,7 +52,6 @@ def overlay(source_report: dict, row: dict, jvn: dict | None = None) -> dict:
     analyst's labels, TLP marking, severity, medical decision and text for clinics (with JVN's
     Japanese entry for its CVEs, `jvn`)."""
     pub = {k: v for k, v in stixcheck.repaired_report(source_report).items() if k not in DECISION_PROPERTIES}
-    pub = extensions.without(pub, *DECISION_EXTENSION, ext_id=extensions.ADVISORY)
     pub["id"] = row["id"]
     pub["spec_version"] = "2.1"
     refs = [r for r in listed(pub.get("object_refs")) if isinstance(r, str) and r != row["id"]]
@@ -71,8 +70,9 @@ def overlay(source_report: dict, row: dict, jvn: dict | None = None) -> dict:
     pub["object_marking_refs"] = [TLP_IDS[row["tlp"]]]
     medical = None if row.get("medical") is None else bool(row["medical"])
     clinic = dict(row.get("clinic") or {}) | ({"jvn": jvn} if jvn else {})
-    return extensions.with_props(pub, extensions.ADVISORY, severity=row.get("severity"), medical=medical,
-                                 clinic=clinic or None)
+    decided = dict.fromkeys(DECISION_EXTENSION) | {"severity": row.get("severity"), "medical": medical,
+                                                   "clinic": clinic or None}
+    return extensions.with_props(pub, extensions.ADVISORY, **decided)  # None: the source's value removed
 
 
 def unreviewed_view(store: Store, row: dict, jvn: dict | None = None) -> dict | None:

@@ -116,18 +116,22 @@ def publish(store: Store, refs: list[str], actor: str, progress=None) -> list[di
     ids = _ids(store, refs)
     _check_publishable(store, ids)
     out = []
-    for chunk in chunks(ids, BATCH):
+    kev = store.advisories.kev_cves()  # no publish changes it: read once, not per batch
+    for n, chunk in enumerate(chunks(ids, BATCH), 1):
         with store.transaction():
-            out += _publish_batch(store, chunk, actor)
+            out += _publish_batch(store, chunk, actor, kev)
+        if n & (n - 1) == 0 and len(out) < len(ids):
+            # After batches 1, 2, 4, 8…, the statistics of what placement reads stay within 2× of the
+            # truth (PostgreSQL read a grown collection through the wrong index: 10 ms a lookup, not 2).
+            store.analyze("membership")
         if progress:
             progress(len(out), len(ids))
     return out
 
 
-def _publish_batch(store: Store, ids: list[str], actor: str) -> list[dict]:
+def _publish_batch(store: Store, ids: list[str], actor: str, kev: set[str]) -> list[dict]:
     found = store.advisories.get_many(ids)
     rows = [found[i] for i in ids]
-    kev = store.advisories.kev_cves()
     periods = store.deliveries.active_alert_periods(utcnow())
     sources = _source_versions(store, rows)
     views = [publication.view_of(r) for r in rows]

@@ -141,6 +141,20 @@ class Store:
         except self.engine.errors as e:
             raise self._explain(e) from None
 
+    def insert(self, table: str, columns: tuple[str, ...], rows) -> None:
+        """Plain new rows (no conflict to resolve): executemany on SQLite, COPY on PostgreSQL."""
+        try:
+            self.engine.insert(table, columns, list(rows))
+        except self.engine.errors as e:
+            raise self._explain(e) from None
+
+    def analyze(self, *tables: str) -> None:
+        """Between the batches of a bulk write: PostgreSQL refreshes these tables' statistics."""
+        try:
+            self.engine.analyze(tables)
+        except self.engine.errors as e:
+            raise self._explain(e) from None
+
     def rows(self, sql: str, args=()) -> list[dict]:
         cur = self.execute(sql, args)
         cols = [d[0] for d in cur.description]

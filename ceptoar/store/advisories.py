@@ -13,7 +13,7 @@ import re
 
 from ceptoar.core.errors import NotFound
 from ceptoar.core.model import TLP_ORDER
-from ceptoar.store.base import Repository, chunks, dump, marks
+from ceptoar.store.base import Repository, chunks, dump, load, marks
 from ceptoar.store.schema import search_key
 
 FACTS = ("source", "entry_key", "source_report", "title", "description", "published", "published_utc", "modified",
@@ -23,6 +23,7 @@ DECISIONS = ("status", "analyst_tlp", "severity", "medical", "tags_added", "tags
              "published_version", "published_source", "clinic")
 JSON_COLUMNS = {"identifiers", "cves", "cvss", "cpes", "auto_tags", "medical_signals", "tags_added", "tags_removed",
                 "notes", "tags", "clinic"}
+DERIVED_FROM = {"analyst_tlp", "tags_added", "tags_removed"}  # the decisions refresh_derived reads
 # What search reads on PostgreSQL, and what its trigram index holds.
 SEARCH_TEXT = "coalesce(a.title, '') || chr(10) || coalesce(a.description, '') || chr(10) || a.identifiers"
 
@@ -41,7 +42,7 @@ def _value(column: str, v):
 def decode(d: dict) -> dict:
     d.pop("search_key", None)  # the full-text index's key (SQLite), not a fact or a decision
     for c in JSON_COLUMNS & d.keys():
-        d[c] = json.loads(d[c]) if d[c] is not None else {} if c == "clinic" else []
+        d[c] = load(d[c], {} if c == "clinic" else None)
     if "medical" in d:
         d["medical"] = None if d["medical"] is None else bool(d["medical"])
     return d
@@ -130,7 +131,8 @@ class Advisories(Repository):
             raise ValueError(f"not one set of analyst decisions: {sorted(bad) or keys}")
         self.store.executemany(f"UPDATE advisories SET {', '.join(f'{k} = ?' for k in keys)} WHERE id = ?",
                                [[*(_value(k, d[k]) for k in keys), aid] for aid, d in decisions])
-        self.refresh_derived([aid for aid, _d in decisions])
+        if DERIVED_FROM & set(keys):
+            self.refresh_derived([aid for aid, _d in decisions])
 
     def statuses(self, ids: list[str]) -> list[dict]:
         """id, status, source and source report of these advisories (no facts decoded)."""
@@ -155,7 +157,7 @@ class Advisories(Repository):
                     "SELECT id, source_tlp, analyst_tlp, auto_tags, tags_added, tags_removed FROM advisories "
                     f"WHERE id IN ({marks(len(chunk))})", chunk):
                 tlp = analyst_tlp or source_tlp
-                tags = effective_tags(json.loads(auto), json.loads(added), json.loads(removed))
+                tags = effective_tags(load(auto), load(added), load(removed))
                 updates.append((tlp, TLP_ORDER.index(tlp), dump(tags), aid))
         self.store.executemany("UPDATE advisories SET tlp = ?, tlp_rank = ?, tags = ? WHERE id = ?", updates)
 

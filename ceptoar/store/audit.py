@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from ceptoar.core.errors import Busy
-from ceptoar.store.base import Repository, utcnow
+from ceptoar.store.base import Repository, dump, utcnow
 
 COLUMNS = ["time", "actor", "action", "target", "details", "member", "address", "method", "path", "collection",
            "http_status", "objects"]
@@ -44,10 +44,9 @@ class Audit(Repository):
         rows = []
         for target, details in entries:
             row = dict.fromkeys(COLUMNS) | {"time": now, "actor": actor, "action": action, "target": target,
-                                             "details": json.dumps(details, ensure_ascii=False) if details else None}
+                                             "details": dump(details) if details else None}
             rows.append([row[c] for c in COLUMNS])
-        self.store.executemany(f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                               rows)
+        self.store.insert("audit", COLUMNS, rows)
 
     # --- the spool (SQLite) -------------------------------------------------------------------------
     def _spool_path(self) -> Path:

@@ -29,6 +29,17 @@ def dump(v) -> str:
     return "[]" if v == [] else _encode(v)
 
 
+_decode = json.JSONDecoder().decode
+
+
+def load(text: str | None, empty=None):
+    """A stored JSON value; `empty` (a fresh [] by default) for NULL. The empty list and object,
+    most of the stored lists, are answered without the parser."""
+    if text is None or text == "[]":
+        return [] if empty is None else empty
+    return {} if text == "{}" else _decode(text)
+
+
 def marks(n: int) -> str:
     return ",".join("?" * n)
 

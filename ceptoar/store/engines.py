@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from ceptoar.core.dburl import redacted
 from ceptoar.core.errors import Busy, Conflict, StoreError
+from ceptoar.store.base import marks
 
 WRITER_LOCK = 0x6365_7074  # 'cept': the advisory lock every PostgreSQL write transaction holds
 BUSY_SECONDS = 10
@@ -37,6 +38,12 @@ class SQLite:
 
     def executemany(self, sql: str, rows):
         return self.conn.executemany(sql, rows)
+
+    def insert(self, table: str, columns: tuple[str, ...], rows: list) -> None:
+        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(len(columns))})", rows)
+
+    def analyze(self, tables: tuple[str, ...]) -> None:
+        """SQLite's planner reads no statistics the store keeps up to date: nothing to refresh."""
 
     @property
     def in_transaction(self) -> bool:
@@ -200,6 +207,20 @@ class PostgreSQL:
         if rows:
             cur.executemany(to_pyformat(sql, True), rows)
         return cur
+
+    def insert(self, table: str, columns: tuple[str, ...], rows: list) -> None:
+        """New rows by COPY: one stream, not a statement per row (42,000 pins of a bulk publish in
+        a fraction of executemany's time)."""
+        if not rows:
+            return
+        with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def analyze(self, tables: tuple[str, ...]) -> None:
+        """The planner's statistics of tables a bulk write is growing, inside its transaction: with
+        the numbers of the empty tables they started as, it reads them through the wrong index."""
+        self.conn.execute(f"ANALYZE {', '.join(tables)}")
 
     @property
     def in_transaction(self) -> bool:

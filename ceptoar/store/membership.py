@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ceptoar.store.base import Repository, chunks, marks, utcnow
+from ceptoar.store.base import Repository, chunks, dump, marks, utcnow
 from ceptoar.store.schema import NEWER_RANK
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # as utcnow() writes it
@@ -83,6 +83,10 @@ class Collections(Repository):
         return list(self.store.execute("SELECT id, filter FROM collections ORDER BY id").fetchall())
 
 
+PIN_COLUMNS = ("advisory", "version", "object_id", "modified", "origin", "type", "spec_version", "pin_rank",
+               "tombstone")
+
+
 class Publications(Repository):
     def add(self, advisory: str, version: str, source_version: str | None, tlp: str, view: dict, pins: list[Pin],
             actor: str | None, revoked: bool = False) -> None:
@@ -101,14 +105,12 @@ class Publications(Repository):
         worth of round trips: one executemany for the publications, one for every pin."""
         now = utcnow()
         s = self.store
-        s.executemany("INSERT INTO publications (advisory, version, source_version, tlp, revoked, actor, published_at, "
-                      "view) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
-                      [(a, v, sv, tlp, actor, now, json.dumps(view, ensure_ascii=False))
-                       for a, v, sv, tlp, view, _pins, actor in items])
-        s.executemany("INSERT INTO pins (advisory, version, object_id, modified, origin, type, spec_version, pin_rank, "
-                      "tombstone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      [(a, v, p.object_id, p.modified, p.origin, p.type, p.spec_version, p.pin_rank, int(p.tombstone))
-                       for a, v, _sv, _tlp, _view, pins, _actor in items for p in pins])
+        s.insert("publications", ("advisory", "version", "source_version", "tlp", "revoked", "actor", "published_at",
+                                  "view"),
+                 [(a, v, sv, tlp, 0, actor, now, dump(view)) for a, v, sv, tlp, view, _pins, actor in items])
+        s.insert("pins", PIN_COLUMNS, [(a, v, p.object_id, p.modified, p.origin, p.type, p.spec_version,
+                                        p.pin_rank, int(p.tombstone))
+                                       for a, v, _sv, _tlp, _view, pins, _actor in items for p in pins])
 
     def of(self, advisory: str) -> list[Publication]:
         """Every publication of an advisory, oldest first."""
@@ -262,8 +264,8 @@ class Membership(Repository):
                     raises.append((t["rank"], e["seq"]))
             s.executemany("DELETE FROM membership WHERE seq = ?", removals)
             s.executemany("UPDATE membership SET tlp_rank = ? WHERE seq = ?", raises)
-            s.executemany("INSERT INTO membership (collection, object_id, modified, origin, type, spec_version, "
-                          "tlp_rank, date_added) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            s.insert("membership", ("collection", "object_id", "modified", "origin", "type", "spec_version",
+                                    "tlp_rank", "date_added"), inserts)
             if inserts or raises or removals:
                 s.execute(f"UPDATE membership SET newer_rank = {NEWER_RANK} WHERE collection = ? "
                           f"AND object_id IN ({marks(len(ids))})", [collection, *ids])

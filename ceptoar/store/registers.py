@@ -185,8 +185,8 @@ class Facilities(Repository):
         self.store.executemany("INSERT INTO advisory_products (advisory, product_key) VALUES (?, ?) "
                                "ON CONFLICT DO NOTHING",
                                [(a, k) for a, keys, _af, _u in items for k in sorted(set(keys))])
-        self.store.executemany("INSERT INTO advisory_affected (advisory, affected, urgent) VALUES (?, ?, ?)",
-                               [(a, dump(af), int(u)) for a, _k, af, u in items if af])
+        self.store.insert("advisory_affected", ("advisory", "affected", "urgent"),
+                          [(a, dump(af), int(u)) for a, _k, af, u in items if af])
 
     def replace_matches_many(self, found: dict[str, list[tuple[int, str, list[str]]]]) -> None:
         """Replace advisories' matches: `found` advisory → (profile, confidence, reasons). A match that
