@@ -327,3 +327,36 @@ def test_a_new_sqlite_database_has_16_kib_pages_and_an_older_one_moves_by_migrat
     copy_store(before, moved, actor="tester")
     assert moved.scalar("PRAGMA page_size") == 16384
     assert moved.count("advisories") == before.count("advisories") == 6
+
+
+def test_postgresql_search_text_stands_apart_and_follows_the_advisory():
+    """PostgreSQL's trigram index sits on a table of its own (schema 21), kept by triggers: a title
+    change is found at once, a decision leaves the search row untouched (no index rewrite), and a
+    schema-20 database moves its text there on migrate."""
+    store = new_store("postgresql")
+    source = add_source(store, "jvn", "jvn")
+    assert ingest_file(store, DATA / "jvn/vulsdata_jvndb_2022.rdf", source).status == "ok"
+    first = store.advisories.list(status="all", limit=1)[0]
+    aid, word = first["id"], first["title"][:8]
+    assert aid in [a["id"] for a in store.advisories.list(search=word, status="all")]
+    assert store.count("advisory_search") == store.count("advisories")
+    before = store.scalar("SELECT xmin::text FROM advisory_search WHERE advisory = ?", (aid,))
+    triage.publish(store, [aid], "analyst")
+    with store.transaction():
+        store.advisories.decide(aid, severity="high", tags_added=["pacs"])
+    assert store.scalar("SELECT xmin::text FROM advisory_search WHERE advisory = ?", (aid,)) == before
+    store.execute("UPDATE advisories SET title = 'まったく新しい題名' WHERE id = ?", (aid,))
+    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名", status="all")] == [aid]
+    # A database of schema 20: the text was an expression index on advisories.
+    for stmt in ("DROP TABLE advisory_search", "DROP FUNCTION ceptoar_search_text() CASCADE",
+                 "CREATE INDEX advisories_search ON advisories USING gin ((coalesce(title, '') || chr(10) || "
+                 "coalesce(description, '') || chr(10) || identifiers) gin_trgm_ops)",
+                 "UPDATE meta SET value = '20' WHERE key = 'schema_version'"):
+        store.execute(stmt)
+    store.migrate()
+    assert store.upgraded_from == 20
+    assert store.scalar("SELECT value FROM meta WHERE key = 'schema_version'") == "21"
+    assert store.count("advisory_search") == store.count("advisories")
+    assert store.scalar("SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'advisories_search'") == 0
+    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名", status="all")] == [aid]
+    store.close()

@@ -100,11 +100,17 @@ def _check_publishable(store: Store, ids: list[str]) -> None:
         for r in rows:
             if r["status"] == "revoked":
                 raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
-        versions = _source_versions(store, rows)
+        # Only the reports that mention revocation at all are read (and parsed): most never do.
+        by_origin: dict[str, list[dict]] = {}
         for r in rows:
-            v = versions[r["id"]]
-            # Parsed only when it may say so: most reports never mention revocation.
-            if '"revoked"' in v.json and v.obj.get("revoked") is True:
+            by_origin.setdefault(source_origin(r["source"]), []).append(r)
+        suspect = []
+        for origin, group in by_origin.items():
+            named = store.objects.mentioning([r["source_report"] for r in group], origin, '"revoked"')
+            suspect += [r for r in group if r["source_report"] in named]
+        versions = _source_versions(store, suspect)
+        for r in suspect:
+            if versions[r["id"]].obj.get("revoked") is True:
                 raise TriageError(f"{r['id']} was revoked by its source ({r['source']}); it is not published")
 
 

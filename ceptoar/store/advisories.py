@@ -13,7 +13,7 @@ import re
 
 from ceptoar.core.errors import NotFound
 from ceptoar.core.model import TLP_ORDER
-from ceptoar.store.base import Repository, chunks, dump, load, marks
+from ceptoar.store.base import Repository, chunks, dump, like_escaped, load, marks
 from ceptoar.store.schema import search_key
 
 FACTS = ("source", "entry_key", "source_report", "title", "description", "published", "published_utc", "modified",
@@ -24,8 +24,6 @@ DECISIONS = ("status", "analyst_tlp", "severity", "medical", "tags_added", "tags
 JSON_COLUMNS = {"identifiers", "cves", "cvss", "cpes", "auto_tags", "medical_signals", "tags_added", "tags_removed",
                 "notes", "tags", "clinic"}
 DERIVED_FROM = {"analyst_tlp", "tags_added", "tags_removed"}  # the decisions refresh_derived reads
-# What search reads on PostgreSQL, and what its trigram index holds.
-SEARCH_TEXT = "coalesce(a.title, '') || chr(10) || coalesce(a.description, '') || chr(10) || a.identifiers"
 
 
 def effective_tags(suggested: list[str], added: list[str], removed: list[str]) -> list[str]:
@@ -233,7 +231,7 @@ class Advisories(Repository):
         like = "ILIKE" if s.dialect == "postgresql" else "LIKE"  # SQLite's LIKE ignores ASCII case
         if tag:
             where.append(f"a.tags {like} ? ESCAPE '\\'")
-            args.append("%" + _like(json.dumps(tag, ensure_ascii=False)) + "%")
+            args.append("%" + like_escaped(json.dumps(tag, ensure_ascii=False)) + "%")
         if status and status != "all":
             where.append("a.status = ?")
             args.append(status)
@@ -241,13 +239,13 @@ class Advisories(Repository):
             effective = "(a.medical = 1 OR (a.medical IS NULL AND a.tags LIKE '%\"medical-suggested\"%'))"
             where.append(effective if medical else f"NOT {effective}")
         if search and s.dialect == "postgresql":
-            # The expression of the trigram index (schema.POSTGRES_EXTRAS): the planner uses it.
-            where.append(f"({SEARCH_TEXT}) ILIKE ? ESCAPE '\\'")
-            args.append("%" + _like(search) + "%")
+            # The trigram-indexed text of each advisory (schema.POSTGRES_SEARCH).
+            where.append("a.id IN (SELECT advisory FROM advisory_search WHERE text ILIKE ? ESCAPE '\\')")
+            args.append("%" + like_escaped(search) + "%")
         elif search and len(search) >= 3:  # the trigram index needs three characters
             return self._search(search, where, args, limit)
         elif search:
-            like = "%" + _like(search) + "%"
+            like = "%" + like_escaped(search) + "%"
             where.append("(a.title LIKE ? ESCAPE '\\' OR a.description LIKE ? ESCAPE '\\' "
                          "OR a.identifiers LIKE ? ESCAPE '\\')")
             args.extend([like, like, like])
@@ -321,10 +319,6 @@ class Advisories(Repository):
                 f"SELECT search_key, title, description, identifiers FROM advisories WHERE search_key IN "
                 f"({marks(len(chunk))})", chunk) if any(low in (c or "").lower() for c in cols)]
         return sorted(found, reverse=True)
-
-
-def _like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def ids_by_prefix(store, table: str, stix_type: str, ref: str) -> list[str]:

@@ -40,6 +40,11 @@ def load(text: str | None, empty=None):
     return {} if text == "{}" else _decode(text)
 
 
+def like_escaped(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern (ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def marks(n: int) -> str:
     return ",".join("?" * n)
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from ceptoar.core.model import HUB, marking_rank, serialize
-from ceptoar.store.base import Repository, chunks, marks, utcnow
+from ceptoar.store.base import Repository, chunks, like_escaped, marks, utcnow
 
 COLUMNS = "id, origin, modified, type, hash, own_rank, kept_apart, json"
 
@@ -53,6 +53,16 @@ class Objects(Repository):
                     f"SELECT {COLUMNS} FROM objects WHERE origin = ? AND id IN ({marks(len(chunk))}) "
                     "ORDER BY id, modified", [origin, *chunk]):
                 out[row[0]] = ObjectVersion.of(row)
+        return out
+
+    def mentioning(self, ids: list[str], origin: str, text: str) -> set[str]:
+        """The ids any of whose versions of that origin holds `text` in its JSON (a cheap first look
+        that sends no bodies back: the caller parses the few it names)."""
+        out: set[str] = set()
+        for chunk in chunks(list(dict.fromkeys(ids))):
+            out.update(i for (i,) in self.store.execute(
+                f"SELECT DISTINCT id FROM objects WHERE origin = ? AND id IN ({marks(len(chunk))}) "
+                "AND json LIKE ? ESCAPE '\\'", [origin, *chunk, f"%{like_escaped(text)}%"]))
         return out
 
     def max_modified(self, ids: list[str]) -> dict[str, str]:
