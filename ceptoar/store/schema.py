@@ -586,11 +586,15 @@ def _step21(store: Store) -> None:
     if store.dialect != "postgresql":
         return
     store.execute("DROP INDEX IF EXISTS advisories_search")
+    for trigger in ("advisories_search_insert", "advisories_search_update"):
+        store.execute(f"DROP TRIGGER IF EXISTS {trigger} ON advisories")
+    store.execute("DROP INDEX IF EXISTS advisory_search_text")
+    store.execute("DROP TABLE IF EXISTS advisory_search")  # a step run again: made anew from advisories
     for stmt in POSTGRES_SEARCH:
         if stmt.startswith("CREATE INDEX"):
             store.execute("INSERT INTO advisory_search (advisory, text) SELECT id, coalesce(title, '') || chr(10) "
                           "|| coalesce(description, '') || chr(10) || identifiers FROM advisories")
-        store.execute(stmt)
+        store.execute(stmt.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
