@@ -81,13 +81,18 @@ def _ids(store: Store, refs: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _by_origin(rows: list[dict]) -> dict[str, list[dict]]:
+    """Advisory rows grouped by the origin of their source's objects."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(source_origin(r["source"]), []).append(r)
+    return out
+
+
 def _source_versions(store: Store, rows: list[dict]) -> dict:
     """advisory → the newest version of its source's report (ObjectVersion), read per source."""
-    by_origin: dict[str, list[dict]] = {}
-    for r in rows:
-        by_origin.setdefault(source_origin(r["source"]), []).append(r)
     out = {}
-    for origin, group in by_origin.items():
+    for origin, group in _by_origin(rows).items():
         latest = store.objects.latest([r["source_report"] for r in group], origin)
         out |= {r["id"]: latest[r["source_report"]] for r in group}
     return out
@@ -101,11 +106,8 @@ def _check_publishable(store: Store, ids: list[str]) -> None:
             if r["status"] == "revoked":
                 raise TriageError(f"{r['id']} is revoked; a revoked advisory is not published again")
         # Only the reports that mention revocation at all are read (and parsed): most never do.
-        by_origin: dict[str, list[dict]] = {}
-        for r in rows:
-            by_origin.setdefault(source_origin(r["source"]), []).append(r)
         suspect = []
-        for origin, group in by_origin.items():
+        for origin, group in _by_origin(rows).items():
             named = store.objects.mentioning([r["source_report"] for r in group], origin, '"revoked"')
             suspect += [r for r in group if r["source_report"] in named]
         versions = _source_versions(store, suspect)

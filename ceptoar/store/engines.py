@@ -218,8 +218,8 @@ class PostgreSQL:
                 copy.write_row(row)
 
     def analyze(self, tables: tuple[str, ...]) -> None:
-        """The planner's statistics of tables a bulk write is growing, inside its transaction: with
-        the numbers of the empty tables they started as, it reads them through the wrong index."""
+        """The planner's statistics of tables a bulk write is growing, between its transactions: with
+        the numbers of the small tables they started as, it reads them through the wrong index."""
         self.conn.execute(f"ANALYZE {', '.join(tables)}")
 
     @property

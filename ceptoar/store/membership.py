@@ -94,15 +94,13 @@ class Publications(Repository):
         s.execute("INSERT INTO publications (advisory, version, source_version, tlp, revoked, actor, published_at, "
                   "view) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                   (advisory, version, source_version, tlp, int(revoked), actor, utcnow(),
-                   json.dumps(view, ensure_ascii=False)))
-        s.executemany("INSERT INTO pins (advisory, version, object_id, modified, origin, type, spec_version, pin_rank, "
-                      "tombstone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      [(advisory, version, p.object_id, p.modified, p.origin, p.type, p.spec_version, p.pin_rank,
-                        int(p.tombstone)) for p in pins])
+                   dump(view)))
+        s.insert("pins", PIN_COLUMNS, [(advisory, version, p.object_id, p.modified, p.origin, p.type, p.spec_version,
+                                        p.pin_rank, int(p.tombstone)) for p in pins])
 
     def add_many(self, items: list[tuple[str, str, str | None, str, dict, list[Pin], str | None]]) -> None:
-        """Publications (advisory, version, source_version, tlp, view, pins, actor) in two statements'
-        worth of round trips: one executemany for the publications, one for every pin."""
+        """Publications (advisory, version, source_version, tlp, view, pins, actor) in two inserts: one
+        for the publications, one for every pin."""
         now = utcnow()
         s = self.store
         s.insert("publications", ("advisory", "version", "source_version", "tlp", "revoked", "actor", "published_at",

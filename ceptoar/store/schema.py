@@ -280,12 +280,16 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 # over each advisory's text, in a table of its own (POSTGRES_SEARCH) that triggers keep: an index on
 # advisories itself was rewritten by every decision (publishing 5,000 spent 0.4 s in it); the audit
 # log is append-only by a trigger.
+def search_text(row: str = "") -> str:
+    """The text PostgreSQL's search index holds for an advisory: of `row` (e.g. "NEW.") or the table's."""
+    return f"coalesce({row}title, '') || chr(10) || coalesce({row}description, '') || chr(10) || {row}identifiers"
+
+
 POSTGRES_SEARCH = [
     'CREATE TABLE advisory_search (advisory TEXT COLLATE "C" PRIMARY KEY REFERENCES advisories (id) '
     "ON DELETE CASCADE, text TEXT NOT NULL)",
     "CREATE FUNCTION ceptoar_search_text() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    "INSERT INTO advisory_search (advisory, text) VALUES (NEW.id, coalesce(NEW.title, '') || chr(10) || "
-    "coalesce(NEW.description, '') || chr(10) || NEW.identifiers) "
+    f"INSERT INTO advisory_search (advisory, text) VALUES (NEW.id, {search_text('NEW.')}) "
     "ON CONFLICT (advisory) DO UPDATE SET text = excluded.text; RETURN NULL; END $$",
     "CREATE TRIGGER advisories_search_insert AFTER INSERT ON advisories FOR EACH ROW "
     "EXECUTE FUNCTION ceptoar_search_text()",
@@ -592,8 +596,7 @@ def _step21(store: Store) -> None:
     store.execute("DROP TABLE IF EXISTS advisory_search")  # a step run again: made anew from advisories
     for stmt in POSTGRES_SEARCH:
         if stmt.startswith("CREATE INDEX"):
-            store.execute("INSERT INTO advisory_search (advisory, text) SELECT id, coalesce(title, '') || chr(10) "
-                          "|| coalesce(description, '') || chr(10) || identifiers FROM advisories")
+            store.execute(f"INSERT INTO advisory_search (advisory, text) SELECT id, {search_text()} FROM advisories")
         store.execute(stmt.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
 
 
