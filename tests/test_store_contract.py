@@ -19,6 +19,7 @@ from ceptoar.publishing import triage
 from ceptoar.sharing import members
 from ceptoar.store import Store, utcnow
 from ceptoar.store.copy import copy_store, tables
+from ceptoar.store.schema import SCHEMA_VERSION
 from tests.conftest import DATA, ENGINE, postgres_server
 
 ENGINES = ["sqlite", "postgresql"]
@@ -118,6 +119,15 @@ def test_search_finds_japanese_substrings_and_identifiers(loaded):
     assert len(newest) > 50
     assert [a["published_utc"] for a in newest] == sorted((a["published_utc"] for a in newest), reverse=True)
     assert len(loaded.advisories.list(search="Microsoft", status="all", limit=5)) == 5
+    # A limit gives the newest of all the hits, whether they are among the newest advisories (a
+    # common word: PostgreSQL looks there first) or spread over the table (then found by the index).
+    for word in ("Microsoft", "脆弱", "microsoft windows", "CVE-2021-44228", "Apache", "JVN", "存在しない語句"):
+        every = found(word)
+        for n in (1, 3, 50):
+            assert found(word, limit=n) == every[:n], (word, n)
+        queue = [a["id"] for a in loaded.advisories.list(search=word, status="new")]
+        assert [a["id"] for a in loaded.advisories.list(search=word, status="new", limit=3)] == queue[:3]
+        assert set(queue) <= set(every)
     # After a large ingest (the worker's checkpoint: SQLite's WAL, PostgreSQL's ANALYZE) search is the same.
     loaded.checkpoint()
     assert loaded.advisories.list(search="Microsoft", status="all") == newest
@@ -330,9 +340,9 @@ def test_a_new_sqlite_database_has_16_kib_pages_and_an_older_one_moves_by_migrat
 
 
 def test_postgresql_search_text_stands_apart_and_follows_the_advisory():
-    """PostgreSQL's trigram index sits on a table of its own (schema 21), kept by triggers: a title
-    change is found at once, a decision leaves the search row untouched (no index rewrite), and a
-    schema-20 database moves its text there on migrate."""
+    """PostgreSQL's trigram index sits on a table of its own (schemas 21, 22), kept by triggers: a
+    title or date change is found at once, a decision leaves the search row untouched (no index
+    rewrite), and databases of schema 20 and 21 have the table made anew on migrate."""
     store = new_store("postgresql")
     source = add_source(store, "jvn", "jvn")
     assert ingest_file(store, DATA / "jvn/vulsdata_jvndb_2022.rdf", source).status == "ok"
@@ -345,8 +355,12 @@ def test_postgresql_search_text_stands_apart_and_follows_the_advisory():
     with store.transaction():
         store.advisories.decide(aid, severity="high", tags_added=["pacs"])
     assert store.scalar("SELECT xmin::text FROM advisory_search WHERE advisory = ?", (aid,)) == before
-    store.execute("UPDATE advisories SET title = 'まったく新しい題名' WHERE id = ?", (aid,))
-    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名", status="all")] == [aid]
+    store.execute("UPDATE advisories SET title = 'まったく新しい題名 ABC' WHERE id = ?", (aid,))
+    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名 abc", status="all")] == [aid]
+    # Its place in the newest-first order follows the advisory's date.
+    store.execute("UPDATE advisories SET published_utc = '2099-01-01T00:00:00Z' WHERE id = ?", (aid,))
+    assert store.scalar("SELECT published_utc FROM advisory_search WHERE advisory = ?", (aid,)) == "2099-01-01T00:00:00Z"
+    assert [a["id"] for a in store.advisories.list(search=word[:2], status="all", limit=1)] == [aid]
     # A database of schema 20: the text was an expression index on advisories.
     for stmt in ("DROP TABLE advisory_search", "DROP FUNCTION ceptoar_search_text() CASCADE",
                  "CREATE INDEX advisories_search ON advisories USING gin ((coalesce(title, '') || chr(10) || "
@@ -355,8 +369,17 @@ def test_postgresql_search_text_stands_apart_and_follows_the_advisory():
         store.execute(stmt)
     store.migrate()
     assert store.upgraded_from == 20
-    assert store.scalar("SELECT value FROM meta WHERE key = 'schema_version'") == "21"
+    assert store.scalar("SELECT value FROM meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION)
     assert store.count("advisory_search") == store.count("advisories")
     assert store.scalar("SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'advisories_search'") == 0
-    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名", status="all")] == [aid]
+    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名 abc", status="all")] == [aid]
+    # A database of schema 21: the search table without the order, its text as written.
+    store.execute("DROP TABLE advisory_search")
+    store.execute("CREATE TABLE advisory_search (advisory TEXT PRIMARY KEY, text TEXT NOT NULL)")
+    store.execute("INSERT INTO advisory_search SELECT id, title FROM advisories")
+    store.execute("UPDATE meta SET value = '21' WHERE key = 'schema_version'")
+    store.migrate()
+    assert store.upgraded_from == 21 and store.count("advisory_search") == store.count("advisories")
+    assert [a["id"] for a in store.advisories.list(search="まったく新しい題名 ABC", status="all", limit=1)] == [aid]
+    assert store.scalar("SELECT COUNT(*) FROM advisory_search WHERE text <> lower(text)") == 0
     store.close()

@@ -22,7 +22,7 @@ from ceptoar.store.base import statements
 if TYPE_CHECKING:
     from ceptoar.store import Store
 
-SCHEMA_VERSION = 21
+SCHEMA_VERSION = 22
 
 # Portable tables first (the same statements serve PostgreSQL with its own key columns), then the
 # SQLite-only pieces: the trigram search index, its ordering table and the append-only triggers.
@@ -281,22 +281,31 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 # advisories itself was rewritten by every decision (publishing 5,000 spent 0.4 s in it); the audit
 # log is append-only by a trigger.
 def search_text(row: str = "") -> str:
-    """The text PostgreSQL's search index holds for an advisory: of `row` (e.g. "NEW.") or the table's."""
-    return f"coalesce({row}title, '') || chr(10) || coalesce({row}description, '') || chr(10) || {row}identifiers"
+    """The text PostgreSQL's search index holds for an advisory, of `row` (e.g. "NEW.") or the table's:
+    lowercased under "C", which folds ASCII letters only, as SQLite's LIKE does (a LIKE on it is a
+    byte comparison; ILIKE folded every row's whole text again at each search)."""
+    return (f'lower((coalesce({row}title, \'\') || chr(10) || coalesce({row}description, \'\') || chr(10) '
+            f'|| {row}identifiers) COLLATE "C")')
 
 
+# The search row also holds the advisory's place in the newest-first order (published_utc, seq), so
+# the newest hits of a word are picked in this table and only they are read from advisories.
 POSTGRES_SEARCH = [
     'CREATE TABLE advisory_search (advisory TEXT COLLATE "C" PRIMARY KEY REFERENCES advisories (id) '
-    "ON DELETE CASCADE, text TEXT NOT NULL)",
+    'ON DELETE CASCADE, published_utc TEXT COLLATE "C", seq BIGINT NOT NULL, text TEXT COLLATE "C" NOT NULL)',
     "CREATE FUNCTION ceptoar_search_text() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    f"INSERT INTO advisory_search (advisory, text) VALUES (NEW.id, {search_text('NEW.')}) "
-    "ON CONFLICT (advisory) DO UPDATE SET text = excluded.text; RETURN NULL; END $$",
+    "INSERT INTO advisory_search (advisory, published_utc, seq, text) "
+    f"VALUES (NEW.id, NEW.published_utc, NEW.seq, {search_text('NEW.')}) ON CONFLICT (advisory) DO UPDATE "
+    "SET published_utc = excluded.published_utc, text = excluded.text; RETURN NULL; END $$",
     "CREATE TRIGGER advisories_search_insert AFTER INSERT ON advisories FOR EACH ROW "
     "EXECUTE FUNCTION ceptoar_search_text()",
-    "CREATE TRIGGER advisories_search_update AFTER UPDATE OF title, description, identifiers ON advisories "
-    "FOR EACH ROW WHEN (OLD.title IS DISTINCT FROM NEW.title OR OLD.description IS DISTINCT FROM NEW.description "
-    "OR OLD.identifiers IS DISTINCT FROM NEW.identifiers) EXECUTE FUNCTION ceptoar_search_text()",
+    "CREATE TRIGGER advisories_search_update AFTER UPDATE OF title, description, identifiers, published_utc "
+    "ON advisories FOR EACH ROW WHEN (OLD.title IS DISTINCT FROM NEW.title "
+    "OR OLD.description IS DISTINCT FROM NEW.description OR OLD.identifiers IS DISTINCT FROM NEW.identifiers "
+    "OR OLD.published_utc IS DISTINCT FROM NEW.published_utc) EXECUTE FUNCTION ceptoar_search_text()",
     "CREATE INDEX advisory_search_text ON advisory_search USING gin (text gin_trgm_ops)",
+    # The newest advisories in order, for a search's first look (and the triage queue's pages).
+    "CREATE INDEX advisories_newest ON advisories (published_utc, seq)",
 ]
 POSTGRES_EXTRAS = [
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
@@ -584,23 +593,33 @@ def _step20(store: Store) -> None:
 
 
 def _step21(store: Store) -> None:
-    """PostgreSQL: the search text and its trigram index move out of advisories into a table of their
-    own, kept by triggers, so a decision (publishing, a tag) no longer rewrites the index. SQLite's
-    full-text table already stands apart."""
+    """PostgreSQL: the search text and its trigram index moved out of advisories into a table of their
+    own, kept by triggers, so a decision (publishing, a tag) no longer rewrites the index. Step 22
+    makes that table in its present shape, from advisories, whatever a database holds before it."""
+
+
+def _step22(store: Store) -> None:
+    """PostgreSQL: the search table made anew (step 21's, or on a database of 20 the expression index
+    on advisories, dropped): its text lowercased once, for LIKE, and each row's place in the
+    newest-first order beside it; advisories indexed newest first. SQLite's full-text table already
+    stands apart."""
     if store.dialect != "postgresql":
         return
     store.execute("DROP INDEX IF EXISTS advisories_search")
     for trigger in ("advisories_search_insert", "advisories_search_update"):
         store.execute(f"DROP TRIGGER IF EXISTS {trigger} ON advisories")
-    store.execute("DROP INDEX IF EXISTS advisory_search_text")
-    store.execute("DROP TABLE IF EXISTS advisory_search")  # a step run again: made anew from advisories
+    for index in ("advisory_search_text", "advisories_newest"):
+        store.execute(f"DROP INDEX IF EXISTS {index}")
+    store.execute("DROP TABLE IF EXISTS advisory_search")
     for stmt in POSTGRES_SEARCH:
-        if stmt.startswith("CREATE INDEX"):
-            store.execute(f"INSERT INTO advisory_search (advisory, text) SELECT id, {search_text()} FROM advisories")
+        if stmt.startswith("CREATE INDEX advisory_search_text"):
+            store.execute("INSERT INTO advisory_search (advisory, published_utc, seq, text) "
+                          f"SELECT id, published_utc, seq, {search_text()} FROM advisories")
         store.execute(stmt.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
 
 
 STEPS: list[tuple[int, Callable[[Store], None]]] = [(7, _step7), (8, _step8), (9, _step9), (10, _step10),
                                                      (11, _step11), (12, _step12), (13, _step13), (14, _step14),
                                                      (15, _step15), (16, _step16), (17, _step17),
-                                                     (18, _step18), (19, _step19), (20, _step20), (21, _step21)]
+                                                     (18, _step18), (19, _step19), (20, _step20), (21, _step21),
+                                                     (22, _step22)]
