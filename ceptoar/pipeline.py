@@ -182,6 +182,7 @@ def ingest_bytes(store: Store, source: Source, body: bytes, charset: str | None 
 
 
 CHUNK = 500  # entries stored at a time: what one source's run holds in serialized form is bounded
+LARGE = 1000  # new or changed advisories after which an ingest checkpoints the store
 
 
 def _chunks(entries, n: int):
@@ -257,6 +258,8 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                 result.error = f"nothing usable: every item ({result.skipped}) skipped; first: {first}"[:500]
             if before_commit:
                 before_commit(result)
+    if counts.new + counts.updated >= LARGE and not store.engine.in_transaction:
+        store.checkpoint()  # SQLite's WAL folded in; PostgreSQL's statistics of the grown tables
     return result
 
 

@@ -383,3 +383,27 @@ def test_postgresql_search_text_stands_apart_and_follows_the_advisory():
     assert [a["id"] for a in store.advisories.list(search="まったく新しい題名 ABC", status="all", limit=1)] == [aid]
     assert store.scalar("SELECT COUNT(*) FROM advisory_search WHERE text <> lower(text)") == 0
     store.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_large_ingest_checkpoints_the_store(engine, tmp_path):
+    """An ingest of 1,000 new or changed advisories or more checkpoints the store, by whatever command
+    it ran: SQLite's WAL is folded into the database, PostgreSQL's grown tables are vacuumed and
+    analyzed (a search chooses between the trigram index and a scan by their statistics, and prices
+    the index by its pending entries)."""
+    store = Store(tmp_path / "hub.db") if engine == "sqlite" else new_store(engine)
+    store.migrate()
+
+    def checkpointed() -> bool:
+        if engine == "sqlite":
+            return (tmp_path / "hub.db-wal").stat().st_size == 0
+        return store.scalar("SELECT count(*) FROM pg_stat_user_tables WHERE relname IN "
+                            "('advisories', 'advisory_search') AND last_analyze IS NOT NULL "
+                            "AND last_vacuum IS NOT NULL") == 2
+
+    small = ingest_file(store, DATA / "jvn/vulsdata_jvndb_2022.rdf", add_source(store, "jvn", "jvn"))
+    assert small.status == "ok" and not checkpointed()
+    kev = ingest_file(store, DATA / "cisa_kev/cisagov_kev-data_known_exploited_vulnerabilities.json",
+                      add_source(store, "kev", "kev"))
+    assert kev.new >= 1000 and checkpointed()
+    store.close()

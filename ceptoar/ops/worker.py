@@ -172,8 +172,6 @@ class Worker:
                      + (f" ({res.new} new, {res.updated} updated)" if res.status == "ok" else "")
                      + (f": {res.error}" if res.error else ""))
             reschedule(self.store, row["id"], self.clock(), self.rand, res.wait)
-            if res.status == "ok" and res.new + res.updated >= 1000:
-                self.store.checkpoint()
             if self.lease is not None:
                 self.lease.keep()
 

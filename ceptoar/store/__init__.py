@@ -180,13 +180,15 @@ class Store:
 
     def checkpoint(self) -> None:
         """After a large ingest. SQLite: move the WAL into the database and truncate it (so it does
-        not sit beside the database at the size of everything written). PostgreSQL: refresh the
-        planner's statistics (ANALYZE), so tables that grew by thousands of rows are read through
-        their indexes before autovacuum gets to them (a TAXII page took 14 ms instead of 6)."""
+        not sit beside the database at the size of everything written). PostgreSQL: what autovacuum
+        would do a minute later, done now: VACUUM (ANALYZE), so tables that grew by thousands of rows
+        are read through their indexes (a TAXII page took 14 ms instead of 6) and the trigram index's
+        pending entries are merged (until then the planner prices the index above a scan: a search
+        for a rare word took 5 ms instead of 0.1)."""
         if self.dialect == "sqlite" and self.path is not None:
             self.engine.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         elif self.dialect == "postgresql" and not self.engine.in_transaction:
-            self.execute("ANALYZE")
+            self.execute("VACUUM (ANALYZE)")
 
     @contextmanager
     def transaction(self, wait: float | None = None):
