@@ -61,7 +61,7 @@ def measure(target: str, n: int, subscribers: int, repeat: int) -> dict[str, flo
     t = time.perf_counter()
     triage.publish(store, ids, "bench")
     out["publish (advisories/s)"] = len(ids) / (time.perf_counter() - t)
-    store.checkpoint()  # as the worker does after a large ingest (PostgreSQL: ANALYZE)
+    store.checkpoint()  # as after a large ingest (PostgreSQL: VACUUM (ANALYZE), as autovacuum soon would)
     members.add(store, "bench", "bench", "RED")
     members.grant(store, "bench", "all", True, False)
     secret = members.new_secret(store, "bench")

@@ -18,6 +18,10 @@ from ceptoar.store.base import Repository, chunks, dump, marks, utcnow
 from ceptoar.store.schema import NEWER_RANK
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # as utcnow() writes it
+# Whether a collection serves anything but STIX 2.1: two range probes of the (collection,
+# spec_version) index (`!=` would scan the collection).
+MIXED = ("EXISTS (SELECT 1 FROM membership x WHERE x.collection = {collection} AND x.spec_version < '2.1') "
+         "OR EXISTS (SELECT 1 FROM membership x WHERE x.collection = {collection} AND x.spec_version > '2.1')")
 
 
 @dataclass
@@ -61,9 +65,14 @@ class Collections(Repository):
                   (c["title"], c.get("description"), c["filter"], now, c["id"]))
         return False
 
-    def get(self, cid: str) -> dict | None:
-        """By id or UUID, without counts (the TAXII server asks on every request)."""
-        return self.store.row("SELECT * FROM collections WHERE id = ? OR uuid = ?", (cid, cid))
+    def get(self, cid: str, mixed: bool = False) -> dict | None:
+        """By id or UUID, without counts (the TAXII server asks on every request); `mixed`: whether
+        it serves anything but STIX 2.1 too (Membership.mixed_spec_versions), in the same statement."""
+        extra = f", ({MIXED.format(collection='c.id')}) AS mixed" if mixed else ""
+        r = self.store.row(f"SELECT c.*{extra} FROM collections c WHERE c.id = ? OR c.uuid = ?", (cid, cid))
+        if r and mixed:
+            r["mixed"] = bool(r["mixed"])
+        return r
 
     def list(self, cid: str | None = None, counts: bool = True) -> list[dict]:
         """Collections by id; with `counts`, their advisories and object versions."""
@@ -300,10 +309,11 @@ class Membership(Repository):
              added_after: str | None = None, cursor: tuple[str, int] | None = None,
              ids: list[str] = (), types: list[str] = (), spec_versions: list[str] = (),
              versions: list[str] = ("last",), timestamps: list[str] = (), limit: int = 100,
-             with_json: bool = True) -> list[dict]:
+             with_json: bool = True, mixed: bool | None = None) -> list[dict]:
         """One page of a collection as a reader with clearance `max_rank` may see it, in
         (date_added, seq) order after `cursor`. Versions ('first', 'last') are taken among the
-        versions this reader may see."""
+        versions this reader may see. `mixed`: whether the collection serves STIX 2.0 too, when
+        the caller knows (Collections.get(…, mixed=True)); otherwise it is looked up."""
         where, args = ["m.collection = ?", "m.tlp_rank <= ?"], [collection, max_rank]
         if object_id:
             where.append("m.object_id = ?")
@@ -322,7 +332,7 @@ class Membership(Repository):
         # first/last are then taken among the versions of the spec versions chosen.
         if spec_versions:
             spec, spec_args = f"IN ({marks(len(spec_versions))})", list(spec_versions)
-        elif self.mixed_spec_versions(collection):
+        elif self.mixed_spec_versions(collection) if mixed is None else mixed:
             spec, spec_args = ("= (SELECT MAX(y.spec_version) FROM membership y WHERE y.collection = m.collection "
                                "AND y.object_id = m.object_id AND y.tlp_rank <= ?)"), [max_rank]
         else:
@@ -362,12 +372,8 @@ class Membership(Repository):
         return self.store.rows(q, [*args, limit])
 
     def mixed_spec_versions(self, collection: str) -> bool:
-        """Whether the collection serves anything but STIX 2.1 (objects from STIX 2.0 producers).
-        Two range probes of the (collection, spec_version) index: `!=` would scan the collection."""
-        return self.store.scalar(
-            "SELECT 1 WHERE EXISTS (SELECT 1 FROM membership WHERE collection = ? AND spec_version < '2.1') "
-            "OR EXISTS (SELECT 1 FROM membership WHERE collection = ? AND spec_version > '2.1')",
-            (collection, collection)) is not None
+        """Whether the collection serves anything but STIX 2.1 (objects from STIX 2.0 producers)."""
+        return bool(self.store.scalar(f"SELECT {MIXED.format(collection='?')}", (collection, collection)))
 
     def reports(self, collections: list[str], max_rank: int, since: str | None, until: str,
                 ids: list[str] | None = None) -> list[dict]:

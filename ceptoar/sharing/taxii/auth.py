@@ -104,7 +104,7 @@ def _by_secret(store: Store, username: str | None, password: str | None, address
         member = store.members.by_key(key) if key else None
     else:
         secret = password or ""
-        member = store.members.get(username) if username else None
+        member = store.members.get(username, with_grants=True) if username else None
     g.auth_username = member["id"] if member else (UNKNOWN if (username or authz is not None) else None)
     wait = lock_remaining(store, address, member["id"] if member else None)
     if wait:

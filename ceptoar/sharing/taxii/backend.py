@@ -278,12 +278,13 @@ class HubBackend(Backend):
         """A collection, read once per request (medallion's views ask for it several times)."""
         cache = g.setdefault("ceptoar_collections", {})
         if collection_id not in cache:
-            cache[collection_id] = self.reader.collections.get(collection_id)
+            cache[collection_id] = self.reader.collections.get(collection_id, mixed=True)
         return cache[collection_id]
 
     def _grants(self) -> dict:
-        if "ceptoar_grants" not in g:
-            g.ceptoar_grants = self.store.members.grants_of(self.member["id"])
+        if "ceptoar_grants" not in g:  # read with the member by authentication, when it could
+            grants = self.member.get("grants")
+            g.ceptoar_grants = grants if grants is not None else self.store.members.grants_of(self.member["id"])
         return g.ceptoar_grants
 
     def _collection(self, api_root: str, collection_id: str) -> tuple[dict, tuple[bool, bool]] | None:
@@ -323,7 +324,7 @@ class HubBackend(Backend):
     def get_collections(self, api_root: str) -> dict | None:
         if api_root != self.api_root:
             return None
-        grants = self.store.members.grants_of(self.member["id"])
+        grants = self._grants()
         cols = [self._resource(c, grants[c["id"]]) for c in self.reader.collections.list(counts=False)
                 if c["id"] in grants]
         return {"collections": cols} if cols else {}
@@ -348,7 +349,7 @@ class HubBackend(Backend):
         rows = self.reader.membership.page(
             c["id"], TLP_ORDER.index(member["clearance"]), object_id=q.object_id, added_after=q.added_after,
             cursor=cursor, ids=q.ids, types=q.types, spec_versions=q.spec_versions, versions=q.versions,
-            timestamps=q.timestamps, limit=limit + 1, with_json=with_json)
+            timestamps=q.timestamps, limit=limit + 1, with_json=with_json, mixed=c["mixed"])
         more = len(rows) > limit
         rows = rows[:limit]
         token = tokens.make(bound, q.filters(), rows[-1]) if more else None
