@@ -141,10 +141,13 @@ class Store:
         except self.engine.errors as e:
             raise self._explain(e) from None
 
-    def insert(self, table: str, columns: tuple[str, ...], rows) -> None:
-        """Plain new rows (no conflict to resolve): executemany on SQLite, COPY on PostgreSQL."""
+    def insert(self, table: str, columns: tuple[str, ...], rows, conflict: str = "") -> None:
+        """New rows: executemany on SQLite, COPY on PostgreSQL. `conflict`: an ON CONFLICT … DO
+        NOTHING clause for rows that may be there already (not DO UPDATE: one statement cannot
+        update a row twice, as a batch with a key twice would ask)."""
+        assert not conflict or conflict.rstrip().endswith("DO NOTHING"), conflict
         try:
-            self.engine.insert(table, columns, list(rows))
+            self.engine.insert(table, columns, list(rows), conflict)
         except self.engine.errors as e:
             raise self._explain(e) from None
 

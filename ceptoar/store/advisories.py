@@ -91,6 +91,12 @@ class Advisories(Repository):
             published = cols.index("published_utc")
             for i, v in enumerate(values, base + 1):
                 v += [i, v[published], i]
+        else:
+            # New rows (none held under this id when the batch was read, under the writers' lock) by
+            # COPY; the changed ones by upsert.
+            s.insert("advisories", (*cols, "first_seen", "tlp", "tlp_rank", "tags"),
+                     [v for v, r in zip(values, rows, strict=True) if r.get("_new")])
+            values = [v for v, r in zip(values, rows, strict=True) if not r.get("_new")]
         s.executemany(
             f"INSERT INTO advisories ({', '.join(cols)}, first_seen, tlp, tlp_rank, tags{extra}) "
             f"VALUES ({marks(len(cols) + 4)}{more}) ON CONFLICT (id) DO UPDATE SET {updates}", values)
@@ -109,8 +115,7 @@ class Advisories(Repository):
     def write_cves(self, rows: list[tuple[str, str]], replacing: list[str]) -> None:
         for chunk in chunks(replacing):
             self.store.execute(f"DELETE FROM advisory_cves WHERE advisory IN ({marks(len(chunk))})", chunk)
-        self.store.executemany("INSERT INTO advisory_cves (cve, advisory) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                               rows)
+        self.store.insert("advisory_cves", ("cve", "advisory"), rows, "ON CONFLICT DO NOTHING")
 
     # --- triage: decisions -----------------------------------------------------------------------
     def decide(self, advisory_id: str, **decisions) -> None:

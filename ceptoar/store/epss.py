@@ -49,6 +49,11 @@ class Epss(Repository):
         if advisory_ids is None:
             self.store.execute(f"UPDATE advisories SET epss = {best}, epss_percentile = {rank}")
             return
+        # Only rows that have a score or may get one: an advisory none of whose CVEs is scored, and
+        # that holds no score, would be rewritten as it is (every advisory of an ingest, on
+        # PostgreSQL a new row version each).
+        scored = ("(epss IS NOT NULL OR EXISTS (SELECT 1 FROM epss e JOIN advisory_cves c ON c.cve = e.cve "
+                  "WHERE c.advisory = advisories.id))")
         for chunk in chunks(sorted(set(advisory_ids))):
             self.store.execute(f"UPDATE advisories SET epss = {best}, epss_percentile = {rank} "
-                               f"WHERE id IN ({marks(len(chunk))})", chunk)
+                               f"WHERE id IN ({marks(len(chunk))}) AND {scored}", chunk)

@@ -102,10 +102,10 @@ class Objects(Repository):
         """(id, modified, type, hash, json, own_rank, kept_apart) rows of one origin; an existing
         (id, origin, modified) is left as it is."""
         now = utcnow()
-        self.store.executemany(
-            "INSERT INTO objects (id, origin, modified, type, hash, added, own_rank, kept_apart, json) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id, origin, modified) DO NOTHING",
-            [(oid, origin, mod, typ, h, now, own, int(apart), text) for oid, mod, typ, h, text, own, apart in rows])
+        self.store.insert(
+            "objects", ("id", "origin", "modified", "type", "hash", "added", "own_rank", "kept_apart", "json"),
+            [(oid, origin, mod, typ, h, now, own, int(apart), text) for oid, mod, typ, h, text, own, apart in rows],
+            "ON CONFLICT (id, origin, modified) DO NOTHING")
 
     def put_hub(self, objects: list[dict], *, replace: bool = False) -> None:
         """Hub-authored objects, claimed for the hub; `replace` rewrites a version in place (only for
@@ -131,8 +131,8 @@ class Objects(Repository):
     def claim(self, ids: list[str], origin: str) -> None:
         """First come: ids nobody holds yet become `origin`'s."""
         now = utcnow()
-        self.store.executemany("INSERT INTO object_owners (id, origin, claimed) VALUES (?, ?, ?) "
-                               "ON CONFLICT (id) DO NOTHING", [(i, origin, now) for i in dict.fromkeys(ids)])
+        self.store.insert("object_owners", ("id", "origin", "claimed"), [(i, origin, now) for i in dict.fromkeys(ids)],
+                          "ON CONFLICT (id) DO NOTHING")
 
     def reclaim(self, ids: list[str], origin: str) -> list[tuple[str, str]]:
         """Ids the hub derives itself go to `origin` whoever used them first; the earlier holder's
