@@ -137,6 +137,15 @@ class Publications(Repository):
         r = self.store.row("SELECT * FROM publications WHERE advisory = ? AND version = ?", (advisory, version))
         return Publication.of(r) if r else None
 
+    def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Publication]:
+        """(advisory, version) → its publication, for many at once (a digest's thousands)."""
+        out = {}
+        for chunk in chunks(list(dict.fromkeys(keys)), 300):
+            cond = " OR ".join("(advisory = ? AND version = ?)" for _ in chunk)
+            for r in self.store.rows(f"SELECT * FROM publications WHERE {cond}", [v for k in chunk for v in k]):
+                out[(r["advisory"], r["version"])] = Publication.of(r)
+        return out
+
     def pins(self, advisory: str, version: str) -> list[Pin]:
         return [Pin(r["object_id"], r["modified"], r["origin"], r["type"], r["spec_version"], r["pin_rank"],
                     bool(r["tombstone"])) for r in self.store.rows(

@@ -68,11 +68,11 @@ def advisories_for(store: Store, member: str, clearance: str, since: str | None,
     if rank < 0:
         return [], name
     chosen = store.membership.reports(collections, rank, since, until, ids)
-    items = []
-    for c in chosen:
-        pub = store.publications.get(c["advisory"], c["version"])
-        report = store.objects.get(c["advisory"], c["version"], HUB).obj
-        items.append(pub.view | {"tlp": TLP_ORDER[c["rank"]], "version": c["version"], "report": report})
+    keys = [(c["advisory"], c["version"]) for c in chosen]
+    pubs = store.publications.get_many(keys)
+    reports = store.objects.get_many([(a, v, HUB) for a, v in keys])
+    items = [pubs[(a, v)].view | {"tlp": TLP_ORDER[c["rank"]], "version": v, "report": reports[(a, v, HUB)].obj}
+             for c, (a, v) in zip(chosen, keys, strict=True)]
     # EPSS moves daily: today's probability, not the one of the day it was published.
     scores = store.epss.of([c for a in items for c in a.get("cves") or []])
     for a in items:
