@@ -7,6 +7,24 @@ import json
 from ceptoar.store.base import Repository, utcnow
 
 
+Failures = dict[str, tuple[int, str | None]]  # "address"/"member" → (count, time of the last)
+# Failed TAXII logins since a time, from one address and of one member: both counts in one pass
+# over the audit log's (address, …) and (member, action, time) indexes.
+FAILURES = ("SELECT SUM(CASE WHEN address = ? THEN 1 ELSE 0 END) AS failures_address, "
+            "MAX(CASE WHEN address = ? THEN time END) AS failures_address_last, "
+            "SUM(CASE WHEN member = ? THEN 1 ELSE 0 END) AS failures_member, "
+            "MAX(CASE WHEN member = ? THEN time END) AS failures_member_last "
+            "FROM audit WHERE (address = ? OR member = ?) AND http_status = 401 AND action = 'taxii-denied' "
+            "AND time >= ?")
+
+
+def _failures(row: dict, of_member: bool) -> Failures:
+    out = {"address": (row["failures_address"] or 0, row["failures_address_last"])}
+    if of_member:
+        out["member"] = (row["failures_member"] or 0, row["failures_member_last"])
+    return out
+
+
 class Members(Repository):
     def upsert(self, mid: str, name: str, clearance: str) -> bool:
         s = self.store
@@ -18,23 +36,28 @@ class Members(Repository):
                       (mid, name, clearance, utcnow()))
             return True
 
-    def get(self, mid: str, with_grants: bool = False) -> dict | None:
-        """A member; `with_grants`: its grants beside it, as grants_of gives them, read in the same
-        statement (a TAXII request's authentication then needs no second one)."""
-        if not with_grants:
-            r = self.store.row("SELECT * FROM members WHERE id = ?", (mid,))
-        else:
-            found = self.store.rows(
-                "SELECT m.*, g.collection AS grant_collection, g.can_read AS grant_read, g.can_write AS grant_write "
-                "FROM members m LEFT JOIN grants g ON g.member = m.id WHERE m.id = ?", (mid,))
-            r = None
-            if found:
-                grants = {x["grant_collection"]: (bool(x["grant_read"]), bool(x["grant_write"]))
-                          for x in found if x["grant_collection"] is not None}
-                r = {k: v for k, v in found[0].items() if not k.startswith("grant_")} | {"grants": grants}
+    def get(self, mid: str) -> dict | None:
+        r = self.store.row("SELECT * FROM members WHERE id = ?", (mid,))
         if r:
             r["enabled"] = bool(r["enabled"])
         return r
+
+    def signing_in(self, mid: str, *, address: str, since: str) -> tuple[dict | None, Failures]:
+        """What a TAXII request's Basic authentication needs, in one statement: the member (None if
+        there is none) with its grants beside it (as grants_of gives them, under "grants"), and the
+        failed logins since a time from the address and of that member (as recent_failures)."""
+        rows = self.store.rows(
+            f"SELECT f.*, m.*, g.collection AS grant_collection, g.can_read AS grant_read, g.can_write AS grant_write "
+            f"FROM ({FAILURES}) f LEFT JOIN members m ON m.id = ? LEFT JOIN grants g ON g.member = m.id",
+            (address, address, mid, mid, address, mid, since, mid))
+        first = rows[0]  # the counts make one row, whether or not the member exists
+        if first["id"] is None:
+            return None, _failures(first, False)
+        member = {k: v for k, v in first.items() if not k.startswith(("grant_", "failures_"))}
+        member["enabled"] = bool(member["enabled"])
+        member["grants"] = {r["grant_collection"]: (bool(r["grant_read"]), bool(r["grant_write"]))
+                            for r in rows if r["grant_collection"] is not None}
+        return member, _failures(first, True)
 
     def by_key(self, key_id: str) -> dict | None:
         r = self.store.row("SELECT * FROM members WHERE key_id = ?", (key_id,))
@@ -101,18 +124,11 @@ class Members(Repository):
             "SELECT collection, can_read, can_write FROM grants WHERE member = ?", (mid,))}
 
     def recent_failures(self, *, since: str, address: str, member: str | None = None
-                        ) -> dict[str, tuple[int, str | None]]:
+                        ) -> Failures:
         """(failed logins, time of the last one) since a time from one address and, given, for one
         member: {"address": …, "member": …}, counted in one statement (each index probed once)."""
-        count = "SUM(CASE WHEN {0} = ? THEN 1 ELSE 0 END), MAX(CASE WHEN {0} = ? THEN time END)"
-        row = self.store.execute(
-            f"SELECT {count.format('address')}, {count.format('member')} FROM audit WHERE (address = ? OR member = ?) "
-            "AND http_status = 401 AND action = 'taxii-denied' AND time >= ?",
-            (address, address, member, member, address, member, since)).fetchone()
-        out = {"address": (row[0] or 0, row[1])}
-        if member is not None:
-            out["member"] = (row[2] or 0, row[3])
-        return out
+        row = self.store.row(FAILURES, (address, address, member, member, address, member, since))
+        return _failures(row, member is not None)
 
     def objects_submitted(self, member: str, since: str) -> int:
         """Objects the member has added over TAXII since a time (from the audit log)."""

@@ -47,13 +47,17 @@ def _cache_key(mid: str, secret: str, stored: str) -> str:
     return hmac.new(_PROCESS_KEY, f"{mid}\0{secret}\0{stored}".encode(), hashlib.sha256).hexdigest()
 
 
-def lock_remaining(store: Store, address: str, member_id: str | None) -> int:
-    """Seconds until this address (or this member id) may try again; 0 when it may now. Past its
-    free failures within the window, each further failure doubles the wait (up to MAX_LOCK_SECONDS)."""
-    since = (datetime.now(UTC) - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def window_start() -> str:
+    """Since when failed logins count."""
+    return (datetime.now(UTC) - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lock_remaining(failures: dict[str, tuple[int, str | None]]) -> int:
+    """Seconds until the address (or the member id) of these recent failures may try again; 0 when
+    it may now. Past its free failures within the window, each further failure doubles the wait
+    (up to MAX_LOCK_SECONDS)."""
     worst = 0.0
-    for kind, (count, last) in store.members.recent_failures(since=since, address=address,
-                                                             member=member_id or None).items():
+    for kind, (count, last) in failures.items():
         if count < FREE_FAILURES[kind] or not last:
             continue
         wait = min(MAX_LOCK_SECONDS, 2 ** (count - FREE_FAILURES[kind]))
@@ -102,11 +106,16 @@ def _by_secret(store: Store, username: str | None, password: str | None, address
         secret = authz.token
         key = members.key_id_of(secret)
         member = store.members.by_key(key) if key else None
+        failures = store.members.recent_failures(since=window_start(), address=address,
+                                                 member=member["id"] if member else None)
     else:
         secret = password or ""
-        member = store.members.get(username, with_grants=True) if username else None
+        if username:  # the member, its grants and the failures, in one statement
+            member, failures = store.members.signing_in(username, address=address, since=window_start())
+        else:
+            member, failures = None, store.members.recent_failures(since=window_start(), address=address)
     g.auth_username = member["id"] if member else (UNKNOWN if (username or authz is not None) else None)
-    wait = lock_remaining(store, address, member["id"] if member else None)
+    wait = lock_remaining(failures)
     if wait:
         raise TooManyFailures(wait)
     usable = member is not None and member["enabled"] and member["secret_hash"] and secret
