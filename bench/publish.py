@@ -35,6 +35,7 @@ from ceptoar.pipeline import ingest_bytes  # noqa: E402
 from ceptoar.publishing import collections as colls  # noqa: E402
 from ceptoar.publishing import triage  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
+from ceptoar.store.engines import close_pools  # noqa: E402
 from tests.postgres import PostgresServer, binaries  # noqa: E402
 
 
@@ -96,6 +97,7 @@ def run(copy, n: int, facilities: int, repeat: int, profile: bool) -> dict[str, 
     gives the copy's target), timed: the median counts. One more copy is published traced, for memory."""
     store, ids = world(copy(None), n, facilities)
     store.close()
+    close_pools()  # PostgreSQL: the world becomes the template of each copy, and nobody may be connected to it
     times = [_publish(copy(k), ids, False, profile and k == 0)[0] for k in range(repeat)]
     target = copy(repeat)
     _, peak = _publish(target, ids, True, False)

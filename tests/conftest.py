@@ -232,12 +232,8 @@ def real_contacts(config: Path) -> None:
 
 def close_pools() -> None:
     """Close this process's PostgreSQL pools, so that no one is connected to a database about to
-    become a template (the hub never needs to: its pools live as long as its process)."""
-    with engines._pools_lock:
-        pools = list(engines._pools.values())
-        engines._pools.clear()
-    for pool in pools:
-        pool.close()
+    become a template."""
+    engines.close_pools()
 
 
 def _initialized(folder: Path) -> str:

@@ -166,6 +166,17 @@ def pool_for(url: str):
         return pool
 
 
+def close_pools() -> None:
+    """Close this process's PostgreSQL pools (the hub never needs to: its pools live as long as its
+    process; a test or benchmark does, before a database it wrote becomes a template, which nobody
+    may be connected to)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
 def _give_back(pool, conn) -> None:
     try:
         pool.putconn(conn)  # the pool rolls back what was left open
