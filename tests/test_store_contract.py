@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ceptoar.clinics.digest import subscribers as subs
-from ceptoar.core.errors import Conflict, StoreError
+from ceptoar.core.errors import CeptoarError, Conflict, StoreError
 from ceptoar.core.model import TLP_ORDER
 from ceptoar.ops import catalogue
 from ceptoar.pipeline import ingest_file
@@ -128,6 +128,12 @@ def test_search_finds_japanese_substrings_and_identifiers(loaded):
         queue = [a["id"] for a in loaded.advisories.list(search=word, status="new")]
         assert [a["id"] for a in loaded.advisories.list(search=word, status="new", limit=3)] == queue[:3]
         assert set(queue) <= set(every)
+    # Pasted line breaks and tabs are spaces on both engines (PostgreSQL's text joins title and
+    # description with one); other control characters are refused, not matched against everything.
+    assert found("Microsoft\nWindows") == found("Microsoft Windows") and found("\n") == found(" ")
+    for bad in ("\x00", "Micro\x1bsoft", "\x7f"):
+        with pytest.raises(CeptoarError, match="control character"):
+            found(bad)
     # After a large ingest (the worker's checkpoint: SQLite's WAL, PostgreSQL's ANALYZE) search is the same.
     loaded.checkpoint()
     assert loaded.advisories.list(search="Microsoft", status="all") == newest

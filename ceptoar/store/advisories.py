@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from ceptoar.core.errors import NotFound
+from ceptoar.core.errors import CeptoarError, NotFound
 from ceptoar.core.model import TLP_ORDER
 from ceptoar.store.base import Repository, chunks, dump, like_escaped, load, marks
 from ceptoar.store.schema import search_key
@@ -215,9 +215,12 @@ class Advisories(Repository):
              medical: bool | None = None, ids: list[str] | None = None, collection: str | None = None,
              limit: int | None = None) -> list[dict]:
         """Advisories newest first. `medical` is the analyst's decision, or the suggestion while
-        there is none; `search` matches substrings of title, description and identifiers."""
+        there is none; `search` matches substrings of title, description and identifiers (tabs
+        and line breaks in it are spaces; any other control character is refused)."""
         s = self.store
         where, args = [], []
+        if search is not None:
+            search = search_words(search)
         if ids is not None:
             if not ids:
                 return []
@@ -354,6 +357,19 @@ class Advisories(Repository):
                 f"SELECT search_key, title, description, identifiers FROM advisories WHERE search_key IN "
                 f"({marks(len(chunk))})", chunk) if any(low in (c or "").lower() for c in cols)]
         return sorted(found, reverse=True)
+
+
+def search_words(text: str) -> str:
+    """A search's text as both engines look for it: tabs and line breaks as spaces (a pasted line
+    break would otherwise meet PostgreSQL's separator between title and description, and SQLite's
+    own, differently). A NUL or other control character, which no stored text holds (PostgreSQL
+    refuses NUL outright, SQLite ends the pattern there and matched everything), is refused."""
+    text = re.sub(r"[\t\n\r\v\f]", " ", text)
+    bad = re.search(r"[\x00-\x1f\x7f]", text)
+    if bad:
+        raise CeptoarError(f"the search text holds a control character (U+{ord(bad.group()):04X}); "
+                           "search for words")
+    return text
 
 
 def ids_by_prefix(store, table: str, stix_type: str, ref: str) -> list[str]:
