@@ -259,7 +259,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
             if before_commit:
                 before_commit(result)
     if counts.new + counts.updated >= LARGE and not store.engine.in_transaction:
-        store.checkpoint()  # SQLite's WAL folded in; PostgreSQL's statistics of the grown tables
+        store.checkpoint()  # SQLite's WAL folded in; PostgreSQL vacuumed and analyzed
     return result
 
 
