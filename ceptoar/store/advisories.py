@@ -313,10 +313,10 @@ class Advisories(Repository):
         looked at in order, each one's text read by its key: a common word is in enough of them
         (a few hundred rows, whatever the table's size). Otherwise the trigram index finds every
         hit and, when nothing else is asked, picks the newest in the search table itself, so only
-        those are read from advisories; the planner, with the table's statistics (VACUUM (ANALYZE)
-        after a large ingest, Store.checkpoint), chooses between the index and a scan of the text (a byte comparison, fast;
-        a word with common trigrams such as cve-2099-… costs the index more). One query over both,
-        as before, cost 10 to 60 ms at 10,000 advisories."""
+        those are read from advisories. The planner, with the table's statistics (VACUUM (ANALYZE)
+        after a large ingest: Store.checkpoint), chooses between the index and a scan of the text
+        (a byte comparison, fast; a word with common trigrams such as cve-2099-… costs the index
+        more). One query over both, as before, cost 10 to 60 ms at 10,000 advisories."""
         s = self.store
         pattern = "%" + like_escaped(text.translate(ASCII_LOWER)) + "%"
         cond = " AND ".join(where)
