@@ -258,7 +258,7 @@ def store_all(store: Store, source: Source, entries, followed: list[tuple[str, s
                 result.error = f"nothing usable: every item ({result.skipped}) skipped; first: {first}"[:500]
             if before_commit:
                 before_commit(result)
-    if counts.new + counts.updated >= LARGE and not store.engine.in_transaction:
+    if counts.new + counts.updated >= LARGE:
         store.checkpoint()  # SQLite's WAL folded in; PostgreSQL vacuumed and analyzed
     return result
 

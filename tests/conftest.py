@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from ceptoar.cli import main
 from ceptoar.core.settings import default_config_dir
 from ceptoar.ops.devserver import serve_directory
-from ceptoar.store import engines
+from ceptoar.store.engines import close_pools  # used here and by the tests that copy databases by template
 
 pytest_plugins = ["tests.smtp_sink"]  # the `smtp` fixture: a real SMTP server (aiosmtpd)
 
@@ -228,12 +228,6 @@ def real_contacts(config: Path) -> None:
         if file.exists():
             text = re.sub(r'"0(\d)-0000-(\d{4}) \(example\)"', r'"0\1-5555-\2"', file.read_text(encoding="utf-8"))
             file.write_text(text.replace(" (example)", ""), encoding="utf-8")
-
-
-def close_pools() -> None:
-    """Close this process's PostgreSQL pools, so that no one is connected to a database about to
-    become a template."""
-    engines.close_pools()
 
 
 def _initialized(folder: Path) -> str:

@@ -188,9 +188,11 @@ class Store:
         are read through their indexes (a TAXII page took 14 ms instead of 6) and the trigram index's
         pending entries are merged (until then the planner prices the index above a scan: a search
         for a rare word took 5 ms instead of 0.1)."""
+        if self.engine.in_transaction:  # inside a larger unit: its end comes later
+            return
         if self.dialect == "sqlite" and self.path is not None:
             self.engine.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        elif self.dialect == "postgresql" and not self.engine.in_transaction:
+        elif self.dialect == "postgresql":
             self.execute("VACUUM (ANALYZE)")
 
     @contextmanager
